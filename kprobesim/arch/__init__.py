@@ -1,0 +1,1 @@
+"""Per-architecture packages, installed from the top-level ``arch/`` folder."""
