@@ -1,1 +1,48 @@
-"""Per-architecture packages, installed from the top-level ``arch/`` folder."""
+"""Per-architecture packages (installed from the top-level ``arch/`` folder).
+
+The core never branches on an architecture name: it looks up an :class:`Arch` here and goes
+through it for the engine, the board, trap delivery and the kprobe instruction layer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..board import Device
+    from ..machine import Machine
+
+ARCH_NAMES = ("riscv64", "loongarch64", "x86_64")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Everything the core needs to know about one architecture."""
+
+    name: str
+    ram: tuple[int, int]  # base, size
+    sim_base: int  # simulator-owned pages (probe slots, trampolines), outside RAM
+    new_engine: Callable[[], Any]
+    devices: Callable[[], Sequence[Device]]
+    traps: Callable[[Machine], Any]
+    pc_reg: int
+    sp_reg: int
+    dump_regs: Sequence[tuple[str, int]]
+    until: int  # an address emu_start is never expected to reach
+    default_base: int  # where a raw image of the bundled firmware loads
+
+    def module(self, part: str) -> Any:
+        """The arch's ``decode``, ``simulate``, ``step`` or ``regs`` module."""
+        return importlib.import_module(f"kprobesim.arch.{self.name}.{part}")
+
+
+def get_arch(name: str) -> Arch:
+    """The :class:`Arch` called ``name`` (UsageError naming the choices otherwise)."""
+    if name not in ARCH_NAMES:
+        raise UsageError(f"unknown architecture '{name}' (choose from {', '.join(ARCH_NAMES)})")
+    return importlib.import_module(f"kprobesim.arch.{name}").ARCH

@@ -1,0 +1,193 @@
+"""x86_64 trap delivery through the guest's IDT, as the CPU does it.
+
+Unicorn reports interrupts and exceptions but never walks the IDT, and a host write to CS/SS
+does not change the CPU's privilege level. So a ring-3 -> ring-0 entry goes the way hardware
+allows: a far call through a call gate in a shadow GDT (a simulator page) lands at CPL 0 on
+TSS.RSP0; there we restore the guest's GDT and build the real interrupt frame. Same-ring
+entries are built directly. ``iretq`` back to ring 3 is the guest's own, executed natively.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from unicorn import (
+    UC_HOOK_CODE,
+    UC_HOOK_INSN,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_INVALID,
+)
+from unicorn import x86_const as xc
+from unicorn.unicorn_const import (
+    UC_MEM_FETCH_PROT,
+    UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_WRITE_PROT,
+    UC_MEM_WRITE_UNMAPPED,
+)
+
+if TYPE_CHECKING:
+    from kprobesim.machine import Machine
+
+IF, TF, NT, RF = 1 << 9, 1 << 8, 1 << 14, 1 << 16
+VEC_DB, VEC_BP, VEC_UD, VEC_GP, VEC_PF = 1, 3, 6, 13, 14
+ERROR_CODE_VECTORS = {8, 10, 11, 12, 13, 14, 17, 21, 29, 30}
+TRAP_VECTORS = {VEC_BP, 4}  # return to the next instruction
+HLT = 0xF4
+
+_LCALL = bytes.fromhex("ff1d02000000f4f4")  # lcall *2(%rip); the far pointer follows at +8
+_LAND = 0x100
+_SHADOW_GDT = 0x800
+
+
+class Traps:
+    """Hooks Unicorn's reports and delivers them through the guest's IDT."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.m = machine
+        uc = machine.engine
+        uc.hook_add(UC_HOOK_INTR, self._intr)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid)
+        uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
+        self._page = 0
+        self._frame: tuple[int, int, bytes, int] | None = None  # rsp, rip, frame, rflags
+        self._guest_gdtr: tuple[int, int, int, int] | None = None
+        self.debug_handlers: list = []  # kprobe single-step (#DB) consumers
+
+    def install_port_hooks(self, port_in, port_out) -> None:  # noqa: ANN001
+        uc = self.m.engine
+        uc.hook_add(
+            UC_HOOK_INSN, lambda uc, port, size, ud: port_in(port, size), None, 1, 0, xc.UC_X86_INS_IN
+        )
+        uc.hook_add(
+            UC_HOOK_INSN,
+            lambda uc, port, size, value, ud: port_out(port, size, value),
+            None,
+            1,
+            0,
+            xc.UC_X86_INS_OUT,
+        )
+
+    def _reg(self, rid: int) -> int:
+        return self.m.engine.reg_read(rid)
+
+    # -- Unicorn hooks -------------------------------------------------------------------------
+    def _intr(self, uc: object, intno: int, ud: object) -> None:
+        rip = self._reg(xc.UC_X86_REG_RIP)
+        if intno == VEC_BP:
+            self.m.on_break(rip - 1)
+        elif intno == VEC_DB:
+            for handler in self.debug_handlers:
+                if handler(rip):
+                    return
+            self.deliver(VEC_DB, rip)
+        elif intno >= 32 or intno in TRAP_VECTORS:
+            self.deliver(intno, rip)
+        else:
+            self.deliver(intno, rip, 0 if intno in ERROR_CODE_VECTORS else None)
+
+    def _invalid(self, uc: object, ud: object) -> bool:
+        rip = self._reg(xc.UC_X86_REG_RIP)
+        self.m.defer(lambda: self.deliver(VEC_UD, rip))
+        return False
+
+    def _mem_invalid(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> bool:
+        if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
+            kind = "fetch"
+        elif access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT):
+            kind = "store"
+        else:
+            kind = "load"
+        self.m.on_mem_fault(kind, addr, self._reg(xc.UC_X86_REG_RIP))
+        return False
+
+    # -- entry points for the run loop ---------------------------------------------------------
+    def breakpoint(self, pc: int) -> None:
+        """An int3 no probe owns: the guest's #BP, returning after the int3."""
+        self.deliver(VEC_BP, pc + 1)
+
+    def memory_fault(self, access: str, addr: int, pc: int) -> None:
+        """No paging here: an access outside the board is a #GP (with the fault named if fatal)."""
+        self.deliver(VEC_GP, pc, 0, what=f"{access} access fault at {addr:#x}")
+
+    def interrupt(self, vector: int) -> bool:
+        if not self._reg(xc.UC_X86_REG_RFLAGS) & IF:
+            return False
+        self.deliver(vector, self.m.pc)
+        return True
+
+    def halted(self) -> bool:
+        return self.m.read(self.m.pc - 1, 1)[0] == HLT
+
+    # -- delivery ------------------------------------------------------------------------------
+    def deliver(self, vector: int, rip: int, error: int | None = None, what: str = "") -> None:
+        """Enter the handler of ``vector`` with return address ``rip``."""
+        m = self.m
+        _, idt_base, idt_limit, _ = self._reg(xc.UC_X86_REG_IDTR)
+        if idt_limit < vector * 16 + 15:
+            m.fault(what or f"exception {vector} with no IDT entry", rip)
+            return
+        lo, sel, ist, attr, mid, hi, _ = struct.unpack("<HHBBHII", m.read(idt_base + vector * 16, 16))
+        if not attr & 0x80:
+            m.fault(what or f"exception {vector}: IDT gate not present", rip)
+            return
+        handler = lo | mid << 16 | hi << 32
+        cs, ss = self._reg(xc.UC_X86_REG_CS), self._reg(xc.UC_X86_REG_SS)
+        rsp, rflags = self._reg(xc.UC_X86_REG_RSP), self._reg(xc.UC_X86_REG_RFLAGS)
+        cpl = cs & 3
+        tss = self._reg(xc.UC_X86_REG_TR)[1]
+        if ist & 7:
+            stack = struct.unpack("<Q", m.read(tss + 0x24 + 8 * ((ist & 7) - 1), 8))[0]
+        elif cpl:
+            if not tss:
+                m.fault("ring change with no TSS loaded", rip)
+                return
+            stack = struct.unpack("<Q", m.read(tss + 4, 8))[0]
+        else:
+            stack = rsp
+        stack &= ~0xF
+        words = [ss, rsp, rflags, cs, rip] + ([error] if error is not None else [])
+        frame = struct.pack(f"<{len(words)}Q", *reversed(words))
+        new_flags = rflags & ~(TF | NT | RF | (IF if attr & 0xF == 0xE else 0))
+        if cpl == 0:
+            self._complete(stack - len(frame), handler, frame, new_flags, sel)
+        else:
+            self._raise_privilege(sel, (stack - len(frame), handler, frame, new_flags))
+
+    def _complete(self, rsp: int, handler: int, frame: bytes, rflags: int, sel: int | None) -> None:
+        uc = self.m.engine
+        self.m.write(rsp, frame)
+        if sel is not None and sel != self._reg(xc.UC_X86_REG_CS):
+            uc.reg_write(xc.UC_X86_REG_CS, sel)
+        uc.reg_write(xc.UC_X86_REG_RSP, rsp)
+        uc.reg_write(xc.UC_X86_REG_RFLAGS, rflags)
+        uc.reg_write(xc.UC_X86_REG_RIP, handler)
+
+    def _raise_privilege(self, sel: int, pending: tuple[int, int, bytes, int]) -> None:
+        """Reach CPL 0 through a call gate; ``_land`` finishes the entry."""
+        m, uc = self.m, self.m.engine
+        if not self._page:
+            self._page = m.sim_alloc(0x2000)
+            m.write(self._page, _LCALL)
+            m.write(self._page + _LAND, b"\x90")
+            uc.hook_add(UC_HOOK_CODE, self._land, None, self._page + _LAND, self._page + _LAND)
+        gdtr = self._reg(xc.UC_X86_REG_GDTR)
+        _, base, limit, _ = gdtr
+        table = m.read(base, limit + 1) + bytes(-(limit + 1) % 8)
+        land = self._page + _LAND
+        gate = struct.pack("<HHBBHII", land & 0xFFFF, sel & ~3, 0, 0xEC, (land >> 16) & 0xFFFF, land >> 32, 0)
+        m.write(self._page + _SHADOW_GDT, table + gate)
+        m.write(self._page + 8, struct.pack("<IH", 0, len(table) | 3))
+        self._guest_gdtr, self._frame = gdtr, pending
+        uc.reg_write(xc.UC_X86_REG_GDTR, (0, self._page + _SHADOW_GDT, len(table) + 15, 0))
+        uc.reg_write(xc.UC_X86_REG_RIP, self._page)
+
+    def _land(self, uc: object, address: int, size: int, ud: object) -> None:
+        if self._frame is None or self._guest_gdtr is None:
+            return
+        self.m.hidden += 2  # the lcall and this landing instruction are not the guest's
+        self.m.engine.reg_write(xc.UC_X86_REG_GDTR, self._guest_gdtr)
+        rsp, handler, frame, rflags = self._frame
+        self._frame = self._guest_gdtr = None
+        self._complete(rsp, handler, frame, rflags, None)

@@ -1,0 +1,57 @@
+"""Errors that end a run or a command with one clear line, each with its own exit status."""
+
+from __future__ import annotations
+
+
+class SimError(Exception):
+    """Base of every error the user sees as one line (never a traceback)."""
+
+    exit_status = 64
+
+    def line(self) -> str:
+        """The one-line message printed for this error."""
+        return f"kprobesim: {self}"
+
+
+class UsageError(SimError):
+    """Bad command line: unknown arch, contradictory options."""
+
+    exit_status = 64
+
+
+class ImageError(SimError):
+    """A missing, unreadable, truncated or foreign image."""
+
+    exit_status = 65
+
+
+class ProbeError(SimError):
+    """A probe that cannot be placed: unknown symbol, bad offset, rejected instruction."""
+
+    exit_status = 66
+
+
+class SpecError(SimError):
+    """A malformed probe spec or fetch argument."""
+
+    exit_status = 67
+
+
+class BudgetExhausted(SimError):
+    """The run used its instruction budget or its wall-clock time limit."""
+
+    exit_status = 124
+
+
+class GuestFault(SimError):
+    """The guest did something the machine cannot continue from (with a register dump)."""
+
+    exit_status = 125
+
+    def __init__(self, message: str, pc: int, registers: str = "") -> None:
+        super().__init__(message)
+        self.pc = pc
+        self.registers = registers
+
+    def line(self) -> str:
+        return f"kprobesim: guest fault: {self} at pc={self.pc:#x}"

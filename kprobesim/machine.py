@@ -1,0 +1,325 @@
+"""Machine: one engine, its board, a loaded image and the run loop.
+
+The run loop executes the guest in ``emu_start`` slices bounded by the next timer deadline,
+the instruction budget and a slice length. Virtual time advances by the instructions each
+slice retired (the engine's exact counter), so the same image and probes give the same run.
+Nothing is hooked per instruction: hooks fire only on traps, faults and device accesses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unicorn import UC_PROT_ALL, UcError
+from unicorn.unicorn_const import (
+    UC_ERR_FETCH_PROT,
+    UC_ERR_FETCH_UNMAPPED,
+    UC_ERR_READ_PROT,
+    UC_ERR_READ_UNMAPPED,
+    UC_ERR_WRITE_PROT,
+    UC_ERR_WRITE_UNMAPPED,
+)
+
+from .arch import Arch, get_arch
+from .board import NEVER, Timer
+from .errors import BudgetExhausted, GuestFault, ImageError
+from .image import Image
+
+SLICE = 200_000  # longest emu_start slice (instructions)
+POLL = 256  # slice while an interrupt is pending but masked
+DEFAULT_BUDGET = 50_000_000
+DEFAULT_TIMEOUT = 120.0
+PAGE = 0x1000
+
+_MEM_ERRORS = {
+    UC_ERR_READ_UNMAPPED: ("load", "unmapped"),
+    UC_ERR_WRITE_UNMAPPED: ("store", "unmapped"),
+    UC_ERR_FETCH_UNMAPPED: ("fetch", "unmapped"),
+    UC_ERR_READ_PROT: ("load", "protected"),
+    UC_ERR_WRITE_PROT: ("store", "protected"),
+    UC_ERR_FETCH_PROT: ("fetch", "protected"),
+}
+
+
+@dataclass
+class Break:
+    """The guest hit a break instruction at ``pc`` (reported by the arch's trap hooks)."""
+
+    pc: int
+
+
+@dataclass
+class Deferred:
+    """A trap the arch layer handles once the slice has ended (the instruction did not retire)."""
+
+    action: Callable[[], None]
+
+
+@dataclass
+class MemFault:
+    """A memory access the board does not back."""
+
+    access: str  # load / store / fetch
+    addr: int
+    pc: int
+
+
+class Machine:
+    """A simulated computer running one kernel image."""
+
+    def __init__(self, arch: Arch, image: Image, console: Callable[[bytes], None] | None = None) -> None:
+        self.arch = arch
+        self.image = image
+        self.engine = arch.new_engine()
+        self.console_bytes = bytearray()
+        self._console_sink = console
+        self.exit_status: int | None = None
+        self._time = 0
+        self._slice_start = 0
+        self._slice_end = 0
+        self.hidden = 0  # instructions of the current slice that are not the guest's
+        self.event: Break | MemFault | Deferred | None = None
+        self._pending_fault: GuestFault | None = None
+        self._timers: list[Timer] = []
+        self._ports: dict[int, tuple[Callable, Callable, int]] = {}
+        self._port_hooks = False
+        self._sim_next = arch.sim_base
+        self.break_handlers: list[Callable[[Machine, int], bool]] = []
+        self._load_image()
+        for device in arch.devices():
+            device.attach(self)
+        self.traps = arch.traps(self)
+        self.pc = image.entry
+
+    @classmethod
+    def load(cls, path: str | Path, arch: str | None = None, **image_args: Any) -> Machine:
+        """Load an image (ELF: arch inferred and checked; raw: ``arch`` and ``base`` needed)."""
+        image = Image.load(path, arch=arch, **image_args)
+        return cls(get_arch(image.arch or ""), image)
+
+    # -- memory --------------------------------------------------------------------------------
+    def _load_image(self) -> None:
+        base, size = self.arch.ram
+        self.engine.mem_map(base, size, UC_PROT_ALL)
+        for seg in self.image.segments:
+            if not (base <= seg.addr and seg.addr + seg.memsz <= base + size):
+                raise ImageError(
+                    f"{self.image.path}: segment {seg.addr:#x}-{seg.addr + seg.memsz:#x} is outside "
+                    f"{self.arch.name} RAM {base:#x}-{base + size:#x}"
+                )
+            self.engine.mem_write(seg.addr, seg.data[: seg.memsz])
+        if not base <= self.image.entry < base + size:
+            raise ImageError(f"{self.image.path}: entry {self.image.entry:#x} is outside RAM")
+
+    def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
+        """Map fresh simulator-owned pages outside RAM; returns their address."""
+        size = (size + PAGE - 1) & ~(PAGE - 1)
+        addr = self._sim_next
+        self.engine.mem_map(addr, size, perms)
+        self._sim_next += size
+        return addr
+
+    def read(self, addr: int, size: int) -> bytes:
+        return bytes(self.engine.mem_read(addr, size))
+
+    def write(self, addr: int, data: bytes) -> None:
+        self.engine.mem_write(addr, data)
+
+    def patch_code(self, addr: int, data: bytes) -> None:
+        """Write instructions and drop stale translations (the simulator's fence.i)."""
+        self.engine.mem_write(addr, data)
+        self.engine.ctl_remove_cache(addr, addr + len(data))
+
+    # -- registers -----------------------------------------------------------------------------
+    @property
+    def pc(self) -> int:
+        return self.engine.reg_read(self.arch.pc_reg)
+
+    @pc.setter
+    def pc(self, value: int) -> None:
+        self.engine.reg_write(self.arch.pc_reg, value)
+
+    def register_dump(self) -> str:
+        """All interesting registers, four to a line."""
+        cells = [f"{name:>7}={self.engine.reg_read(rid):016x}" for name, rid in self.arch.dump_regs]
+        return "\n".join("  ".join(cells[i : i + 4]) for i in range(0, len(cells), 4))
+
+    # -- devices -------------------------------------------------------------------------------
+    def console_write(self, data: bytes) -> None:
+        self.console_bytes += data
+        if self._console_sink is not None:
+            self._console_sink(data)
+
+    @property
+    def console(self) -> str:
+        """The guest's console transcript so far."""
+        return self.console_bytes.decode("utf-8", "replace")
+
+    def guest_exit(self, status: int) -> None:
+        """The exit device was written: end the run with ``status``."""
+        if self.exit_status is None:
+            self.exit_status = status
+        self.engine.emu_stop()
+
+    def add_timer(self, timer: Timer) -> None:
+        self._timers.append(timer)
+
+    def timer_changed(self) -> None:
+        """A timer was reprogrammed mid-slice: end the slice if it now fires sooner."""
+        if min(t.deadline() for t in self._timers) < self._slice_end:
+            self.engine.emu_stop()
+
+    def add_port(self, base: int, count: int, read: Callable, write: Callable) -> None:
+        """Claim I/O ports ``base .. base+count-1`` (engines with port I/O only)."""
+        for port in range(base, base + count):
+            self._ports[port] = (read, write, base)
+        if not self._port_hooks:
+            self.traps.install_port_hooks(self._port_in, self._port_out)
+            self._port_hooks = True
+
+    def _port_in(self, port: int, size: int) -> int:
+        read, _, base = self._ports.get(port, (None, None, 0))
+        return read(port - base, size) if read else 0xFFFFFFFF & ((1 << (8 * size)) - 1)
+
+    def _port_out(self, port: int, size: int, value: int) -> None:
+        entry = self._ports.get(port)
+        if entry:
+            entry[1](port - entry[2], size, value)
+
+    # -- time ----------------------------------------------------------------------------------
+    def now(self) -> int:
+        """Virtual time: guest instructions retired (exact, also inside a slice)."""
+        if self._slice_end:
+            return self._slice_start + max(0, self.engine.icount() - 1 - self.hidden)
+        return self._time
+
+    def _next_deadline(self) -> int:
+        return min((t.deadline() for t in self._timers), default=NEVER)
+
+    # -- events from the arch's trap hooks -------------------------------------------------------
+    def on_break(self, pc: int) -> None:
+        """A break instruction trapped at ``pc``; handled after the slice ends."""
+        self.event = Break(pc)
+        self.engine.emu_stop()
+
+    def defer(self, action: Callable[[], None]) -> None:
+        """Run ``action`` after the slice (for traps a hook cannot resume from)."""
+        if self.event is None:
+            self.event = Deferred(action)
+        self.engine.emu_stop()
+
+    def on_mem_fault(self, access: str, addr: int, pc: int) -> None:
+        if self.event is None:
+            self.event = MemFault(access, addr, pc)
+
+    # -- the run loop --------------------------------------------------------------------------
+    @property
+    def instructions(self) -> int:
+        """Guest instructions retired so far (virtual time)."""
+        return self._time
+
+    def run(self, max_insns: int | None = None, timeout: float | None = None) -> int:
+        """Run until the guest exits; returns its exit status.
+
+        Raises BudgetExhausted when ``max_insns`` guest instructions or ``timeout`` seconds
+        pass first, GuestFault when the guest cannot continue.
+        """
+        limit = self._time + (max_insns if max_insns is not None else DEFAULT_BUDGET)
+        wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
+        while self.exit_status is None:
+            if self._time >= limit:
+                raise BudgetExhausted(
+                    f"instruction budget exhausted after {self._time} instructions "
+                    f"at {self.image.describe(self.pc)}"
+                )
+            if time.monotonic() > wall:
+                raise BudgetExhausted(f"time limit reached after {self._time} instructions")
+            self._step_slice(limit)
+        return self.exit_status
+
+    def _step_slice(self, limit: int) -> None:
+        masked = self._deliver_interrupts()
+        now = self._time
+        n = min(SLICE, limit - now, max(1, self._next_deadline() - now))
+        if masked:
+            n = min(n, POLL)
+        self._slice_start, self._slice_end = now, now + n
+        self.hidden = 0
+        self.event = None
+        error: UcError | None = None
+        try:
+            self.engine.emu_start(self.pc, self.arch.until, 0, n)
+        except UcError as e:
+            error = e
+        retired = self.engine.icount() - self.hidden
+        event = self.event
+        if isinstance(event, Break | MemFault | Deferred) or (error is not None and event is None):
+            retired -= 1  # the trapping instruction did not retire
+        self._time = now + max(0, retired)
+        self._slice_end = 0
+        if self._pending_fault is not None:
+            fault, self._pending_fault = self._pending_fault, None
+            raise fault
+        if self.exit_status is not None:
+            return
+        if isinstance(event, Break):
+            self._handle_break(event.pc)
+        elif isinstance(event, Deferred):
+            event.action()
+        elif isinstance(event, MemFault):
+            self.traps.memory_fault(event.access, event.addr, event.pc)
+        elif error is not None:
+            self._engine_error(error)
+        elif self._time - now < n and self.traps.halted():
+            self._idle()
+
+    def _handle_break(self, pc: int) -> None:
+        for handler in self.break_handlers:
+            if handler(self, pc):
+                return
+        self.traps.breakpoint(pc)
+
+    def _engine_error(self, error: UcError) -> None:
+        pc = self.pc
+        kind = _MEM_ERRORS.get(error.errno)
+        if kind is not None:
+            self.traps.memory_fault(kind[0], pc if kind[0] == "fetch" else 0, pc)
+            return
+        raise GuestFault(f"{error} ({self.image.describe(pc)})", pc, self.register_dump())
+
+    def _idle(self) -> None:
+        """The guest waits for an interrupt: jump virtual time to the next timer deadline."""
+        deadline = self._next_deadline()
+        if deadline >= NEVER:
+            raise GuestFault("guest halted with no timer armed", self.pc, self.register_dump())
+        self._time = max(self._time, deadline)
+        if self._deliver_interrupts():
+            raise GuestFault("guest halted with interrupts masked", self.pc, self.register_dump())
+
+    def _deliver_interrupts(self) -> bool:
+        """Deliver pending timer interrupts the guest accepts; True if one stays masked."""
+        masked = False
+        for timer in self._timers:
+            irq = timer.pending(self._time)
+            if irq is None:
+                continue
+            if self.traps.interrupt(irq):
+                timer.delivered(self._time)
+            else:
+                masked = True
+        return masked
+
+    def fault(self, message: str, pc: int) -> None:
+        """Stop the run: the guest did something it cannot continue from.
+
+        Inside a hook the fault is kept and raised once the slice has ended.
+        """
+        fault = GuestFault(message, pc, self.register_dump())
+        if not self._slice_end:
+            raise fault
+        self._pending_fault = fault
+        self.engine.emu_stop()
