@@ -90,9 +90,9 @@ class Machine:
         self._sim_next = arch.sim_base
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self._load_image()
+        self.traps = arch.traps(self)
         for device in arch.devices():
             device.attach(self)
-        self.traps = arch.traps(self)
         self.pc = image.entry
 
     @classmethod

@@ -1,0 +1,138 @@
+"""Bad input gives one clear line and a distinct exit status, never a traceback."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from kprobesim.errors import BudgetExhausted, GuestFault, ImageError, UsageError
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert lines and lines[0].startswith("kprobesim: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_unknown_arch(run_cli, tmp_path):
+    status, _, err = run_cli("--arch", "sparc64", str(tmp_path / "x.bin"))
+    assert status == UsageError.exit_status
+    assert "unknown architecture 'sparc64'" in _one_line(err)
+
+
+def test_missing_file(run_cli, tmp_path):
+    status, _, err = run_cli(str(tmp_path / "nothere.elf"))
+    assert status == ImageError.exit_status
+    assert "no such file" in _one_line(err)
+
+
+def test_empty_file(run_cli, tmp_path):
+    (tmp_path / "empty.bin").write_bytes(b"")
+    status, _, err = run_cli("--arch", "riscv64", str(tmp_path / "empty.bin"))
+    assert status == ImageError.exit_status and "empty file" in _one_line(err)
+
+
+def test_truncated_elf(run_cli, tmp_path):
+    (tmp_path / "t.elf").write_bytes(b"\x7fELF\x02\x01\x01" + bytes(20))
+    status, _, err = run_cli(str(tmp_path / "t.elf"))
+    assert status == ImageError.exit_status and "truncated ELF" in _one_line(err)
+
+
+def _elf_header(machine: int) -> bytes:
+    ident = b"\x7fELF\x02\x01\x01" + bytes(9)
+    return ident + struct.pack("<HHIQQQIHHHHHH", 2, machine, 1, 0x1000, 64, 0, 0, 64, 56, 0, 64, 0, 0)
+
+
+def test_elf_for_another_arch(run_cli, tmp_path):
+    (tmp_path / "arm.elf").write_bytes(_elf_header(183))  # aarch64
+    status, _, err = run_cli(str(tmp_path / "arm.elf"))
+    assert status == ImageError.exit_status and "ELF machine 183" in _one_line(err)
+
+
+def test_elf_arch_mismatch(run_cli, tmp_path):
+    (tmp_path / "x.elf").write_bytes(_elf_header(62))
+    status, _, err = run_cli("--arch", "riscv64", str(tmp_path / "x.elf"))
+    assert status == ImageError.exit_status and "ELF is for x86_64, not riscv64" in _one_line(err)
+
+
+def test_elf_without_segments(run_cli, tmp_path):
+    (tmp_path / "n.elf").write_bytes(_elf_header(243))
+    status, _, err = run_cli(str(tmp_path / "n.elf"))
+    assert status == ImageError.exit_status and "no loadable segments" in _one_line(err)
+
+
+def test_raw_without_arch(run_cli, tmp_path):
+    (tmp_path / "k.bin").write_bytes(b"\x13\x00\x00\x00")
+    status, _, err = run_cli(str(tmp_path / "k.bin"))
+    assert status == ImageError.exit_status and "needs --arch" in _one_line(err)
+
+
+def test_raw_outside_ram(run_cli, tmp_path):
+    (tmp_path / "k.bin").write_bytes(b"\x13\x00\x00\x00")
+    status, _, err = run_cli("--arch", "riscv64", "--base", "0x1000", str(tmp_path / "k.bin"))
+    assert status == ImageError.exit_status and "outside riscv64 RAM" in _one_line(err)
+
+
+def test_bad_number(run_cli, tmp_path):
+    status, _, err = run_cli("--arch", "riscv64", "--base", "zz", str(tmp_path / "k.bin"))
+    assert status == UsageError.exit_status and "not a number" in _one_line(err)
+
+
+# riscv64 `j .` (jal x0, 0): spins forever
+SPIN = struct.pack("<I", 0x0000006F)
+# riscv64 `ld a0, 0(zero)`: loads from unmapped address 0, no trap vector installed
+BAD_LOAD = struct.pack("<I", 0x00003503)
+
+
+def test_budget_exhausted(run_cli, tmp_path):
+    (tmp_path / "spin.bin").write_bytes(SPIN)
+    status, _, err = run_cli("--arch", "riscv64", "--max-insns", "5000", str(tmp_path / "spin.bin"))
+    assert status == BudgetExhausted.exit_status
+    assert "instruction budget exhausted after 5000 instructions" in _one_line(err)
+
+
+def test_time_limit(run_cli, tmp_path):
+    (tmp_path / "spin.bin").write_bytes(SPIN)
+    status, _, err = run_cli(
+        "--arch", "riscv64", "--max-insns", str(10**12), "--timeout", "0.3", str(tmp_path / "spin.bin")
+    )
+    assert status == BudgetExhausted.exit_status and "time limit reached" in _one_line(err)
+
+
+def test_guest_fault_reports_pc_and_registers(run_cli, tmp_path):
+    (tmp_path / "bad.bin").write_bytes(BAD_LOAD)
+    status, _, err = run_cli("--arch", "riscv64", str(tmp_path / "bad.bin"))
+    assert status == GuestFault.exit_status
+    line = _one_line(err)
+    assert "guest fault: load access fault at 0x0" in line and "pc=0x80000000" in line
+    assert "a0=" in err and "mcause=" in err
+
+
+def test_no_traceback_from_the_real_command(tmp_path):
+    (tmp_path / "t.elf").write_bytes(b"\x7fELF")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kprobesim.cli", str(tmp_path / "t.elf")], capture_output=True, text=True
+    )
+    assert proc.returncode == ImageError.exit_status
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("arch", ["riscv64", "x86_64"])
+def test_virtual_time_is_exact(arch, tmp_path):
+    """A spin loop of N instructions under a budget stops after exactly N."""
+    from kprobesim.machine import Machine
+
+    code = SPIN if arch == "riscv64" else b"\xeb\xfe"  # jmp .
+    (tmp_path / "spin.bin").write_bytes(code)
+    from kprobesim.arch import get_arch
+    from kprobesim.image import Image
+
+    a = get_arch(arch)
+    m = Machine(a, Image.load(tmp_path / "spin.bin", arch=arch, base=a.default_base))
+    with pytest.raises(BudgetExhausted):
+        m.run(max_insns=12345)
+    assert m.instructions == 12345
