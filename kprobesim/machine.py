@@ -28,6 +28,8 @@ from .arch import Arch, get_arch
 from .board import NEVER, Timer
 from .errors import BudgetExhausted, GuestFault, ImageError
 from .image import Image
+from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
+from .probes.registry import Registry
 
 SLICE = 200_000  # longest emu_start slice (instructions)
 POLL = 256  # slice while an interrupt is pending but masked
@@ -71,8 +73,16 @@ class MemFault:
 class Machine:
     """A simulated computer running one kernel image."""
 
-    def __init__(self, arch: Arch, image: Image, console: Callable[[bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        arch: Arch,
+        image: Image,
+        console: Callable[[bytes], None] | None = None,
+        step_variant: str | None = None,
+    ) -> None:
         self.arch = arch
+        self.step_variant = step_variant
+        self._registry: Registry | None = None
         self.image = image
         self.engine = arch.new_engine()
         self.console_bytes = bytearray()
@@ -96,10 +106,17 @@ class Machine:
         self.pc = image.entry
 
     @classmethod
-    def load(cls, path: str | Path, arch: str | None = None, **image_args: Any) -> Machine:
+    def load(
+        cls,
+        path: str | Path,
+        arch: str | None = None,
+        console: Callable[[bytes], None] | None = None,
+        step_variant: str | None = None,
+        **image_args: Any,
+    ) -> Machine:
         """Load an image (ELF: arch inferred and checked; raw: ``arch`` and ``base`` needed)."""
         image = Image.load(path, arch=arch, **image_args)
-        return cls(get_arch(image.arch or ""), image)
+        return cls(get_arch(image.arch or ""), image, console=console, step_variant=step_variant)
 
     # -- memory --------------------------------------------------------------------------------
     def _load_image(self) -> None:
@@ -312,6 +329,35 @@ class Machine:
             else:
                 masked = True
         return masked
+
+    def account(self, instructions: int) -> None:
+        """Count guest instructions the host performed (a simulated probed instruction)."""
+        self._time += instructions
+
+    # -- probes --------------------------------------------------------------------------------
+    @property
+    def probes(self) -> Registry:
+        """The kprobe registry (created on first use; nothing is patched before)."""
+        if self._registry is None:
+            self._registry = Registry(self, self.step_variant)
+        return self._registry
+
+    def kprobe(
+        self, spec: str | int, pre: PreHandler | None = None, post: PostHandler | None = None, name: str = ""
+    ) -> Kprobe:
+        """Place a kprobe at ``SYM``, ``SYM+OFF`` or an address."""
+        return self.probes.register(spec, pre, post, name)
+
+    def kretprobe(
+        self,
+        spec: str | int,
+        handler: ReturnHandler | None = None,
+        entry: ReturnHandler | None = None,
+        maxactive: int | None = None,
+        name: str = "",
+    ) -> Kretprobe:
+        """Place a kretprobe on a function."""
+        return self.probes.register_kretprobe(spec, handler, entry, maxactive, name)
 
     def fault(self, message: str, pc: int) -> None:
         """Stop the run: the guest did something it cannot continue from.

@@ -65,6 +65,8 @@ class Traps:
         finally:
             uc.reg_write(UC_RISCV_REG_PRIV, prev)
 
+    host_access = machine_mode
+
     # -- Unicorn hooks -------------------------------------------------------------------------
     def _intr(self, uc: object, intno: int, ud: object) -> None:
         pc = self.m.engine.reg_read(UC_RISCV_REG_PC)

@@ -9,6 +9,7 @@ entries are built directly. ``iretq`` back to ring 3 is the guest's own, execute
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,10 @@ class Traps:
         self._frame: tuple[int, int, bytes, int] | None = None  # rsp, rip, frame, rflags
         self._guest_gdtr: tuple[int, int, int, int] | None = None
         self.debug_handlers: list = []  # kprobe single-step (#DB) consumers
+
+    def host_access(self) -> contextlib.AbstractContextManager:
+        """Host register access needs no privilege change on x86."""
+        return contextlib.nullcontext()
 
     def install_port_hooks(self, port_in, port_out) -> None:  # noqa: ANN001
         uc = self.m.engine

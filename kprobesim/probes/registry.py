@@ -1,0 +1,324 @@
+"""The kprobe registry: placing probes, handling their traps, stepping out of line.
+
+Flow of a hit (DESIGN.md §3): the break at the probe traps; pre-handlers run in order (a
+non-zero return means the handler moved the PC: the step is skipped); the probed instruction
+is simulated, or stepped in its slot with interrupts masked, ending on the slot's step break
+(or, on x86 with the "tf" variant, on the single-step debug trap); the arch's fix-ups set the
+resume PC; post-handlers run; interrupts are restored. A probe that is not hit costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kprobesim.errors import ProbeError
+
+from .insn import Decision, DecodeError, Kind, SlotError
+from .kprobe import Instance, Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
+from .regs import Regs
+from .slots import SlotPages
+
+if TYPE_CHECKING:
+    from kprobesim.machine import Machine
+
+MAX_INSN = 16
+
+
+@dataclass(eq=False)
+class Site:
+    """One patched address and the probes aggregated on it."""
+
+    addr: int
+    decision: Decision
+    orig: bytes
+    slot: int | None = None
+    slot_code: bytes = b""
+    probes: list[Kprobe] = field(default_factory=list)
+    armed: bool = False
+
+
+@dataclass(eq=False)
+class Step:
+    """An out-of-line step in progress."""
+
+    site: Site
+    saved_irq: int
+    end: int | None  # address of the step break; None when single-stepping with TF
+    orphan: bool = False  # the site was unregistered meanwhile: free its slot at the end
+
+
+class Registry:
+    """All kprobes and kretprobes of one machine."""
+
+    def __init__(self, machine: Machine, variant: str | None = None) -> None:
+        self.m = machine
+        arch = machine.arch
+        self.decode: Any = arch.module("decode")
+        self.simulate: Any = arch.module("simulate")
+        self.step: Any = arch.module("step")
+        self.spec: Any = arch.module("regs")
+        variants = getattr(self.step, "VARIANTS", ("break",))
+        self.variant = variant or variants[0]
+        if self.variant not in variants:
+            raise ProbeError(f"{arch.name} has no '{self.variant}' step variant ({', '.join(variants)})")
+        self.slots = SlotPages(machine, self.step.SLOT_SIZE)
+        self.sites: dict[int, Site] = {}
+        self.stepping: Step | None = None
+        self.blacklist = machine.image.blacklist()
+        self.trampoline: int | None = None
+        self.instances: list[Instance] = []
+        self.kretprobes: list[Kretprobe] = []
+        self._busy = False
+        machine.break_handlers.append(self._on_break)
+        if hasattr(machine.traps, "debug_handlers"):
+            machine.traps.debug_handlers.append(self._on_debug)
+
+    # -- placing probes ------------------------------------------------------------------------
+    def original(self, addr: int, size: int) -> bytes:
+        """Guest bytes as the image has them, with our patched breaks taken out."""
+        data = bytearray(self.m.read(addr, size))
+        for site in self.sites.values():
+            if site.armed and addr - len(site.orig) < site.addr < addr + size:
+                for i, b in enumerate(site.orig):
+                    if 0 <= site.addr + i - addr < size:
+                        data[site.addr + i - addr] = b
+        return bytes(data)
+
+    def locate(self, spec: str | int) -> tuple[int, str]:
+        """Resolve ``SYM``, ``SYM+OFF`` or an address; check boundary and blacklist."""
+        image = self.m.image
+        addr = spec if isinstance(spec, int) else image.resolve(spec)
+        text = spec if isinstance(spec, str) else f"{addr:#x}"
+        found = image.lookup(addr)
+        if found is not None:
+            sym, off = found
+            if sym.addr in self.blacklist:
+                raise ProbeError(f"{text}: {sym.name} is blacklisted (not probeable)")
+            if sym.is_func and sym.size:
+                try:
+                    starts = self.decode.boundaries(self.original(sym.addr, sym.size), sym.addr)
+                except DecodeError as e:
+                    raise ProbeError(f"{text}: cannot decode {sym.name}: {e}") from None
+                if addr not in starts:
+                    raise ProbeError(
+                        f"{text}: offset {off:#x} is not on an instruction boundary of {sym.name} (EILSEQ)"
+                    )
+        elif self.m.arch.sim_base <= addr:
+            raise ProbeError(f"{text}: address {addr:#x} is in the simulator's own pages")
+        return addr, image.describe(addr)
+
+    def classify(self, addr: int) -> Decision:
+        """The arch decoder's verdict on the (original) instruction at ``addr``."""
+        try:
+            return self.decode.decode(self.original(addr, MAX_INSN), addr)
+        except DecodeError as e:
+            raise ProbeError(f"{self.m.image.describe(addr)}: {e}") from None
+
+    def _new_site(self, addr: int, text: str) -> Site:
+        d = self.classify(addr)
+        if d.kind is Kind.REJECT:
+            raise ProbeError(f"{text}: cannot probe '{d.text}': {d.reason} (EINVAL)")
+        site = Site(addr, d, self.original(addr, d.length))
+        if d.kind is Kind.OOL:
+            slot = self.slots.alloc()
+            try:
+                kw = {"variant": self.variant} if hasattr(self.step, "VARIANTS") else {}
+                code = self.step.make_slot(d, slot, **kw)
+            except SlotError as e:
+                self.slots.free(slot)
+                raise ProbeError(f"{text}: {e}") from None
+            self.slots.write(slot, code)
+            site.slot, site.slot_code = slot, code
+        return site
+
+    def register(
+        self, spec: str | int, pre: PreHandler | None = None, post: PostHandler | None = None, name: str = ""
+    ) -> Kprobe:
+        """Place a kprobe; several on one address share the site (aggregation)."""
+        addr, where = self.locate(spec)
+        site = self.sites.get(addr)
+        if site is None:
+            site = self._new_site(addr, str(spec))
+            self.sites[addr] = site
+        probe = Kprobe(name or where, addr, where, pre, post, registry=self)
+        site.probes.append(probe)
+        self.update_arming(addr)
+        return probe
+
+    def update_arming(self, addr: int) -> None:
+        """Arm the site while any of its probes is enabled, disarm it otherwise."""
+        site = self.sites.get(addr)
+        if site is None:
+            return
+        want = any(p.enabled for p in site.probes)
+        if want and not site.armed:
+            self.m.patch_code(addr, self.step.probe_break(site.decision))
+        elif site.armed and not want:
+            self.m.patch_code(addr, site.orig)
+        site.armed = want
+
+    def unregister(self, probe: Kprobe) -> None:
+        """Remove a probe; safe while the CPU is stepping in its slot (freed after the step)."""
+        site = self.sites.get(probe.addr)
+        probe.registry = None
+        if site is None or probe not in site.probes:
+            return
+        site.probes.remove(probe)
+        if site.probes:
+            self.update_arming(site.addr)
+            return
+        if site.armed:
+            self.m.patch_code(site.addr, site.orig)
+            site.armed = False
+        del self.sites[site.addr]
+        if site.slot is not None:
+            if self.stepping is not None and self.stepping.site is site:
+                self.stepping.orphan = True
+            else:
+                self.slots.free(site.slot)
+
+    # -- kretprobes ----------------------------------------------------------------------------
+    def register_kretprobe(
+        self,
+        spec: str | int,
+        handler: ReturnHandler | None = None,
+        entry: ReturnHandler | None = None,
+        maxactive: int | None = None,
+        name: str = "",
+    ) -> Kretprobe:
+        """Place a return probe: its entry kprobe hijacks the return address."""
+        if self.trampoline is None:
+            self.trampoline = self.slots.alloc()
+            self.slots.write(self.trampoline, self.step.PROBE_BREAK)
+        rp = Kretprobe("", 0, "", handler, entry, maxactive if maxactive is not None else 10, registry=self)
+        kp = self.register(spec, pre=lambda p, regs: self._kret_entry(rp, regs), name=name)
+        rp.name, rp.addr, rp.symbol, rp.kprobe = kp.name, kp.addr, kp.symbol, kp
+        self.kretprobes.append(rp)
+        return rp
+
+    def unregister_kretprobe(self, rp: Kretprobe) -> None:
+        """Stop new activations; live ones still return through the trampoline."""
+        if rp.kprobe is not None:
+            self.unregister(rp.kprobe)
+        rp.registry = None
+        if rp in self.kretprobes:
+            self.kretprobes.remove(rp)
+
+    def _kret_entry(self, rp: Kretprobe, regs: Regs) -> int:
+        if rp.active >= rp.maxactive:
+            rp.missed += 1
+            return 0
+        ra_reg = self.spec.RA_REG
+        sp = regs.sp
+        if ra_reg is not None:
+            inst = Instance(rp, regs[ra_reg], sp)
+        else:  # the return address is on the stack
+            inst = Instance(rp, int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8)
+        if rp.entry is not None and rp.entry(inst, regs):
+            return 0
+        assert self.trampoline is not None
+        if ra_reg is not None:
+            regs[ra_reg] = self.trampoline
+        else:
+            regs.write_mem(sp, self.trampoline.to_bytes(8, "little"))
+        rp.active += 1
+        self.instances.append(inst)
+        return 0
+
+    def _kret_return(self, regs: Regs) -> None:
+        sp = regs.sp
+        for i in range(len(self.instances) - 1, -1, -1):
+            if self.instances[i].return_sp == sp:
+                inst = self.instances.pop(i)
+                break
+        else:
+            self.m.fault("kretprobe trampoline reached with no matching instance", regs.pc)
+            return
+        rp = inst.kretprobe
+        rp.active -= 1
+        if rp.registry is not None and rp.enabled:
+            rp.hits += 1
+            if rp.handler is not None:
+                rp.handler(inst, regs)
+        regs.pc = inst.ret_addr
+        ra_reg = self.spec.RA_REG
+        if ra_reg is not None:
+            regs[ra_reg] = inst.ret_addr  # as if never hijacked
+        else:
+            regs.write_mem(sp - 8, inst.ret_addr.to_bytes(8, "little"))
+
+    # -- traps ---------------------------------------------------------------------------------
+    def _on_break(self, machine: Machine, pc: int) -> bool:
+        step = self.stepping
+        if step is not None and pc == step.end:
+            self._finish_step()
+            return True
+        if pc == self.trampoline:
+            self._kret_return(Regs(self.m))
+            return True
+        site = self.sites.get(pc)
+        if site is None or not site.armed:
+            return False
+        self._hit(site)
+        return True
+
+    def _on_debug(self, rip: int) -> bool:
+        if self.stepping is None or self.stepping.end is not None:
+            return False
+        self._finish_step()
+        return True
+
+    def _hit(self, site: Site) -> None:
+        regs = Regs(self.m)
+        if self._busy or self.stepping is not None:
+            for p in site.probes:
+                p.missed += p.enabled
+            self.m.fault(f"probe {self.m.image.describe(site.addr)} hit while another is active", site.addr)
+            return
+        skip = False
+        self._busy = True
+        try:
+            for p in list(site.probes):
+                if p.enabled:
+                    p.hits += 1
+                    if p.pre is not None and p.pre(p, regs):
+                        skip = True
+        finally:
+            self._busy = False
+        if skip:
+            return
+        d = site.decision
+        if d.kind is Kind.SIMULATE:
+            self.simulate.simulate(d, regs)
+            self.m.account(1)
+            self._post(site, regs)
+            return
+        assert site.slot is not None
+        saved = self.step.mask_interrupts(regs)
+        if self.variant == "tf":
+            self.step.arm_single_step(regs)
+            end = None
+        else:
+            end = site.slot + len(site.slot_code) - len(self.step.step_break())
+        self.stepping = Step(site, saved, end)
+        regs.pc = site.slot
+
+    def _finish_step(self) -> None:
+        step = self.stepping
+        assert step is not None
+        self.stepping = None
+        site, regs = step.site, Regs(self.m)
+        assert site.slot is not None
+        if step.end is None:
+            self.step.disarm_single_step(regs)
+        self.step.after_step(site.decision, regs, site.slot, step.saved_irq)
+        self.step.restore_interrupts(regs, step.saved_irq)
+        self._post(site, regs)
+        if step.orphan:
+            self.slots.free(site.slot)
+
+    def _post(self, site: Site, regs: Regs) -> None:
+        for p in list(site.probes):
+            if p.enabled and p.post is not None:
+                p.post(p, regs)

@@ -1,0 +1,87 @@
+"""``Regs``: the trapped registers as handlers see them, read and written through the engine."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .insn import MASK64
+
+if TYPE_CHECKING:
+    from kprobesim.machine import Machine
+
+
+class Regs:
+    """Registers by name (``regs["a0"]``), ``pc``, ``arg(n)``, ``retval``; all writable.
+
+    Also a RegView for the arch's simulate/step code (``read_mem``/``write_mem``).
+    """
+
+    def __init__(self, machine: Machine) -> None:
+        self._m = machine
+        self._engine = machine.engine
+        self._spec: Any = machine.arch.module("regs")
+        self._ids: dict[str, int] = self._spec.REG_IDS
+        self._access = machine.traps.host_access
+
+    def _id(self, name: str) -> int:
+        try:
+            return self._ids[name]
+        except KeyError:
+            raise KeyError(f"no register '{name}' on {self._m.arch.name}") from None
+
+    def __getitem__(self, name: str) -> int:
+        rid = self._id(name)
+        with self._access():
+            return self._engine.reg_read(rid) & MASK64
+
+    def __setitem__(self, name: str, value: int) -> None:
+        rid = self._id(name)
+        with self._access():
+            self._engine.reg_write(rid, value & MASK64)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._ids
+
+    @property
+    def pc(self) -> int:
+        return self[self._spec.PC_REG]
+
+    @pc.setter
+    def pc(self, value: int) -> None:
+        self[self._spec.PC_REG] = value
+
+    @property
+    def sp(self) -> int:
+        return self[self._spec.SP_REG]
+
+    @property
+    def retval(self) -> int:
+        return self[self._spec.RETVAL_REG]
+
+    @retval.setter
+    def retval(self, value: int) -> None:
+        self[self._spec.RETVAL_REG] = value
+
+    def arg(self, n: int) -> int:
+        """The ``n``-th argument (1-based, like ``$argN``) by the arch's calling convention."""
+        regs = self._spec.ARG_REGS
+        if not 1 <= n <= len(regs):
+            raise IndexError(f"$arg{n}: {self._m.arch.name} passes arguments 1..{len(regs)} in registers")
+        return self[regs[n - 1]]
+
+    def stack(self, n: int) -> int:
+        """The ``n``-th u64 on the stack at the probe (``$stackN``)."""
+        return int.from_bytes(self.read_mem(self.sp + self._spec.STACK_ARGS_OFFSET + 8 * n, 8), "little")
+
+    def read_mem(self, addr: int, size: int) -> bytes:
+        return self._m.read(addr & MASK64, size)
+
+    def write_mem(self, addr: int, data: bytes) -> None:
+        self._m.write(addr & MASK64, data)
+
+    def pt_regs(self, **extra: int) -> bytes:
+        """Linux's ``struct pt_regs`` for this arch (the eBPF context)."""
+        return self._spec.pack_pt_regs(self.__getitem__, extra)
+
+    def __repr__(self) -> str:
+        return f"<Regs pc={self.pc:#x}>"
