@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .arch import ARCH_NAMES, get_arch
-from .errors import GuestFault, SimError, UsageError
+from .errors import GuestFault, ProbeError, SimError, UsageError
 from .image import Image
 from .machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, Machine
+from .trace.tracer import Tracer
 
-VERBS = ("run", "symbols")
+VERBS = ("run", "symbols", "probeable")
 
 
 def _int(text: str) -> int:
@@ -44,6 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     _image_args(run)
     run.add_argument("--max-insns", type=_int, default=DEFAULT_BUDGET, help="instruction budget")
     run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="wall-clock limit (s)")
+    run.add_argument(
+        "-p",
+        "--probe",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="kprobe_events spec: 'p:NAME SYM[+OFF] [FETCHARGS]' or 'r[MAXACTIVE]:NAME SYM [$retval]'",
+    )
+    run.add_argument("--format", choices=("text", "json"), default="text", help="probe output format")
+    run.add_argument("--stats", action="store_true", help="print hits/missed per probe at exit")
+    run.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: tf)")
+    prb = sub.add_parser("probeable", help="list a function's instructions and how each would be probed")
+    _image_args(prb)
+    prb.add_argument("symbol", help="function name")
     sym = sub.add_parser("symbols", help="list an image's symbols")
     _image_args(sym)
     sym.add_argument("glob", nargs="?", default="*", help="only names matching this glob")
@@ -65,21 +80,64 @@ def load_image(args: argparse.Namespace) -> Image:
     return Image.load(path, arch=args.arch, base=base, entry=args.entry, symbols=symbols)
 
 
+class _Console:
+    """Console bytes to stdout a whole line at a time, so trace lines never split one."""
+
+    def __init__(self) -> None:
+        self.out = sys.stdout.buffer
+        self.pending = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.pending += data
+        if b"\n" in data:
+            cut = self.pending.rindex(b"\n") + 1
+            self.out.write(self.pending[:cut])
+            del self.pending[:cut]
+
+    def line(self, text: str) -> None:
+        self.out.write(text.encode() + b"\n")
+
+    def close(self) -> None:
+        self.out.write(self.pending)
+        self.pending.clear()
+        self.out.flush()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     image = load_image(args)
-    out = sys.stdout.buffer
-
-    def console(data: bytes) -> None:
-        out.write(data)
-        if b"\n" in data:
-            out.flush()
-
-    machine = Machine(get_arch(image.arch or ""), image, console=console)
+    console = _Console()
+    arch = get_arch(image.arch or "")
+    if args.step and not hasattr(arch.module("step"), "VARIANTS"):
+        raise UsageError(f"--step applies to x86_64 only, not {arch.name}")
+    machine = Machine(arch, image, console=console.write, step_variant=args.step)
+    tracer = Tracer(machine, out=console.line, fmt=args.format)
+    for text in args.probe:
+        tracer.add(text)
     try:
         status = machine.run(max_insns=args.max_insns, timeout=args.timeout)
     finally:
-        out.flush()
+        console.close()
+        if args.stats:
+            print("\n".join(tracer.stats()), flush=True)
     return status
+
+
+def cmd_probeable(args: argparse.Namespace) -> int:
+    image = load_image(args)
+    machine = Machine(get_arch(image.arch or ""), image)
+    sym = image.symbol(args.symbol)
+    if not sym.is_func or not sym.size:
+        raise ProbeError(f"'{args.symbol}' is not a function with a known size")
+    registry = machine.probes
+    blacklisted = sym.addr in registry.blacklist
+    for addr in registry.decode.boundaries(registry.original(sym.addr, sym.size), sym.addr):
+        d = registry.classify(addr)
+        verdict = d.kind.value + (f": {d.reason}" if d.reason else "")
+        if blacklisted:
+            verdict = "rejected: function is blacklisted"
+        where = f"{sym.name}+{addr - sym.addr:#x}"
+        print(f"{addr:#018x} {where:<24} {d.raw.hex():<16} {d.text:<36} {verdict}")
+    return 0
 
 
 def cmd_symbols(args: argparse.Namespace) -> int:
@@ -91,7 +149,7 @@ def cmd_symbols(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "symbols": cmd_symbols}
+COMMANDS = {"run": cmd_run, "symbols": cmd_symbols, "probeable": cmd_probeable}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

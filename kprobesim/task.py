@@ -1,0 +1,49 @@
+"""The running task as the guest kernel describes it (used by traces and eBPF helpers).
+
+A kernel that exports ``current_task`` (a pointer to its running task) with the layout of
+the bundled firmware — ``u32 pid`` at 0, ``u32 tgid`` at 4, ``char comm[16]`` at 8 — gets
+real pids and names in traces. Other images show pid 0 and comm ``<...>`` as ftrace does for
+unknown tasks.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from unicorn import UcError
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+CURRENT_SYMBOL = "current_task"
+
+
+@dataclass(frozen=True)
+class Task:
+    """pid, tgid and comm of a guest task (``addr`` 0 when the kernel does not say)."""
+
+    pid: int
+    tgid: int
+    comm: str
+    addr: int = 0
+
+
+UNKNOWN = Task(0, 0, "<...>")
+
+
+def current_task(machine: Machine) -> Task:
+    """The task the guest kernel is running now."""
+    image = machine.image
+    if not image.has_symbol(CURRENT_SYMBOL):
+        return UNKNOWN
+    try:
+        (ptr,) = struct.unpack("<Q", machine.read(image.symbol(CURRENT_SYMBOL).addr, 8))
+        if not ptr:
+            return UNKNOWN
+        pid, tgid = struct.unpack("<II", machine.read(ptr, 8))
+        comm = machine.read(ptr + 8, 16).split(b"\0", 1)[0].decode("ascii", "replace")
+    except UcError:
+        return UNKNOWN
+    return Task(pid, tgid, comm, ptr)
