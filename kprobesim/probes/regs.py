@@ -22,6 +22,8 @@ class Regs:
         self._spec: Any = machine.arch.module("regs")
         self._ids: dict[str, int] = self._spec.REG_IDS
         self._access = machine.traps.host_access
+        # Control registers the host may only touch at the guest's highest privilege.
+        self._privileged = frozenset(getattr(self._spec, "CSR_NAMES", ()))
 
     def _id(self, name: str) -> int:
         try:
@@ -31,12 +33,17 @@ class Regs:
 
     def __getitem__(self, name: str) -> int:
         rid = self._id(name)
-        with self._access():
-            return self._engine.reg_read(rid) & MASK64
+        if name in self._privileged:
+            with self._access():
+                return self._engine.reg_read(rid) & MASK64
+        return self._engine.reg_read(rid) & MASK64
 
     def __setitem__(self, name: str, value: int) -> None:
         rid = self._id(name)
-        with self._access():
+        if name in self._privileged:
+            with self._access():
+                self._engine.reg_write(rid, value & MASK64)
+        else:
             self._engine.reg_write(rid, value & MASK64)
 
     def __contains__(self, name: str) -> bool:
