@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unicorn import UC_PROT_ALL, UcError
+from unicorn import UC_HOOK_CODE, UC_PROT_ALL, UcError
 from unicorn.unicorn_const import (
     UC_ERR_FETCH_PROT,
     UC_ERR_FETCH_UNMAPPED,
@@ -32,7 +32,7 @@ from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHan
 from .probes.registry import Registry
 
 SLICE = 200_000  # longest emu_start slice (instructions)
-POLL = 256  # slice while an interrupt is pending but masked
+POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact moment)
 DEFAULT_BUDGET = 50_000_000
 DEFAULT_TIMEOUT = 120.0
 PAGE = 0x1000
@@ -94,6 +94,7 @@ class Machine:
         self.hidden = 0  # instructions of the current slice that are not the guest's
         self.event: Break | MemFault | Deferred | None = None
         self._pending_fault: GuestFault | None = None
+        self._cut = False
         self._timers: list[Timer] = []
         self._ports: dict[int, tuple[Callable, Callable, int]] = {}
         self._port_hooks = False
@@ -103,6 +104,10 @@ class Machine:
         self.traps = arch.traps(self)
         for device in arch.devices():
             device.attach(self)
+        self._held = False  # an interrupt is pending but the CPU masks it
+        self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
+        for addr, count in self.traps.unmask_sites().items():
+            self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
 
     @classmethod
@@ -180,7 +185,18 @@ class Machine:
         """The exit device was written: end the run with ``status``."""
         if self.exit_status is None:
             self.exit_status = status
-        self.engine.emu_stop()
+        self.cut_slice()
+
+    def cut_slice(self) -> None:
+        """End the current slice from a device callback.
+
+        Unicorn stops a device access in one of two ways: an MMIO store is left unretired and
+        runs again on resume (idempotent for our devices), and a port OUT retires but the next
+        instruction is already counted. Either way one counted instruction did not retire.
+        """
+        if self._slice_end and not self._cut:
+            self._cut = True
+            self.engine.emu_stop()
 
     def add_timer(self, timer: Timer) -> None:
         self._timers.append(timer)
@@ -188,7 +204,7 @@ class Machine:
     def timer_changed(self) -> None:
         """A timer was reprogrammed mid-slice: end the slice if it now fires sooner."""
         if min(t.deadline() for t in self._timers) < self._slice_end:
-            self.engine.emu_stop()
+            self.cut_slice()
 
     def add_port(self, base: int, count: int, read: Callable, write: Callable) -> None:
         """Claim I/O ports ``base .. base+count-1`` (engines with port I/O only)."""
@@ -215,7 +231,9 @@ class Machine:
         return self._time
 
     def _next_deadline(self) -> int:
-        return min((t.deadline() for t in self._timers), default=NEVER)
+        """The earliest timer deadline still ahead (a passed one is pending, not a bound)."""
+        now = self._time
+        return min((d for t in self._timers if (d := t.deadline()) > now), default=NEVER)
 
     # -- events from the arch's trap hooks -------------------------------------------------------
     def on_break(self, pc: int) -> None:
@@ -258,15 +276,24 @@ class Machine:
             self._step_slice(limit)
         return self.exit_status
 
+    def _unmask_point(self, uc: object, addr: int, size: int, count: int) -> None:
+        """About to run an instruction that may unmask interrupts while one is held: stop
+        before it, run exactly it (``count`` instructions), then look at interrupts again."""
+        if self._held and not self._run_exactly and self._slice_end - self._slice_start > count:
+            self._run_exactly = count
+            self.cut_slice()
+
     def _step_slice(self, limit: int) -> None:
-        masked = self._deliver_interrupts()
+        held = self._deliver_interrupts()
+        self._held = held < SLICE
         now = self._time
-        n = min(SLICE, limit - now, max(1, self._next_deadline() - now))
-        if masked:
-            n = min(n, POLL)
+        n = min(SLICE, limit - now, max(1, self._next_deadline() - now), held)
+        if self._run_exactly:
+            n, self._run_exactly = min(n, self._run_exactly), 0
         self._slice_start, self._slice_end = now, now + n
         self.hidden = 0
         self.event = None
+        self._cut = False
         error: UcError | None = None
         try:
             self.engine.emu_start(self.pc, self.arch.until, 0, n)
@@ -274,8 +301,12 @@ class Machine:
             error = e
         retired = self.engine.icount() - self.hidden
         event = self.event
-        if isinstance(event, Break | MemFault | Deferred) or (error is not None and event is None):
-            retired -= 1  # the trapping instruction did not retire
+        if (
+            self._cut
+            or isinstance(event, Break | MemFault | Deferred)
+            or (error is not None and event is None)
+        ):
+            retired -= 1  # the trapping (or device-stopped) instruction did not retire
         self._time = now + max(0, retired)
         self._slice_end = 0
         if self._pending_fault is not None:
@@ -314,21 +345,27 @@ class Machine:
         if deadline >= NEVER:
             raise GuestFault("guest halted with no timer armed", self.pc, self.register_dump())
         self._time = max(self._time, deadline)
-        if self._deliver_interrupts():
+        if self._deliver_interrupts() < SLICE:
             raise GuestFault("guest halted with interrupts masked", self.pc, self.register_dump())
 
-    def _deliver_interrupts(self) -> bool:
-        """Deliver pending timer interrupts the guest accepts; True if one stays masked."""
-        masked = False
+    def _deliver_interrupts(self) -> int:
+        """Deliver pending timer interrupts the guest accepts.
+
+        Returns how soon to look again for one still held back (SLICE when none is): the
+        unmask points stop the run at the exact instruction that lets one in, and POLL is only
+        a safety net for code the scan did not see.
+        """
+        held = SLICE
         for timer in self._timers:
             irq = timer.pending(self._time)
             if irq is None:
                 continue
-            if self.traps.interrupt(irq):
+            verdict = self.traps.interrupt(irq)
+            if verdict is True:
                 timer.delivered(self._time)
             else:
-                masked = True
-        return masked
+                held = min(held, POLL)
+        return held
 
     def account(self, instructions: int) -> None:
         """Count guest instructions the host performed (a simulated probed instruction)."""

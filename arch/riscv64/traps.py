@@ -32,6 +32,7 @@ from unicorn.unicorn_const import (
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
 
+_IRQ_CSRS = (0x300, 0x304, 0x100, 0x104)  # mstatus, mie, sstatus, sie
 MSTATUS_MIE = 1 << 3
 MSTATUS_MPIE = 1 << 7
 MSTATUS_MPP = 3 << 11
@@ -109,12 +110,15 @@ class Traps:
     def memory_fault(self, access: str, addr: int, pc: int) -> None:
         self._enter(_ACCESS_CAUSE[access], pc, addr, what=f"{access} access fault at {addr:#x}")
 
-    def interrupt(self, irq: int) -> bool:
-        """Take interrupt ``irq`` if the hart accepts it now."""
+    def interrupt(self, irq: int) -> bool | None:
+        """Take interrupt ``irq`` if the hart accepts it now.
+
+        True: taken; False: masked by mstatus.MIE; None: disabled in mie.
+        """
         uc = self.m.engine
         with self.machine_mode() as priv:
             if not uc.reg_read(UC_RISCV_REG_MIE) & (1 << irq):
-                return False
+                return None
             if priv == 3 and not uc.reg_read(UC_RISCV_REG_MSTATUS) & MSTATUS_MIE:
                 return False
         self._enter(INTERRUPT | irq, self.m.pc, 0)
@@ -139,7 +143,29 @@ class Traps:
         vectored = mtvec & 3 == 1 and cause & INTERRUPT
         uc.reg_write(UC_RISCV_REG_PC, base + 4 * (cause & 0xFF) if vectored else base)
 
-    # -- run-loop queries ----------------------------------------------------------------------
+    # -- run-loop queries ----
+    def unmask_sites(self) -> dict[int, int]:
+        """Instructions that can unmask interrupts: csr writes to m/sstatus or m/sie, mret, sret.
+
+        Maps each address to how many instructions to execute before interrupts are checked.
+        """
+        sites = {}
+        for seg in self.m.image.segments:
+            code, pc = seg.data, 0
+            while pc + 2 <= len(code):
+                if code[pc] & 3 != 3:
+                    pc += 2
+                    continue
+                if pc + 4 > len(code):
+                    break
+                word = int.from_bytes(code[pc : pc + 4], "little")
+                if word in (0x30200073, 0x10200073) or (
+                    word & 0x7F == 0x73 and (word >> 12) & 7 not in (0, 4) and word >> 20 in _IRQ_CSRS
+                ):
+                    sites[seg.addr + pc] = 1
+                pc += 4
+        return sites
+
     def halted(self) -> bool:
         """Did the slice end on a ``wfi``?"""
         pc = self.m.pc

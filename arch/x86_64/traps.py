@@ -13,6 +13,7 @@ import contextlib
 import struct
 from typing import TYPE_CHECKING
 
+import capstone
 from unicorn import (
     UC_HOOK_CODE,
     UC_HOOK_INSN,
@@ -121,6 +122,20 @@ class Traps:
             return False
         self.deliver(vector, self.m.pc)
         return True
+
+    def unmask_sites(self) -> dict[int, int]:
+        """``sti`` (interrupts open after the next instruction), ``popf`` and ``iret``, by a linear
+        sweep of the image's code; maps each address to the instructions to run before checking."""
+        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        md.skipdata = True
+        sites = {}
+        for seg in self.m.image.segments:
+            for addr, _, mnemonic, _ in md.disasm_lite(seg.data, seg.addr):
+                if mnemonic == "sti":
+                    sites[addr] = 2
+                elif mnemonic in ("popf", "popfq", "iretq", "iret", "iretd"):
+                    sites[addr] = 1
+        return sites
 
     def halted(self) -> bool:
         return self.m.read(self.m.pc - 1, 1)[0] == HLT

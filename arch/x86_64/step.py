@@ -1,0 +1,181 @@
+"""x86_64 break/step: int3 probe breaks, slot copies with RIP-relative re-basing, TF stepping.
+
+The variant ("tf" or "int3", see ``VARIANTS``) is chosen when decoding: decisions remember it
+and every function here defaults to it. Protocol of one out-of-line step::
+
+    d = decode(code, addr, variant)       # int3: control flow and IF users come back SIMULATE
+    saved = mask_interrupts(regs, d)      # clears IF; remembers TF/IF as Linux does
+    regs["rip"] = slot                    # slot bytes from make_slot(d, slot, variant)
+    arm_single_step(regs)                 # "tf" only: set TF
+    ... run until #DB (tf) or the int3 at slot + len (int3) ...
+    while step_incomplete(d, regs, slot): # "tf" only: rep string ops trap per iteration
+        ... run again until #DB ...
+    disarm_single_step(regs, d)           # "tf" only: Unicorn does not clear TF itself
+    after_step(d, regs, slot, saved)
+    restore_interrupts(regs, saved)
+
+The int3 variant's step ends on the int3 at ``step_break_addr(d, slot)`` = slot + length.
+"""
+
+from __future__ import annotations
+
+from kprobesim.probes.insn import Decision, Kind, RegView, SlotError, u64
+
+from .decode import FIX_CALL, FIX_CALL_INDIRECT, FIX_KEEP, FIX_PUSHF, VARIANTS, X86Insn
+
+INT3 = b"\xcc"
+PROBE_BREAK = INT3
+#: The TF variant ends the step with the #DB trap: no step break.
+STEP_BREAK = b""
+#: The int3 variant's step break.
+STEP_BREAK_INT3 = INT3
+#: Bytes a slot needs at most: a 15-byte instruction and the int3 of the int3 variant.
+SLOT_SIZE = 16
+SLOT_ALIGN = 1
+
+TF = 1 << 8
+IF = 1 << 9
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown x86_64 step variant {variant!r}")
+
+
+def _variant(d: Decision, variant: str | None) -> str:
+    """The step variant for ``d``: the one it was decoded for, which ``variant`` must match."""
+    made_for = d.info.variant if isinstance(d.info, X86Insn) else "tf"
+    if variant is None:
+        return made_for
+    _check_variant(variant)
+    if variant != made_for:
+        raise SlotError(
+            f"{d.addr:#x}: {d.text!r} was decoded for the {made_for!r} variant, not {variant!r}: "
+            f"call decode(code, addr, variant={variant!r})"
+        )
+    return variant
+
+
+def probe_break(d: Decision) -> bytes:
+    """The break patched over the first byte of ``d``."""
+    return INT3
+
+
+def step_break(variant: str = "tf") -> bytes:
+    """The bytes placed after the slot copy: none for "tf", int3 for "int3"."""
+    _check_variant(variant)
+    return STEP_BREAK_INT3 if variant == "int3" else STEP_BREAK
+
+
+def make_slot(d: Decision, slot_addr: int, variant: str | None = None) -> bytes:
+    """The copy of ``d`` to run at ``slot_addr``: RIP-relative displacement re-based.
+
+    ``variant`` defaults to the one ``d`` was decoded for (and must match it). Raises SlotError
+    when the re-based displacement does not fit in a signed 32-bit field.
+    """
+    variant = _variant(d, variant)
+    if d.kind is not Kind.OOL:
+        raise SlotError(f"{d.addr:#x}: {d.text!r} is {d.kind.value}, it takes no slot")
+    info: X86Insn = d.info
+    code = bytearray(d.raw)
+    if info.rip_disp_offset is not None:
+        new = d.addr + info.rip_disp - slot_addr  # same target from the slot
+        if not -(1 << 31) <= new < (1 << 31):
+            raise SlotError(
+                f"{d.addr:#x}: {d.text!r}: RIP-relative target "
+                f"{u64(d.end + info.rip_disp):#x} is out of reach from slot {slot_addr:#x}"
+            )
+        off = info.rip_disp_offset
+        code[off : off + 4] = new.to_bytes(4, "little", signed=True)
+    return bytes(code) + step_break(variant)
+
+
+def step_break_addr(d: Decision, slot_addr: int, variant: str | None = None) -> int | None:
+    """Address of the int3 ending the step (int3 variant), None for the TF variant."""
+    variant = _variant(d, variant)
+    return slot_addr + d.length if variant == "int3" else None
+
+
+def is_probe_break(code: bytes) -> bool:
+    """Is ``code[0]`` an int3?"""
+    return bytes(code[:1]) == INT3
+
+
+def is_step_break(code: bytes) -> bool:
+    """Is ``code[0]`` the int3 variant's step break?"""
+    return bytes(code[:1]) == INT3
+
+
+def arm_single_step(regs: RegView) -> None:
+    """Set TF so the CPU traps (#DB) after the next instruction."""
+    regs["rflags"] = regs["rflags"] | TF
+
+
+def disarm_single_step(regs: RegView, d: Decision | None = None) -> None:
+    """Clear TF (Unicorn leaves it set after the #DB).
+
+    Given the stepped decision, a popf keeps the TF it popped: native execution would set it.
+    """
+    if d is not None and isinstance(d.info, X86Insn) and d.info.opcode == b"\x9d":
+        return
+    regs["rflags"] = regs["rflags"] & ~TF
+
+
+def step_incomplete(d: Decision, regs: RegView, slot_addr: int, variant: str | None = None) -> bool:
+    """TF variant: did the #DB come between iterations of a rep string op (step again)?"""
+    return (
+        _variant(d, variant) == "tf" and isinstance(d.info, X86Insn) and d.info.rep_string
+        and regs["rip"] == slot_addr
+    )  # fmt: skip
+
+
+def after_step(
+    d: Decision, regs: RegView, slot_addr: int, saved: int | None = None, variant: str | None = None
+) -> None:
+    """Resume fix-ups once the step has ended (call after disarm_single_step()).
+
+    int3 variant: rip = the probed address + length (branches are simulated, not stepped).
+    TF variant (Linux resume_execution): ret and jmp *reg keep their IP; call *reg keeps its
+    IP and gets its pushed return address moved from the slot to the original; call rel32
+    gets both; pushf gets TF and IF in the pushed word restored from ``saved`` (the value
+    mask_interrupts() returned; if None the current rflags' IF is used, which is right when
+    restore_interrupts() ran first); everything else moves rip by ``orig - slot``.
+    ``variant`` defaults to the one ``d`` was decoded for.
+    """
+    variant = _variant(d, variant)
+    if variant == "int3":
+        regs["rip"] = d.end
+        return
+    info: X86Insn = d.info
+    delta = d.addr - slot_addr
+    if info.fixup in (FIX_CALL, FIX_CALL_INDIRECT):
+        sp = regs["rsp"]
+        ret = int.from_bytes(regs.read_mem(sp, 8), "little")
+        regs.write_mem(sp, u64(ret + delta).to_bytes(8, "little"))
+    elif info.fixup == FIX_PUSHF:
+        sp, size = regs["rsp"], info.opsize
+        word = int.from_bytes(regs.read_mem(sp, size), "little")
+        old = saved if saved is not None else regs["rflags"] & IF
+        word = (word & ~(TF | IF)) | (old & (TF | IF))
+        regs.write_mem(sp, word.to_bytes(size, "little"))
+    if info.fixup not in (FIX_KEEP, FIX_CALL_INDIRECT):
+        regs["rip"] = u64(regs["rip"] + delta)
+
+
+def mask_interrupts(regs: RegView, d: Decision | None = None) -> int:
+    """Clear IF for the step; return the TF/IF bits to restore (IF dropped for IF modifiers).
+
+    Like Linux's kprobe_saved_flags: after cli/sti/popf the flag the instruction produced is
+    kept, so the saved IF is left out for them.
+    """
+    flags = regs["rflags"]
+    regs["rflags"] = flags & ~IF
+    saved = flags & (TF | IF)
+    if d is not None and isinstance(d.info, X86Insn) and d.info.if_modifier:
+        saved &= ~IF
+    return saved
+
+
+def restore_interrupts(regs: RegView, saved: int) -> None:
+    """OR the saved TF/IF back into rflags (Linux: ``regs->flags |= kprobe_saved_flags``)."""
+    regs["rflags"] = regs["rflags"] | (saved & (TF | IF))
