@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     image = load_image(args)
     console = _Console()
     arch = get_arch(image.arch or "")
-    if args.step and not hasattr(arch.module("step"), "VARIANTS"):
+    if args.step and not hasattr(arch.module("decode"), "VARIANTS"):
         raise UsageError(f"--step applies to x86_64 only, not {arch.name}")
     machine = Machine(arch, image, console=console.write, step_variant=args.step)
     tracer = Tracer(machine, out=console.line, fmt=args.format)

@@ -58,10 +58,12 @@ class Registry:
         self.simulate: Any = arch.module("simulate")
         self.step: Any = arch.module("step")
         self.spec: Any = arch.module("regs")
-        variants = getattr(self.step, "VARIANTS", ("break",))
+        variants = getattr(self.decode, "VARIANTS", ("break",))
         self.variant = variant or variants[0]
         if self.variant not in variants:
             raise ProbeError(f"{arch.name} has no '{self.variant}' step variant ({', '.join(variants)})")
+        # Arches with several step variants decode for one (what is simulated differs).
+        self._decode_kw = {"variant": self.variant} if len(variants) > 1 else {}
         self.slots = SlotPages(machine, self.step.SLOT_SIZE)
         self.sites: dict[int, Site] = {}
         self.stepping: Step | None = None
@@ -111,7 +113,7 @@ class Registry:
     def classify(self, addr: int) -> Decision:
         """The arch decoder's verdict on the (original) instruction at ``addr``."""
         try:
-            return self.decode.decode(self.original(addr, MAX_INSN), addr)
+            return self.decode.decode(self.original(addr, MAX_INSN), addr, **self._decode_kw)
         except DecodeError as e:
             raise ProbeError(f"{self.m.image.describe(addr)}: {e}") from None
 
@@ -123,8 +125,7 @@ class Registry:
         if d.kind is Kind.OOL:
             slot = self.slots.alloc()
             try:
-                kw = {"variant": self.variant} if hasattr(self.step, "VARIANTS") else {}
-                code = self.step.make_slot(d, slot, **kw)
+                code = self.step.make_slot(d, slot)
             except SlotError as e:
                 self.slots.free(slot)
                 raise ProbeError(f"{text}: {e}") from None
@@ -264,8 +265,12 @@ class Registry:
         return True
 
     def _on_debug(self, rip: int) -> bool:
-        if self.stepping is None or self.stepping.end is not None:
+        step = self.stepping
+        if step is None or step.end is not None:
             return False
+        assert step.site.slot is not None
+        if self.step.step_incomplete(step.site.decision, Regs(self.m), step.site.slot):
+            return True  # between iterations of a rep string op: TF stays set, step on
         self._finish_step()
         return True
 
@@ -295,12 +300,10 @@ class Registry:
             self._post(site, regs)
             return
         assert site.slot is not None
-        saved = self.step.mask_interrupts(regs)
-        if self.variant == "tf":
+        saved = self.step.mask_interrupts(regs, d)
+        end = self.step.step_break_addr(d, site.slot)
+        if end is None:  # single-step with the trap flag
             self.step.arm_single_step(regs)
-            end = None
-        else:
-            end = site.slot + len(site.slot_code) - len(self.step.step_break())
         self.stepping = Step(site, saved, end)
         regs.pc = site.slot
 
@@ -311,7 +314,7 @@ class Registry:
         site, regs = step.site, Regs(self.m)
         assert site.slot is not None
         if step.end is None:
-            self.step.disarm_single_step(regs)
+            self.step.disarm_single_step(regs, site.decision)
         self.step.after_step(site.decision, regs, site.slot, step.saved_irq)
         self.step.restore_interrupts(regs, step.saved_irq)
         self._post(site, regs)
