@@ -14,7 +14,7 @@ _DUMP = "rip rax rbx rcx rdx rsi rdi rbp rsp r8 r9 r10 r11 r12 r13 r14 r15 rflag
 ARCH = Arch(
     name="x86_64",
     ram=(0x0, 0x8000000),
-    sim_base=0x1_0000_0000,
+    sim_base=0x4000_0000,  # outside RAM, within rel32 reach of the kernel (RIP-relative slots)
     new_engine=lambda: new_unicorn(UC_ARCH_X86, UC_MODE_64),
     devices=lambda: [Uart16550(0x3F8, ports=True), PortExit(0xF4), Pit()],
     traps=Traps,
