@@ -101,7 +101,7 @@ def fetch(fa: FetchArg, regs: Regs, machine: Machine) -> int | str:
             # The string lives at the final address: @SYM, +OFF(ARG) -> that address; else the value.
             addr = _address_of(fa.arg, regs, machine) if fa.arg.kind in ("mem", "deref") else None
             return _string(machine, value(fa.arg, regs, machine) if addr is None else addr)
-        bits = int(fa.type[1:]) if fa.type[0] in "usx" else 64
+        bits = 64 if fa.type == "symbol" else int(fa.type[1:])
         addr = _address_of(fa.arg, regs, machine)
         if addr is not None:
             raw = int.from_bytes(_read(machine, addr, bits // 8), "little")
