@@ -11,7 +11,9 @@ from conftest import UNICORN_ARCHES, firmware
 from kprobesim.errors import ProbeError, SpecError
 from kprobesim.trace.spec import parse
 
-LINE = re.compile(r"^\s*(?P<comm>\S+)-(?P<pid>\d+) \[000\] d\.\.\.\. +\d+\.\d{6}: (?P<event>\w+): \((?P<where>[^)]*)\)(?P<args>.*)$")
+LINE = re.compile(
+    r"^\s*(?P<comm>\S+)-(?P<pid>\d+) \[000\] d\.\.\.\. +\d+\.\d{6}: (?P<event>\w+): \((?P<where>[^)]*)\)(?P<args>.*)$"
+)
 
 
 def _events(out: bytes) -> list[re.Match]:
@@ -34,7 +36,9 @@ def test_do_work_args_and_fib_retvals(arch, run_cli):
     fr = [e for e in events if e["event"] == "fr"]
     assert " ret=144" in {e["args"] for e in fr}
     assert all(" <- fib" in e["where"] for e in fr)
-    stats = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"^  (\w+)\s+(\d+)\s+(\d+)$", out.decode(), re.M)}
+    stats = {
+        m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"^  (\w+)\s+(\d+)\s+(\d+)$", out.decode(), re.M)
+    }
     assert stats["dw"] == (len(dw), 0) and stats["fr"] == (len(fr), 0)
     # the console transcript is intact, line by line, around the trace lines
     console = b"".join(line + b"\n" for line in out.splitlines() if not LINE.match(line.decode()))
@@ -59,7 +63,9 @@ def test_json_and_memory_fetchargs(arch, run_cli):
 
 
 def test_trace_is_deterministic(run_cli):
-    runs = [run_cli(str(firmware("riscv64")), "-p", "p:s schedule", "-p", "r:f fib $retval") for _ in range(2)]
+    runs = [
+        run_cli(str(firmware("riscv64")), "-p", "p:s schedule", "-p", "r:f fib $retval") for _ in range(2)
+    ]
     assert runs[0] == runs[1]
 
 
