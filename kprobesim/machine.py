@@ -100,6 +100,7 @@ class Machine:
         self._port_hooks = False
         self._sim_next = arch.sim_base
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
+        self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
         self._load_image()
         self.traps = arch.traps(self)
         for device in arch.devices():
@@ -247,6 +248,12 @@ class Machine:
             self.event = Deferred(action)
         self.engine.emu_stop()
 
+    def exception_pc(self, pc: int) -> int:
+        """The PC a synchronous exception reports (a fault in a probe's slot is the probe's)."""
+        for fixup in self.exception_fixups:
+            pc = fixup(pc)
+        return pc
+
     def on_mem_fault(self, access: str, addr: int, pc: int) -> None:
         if self.event is None:
             self.event = MemFault(access, addr, pc)
@@ -268,8 +275,7 @@ class Machine:
         while self.exit_status is None:
             if self._time >= limit:
                 raise BudgetExhausted(
-                    f"instruction budget exhausted after {self._time} instructions "
-                    f"at {self.image.describe(self.pc)}"
+                    f"instruction budget exhausted after {self._time} instructions at {self.image.describe(self.pc)}"
                 )
             if time.monotonic() > wall:
                 raise BudgetExhausted(f"time limit reached after {self._time} instructions")
@@ -301,11 +307,7 @@ class Machine:
             error = e
         retired = self.engine.icount() - self.hidden
         event = self.event
-        if (
-            self._cut
-            or isinstance(event, Break | MemFault | Deferred)
-            or (error is not None and event is None)
-        ):
+        if self._cut or isinstance(event, Break | MemFault | Deferred) or (error is not None and event is None):
             retired -= 1  # the trapping (or device-stopped) instruction did not retire
         self._time = now + max(0, retired)
         self._slice_end = 0

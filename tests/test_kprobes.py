@@ -149,9 +149,7 @@ def test_pre_handler_moving_pc_skips_the_instruction(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-@pytest.mark.parametrize(
-    "target", ["pcrel_load", "pcrel_addr", "call_first", "branch_first", "indirect_first"]
-)
+@pytest.mark.parametrize("target", ["pcrel_load", "pcrel_addr", "call_first", "branch_first", "indirect_first"])
 def test_pc_relative_first_instructions_are_right(arch, target, monkeypatch):
     """Probed at their first instruction they give the right values; stepping them out of line
     unchanged (a planted bug: raw copy, resume at addr+len) is caught by the same checks."""
@@ -217,3 +215,45 @@ def test_placement_errors(arch):
     blacklisted = sorted(m.probes.blacklist)[0]
     with pytest.raises(ProbeError, match="blacklisted"):
         m.kprobe(blacklisted)
+
+
+# sum_array's array load and the register holding its pointer, per arch
+ARRAY_LOAD = {"riscv64": ("0(a0)", "a0"), "x86_64": ("[rdi", "rdi"), "loongarch64": ("$a0, 0", "a0")}
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_fault_in_a_step_is_reported_at_the_probe(arch):
+    """A stepped load made to fault (its pointer bent by the pre-handler) enters the guest's trap
+    handler as a fault of the probed instruction, not of the slot (Linux kprobe_fault_handler)."""
+    m = Machine.load(firmware(arch))
+    reg = m.probes
+    pattern, ptr = ARRAY_LOAD[arch]
+    load = next(a for a in _accepted(m, "sum_array") if pattern in reg.classify(a).text)
+    assert reg.classify(load).kind is Kind.OOL
+    base, size = m.arch.ram
+    p = m.kprobe(load, pre=lambda p, r: r.__setitem__(ptr, base + size + 0x1000) or 0)
+    status = m.run()
+    assert p.hits == 1 and status == 99, m.console
+    assert f"pc={load:x}" in m.console and "PANIC: unexpected trap" in m.console
+    assert not reg.steps
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_hit_while_stepping_counts_as_missed(arch):
+    """Without the fault fix-up the faulting step runs the guest's panic path, which prints:
+    the probe on printk is then hit while a step is in progress - missed, no handlers run."""
+    m = Machine.load(firmware(arch))
+    reg = m.probes
+    m.exception_fixups.remove(reg._on_exception)
+    pattern, ptr = ARRAY_LOAD[arch]
+    load = next(a for a in _accepted(m, "sum_array") if pattern in reg.classify(a).text)
+    base, size = m.arch.ram
+    m.kprobe(load, pre=lambda p, r: r.__setitem__(ptr, base + size + 0x1000) or 0)
+    calls: list[int] = []
+    printk = m.kprobe("printk", pre=lambda p, r: calls.append(1))
+    before = Machine.load(firmware(arch))
+    ref = before.kprobe("printk")
+    assert m.run() == 99 and "PANIC: unexpected trap" in m.console
+    assert printk.missed == 1 and printk.hits == len(calls)
+    before.run()
+    assert printk.hits < ref.hits  # the run ended early, and the panic's printk was not a hit

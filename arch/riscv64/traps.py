@@ -126,6 +126,8 @@ class Traps:
 
     def _enter(self, cause: int, epc: int, tval: int, what: str = "") -> None:
         uc = self.m.engine
+        if not cause & INTERRUPT:
+            epc = self.m.exception_pc(epc)
         with self.machine_mode() as priv:
             mtvec = uc.reg_read(UC_RISCV_REG_MTVEC)
             if mtvec == 0:

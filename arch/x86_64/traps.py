@@ -63,9 +63,7 @@ class Traps:
 
     def install_port_hooks(self, port_in, port_out) -> None:  # noqa: ANN001
         uc = self.m.engine
-        uc.hook_add(
-            UC_HOOK_INSN, lambda uc, port, size, ud: port_in(port, size), None, 1, 0, xc.UC_X86_INS_IN
-        )
+        uc.hook_add(UC_HOOK_INSN, lambda uc, port, size, ud: port_in(port, size), None, 1, 0, xc.UC_X86_INS_IN)
         uc.hook_add(
             UC_HOOK_INSN,
             lambda uc, port, size, value, ud: port_out(port, size, value),
@@ -144,6 +142,8 @@ class Traps:
     def deliver(self, vector: int, rip: int, error: int | None = None, what: str = "") -> None:
         """Enter the handler of ``vector`` with return address ``rip``."""
         m = self.m
+        if vector < 32 and vector not in TRAP_VECTORS:
+            rip = m.exception_pc(rip)
         _, idt_base, idt_limit, _ = self._reg(xc.UC_X86_REG_IDTR)
         if idt_limit < vector * 16 + 15:
             m.fault(what or f"exception {vector} with no IDT entry", rip)

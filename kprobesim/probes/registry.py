@@ -46,6 +46,7 @@ class Step:
     saved_irq: int
     end: int | None  # address of the step break; None when single-stepping with TF
     orphan: bool = False  # the site was unregistered meanwhile: free its slot at the end
+    quiet: bool = False  # a re-entered hit (counted missed): no post-handlers
 
 
 class Registry:
@@ -66,13 +67,14 @@ class Registry:
         self._decode_kw = {"variant": self.variant} if len(variants) > 1 else {}
         self.slots = SlotPages(machine, self.step.SLOT_SIZE)
         self.sites: dict[int, Site] = {}
-        self.stepping: Step | None = None
+        self.steps: list[Step] = []  # out-of-line steps in progress, innermost last
         self.blacklist = machine.image.blacklist()
         self.trampoline: int | None = None
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
         self._busy = False
         machine.break_handlers.append(self._on_break)
+        machine.exception_fixups.append(self._on_exception)
         if hasattr(machine.traps, "debug_handlers"):
             machine.traps.debug_handlers.append(self._on_debug)
 
@@ -174,8 +176,9 @@ class Registry:
             site.armed = False
         del self.sites[site.addr]
         if site.slot is not None:
-            if self.stepping is not None and self.stepping.site is site:
-                self.stepping.orphan = True
+            live = [st for st in self.steps if st.site is site]
+            if live:
+                live[-1].orphan = True
             else:
                 self.slots.free(site.slot)
 
@@ -250,6 +253,11 @@ class Registry:
             regs.write_mem(sp - 8, inst.ret_addr.to_bytes(8, "little"))
 
     # -- traps ---------------------------------------------------------------------------------
+    @property
+    def stepping(self) -> Step | None:
+        """The innermost out-of-line step in progress."""
+        return self.steps[-1] if self.steps else None
+
     def _on_break(self, machine: Machine, pc: int) -> bool:
         step = self.stepping
         if step is not None and pc == step.end:
@@ -264,6 +272,21 @@ class Registry:
         self._hit(site)
         return True
 
+    def _on_exception(self, pc: int) -> int:
+        """A fault inside a slot (Linux's kprobe_fault_handler): abandon the step, restore the
+        interrupt state and report the fault at the probed instruction."""
+        step = self.stepping
+        if step is None or step.site.slot is None or not 0 <= pc - step.site.slot < self.slots.size:
+            return pc
+        self.steps.pop()
+        regs = Regs(self.m)
+        if step.end is None:
+            self.step.disarm_single_step(regs, step.site.decision)
+        self.step.restore_interrupts(regs, step.saved_irq)
+        if step.orphan:
+            self.slots.free(step.site.slot)
+        return step.site.addr
+
     def _on_debug(self, rip: int) -> bool:
         step = self.stepping
         if step is None or step.end is not None:
@@ -276,10 +299,12 @@ class Registry:
 
     def _hit(self, site: Site) -> None:
         regs = Regs(self.m)
-        if self._busy or self.stepping is not None:
+        if self._busy or self.steps:
+            # Re-entered (e.g. the stepped instruction trapped into probed code): like Linux,
+            # count it missed and execute the instruction without handlers.
             for p in site.probes:
                 p.missed += p.enabled
-            self.m.fault(f"probe {self.m.image.describe(site.addr)} hit while another is active", site.addr)
+            self._execute(site, regs, quiet=True)
             return
         skip = False
         self._busy = True
@@ -291,33 +316,36 @@ class Registry:
                         skip = True
         finally:
             self._busy = False
-        if skip:
-            return
+        if not skip:
+            self._execute(site, regs)
+
+    def _execute(self, site: Site, regs: Regs, quiet: bool = False) -> None:
+        """Simulate the probed instruction, or start its out-of-line step."""
         d = site.decision
         if d.kind is Kind.SIMULATE:
             self.simulate.simulate(d, regs)
             self.m.account(1)
-            self._post(site, regs)
+            if not quiet:
+                self._post(site, regs)
             return
         assert site.slot is not None
         saved = self.step.mask_interrupts(regs, d)
         end = self.step.step_break_addr(d, site.slot)
         if end is None:  # single-step with the trap flag
             self.step.arm_single_step(regs)
-        self.stepping = Step(site, saved, end)
+        self.steps.append(Step(site, saved, end, quiet=quiet))
         regs.pc = site.slot
 
     def _finish_step(self) -> None:
-        step = self.stepping
-        assert step is not None
-        self.stepping = None
+        step = self.steps.pop()
         site, regs = step.site, Regs(self.m)
         assert site.slot is not None
         if step.end is None:
             self.step.disarm_single_step(regs, site.decision)
         self.step.after_step(site.decision, regs, site.slot, step.saved_irq)
         self.step.restore_interrupts(regs, step.saved_irq)
-        self._post(site, regs)
+        if not step.quiet:
+            self._post(site, regs)
         if step.orphan:
             self.slots.free(site.slot)
 
