@@ -155,7 +155,8 @@ def test_pc_relative_first_instructions_are_right(arch, target, monkeypatch):
     unchanged (a planted bug: raw copy, resume at addr+len) is caught by the same checks."""
     m = Machine.load(firmware(arch))
     p = m.kprobe(target)
-    assert m.run() == 0 and p.hits >= 1
+    callee = m.kprobe("indirect_target")  # a witness: its hits must not turn into misses
+    assert m.run() == 0 and p.hits >= 1 and callee.missed == 0
 
     bad = Machine.load(firmware(arch))
     reg = bad.probes
@@ -169,11 +170,12 @@ def test_pc_relative_first_instructions_are_right(arch, target, monkeypatch):
     monkeypatch.setattr(reg.step, "make_slot", lambda d, slot: d.raw + reg.step.step_break())
     monkeypatch.setattr(reg.step, "after_step", lambda d, regs, slot, saved=None: regs.__setitem__(pc, d.end))
     bad.kprobe(target)
+    witness = bad.kprobe("indirect_target")
     try:
         status = bad.run(max_insns=5_000_000)
     except (GuestFault, BudgetExhausted):
         return  # the run derails visibly
-    assert status != 0 or bad.console != m.console
+    assert status != 0 or bad.console != m.console or (witness.hits, witness.missed) != (callee.hits, 0)
 
 
 @pytest.mark.parametrize("arch", ARCHES)
