@@ -259,3 +259,35 @@ def test_hit_while_stepping_counts_as_missed(arch):
     assert printk.missed == 1 and printk.hits == len(calls)
     before.run()
     assert printk.hits < ref.hits  # the run ended early, and the panic's printk was not a hit
+
+
+def _fib(n: int) -> int:
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_kretprobe_instances_follow_their_task_under_preemption(arch):
+    """fib runs in several kthreads that the timer preempts mid-recursion: every return must be
+    matched to its own call (its argument, its task), never another thread's instance."""
+    from kprobesim.task import current_task
+
+    m = Machine.load(firmware(arch))
+    bad: list[tuple[int, int, str, str]] = []
+    preempted_inside = []
+
+    def entry(inst, regs):
+        inst.data.update(n=regs.arg(1), task=current_task(m).comm)
+
+    def ret(inst, regs):
+        n, who = inst.data["n"], current_task(m).comm
+        if regs.retval != _fib(n) or who != inst.data["task"]:
+            bad.append((n, regs.retval, inst.data["task"], who))
+
+    rp = m.kretprobe("fib", handler=ret, entry=entry, maxactive=128)
+    m.kprobe("schedule", pre=lambda p, r: preempted_inside.append(rp.active))
+    assert m.run() == 0
+    assert rp.hits > 1000 and rp.missed == 0 and not bad
+    assert max(preempted_inside) > 0  # some switches happened with fib activations live
