@@ -1,0 +1,94 @@
+"""loongarch64 trap handling on the P-code engine.
+
+The engine implements the privileged architecture itself (CSRs, the constant timer and its
+interrupts, ``ertn``, ``idle``) and reports synchronous exceptions through UC_HOOK_INTR with the
+PC at the faulting instruction. Here breaks go to the kprobe layer first; everything else is
+entered architecturally (ERA, PRMD, ESTAT, BADV, jump to EENTRY) by the engine's own
+``raise_exception``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from unicorn import UC_HOOK_INTR, UC_HOOK_MEM_INVALID
+
+from kprobesim.engine.pcode.loongarch_const import EXC_ADE, EXC_BRK, LA_REG_CSR_EENTRY, LA_REG_PC
+
+if TYPE_CHECKING:
+    from kprobesim.machine import Machine
+
+ADEM = 1  # EsubCode of ADE for a data access
+
+
+class Traps:
+    """Intercepts breaks for the kprobe layer and lets the engine enter everything else."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.m = machine
+        self.engine = machine.engine
+        self.engine.hook_add(UC_HOOK_INTR, self._intr)
+        self.engine.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
+
+    def host_access(self) -> contextlib.AbstractContextManager:
+        """The engine lets the host read and write CSRs at any privilege."""
+        return contextlib.nullcontext()
+
+    def install_port_hooks(self, port_in: object, port_out: object) -> None:
+        raise NotImplementedError("loongarch64 has no I/O ports")
+
+    def unmask_sites(self) -> dict[int, int]:
+        """None needed: the engine takes interrupts at the exact instruction itself."""
+        return {}
+
+    # -- engine hooks --------------------------------------------------------------------------
+    def _intr(self, uc: object, intno: int, ud: object) -> None:
+        pc = self.engine.reg_read(LA_REG_PC)
+        if intno == EXC_BRK:
+            self.m.on_break(pc)
+            return
+        ecode, subcode, badv = self.engine.last_exception or (intno, 0, None)
+        self._enter(ecode, subcode, badv, pc)
+
+    def _mem_invalid(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> bool:
+        from unicorn.unicorn_const import (
+            UC_MEM_FETCH_PROT,
+            UC_MEM_FETCH_UNMAPPED,
+            UC_MEM_WRITE_PROT,
+            UC_MEM_WRITE_UNMAPPED,
+        )
+
+        if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
+            kind = "fetch"
+        elif access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT):
+            kind = "store"
+        else:
+            kind = "load"
+        self.m.on_mem_fault(kind, addr, self.engine.reg_read(LA_REG_PC))
+        return False
+
+    # -- delivery ------------------------------------------------------------------------------
+    def _enter(self, ecode: int, subcode: int, badv: int | None, pc: int, what: str = "") -> None:
+        pc = self.m.exception_pc(pc)
+        if not self.engine.reg_read(LA_REG_CSR_EENTRY):
+            self.m.fault(what or f"exception {ecode:#x} with no exception entry (EENTRY=0)", pc)
+            return
+        self.engine.reg_write(LA_REG_PC, pc)
+        self.engine.raise_exception(ecode, subcode, badv)
+
+    def breakpoint(self, pc: int) -> None:
+        """A break no probe owns: the guest's own BRK exception."""
+        self._enter(EXC_BRK, 0, None, pc)
+
+    def memory_fault(self, access: str, addr: int, pc: int) -> None:
+        """Outside the board's memory in direct-address mode: an address error (ADE)."""
+        self._enter(EXC_ADE, 0 if access == "fetch" else ADEM, addr, pc, f"{access} access fault at {addr:#x}")
+
+    def interrupt(self, irq: int) -> bool | None:
+        """Board timers do not exist here: the CPU's own timer interrupts in the engine."""
+        return None
+
+    def halted(self) -> bool:
+        """``idle`` with no interrupt able to arrive stops the engine with ``halted`` set."""
+        return bool(getattr(self.engine, "halted", False))
