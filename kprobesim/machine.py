@@ -8,13 +8,15 @@ Nothing is hooked per instruction: hooks fire only on traps, faults and device a
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unicorn import UC_HOOK_CODE, UC_PROT_ALL, UcError
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UcError
+from unicorn.unicorn_const import UC_CTL_CONTEXT_CPU, UC_CTL_CONTEXT_MEMORY, UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE
 from unicorn.unicorn_const import (
     UC_ERR_FETCH_PROT,
     UC_ERR_FETCH_UNMAPPED,
@@ -26,7 +28,7 @@ from unicorn.unicorn_const import (
 
 from .arch import Arch, get_arch
 from .board import NEVER, Timer
-from .errors import BudgetExhausted, GuestFault, ImageError
+from .errors import BudgetExhausted, GuestFault, ImageError, SimError
 from .image import Image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
@@ -36,6 +38,10 @@ POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact
 DEFAULT_BUDGET = 50_000_000
 DEFAULT_TIMEOUT = 120.0
 PAGE = 0x1000
+# Simulator-owned pages by permissions: read+execute kprobe slot pages (4096 16-byte slots), and a
+# little read/write/execute room for trap trampolines (x86's shadow GDT is written by the CPU).
+SIM_POOL = {UC_PROT_READ | UC_PROT_EXEC: 0x10000, UC_PROT_ALL: 0x4000}
+SLOT_PERMS = UC_PROT_READ | UC_PROT_EXEC
 
 _MEM_ERRORS = {
     UC_ERR_READ_UNMAPPED: ("load", "unmapped"),
@@ -45,6 +51,17 @@ _MEM_ERRORS = {
     UC_ERR_WRITE_PROT: ("store", "protected"),
     UC_ERR_FETCH_PROT: ("fetch", "protected"),
 }
+
+
+@dataclass
+class Snapshot:
+    """Everything needed to put a machine back to a moment of its run (memory copy-on-write)."""
+
+    context: Any
+    time: int
+    console: bytes
+    sim_pools: dict[int, list[int]]
+    devices: list[dict[str, Any]]
 
 
 @dataclass
@@ -98,13 +115,14 @@ class Machine:
         self._timers: list[Timer] = []
         self._ports: dict[int, tuple[Callable, Callable, int]] = {}
         self._port_hooks = False
-        self._sim_next = arch.sim_base
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
         self._load_image()
+        self._map_sim_pool()
         self.traps = arch.traps(self)
         for device in arch.devices():
             device.attach(self)
+        self._memory_snapshots = False
         self._held = False  # an interrupt is pending but the CPU masks it
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
         for addr, count in self.traps.unmask_sites().items():
@@ -138,13 +156,34 @@ class Machine:
         if not base <= self.image.entry < base + size:
             raise ImageError(f"{self.image.path}: entry {self.image.entry:#x} is outside RAM")
 
+    def _map_sim_pool(self) -> None:
+        """Map every simulator-owned page now: after a memory snapshot the engine can neither map
+        nor re-protect pages, so the pool's permissions are fixed from the start."""
+        # One region (Unicorn's memory snapshots mishandle several adjacent ones), mapped RWX
+        # because engines refuse host writes to non-writable pages once snapshots are on; a write
+        # hook keeps the read+exec part read-only to the guest.
+        addr = self.arch.sim_base
+        self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
+        self._sim_pools: dict[int, list[int]] = {}
+        for perms, size in SIM_POOL.items():
+            self._sim_pools[perms] = [addr, addr + size]
+            if perms == SLOT_PERMS:
+                self.engine.hook_add(UC_HOOK_MEM_WRITE, self._slot_write, None, addr, addr + size - 1)
+            addr += size
+
+    def _slot_write(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
+        """The guest stored into a kprobe page: a store fault; the slots are rewritten afterwards."""
+        self.on_mem_fault("store", addr, self.pc)
+        self.engine.emu_stop()
+
     def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
-        """Map fresh simulator-owned pages outside RAM; returns their address."""
+        """Simulator-owned pages outside RAM (kprobe slots: read+execute, never guest-writable)."""
         size = (size + PAGE - 1) & ~(PAGE - 1)
-        addr = self._sim_next
-        self.engine.mem_map(addr, size, perms)
-        self._sim_next += size
-        return addr
+        pool = self._sim_pools[perms]
+        if pool[0] + size > pool[1]:
+            raise SimError(f"out of simulator pages ({SIM_POOL[perms] // PAGE} with permissions {perms})")
+        pool[0] += size
+        return pool[0] - size
 
     def read(self, addr: int, size: int) -> bytes:
         return bytes(self.engine.mem_read(addr, size))
@@ -321,6 +360,8 @@ class Machine:
         elif isinstance(event, Deferred):
             event.action()
         elif isinstance(event, MemFault):
+            if self._registry is not None and self._sim_pools[SLOT_PERMS][1] > event.addr >= self.arch.sim_base:
+                self._registry.slots.repair()
             self.traps.memory_fault(event.access, event.addr, event.pc)
         elif error is not None:
             self._engine_error(error)
@@ -372,6 +413,37 @@ class Machine:
     def account(self, instructions: int) -> None:
         """Count guest instructions the host performed (a simulated probed instruction)."""
         self._time += instructions
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """Save CPU, memory (copy-on-write), virtual time, console and devices; no probes may be
+        placed (restore drops the registry, as the pages it patched go back too)."""
+        if self._registry is not None and (self._registry.sites or self._registry.kretprobes):
+            raise SimError("snapshot with probes placed is not supported: take it before placing them")
+        if not self._memory_snapshots:
+            self.engine.ctl(
+                UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
+            )
+            self._memory_snapshots = True
+        devices = [{k: v for k, v in vars(t).items() if k != "machine"} for t in self._timers]
+        pools = {p: list(v) for p, v in self._sim_pools.items()}
+        return Snapshot(self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices)
+
+    def restore(self, snap: Snapshot) -> None:
+        """Go back to ``snap``: the same run can be replayed with other probes, without reloading."""
+        if self._registry is not None:
+            self._registry.detach()
+            self._registry = None
+        self.engine.context_restore(snap.context)
+        self.engine.ctl_flush_tb()  # translations of code the snapshot no longer has
+        self._time = snap.time
+        self.console_bytes[:] = snap.console
+        self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
+        self.exit_status = None
+        self._held = False
+        self._run_exactly = 0
+        for timer, state in zip(self._timers, snap.devices, strict=True):
+            vars(timer).update(state)
 
     # -- probes --------------------------------------------------------------------------------
     @property

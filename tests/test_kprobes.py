@@ -291,3 +291,41 @@ def test_kretprobe_instances_follow_their_task_under_preemption(arch):
     assert m.run() == 0
     assert rp.hits > 1000 and rp.missed == 0 and not bad
     assert max(preempted_inside) > 0  # some switches happened with fib activations live
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_snapshot_restore_replays_with_other_probes(arch):
+    m = Machine.load(firmware(arch))
+    snap = m.snapshot()
+    assert m.run() == 0
+    first = (m.console, m.instructions)
+    for target in ("do_work", "fib", "schedule"):
+        m.restore(snap)
+        p = m.kprobe(target)
+        assert m.run() == 0 and (m.console, m.instructions) == first and p.hits > 0
+    m.restore(snap)
+    assert m.run() == 0 and (m.console, m.instructions) == first
+    fresh = Machine.load(firmware(arch))
+    q = fresh.kprobe("fib")
+    fresh.run()
+    m.restore(snap)
+    p = m.kprobe("fib")
+    m.run()
+    assert p.hits == q.hits
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_slot_pages_are_not_guest_writable(arch):
+    """A guest store into a kprobe page faults into the guest; the slot keeps its code."""
+    m = Machine.load(firmware(arch))
+    reg = m.probes
+    pattern, ptr = ARRAY_LOAD[arch]
+    store_ok = m.kprobe("do_work")  # gives the machine a live slot
+    slot = reg.sites[store_ok.addr].slot
+    before = m.read(slot, reg.slots.size)
+    memcpy_dst = m.arch.module("regs").ARG_REGS[0]
+    # the first memcpy runs at boot, before the kernel has a trap vector: bend a later one
+    m.kprobe("memcpy", pre=lambda p, r: p.hits == 3 and r.__setitem__(memcpy_dst, slot) or 0)
+    status = m.run()
+    assert status == 99 and "PANIC: unexpected trap" in m.console
+    assert m.read(slot, reg.slots.size) == before

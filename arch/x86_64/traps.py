@@ -52,7 +52,11 @@ class Traps:
         uc.hook_add(UC_HOOK_INTR, self._intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
-        self._page = 0
+        # The ring-3 entry trampoline: allocated and written now, before any snapshot is taken.
+        self._page = machine.sim_alloc(0x2000)
+        machine.write(self._page, _LCALL)
+        machine.write(self._page + _LAND, b"\x90")
+        uc.hook_add(UC_HOOK_CODE, self._land, None, self._page + _LAND, self._page + _LAND)
         self._frame: tuple[int, int, bytes, int] | None = None  # rsp, rip, frame, rflags
         self._guest_gdtr: tuple[int, int, int, int] | None = None
         self.debug_handlers: list = []  # kprobe single-step (#DB) consumers
@@ -187,14 +191,15 @@ class Traps:
     def _raise_privilege(self, sel: int, pending: tuple[int, int, bytes, int]) -> None:
         """Reach CPL 0 through a call gate; ``_land`` finishes the entry."""
         m, uc = self.m, self.m.engine
-        if not self._page:
-            self._page = m.sim_alloc(0x2000)
-            m.write(self._page, _LCALL)
-            m.write(self._page + _LAND, b"\x90")
-            uc.hook_add(UC_HOOK_CODE, self._land, None, self._page + _LAND, self._page + _LAND)
         gdtr = self._reg(xc.UC_X86_REG_GDTR)
         _, base, limit, _ = gdtr
-        table = m.read(base, limit + 1) + bytes(-(limit + 1) % 8)
+        # The far call reads only the gate and its target code descriptor: copy up to that.
+        needed = min(limit + 1, (sel & ~7) + 8)
+        table = bytearray(m.read(base, needed) + bytes(-needed % 8))
+        for off in range(0, len(table), 8):  # code/data descriptors: pre-set "accessed" so the
+            if table[off + 5] & 0x90 == 0x90:  # CPU never writes the shadow GDT (engines' memory
+                table[off + 5] |= 1  # snapshots mishandle guest writes outside RAM)
+        table = bytes(table)
         land = self._page + _LAND
         gate = struct.pack("<HHBBHII", land & 0xFFFF, sel & ~3, 0, 0xEC, (land >> 16) & 0xFFFF, land >> 32, 0)
         m.write(self._page + _SHADOW_GDT, table + gate)

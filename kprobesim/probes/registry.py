@@ -78,6 +78,13 @@ class Registry:
         if hasattr(machine.traps, "debug_handlers"):
             machine.traps.debug_handlers.append(self._on_debug)
 
+    def detach(self) -> None:
+        """Stop handling the machine's traps (the machine was restored to a snapshot)."""
+        self.m.break_handlers.remove(self._on_break)
+        self.m.exception_fixups.remove(self._on_exception)
+        if hasattr(self.m.traps, "debug_handlers"):
+            self.m.traps.debug_handlers.remove(self._on_debug)
+
     # -- placing probes ------------------------------------------------------------------------
     def original(self, addr: int, size: int) -> bytes:
         """Guest bytes as the image has them, with our patched breaks taken out."""

@@ -20,6 +20,7 @@ class SlotPages:
         self.size = max(8, (slot_size + 7) & ~7)
         self._free: list[int] = []
         self.in_use: set[int] = set()
+        self._code: dict[int, bytes] = {}
 
     def alloc(self) -> int:
         if not self._free:
@@ -33,9 +34,16 @@ class SlotPages:
         """Fill a slot (host writes ignore the guest's page protection)."""
         if len(code) > self.size:
             raise ValueError(f"slot code of {len(code)} bytes exceeds the {self.size}-byte slot")
-        self.m.patch_code(slot, code.ljust(self.size, b"\0"))
+        self._code[slot] = code.ljust(self.size, b"\0")
+        self.m.patch_code(slot, self._code[slot])
+
+    def repair(self) -> None:
+        """Rewrite every slot (after a guest store into the pages was refused)."""
+        for slot, code in self._code.items():
+            self.m.patch_code(slot, code)
 
     def free(self, slot: int) -> None:
         self.in_use.discard(slot)
+        self._code.pop(slot, None)
         self.m.patch_code(slot, bytes(self.size))
         self._free.append(slot)
