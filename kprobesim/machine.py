@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UcError
-from unicorn.unicorn_const import UC_CTL_CONTEXT_CPU, UC_CTL_CONTEXT_MEMORY, UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE
 from unicorn.unicorn_const import (
+    UC_CTL_CONTEXT_CPU,
+    UC_CTL_CONTEXT_MEMORY,
+    UC_CTL_CONTEXT_MODE,
+    UC_CTL_IO_WRITE,
     UC_ERR_FETCH_PROT,
     UC_ERR_FETCH_UNMAPPED,
     UC_ERR_READ_PROT,
