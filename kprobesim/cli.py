@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from .image import Image
 from .machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, Machine
 from .trace.tracer import Tracer
 
-VERBS = ("run", "symbols", "probeable")
+VERBS = ("run", "symbols", "probeable", "compare")
 
 
 def _int(text: str) -> int:
@@ -56,6 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=("text", "json"), default="text", help="probe output format")
     run.add_argument("--stats", action="store_true", help="print hits/missed per probe at exit")
     run.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: tf)")
+    cmp = sub.add_parser("compare", help="run the same probes on every arch's kernel, side by side")
+    cmp.add_argument("--arch", action="append", choices=ARCH_NAMES, help="arches to compare (default: all)")
+    cmp.add_argument("--image", action="append", default=[], metavar="ARCH=PATH", help="use PATH for ARCH")
+    cmp.add_argument("-p", "--probe", action="append", default=[], metavar="SPEC", help="kprobe_events spec")
+    cmp.add_argument("--format", choices=("text", "json"), default="text")
+    cmp.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="EVENT[.FIELD]",
+        help="show but do not judge a row (e.g. scheduling-dependent counts)",
+    )
+    cmp.add_argument("--max-insns", type=_int, default=DEFAULT_BUDGET)
+    cmp.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
     prb = sub.add_parser("probeable", help="list a function's instructions and how each would be probed")
     _image_args(prb)
     prb.add_argument("symbol", help="function name")
@@ -122,6 +137,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, render
+
+    images = {}
+    for item in args.image:
+        arch, sep, path = item.partition("=")
+        if not sep or arch not in ARCH_NAMES:
+            raise UsageError(f"--image takes ARCH=PATH with ARCH one of {', '.join(ARCH_NAMES)}, not {item!r}")
+        images[arch] = path
+    result = compare(args.probe, args.arch, images, args.max_insns, args.timeout, args.ignore)
+    print(json.dumps(result.as_dict(), sort_keys=True) if args.format == "json" else render(result))
+    return 0 if result.agree else 1
+
+
 def cmd_probeable(args: argparse.Namespace) -> int:
     image = load_image(args)
     machine = Machine(get_arch(image.arch or ""), image)
@@ -149,7 +178,7 @@ def cmd_symbols(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "symbols": cmd_symbols, "probeable": cmd_probeable}
+COMMANDS = {"run": cmd_run, "symbols": cmd_symbols, "probeable": cmd_probeable, "compare": cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

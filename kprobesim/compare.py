@@ -1,0 +1,153 @@
+"""The arch-comparison matrix: the same probes on every arch's kernel, side by side.
+
+For each probe: hits, misses, and the sequence of fetched values per argument in each task's
+program order (shown in full when short, as a digest otherwise), with whether every arch agrees. The console transcript
+(without its ``arch:`` lines) and the exit status are compared too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .arch import ARCH_NAMES, get_arch
+from .errors import ImageError
+from .image import Image
+from .machine import Machine
+from .trace.tracer import Tracer
+
+SHOW_VALUES = 4  # longer value sequences are shown as a digest
+
+
+def bundled_kernel(arch: str) -> Path:
+    """The project's kernel for ``arch``: ./firmware, else the checkout this package runs from."""
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        path = root / "firmware" / arch / "kernel.elf"
+        if path.is_file():
+            return path
+    raise ImageError(f"no bundled kernel for {arch} (pass --image {arch}=PATH)")
+
+
+@dataclass
+class Row:
+    """One compared quantity: its value per arch and whether they agree."""
+
+    probe: str
+    what: str
+    values: dict[str, object]
+    ignored: bool = False  # shown, but not part of the verdict (e.g. scheduling-dependent counts)
+
+    @property
+    def agree(self) -> bool:
+        vals = [json.dumps(v, sort_keys=True) for v in self.values.values()]
+        return len(set(vals)) <= 1
+
+
+@dataclass
+class Comparison:
+    arches: list[str]
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def agree(self) -> bool:
+        return all(r.agree or r.ignored for r in self.rows)
+
+    def as_dict(self) -> dict:
+        return {
+            "arches": self.arches,
+            "agree": self.agree,
+            "rows": [
+                {"probe": r.probe, "what": r.what, "values": r.values, "agree": r.agree, "ignored": r.ignored}
+                for r in self.rows
+            ],
+        }
+
+
+def _digest(values: list) -> object:
+    if len(values) <= SHOW_VALUES:
+        return values
+    blob = json.dumps(values, sort_keys=True).encode()
+    return f"{len(values)} values #{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+def _digest_tasks(per_task: dict[str, list]) -> object:
+    """Per-task value sequences, in full when short."""
+    if sum(len(v) for v in per_task.values()) <= SHOW_VALUES:
+        return {task: per_task[task] for task in sorted(per_task)}
+    blob = json.dumps(per_task, sort_keys=True).encode()
+    total = sum(len(v) for v in per_task.values())
+    return f"{total}@{len(per_task)} tasks #{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+def _transcript(console: str) -> str:
+    return "".join(line for line in console.splitlines(keepends=True) if not line.startswith("arch:"))
+
+
+def compare(
+    specs: list[str],
+    arches: list[str] | None = None,
+    images: dict[str, str] | None = None,
+    max_insns: int | None = None,
+    timeout: float | None = None,
+    ignore: list[str] | None = None,
+) -> Comparison:
+    """Run ``specs`` on each arch's kernel and collect the comparison rows.
+
+    ``ignore`` names rows (``EVENT`` or ``EVENT.FIELD``) shown but left out of the verdict.
+    """
+    arches = list(arches or ARCH_NAMES)
+    images = images or {}
+    runs: dict[str, tuple[Machine, Tracer, int]] = {}
+    for arch in arches:
+        image = Image.load(images.get(arch) or bundled_kernel(arch), arch=arch)
+        m = Machine(get_arch(arch), image)
+        tracer = Tracer(m)
+        for spec in specs:
+            tracer.add(spec)
+        status = m.run(max_insns=max_insns, timeout=timeout)
+        runs[arch] = (m, tracer, status)
+    result = Comparison(arches)
+    result.rows.append(Row("(kernel)", "exit status", {a: runs[a][2] for a in arches}))
+    result.rows.append(
+        Row("(kernel)", "transcript", {a: _digest(_transcript(runs[a][0].console).splitlines()) for a in arches})
+    )
+    first = runs[arches[0]][1]
+    for i, (spec, _) in enumerate(first.probes):
+        per_arch = {a: runs[a][1].probes[i][1] for a in arches}
+        result.rows.append(Row(spec.event, "hits", {a: p.hits for a, p in per_arch.items()}))
+        result.rows.append(Row(spec.event, "missed", {a: p.missed for a, p in per_arch.items()}))
+        for fa in spec.args:
+            # In order within each task: tasks interleave differently on each arch (the timer
+            # preempts them after different instruction counts), program order does not.
+            values = {}
+            for a in arches:
+                per_task: dict[str, list] = {}
+                for e in runs[a][1].events:
+                    if e.event == spec.event:
+                        per_task.setdefault(e.comm, []).append(e.args[fa.name])
+                values[a] = _digest_tasks(per_task)
+            result.rows.append(Row(spec.event, fa.name, values))
+    skip = set(ignore or ())
+    for r in result.rows:
+        r.ignored = r.probe in skip or f"{r.probe}.{r.what}" in skip
+    return result
+
+
+def render(result: Comparison) -> str:
+    """The side-by-side table."""
+    width = 26
+    head = f"{'probe':<14}{'':<12}" + "".join(f"{a:<{width}}" for a in result.arches) + "agree"
+    lines = [head, "-" * len(head)]
+    for r in result.rows:
+        cells = "".join(f"{_cell(r.values[a]):<{width}}" for a in result.arches)
+        verdict = "yes" if r.agree else "ignored" if r.ignored else "NO"
+        lines.append(f"{r.probe:<14}{r.what:<12}{cells}{verdict}")
+    lines.append(f"all arches agree: {'yes' if result.agree else 'NO'}")
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) < 25 else text[:22] + "..."
