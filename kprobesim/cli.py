@@ -16,7 +16,7 @@ from .image import Image
 from .machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, Machine
 from .trace.tracer import Tracer
 
-VERBS = ("run", "symbols", "probeable", "compare")
+VERBS = ("run", "symbols", "probeable", "compare", "fuzz")
 
 
 def _int(text: str) -> int:
@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--max-insns", type=_int, default=DEFAULT_BUDGET)
     cmp.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    fz = sub.add_parser("fuzz", help="fuzz probe placement on a kernel against its unprobed run")
+    fz.add_argument("image", nargs="?", help="kernel image (default: the bundled kernel of --arch)")
+    fz.add_argument("--arch", required=True, choices=ARCH_NAMES)
+    fz.add_argument("--func", default="*", metavar="GLOB", help="only probe functions matching this")
+    fz.add_argument("--seed", type=_int, default=0)
+    fz.add_argument("--iterations", type=_int, default=100)
+    fz.add_argument("--jobs", type=_int, default=1, help="worker processes")
+    fz.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant")
+    fz.add_argument("--replay", metavar="PLACEMENT", help="check one placement ('p:ADDR,...,r:FUNC')")
     prb = sub.add_parser("probeable", help="list a function's instructions and how each would be probed")
     _image_args(prb)
     prb.add_argument("symbol", help="function name")
@@ -151,6 +160,45 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if result.agree else 1
 
 
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from .compare import bundled_kernel
+    from .fuzz.placement import Failure, Placement, PlacementFuzzer, fuzz, reproducer
+
+    image = args.image or bundled_kernel(args.arch)
+    Image.load(image, arch=args.arch)  # a bad or foreign image: one clear line first
+    if args.replay:
+        fz = PlacementFuzzer(image, args.func, args.step)
+        reason = fz.check(Placement.parse(args.replay))
+        print(f"replay: {'FAIL: ' + reason if reason else 'pass'}")
+        return 1 if reason else 0
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, failures: int, elapsed: float) -> None:
+        rate = done / elapsed if elapsed else 0.0
+        bar = "#" * (30 * done // args.iterations)
+        print(
+            f"\r[{bar:<30}] {done}/{args.iterations} placements, {failures} failures, {rate:.1f}/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    report = fuzz(
+        args.arch, image, args.seed, args.iterations, args.func, args.step, args.jobs, progress if tty else None
+    )
+    if tty:
+        print(file=sys.stderr)
+    failure: Failure
+    for failure in report.failures:
+        print(f"FAIL iteration {failure.iteration}: {failure.reason}")
+        print(f"  reproduce: {reproducer(args.arch, image, failure, args.step)}")
+    print(
+        f"fuzz {args.arch}: {report.iterations} placements, {len(report.failures)} failures, "
+        f"{report.rate:.1f} placements/s (seed {args.seed})"
+    )
+    return 1 if report.failures else 0
+
+
 def cmd_probeable(args: argparse.Namespace) -> int:
     image = load_image(args)
     machine = Machine(get_arch(image.arch or ""), image)
@@ -178,7 +226,13 @@ def cmd_symbols(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "symbols": cmd_symbols, "probeable": cmd_probeable, "compare": cmd_compare}
+COMMANDS = {
+    "run": cmd_run,
+    "symbols": cmd_symbols,
+    "probeable": cmd_probeable,
+    "compare": cmd_compare,
+    "fuzz": cmd_fuzz,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Fuzzers: probe placement on real kernels (:mod:`.placement`), synthetic code (:mod:`.synth`)."""

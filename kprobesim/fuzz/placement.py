@@ -1,0 +1,255 @@
+"""Probe-placement fuzzing: random sets of kprobes and kretprobes on a real kernel, each run
+from a snapshot and checked against the unprobed run.
+
+A placement passes when the kernel's transcript, exit status, checksum and virtual time equal
+the reference, every kprobe's hit count equals how often its address executed there, every
+kretprobe accounts for every call of its function, and nothing stays armed after unregistering.
+A failing placement is shrunk to a minimal one and printed as a one-line reproducer.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import multiprocessing
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unicorn import UC_HOOK_CODE
+
+from kprobesim.errors import SimError, UsageError
+from kprobesim.machine import Machine
+from kprobesim.probes.insn import Kind
+from kprobesim.probes.registry import Registry
+
+MAX_KPROBES = 8
+MAX_KRETPROBES = 2
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Kprobe addresses (repeats mean several probes on one address) and kretprobe functions."""
+
+    kprobes: tuple[int, ...] = ()
+    kretprobes: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        return ",".join([f"p:{a:#x}" for a in self.kprobes] + [f"r:{f}" for f in self.kretprobes])
+
+    @classmethod
+    def parse(cls, text: str) -> Placement:
+        kp: list[int] = []
+        rp: list[str] = []
+        for item in filter(None, (t.strip() for t in text.split(","))):
+            kind, _, where = item.partition(":")
+            if kind == "p" and where:
+                try:
+                    kp.append(int(where, 0))
+                except ValueError:
+                    raise UsageError(f"--replay: bad address in {item!r}") from None
+            elif kind == "r" and where:
+                rp.append(where)
+            else:
+                raise UsageError(f"--replay: expected p:ADDR or r:FUNC, not {item!r}")
+        return cls(tuple(kp), tuple(rp))
+
+    def __len__(self) -> int:
+        return len(self.kprobes) + len(self.kretprobes)
+
+
+@dataclass
+class Failure:
+    iteration: int
+    placement: Placement
+    reason: str
+
+
+@dataclass
+class FuzzReport:
+    arch: str
+    iterations: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.iterations / self.elapsed if self.elapsed else 0.0
+
+
+class PlacementFuzzer:
+    """Holds the kernel, its snapshot and the reference run."""
+
+    def __init__(
+        self,
+        image: str | Path,
+        func: str = "*",
+        variant: str | None = None,
+        plant: Callable[[Registry], None] | None = None,
+    ) -> None:
+        self.image, self.variant, self.plant = Path(image), variant, plant
+        self.m = Machine.load(self.image, step_variant=variant)
+        reg = self.m.probes
+        self.candidates: list[int] = []
+        self.functions: list[str] = []
+        for sym in self.m.image.symbols:
+            if not (sym.is_func and sym.size and fnmatch.fnmatchcase(sym.name, func)) or sym.addr in reg.blacklist:
+                continue
+            accepted = [a for a in reg.decode.boundaries(reg.original(sym.addr, sym.size), sym.addr)
+                        if reg.classify(a).kind is not Kind.REJECT]  # fmt: skip
+            self.candidates += accepted
+            if sym.addr in accepted:
+                self.functions.append(sym.name)
+        if not self.candidates:
+            raise UsageError(f"no probeable instruction in functions matching {func!r}")
+        self._reference()
+        self.m = Machine.load(self.image, step_variant=variant)
+        self.snap = self.m.snapshot()
+
+    def _reference(self) -> None:
+        ref = Machine.load(self.image)
+        seen: set[tuple[int, int]] = set()
+        lo, hi = min(self.candidates), max(self.candidates)
+        wanted = set(self.candidates)
+
+        def count(uc: object, addr: int, size: int, ud: object) -> None:
+            if addr in wanted:  # each (address, time) once: Unicorn re-runs device-stopped stores
+                seen.add((addr, ref.now()))
+
+        ref.engine.hook_add(UC_HOOK_CODE, count, None, lo, hi)
+        self.status = ref.run()
+        self.console, self.instructions = ref.console, ref.instructions
+        self.checksum = self._checksum(ref)
+        self.counts: dict[int, int] = {}
+        for addr, _ in seen:
+            self.counts[addr] = self.counts.get(addr, 0) + 1
+        self.functions = [f for f in self.functions if self.counts.get(ref.image.symbol(f).addr)]
+
+    @staticmethod
+    def _checksum(m: Machine) -> bytes:
+        return m.read(m.image.symbol("kernel_checksum").addr, 8) if m.image.has_symbol("kernel_checksum") else b""
+
+    def draw(self, rng: random.Random) -> Placement:
+        """A random placement: 1-8 kprobes (repeats allowed) and up to 2 kretprobes."""
+        kp = [rng.choice(self.candidates) for _ in range(rng.randint(1, MAX_KPROBES))]
+        if len(kp) > 1 and rng.random() < 0.3:
+            kp.append(rng.choice(kp))  # several probes on one address
+        rp = rng.sample(self.functions, k=min(len(self.functions), rng.randint(0, MAX_KRETPROBES)))
+        return Placement(tuple(kp), tuple(rp))
+
+    def check(self, p: Placement) -> str | None:
+        """Run ``p`` from the snapshot; the first broken property, or None."""
+        m = self.m
+        m.restore(self.snap)
+        reg = m.probes
+        if self.plant is not None:
+            self.plant(reg)
+        try:
+            probes = [m.kprobe(a) for a in p.kprobes]
+            rps = [m.kretprobe(f, maxactive=4096) for f in p.kretprobes]
+        except SimError as e:
+            return f"placing failed: {e}"
+        try:
+            status = m.run(max_insns=2 * self.instructions + 100_000, timeout=30)
+        except SimError as e:
+            return f"run failed: {e}"
+        if status != self.status:
+            return f"exit status {status} != {self.status}"
+        if m.console != self.console:
+            return "console transcript differs"
+        if self._checksum(m) != self.checksum:
+            return "kernel checksum differs"
+        if m.instructions != self.instructions:
+            return f"virtual time {m.instructions} != {self.instructions}"
+        for probe in probes:
+            want = self.counts.get(probe.addr, 0)
+            if probe.hits != want or probe.missed:
+                return (
+                    f"probe {m.image.describe(probe.addr)}: {probe.hits} hits, {probe.missed} missed, expected {want}"
+                )
+        for rp in rps:
+            calls = self.counts.get(rp.addr, 0)
+            if rp.hits + rp.active + rp.missed != calls or rp.missed:
+                return f"kretprobe {rp.symbol}: {rp.hits} returns + {rp.active} live + {rp.missed} missed != {calls}"
+        for probe in probes:
+            probe.unregister()
+        for rp in rps:
+            rp.unregister()
+        for addr in set(p.kprobes):
+            if m.read(addr, 1) != reg.original(addr, 1) or addr in reg.sites:
+                return f"probe at {m.image.describe(addr)} still armed after unregister"
+        # Slots stay reserved only while the CPU is inside them (the guest may exit mid-step).
+        live = {st.site.slot for st in reg.steps} | {reg.trampoline}
+        if reg.slots.in_use - live:
+            return f"{len(reg.slots.in_use - live)} slots still in use after unregister"
+        return None
+
+    def shrink(self, p: Placement) -> tuple[Placement, str]:
+        """Drop probes one at a time while the placement still fails."""
+        reason = self.check(p) or ""
+        changed = True
+        while changed and len(p) > 1:
+            changed = False
+            options = [Placement(p.kprobes[:i] + p.kprobes[i + 1 :], p.kretprobes) for i in range(len(p.kprobes))]
+            options += [
+                Placement(p.kprobes, p.kretprobes[:i] + p.kretprobes[i + 1 :]) for i in range(len(p.kretprobes))
+            ]
+            for smaller in options:
+                if len(smaller) and (why := self.check(smaller)):
+                    p, reason, changed = smaller, why, True
+                    break
+        return p, reason
+
+    def iterate(self, seed: int, indices: range | list[int]) -> list[Failure]:
+        out = []
+        for i in indices:
+            p = self.draw(random.Random(f"{seed}:{i}"))
+            if reason := self.check(p):
+                small, why = self.shrink(p)
+                out.append(Failure(i, small, why or reason))
+        return out
+
+
+def _worker(args: tuple) -> list[Failure]:
+    image, func, variant, seed, indices = args
+    return PlacementFuzzer(image, func, variant).iterate(seed, indices)
+
+
+def fuzz(
+    arch: str,
+    image: str | Path,
+    seed: int,
+    iterations: int,
+    func: str = "*",
+    variant: str | None = None,
+    jobs: int = 1,
+    progress: Callable[[int, int, float], None] | None = None,
+    plant: Callable[[Registry], None] | None = None,
+) -> FuzzReport:
+    """Run a campaign; the same seed gives the same placements whatever ``jobs`` is."""
+    report = FuzzReport(arch)
+    start = time.perf_counter()
+    if jobs <= 1:
+        fz = PlacementFuzzer(image, func, variant, plant)
+        start = time.perf_counter()
+        for i in range(iterations):
+            report.failures += fz.iterate(seed, [i])
+            report.iterations = i + 1
+            if progress:
+                progress(i + 1, len(report.failures), time.perf_counter() - start)
+    else:
+        chunks = [(str(image), func, variant, seed, list(range(w, iterations, jobs))) for w in range(jobs)]
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            for failures in pool.imap(_worker, chunks):
+                report.failures += failures
+        report.failures.sort(key=lambda f: f.iteration)
+        report.iterations = iterations
+    report.elapsed = time.perf_counter() - start
+    return report
+
+
+def reproducer(arch: str, image: str | Path, failure: Failure, variant: str | None) -> str:
+    """The one-line command that replays a failing placement."""
+    step = f" --step {variant}" if variant else ""
+    return f"kprobesim fuzz --arch {arch} {image}{step} --replay '{failure.placement.text()}'"
