@@ -60,6 +60,9 @@ class Traps:
         """Host CSR access is checked against the guest's privilege: lift it to M meanwhile."""
         uc = self.m.engine
         prev = uc.reg_read(UC_RISCV_REG_PRIV)
+        if prev == 3:  # already M-mode (where kernels run): nothing to lift
+            yield prev
+            return
         uc.reg_write(UC_RISCV_REG_PRIV, 3)
         try:
             yield prev
