@@ -1,0 +1,499 @@
+"""Translator: compile a verified program once into Python source, one function per subprogram.
+
+Registers become local variables.  Inside a subprogram, control flow is a ``while True`` loop
+around a binary decision tree over the *dispatch entries* (the subprogram entry and every jump
+target); the code between two entries is straight-line Python, so falling through costs nothing
+and a taken jump costs one ``log2(entries)`` walk (a run that jumps back to its own start, the
+usual loop, becomes an inner ``while`` instead).  Loads and stores inline the memory fast path
+(one dict lookup on ``addr >> 32`` plus a bounds check); accesses through r10 with a constant
+offset inside the frame go straight to the frame's bytearray.  The budget is charged per basic
+block, like the interpreter does, so both engines stop at the same pc.
+
+Generated code objects are cached by program content: loading the same program again (another
+VM, another memory) only re-executes the ``def`` statements against the new runtime bindings.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import TYPE_CHECKING
+
+from . import isa
+from .errors import BudgetExhausted, HelperError, MemoryFault
+from .isa import Insn
+from .memory import PACK, UNPACK
+from .verifier import Program
+
+if TYPE_CHECKING:
+    from .vm import VM
+
+M = "0xffffffffffffffff"
+M32 = "0xffffffff"
+S64 = 0x8000000000000000
+S32 = 0x80000000
+SS = isa.STACK_SIZE
+
+
+# Signed division helpers, written independently of alu.py so the engines cross-check each other.
+def _trunc_div(a: int, b: int) -> int:
+    q = a // b  # floor division; C truncates toward zero
+    if q < 0 and q * b != a:
+        q += 1
+    return q
+
+
+def _sdiv64(a: int, b: int) -> int:
+    a = (a ^ S64) - S64
+    b = (b ^ S64) - S64
+    return _trunc_div(a, b) & isa.MASK64 if b else 0
+
+
+def _sdiv32(a: int, b: int) -> int:
+    a = ((a & 0xFFFFFFFF) ^ S32) - S32
+    b = ((b & 0xFFFFFFFF) ^ S32) - S32
+    return _trunc_div(a, b) & 0xFFFFFFFF if b else 0
+
+
+def _smod64(a: int, b: int) -> int:
+    sa = (a ^ S64) - S64
+    sb = (b ^ S64) - S64
+    return (sa - sb * _trunc_div(sa, sb)) & isa.MASK64 if sb else a
+
+
+def _smod32(a: int, b: int) -> int:
+    sa = ((a & 0xFFFFFFFF) ^ S32) - S32
+    sb = ((b & 0xFFFFFFFF) ^ S32) - S32
+    return (sa - sb * _trunc_div(sa, sb)) & 0xFFFFFFFF if sb else a & 0xFFFFFFFF
+
+
+def _bs16(v: int) -> int:
+    return ((v & 0xFF) << 8) | ((v >> 8) & 0xFF)
+
+
+def _bs32(v: int) -> int:
+    return ((v & 0xFF) << 24) | ((v & 0xFF00) << 8) | ((v >> 8) & 0xFF00) | ((v >> 24) & 0xFF)
+
+
+def _bs64(v: int) -> int:
+    return (_bs32(v) << 32) | _bs32(v >> 32)
+
+
+class _Gen:
+    """Source generator for one program."""
+
+    def __init__(self, prog: Program) -> None:
+        self.prog = prog
+        self.insns = prog.insns
+        self.lines: list[str] = []
+        self.inner: int | None = None  # entry pc of the inner loop being emitted
+
+    def out(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+    # --- top level -------------------------------------------------------------------------------
+    def program(self) -> str:
+        prog = self.prog
+        for i, entry in enumerate(prog.subprogs):
+            end = prog.subprogs[i + 1] if i + 1 < len(prog.subprogs) else len(prog.insns)
+            self.function(entry, end)
+        return "\n".join(self.lines) + "\n"
+
+    def _starts(self, entry: int, end: int) -> list[int]:
+        starts, pc = [], entry
+        while pc < end:
+            starts.append(pc)
+            pc += 2 if self.insns[pc].opcode == isa.LDDW else 1
+        return starts
+
+    def function(self, entry: int, end: int) -> None:
+        starts = self._starts(entry, end)
+        targets = {entry}
+        jumps = False
+        for pc in starts:
+            t = _jump_target(self.insns[pc], pc)
+            if t is not None:
+                targets.add(t)
+                jumps = True
+        entries = sorted(targets)
+        self.out(0, f"def f{entry}(r1, r2, r3, r4, r5, d, n, RG=RG, WG=WG, U2=U2, U4=U4, "
+                    f"U8=U8, P2=P2, P4=P4, P8=P8, STK=STK, Z=Z, FLT=FLT, BX=BX):")
+        self.out(1, "stk, r10 = STK[d]")
+        self.out(1, "stk[:] = Z")
+        self.out(1, "r0 = r6 = r7 = r8 = r9 = 0")
+        if not jumps:
+            self.block(entry, set(), 1)
+        else:
+            self.out(1, f"b = {entry}")
+            self.out(1, "while True:")
+            self.tree(entries, 0, len(entries), 2, set(entries))
+        self.out(0, "")
+
+    def tree(self, entries: list[int], lo: int, hi: int, depth: int, dispatch: set[int]) -> None:
+        if hi - lo == 1:
+            self.block(entries[lo], dispatch, depth)
+            return
+        mid = (lo + hi) // 2
+        self.out(depth, f"if b < {entries[mid]}:")
+        self.tree(entries, lo, mid, depth + 1, dispatch)
+        self.out(depth, "else:")
+        self.tree(entries, mid, hi, depth + 1, dispatch)
+
+    def goto(self, depth: int, target: int) -> None:
+        if target == self.inner:  # jump back to the head of the enclosing inner loop
+            self.out(depth, "continue")
+            return
+        self.out(depth, f"b = {target}")
+        self.out(depth, "break" if self.inner is not None else "continue")
+
+    def _self_loop(self, entry: int, dispatch: set[int]) -> bool:
+        """Does the straight-line run starting at ``entry`` jump back to ``entry``?"""
+        pc = entry
+        while pc < len(self.insns):
+            if pc != entry and pc in dispatch:
+                return False
+            insn = self.insns[pc]
+            if _jump_target(insn, pc) == entry:
+                return True
+            if insn.opcode in (isa.EXIT_OP, isa.JA_OP, isa.JA32_OP):
+                return False
+            pc += 2 if insn.opcode == isa.LDDW else 1
+        return False
+
+    def block(self, pc: int, dispatch: set[int], depth: int) -> None:
+        """Straight-line code from ``pc`` up to a transfer or the next dispatch entry.
+
+        A run that jumps back to its own start becomes an inner ``while`` loop, so the hot
+        back edge of a simple loop skips the dispatch tree.
+        """
+        self.inner = None
+        if dispatch and self._self_loop(pc, dispatch):
+            self.inner = pc
+            self.out(depth, "while True:")
+            self._straight(pc, dispatch, depth + 1)
+            self.out(depth, "continue")
+            self.inner = None
+        else:
+            self._straight(pc, dispatch, depth)
+
+    def _straight(self, pc: int, dispatch: set[int], depth: int) -> None:
+        first = True
+        while True:
+            if not first and pc in dispatch:
+                self.goto(depth, pc)
+                return
+            first = False
+            cost = self.prog.block_cost.get(pc)
+            if cost:
+                self.out(depth, f"n -= {cost}")
+                self.out(depth, f"if n < 0: BX({pc})")
+            insn = self.insns[pc]
+            op, cls, code = insn.opcode, insn.opcode & 7, insn.opcode & 0xF0
+            if op == isa.EXIT_OP:
+                self.out(depth, "return r0, n")
+                return
+            if op == isa.JA_OP or op == isa.JA32_OP:
+                self.goto(depth, _jump_target(insn, pc))
+                return
+            if cls in (isa.JMP, isa.JMP32) and code in isa.JMP_NAMES:
+                self.out(depth, f"if {self.cond(insn)}:")
+                self.goto(depth + 1, pc + 1 + insn.off)
+            else:
+                for line in self.insn(pc, insn):
+                    self.out(depth, line)
+            pc += 2 if op == isa.LDDW else 1
+
+    # --- instructions ----------------------------------------------------------------------------
+    def insn(self, pc: int, insn: Insn) -> list[str]:
+        op, dst, src, off, imm = insn
+        cls = op & 7
+        if op == isa.LDDW:
+            return [f"r{dst} = {self.prog.imm64[pc]:#x}"]
+        if cls == isa.ALU64:
+            return [self.alu64(insn)]
+        if cls == isa.ALU:
+            return [self.alu32(insn)]
+        if op == isa.CALL_OP:
+            if src == isa.CALL_LOCAL:
+                return [f"r0, n = f{pc + 1 + imm}(r1, r2, r3, r4, r5, d + 1, n)"]
+            return [f"r0 = CH({pc}, H{imm & isa.MASK32}, {imm}, r1, r2, r3, r4, r5)"]
+        if op == isa.CALLX_OP:
+            return [f"r0 = CX({pc}, r{dst}, r1, r2, r3, r4, r5)"]
+        size = isa.SIZE_BYTES[op & 0x18]
+        mode = op & 0xE0
+        if cls == isa.LDX:
+            return self.load(pc, dst, src, off, size, mode == isa.MEMSX)
+        if cls == isa.ST:
+            return self.store(pc, dst, off, size, str(imm & ((1 << (8 * size)) - 1)))
+        if mode == isa.ATOMIC:
+            return self.atomic(pc, insn, size)
+        val = f"r{src}" if size == 8 else f"r{src} & {(1 << (8 * size)) - 1:#x}"
+        return self.store(pc, dst, off, size, val)
+
+    def alu64(self, insn: Insn) -> str:
+        op, dst, src, off, imm = insn
+        code = op & 0xF0
+        d = f"r{dst}"
+        if code == isa.END:
+            return f"{d} = BS{imm}({d})"
+        if code == isa.NEG:
+            return f"{d} = -{d} & {M}"
+        x = bool(op & isa.X)
+        v = imm & isa.MASK64
+        s = f"r{src}" if x else str(v)
+        if code == isa.ADD:
+            return f"{d} = ({d} + {s}) & {M}"
+        if code == isa.SUB:
+            return f"{d} = ({d} - {s}) & {M}"
+        if code == isa.MUL:
+            return f"{d} = ({d} * {s}) & {M}"
+        if code == isa.DIV:
+            if off == 1:
+                return f"{d} = SDIV64({d}, {s})" if x or v else f"{d} = 0"
+            if x:
+                return f"{d} = {d} // {s} if {s} else 0"
+            return f"{d} //= {v}" if v else f"{d} = 0"
+        if code == isa.MOD:
+            if off == 1:
+                return f"{d} = SMOD64({d}, {s})" if x or v else "pass"
+            if x:
+                return f"if {s}: {d} %= {s}"
+            return f"{d} %= {v}" if v else "pass"
+        if code == isa.OR:
+            return f"{d} |= {s}"
+        if code == isa.AND:
+            return f"{d} &= {s}"
+        if code == isa.XOR:
+            return f"{d} ^= {s}"
+        if code == isa.LSH:
+            return f"{d} = ({d} << ({s} & 63)) & {M}" if x else f"{d} = ({d} << {v & 63}) & {M}"
+        if code == isa.RSH:
+            return f"{d} >>= {s} & 63" if x else f"{d} >>= {v & 63}"
+        if code == isa.ARSH:
+            sh = f"({s} & 63)" if x else str(v & 63)
+            return f"{d} = ((({d} ^ {S64:#x}) - {S64:#x}) >> {sh}) & {M}"
+        if code == isa.MOV:
+            if not x:
+                return f"{d} = {v}"
+            if off:
+                sb = 1 << (off - 1)
+                return f"{d} = ((({s} & {(1 << off) - 1:#x}) ^ {sb:#x}) - {sb:#x}) & {M}"
+            return f"{d} = {s}"
+        raise AssertionError(f"bad alu64 {op:#x}")
+
+    def alu32(self, insn: Insn) -> str:
+        op, dst, src, off, imm = insn
+        code = op & 0xF0
+        d = f"r{dst}"
+        if code == isa.END:
+            if op & isa.X:  # be
+                return f"{d} = BS{imm}({d})"
+            return {16: f"{d} &= 0xffff", 32: f"{d} &= {M32}", 64: "pass"}[imm]
+        if code == isa.NEG:
+            return f"{d} = -{d} & {M32}"
+        x = bool(op & isa.X)
+        v = imm & isa.MASK32
+        s = f"r{src}" if x else str(v)
+        s32 = f"(r{src} & {M32})" if x else str(v)
+        if code == isa.ADD:
+            return f"{d} = ({d} + {s}) & {M32}"
+        if code == isa.SUB:
+            return f"{d} = ({d} - {s}) & {M32}"
+        if code == isa.MUL:
+            return f"{d} = ({d} * {s}) & {M32}"
+        if code == isa.DIV:
+            if off == 1:
+                return f"{d} = SDIV32({d}, {s})" if x or v else f"{d} = 0"
+            if x:
+                return f"{d} = ({d} & {M32}) // {s32} if {s32} else 0"
+            return f"{d} = ({d} & {M32}) // {v}" if v else f"{d} = 0"
+        if code == isa.MOD:
+            if off == 1:
+                return f"{d} = SMOD32({d}, {s})" if x or v else f"{d} &= {M32}"
+            if x:
+                return f"{d} = ({d} & {M32}) % {s32} if {s32} else {d} & {M32}"
+            return f"{d} = ({d} & {M32}) % {v}" if v else f"{d} &= {M32}"
+        if code == isa.OR:
+            return f"{d} = ({d} | {s}) & {M32}"
+        if code == isa.AND:
+            return f"{d} = {d} & {s} & {M32}" if x else f"{d} &= {v}"
+        if code == isa.XOR:
+            return f"{d} = ({d} ^ {s}) & {M32}"
+        if code == isa.LSH:
+            return f"{d} = ({d} << ({s} & 31)) & {M32}" if x else f"{d} = ({d} << {v & 31}) & {M32}"
+        if code == isa.RSH:
+            sh = f"({s} & 31)" if x else str(v & 31)
+            return f"{d} = ({d} & {M32}) >> {sh}"
+        if code == isa.ARSH:
+            sh = f"({s} & 31)" if x else str(v & 31)
+            return f"{d} = (((({d} & {M32}) ^ {S32:#x}) - {S32:#x}) >> {sh}) & {M32}"
+        if code == isa.MOV:
+            if not x:
+                return f"{d} = {v}"
+            if off:
+                sb = 1 << (off - 1)
+                return f"{d} = ((({s} & {(1 << off) - 1:#x}) ^ {sb:#x}) - {sb:#x}) & {M32}"
+            return f"{d} = {s} & {M32}"
+        raise AssertionError(f"bad alu32 {op:#x}")
+
+    def cond(self, insn: Insn) -> str:
+        op, dst, src, _off, imm = insn
+        code, x = op & 0xF0, bool(op & isa.X)
+        if op & 7 == isa.JMP:
+            a, b, sign = f"r{dst}", (f"r{src}" if x else str(imm & isa.MASK64)), S64
+            bk = imm & isa.MASK64
+        else:
+            a = f"(r{dst} & {M32})"
+            b = f"(r{src} & {M32})" if x else str(imm & isa.MASK32)
+            sign, bk = S32, imm & isa.MASK32
+        simple = {isa.JEQ: "==", isa.JNE: "!=", isa.JGT: ">", isa.JGE: ">=", isa.JLT: "<",
+                  isa.JLE: "<="}
+        if code in simple:
+            return f"{a} {simple[code]} {b}"
+        if code == isa.JSET:
+            return f"{a} & {b}"
+        rel = {isa.JSGT: ">", isa.JSGE: ">=", isa.JSLT: "<", isa.JSLE: "<="}[code]
+        sb = f"({b} ^ {sign:#x})" if x else str(bk ^ sign)
+        return f"({a} ^ {sign:#x}) {rel} {sb}"
+
+    # --- memory ----------------------------------------------------------------------------------
+    @staticmethod
+    def _on_stack(base: int, off: int, size: int) -> bool:
+        return base == isa.FP and -SS <= off and off + size <= 0
+
+    @staticmethod
+    def _addr(base: int, off: int) -> str:
+        return f"a = r{base}" if off == 0 else f"a = (r{base} + {off}) & {M}"
+
+    def _check(self, pc: int, base: int, off: int, size: int, table: str, kind: str) -> list[str]:
+        return [self._addr(base, off), f"g = {table}(a >> 32)",
+                f"if g is None or (o := a & 0xffffffff) + {size} > g.size: "
+                f"FLT({pc}, {size}, a, '{kind}')"]
+
+    def load(self, pc: int, dst: int, base: int, off: int, size: int, sx: bool) -> list[str]:
+        if self._on_stack(base, off, size):
+            lines, buf, o = [], "stk", str(SS + off)
+        else:
+            lines, buf, o = self._check(pc, base, off, size, "RG", "read"), "g.buf", "o"
+        val = f"{buf}[{o}]" if size == 1 else f"U{size}({buf}, {o})[0]"
+        if sx:
+            sb = 1 << (8 * size - 1)
+            val = f"(({val} ^ {sb:#x}) - {sb:#x}) & {M}"
+        lines.append(f"r{dst} = {val}")
+        return lines
+
+    def store(self, pc: int, base: int, off: int, size: int, val: str) -> list[str]:
+        if self._on_stack(base, off, size):
+            lines, buf, o = [], "stk", str(SS + off)
+        else:
+            lines, buf, o = self._check(pc, base, off, size, "WG", "write"), "g.buf", "o"
+        if size == 1:
+            lines.append(f"{buf}[{o}] = {val}")
+        else:
+            lines.append(f"P{size}({buf}, {o}, {val})")
+        return lines
+
+    def atomic(self, pc: int, insn: Insn, size: int) -> list[str]:
+        _op, base, src, off, imm = insn
+        if self._on_stack(base, off, size):
+            lines, buf, o = [], "stk", str(SS + off)
+        else:
+            lines, buf, o = self._check(pc, base, off, size, "WG", "atomic"), "g.buf", "o"
+        mask = M if size == 8 else M32
+        s = f"r{src}" if size == 8 else f"(r{src} & {M32})"
+        lines.append(f"v = U{size}({buf}, {o})[0]")
+        if imm == isa.CMPXCHG:
+            r0 = "r0" if size == 8 else f"(r0 & {M32})"
+            lines.append(f"if v == {r0}: P{size}({buf}, {o}, {s})")
+            lines.append("r0 = v")
+            return lines
+        if imm == isa.XCHG:
+            lines.append(f"P{size}({buf}, {o}, {s})")
+            lines.append(f"r{src} = v")
+            return lines
+        base_op = imm & ~isa.FETCH
+        new = {isa.ADD: f"(v + {s}) & {mask}", isa.OR: f"v | {s}", isa.AND: f"v & {s}",
+               isa.XOR: f"v ^ {s}"}[base_op]
+        lines.append(f"P{size}({buf}, {o}, {new})")
+        if imm & isa.FETCH:
+            lines.append(f"r{src} = v")
+        return lines
+
+
+def _jump_target(insn: Insn, pc: int) -> int | None:
+    op, cls, code = insn.opcode, insn.opcode & 7, insn.opcode & 0xF0
+    if op == isa.JA32_OP:
+        return pc + 1 + insn.imm
+    if cls in (isa.JMP, isa.JMP32) and code not in (isa.CALL, isa.EXIT):
+        return pc + 1 + insn.off
+    return None
+
+
+def generate(prog: Program) -> str:
+    """The Python source of ``prog`` (functions ``f<entry>``, entry 0 is the program)."""
+    return _Gen(prog).program()
+
+
+def _program_key(prog: Program) -> bytes:
+    h = hashlib.sha256(isa.encode(prog.insns))
+    h.update(repr(sorted(prog.imm64.items())).encode())
+    return h.digest()
+
+
+@functools.lru_cache(maxsize=512)
+def _compile(key: bytes, source: str) -> object:
+    return compile(source, f"<ebpf {key.hex()[:12]}>", "exec")
+
+
+_source_cache: dict[bytes, str] = {}
+
+
+def compile_program(prog: Program) -> tuple[str, object]:
+    """Source and code object of ``prog``, both cached by program content."""
+    key = _program_key(prog)
+    source = _source_cache.get(key)
+    if source is None:
+        source = generate(prog)
+        if len(_source_cache) > 512:
+            _source_cache.clear()
+        _source_cache[key] = source
+    return source, _compile(key, source)
+
+
+class Translated:
+    """A program translated to Python and bound to one VM's memory, stacks and helpers."""
+
+    def __init__(self, vm: VM) -> None:
+        prog = vm.program
+        self.source, code = compile_program(prog)
+        mem = vm.memory
+
+        def flt(pc: int, size: int, addr: int, kind: str) -> None:
+            raise MemoryFault(pc, kind, size, addr, mem.describe(addr, size, kind))
+
+        def bx(pc: int) -> None:
+            raise BudgetExhausted(pc, vm.current_budget)
+
+        call_helper = vm.call_helper
+
+        def cx(pc: int, hid: int, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+            fn = vm.helpers.get(hid)
+            if fn is None:
+                raise HelperError(f"callx to unknown helper id {hid}", pc)
+            return call_helper(pc, fn, hid, r1, r2, r3, r4, r5)
+
+        ns: dict[str, object] = {
+            "__builtins__": {}, "RG": mem.readable.get, "WG": mem.writable.get,
+            "U2": UNPACK[2], "U4": UNPACK[4], "U8": UNPACK[8],
+            "P2": PACK[2], "P4": PACK[4], "P8": PACK[8], "STK": vm.frames,
+            "Z": bytes(isa.STACK_SIZE), "FLT": flt, "BX": bx, "CH": call_helper, "CX": cx,
+            "SDIV64": _sdiv64, "SDIV32": _sdiv32, "SMOD64": _smod64, "SMOD32": _smod32,
+            "BS16": _bs16, "BS32": _bs32, "BS64": _bs64,
+        }
+        for hid in prog.helper_ids:
+            ns[f"H{hid & isa.MASK32}"] = vm.helpers[hid]
+        exec(code, ns)
+        self.entry = ns["f0"]
+
+    def run(self, r1: int, r2: int, r3: int, r4: int, r5: int, budget: int) -> tuple[int, int]:
+        return self.entry(r1, r2, r3, r4, r5, 0, budget)

@@ -1,0 +1,181 @@
+"""The eBPF virtual machine: one verified program, its memory, stacks, helpers and engines.
+
+Typical use (the kprobe pre-handler)::
+
+    vm = VM(insns, helpers={1: map_lookup, ...}, resolver=loader.resolve)  # verify + translate
+    r0 = vm.run(pt_regs_bytes)            # r1 = address of a read-only copy of the context
+    vm.last_count                         # instructions executed by that run
+
+Helpers are called as ``fn(vm, r1, r2, r3, r4, r5) -> int`` and use ``vm.memory`` to read,
+write or map regions (e.g. ``vm.memory.map_region(view, True, "map value", key=...)``); a helper
+may raise :class:`StopProgram` to end the program with a given r0.  Anything a helper raises
+besides :class:`EbpfError` becomes a :class:`HelperError` naming the pc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from . import isa
+from .asm import assemble
+from .errors import EbpfError, HelperError, StopProgram
+from .interp import Interpreter
+from .isa import Insn
+from .memory import Buffer, Memory
+from .translate import Translated
+from .verifier import Program, Resolver, verify
+
+Helper = Callable[..., int]
+#: ``resolver(vm, pseudo_src, imm, next_imm) -> 64-bit value`` for lddw placeholders.
+VMResolver = Callable[["VM", int, int, int], int]
+Engine = Literal["interp", "translate"]
+DEFAULT_BUDGET = 1_000_000
+#: Larger programs run in the interpreter even when the translator is asked for.
+TRANSLATE_MAX_INSNS = 100_000
+
+
+class VM:
+    """A loaded program.
+
+    ``program``: slots, raw bytes, or assembly text.  ``helpers``: helper id -> callable.
+    ``resolver(vm, pseudo_src, imm, next_imm) -> int`` resolves the ``lddw`` placeholders
+    (map fd / map value / map index / BTF id) at load time; it may map regions in
+    ``vm.memory`` (e.g. a global-data value) and return their address.
+    ``engine``: default engine of :meth:`run`; the translator compiles at construction.
+    ``budget``: default maximum number of instructions per run.
+    """
+
+    def __init__(self, program: Sequence[Insn] | bytes | bytearray | str,
+                 helpers: Mapping[int, Helper] | None = None, *,
+                 resolver: VMResolver | None = None, engine: Engine = "translate",
+                 budget: int = DEFAULT_BUDGET, max_insns: int = isa.MAX_INSNS,
+                 memory: Memory | None = None, name: str = "prog") -> None:
+        if isinstance(program, str):
+            insns: Sequence[Insn] = assemble(program)
+        elif isinstance(program, (bytes, bytearray, memoryview)):
+            if len(program) % 8:
+                raise EbpfError(f"program length {len(program)} is not a multiple of 8")
+            insns = isa.decode(program)
+        else:
+            insns = program
+        if engine not in ("interp", "translate"):
+            raise ValueError(f"unknown engine {engine!r}")
+        self.name = name
+        self.helpers: dict[int, Helper] = dict(helpers or {})
+        self.memory = memory if memory is not None else Memory()
+        self.data: dict[str, Any] = {}  # free for the embedding simulator and its helpers
+        bound: Resolver | None = None
+        if resolver is not None:
+            def bound(src: int, imm: int, next_imm: int) -> int:
+                return resolver(self, src, imm, next_imm)
+        self.program: Program = verify(insns, self.helpers, bound, max_insns)
+        self.engine: Engine = engine
+        self.budget = budget
+        self.current_budget = budget
+        self.last_count: int | None = None
+        self.frames: list[tuple[bytearray, int]] = []
+        for depth in range(self.program.max_frames):
+            stack = bytearray(isa.STACK_SIZE)
+            base = self.memory.map_region(stack, True, f"stack{depth}")
+            self.frames.append((stack, base + isa.STACK_SIZE))
+        self.ctx_addr = self.memory.reserve("ctx")
+        self._running = False
+        self._interp: Interpreter | None = None
+        self._translated: Translated | None = None
+        if engine == "translate":
+            self._engine("translate")
+
+    # --- engines ---------------------------------------------------------------------------------
+    def _engine(self, engine: Engine):
+        if engine == "interp":
+            if self._interp is None:
+                self._interp = Interpreter(self)
+            return self._interp
+        if engine == "translate":
+            if self._translated is None:
+                if len(self.program.insns) > TRANSLATE_MAX_INSNS:
+                    return self._engine("interp")  # same semantics, avoids a huge compile
+                try:
+                    self._translated = Translated(self)
+                except Exception as e:  # a translator bug must not escape as a random error
+                    raise EbpfError(f"internal error: translation failed: "
+                                    f"{type(e).__name__}: {e}") from e
+            return self._translated
+        raise ValueError(f"unknown engine {engine!r}")
+
+    @property
+    def source(self) -> str:
+        """The Python source the translator generated for this program ("" if interpreted)."""
+        return getattr(self._engine("translate"), "source", "")
+
+    def call_helper(self, pc: int, fn: Helper, hid: int, r1: int, r2: int, r3: int, r4: int,
+                    r5: int) -> int:
+        """Call helper ``fn`` (id ``hid``) for the instruction at ``pc``; returns the new r0."""
+        try:
+            ret = fn(self, r1, r2, r3, r4, r5)
+        except EbpfError as e:
+            if e.pc is None:
+                e.pc = pc
+            raise
+        except StopProgram:
+            raise
+        except Exception as e:
+            raise HelperError(f"helper {hid} failed: {type(e).__name__}: {e}", pc) from e
+        if ret.__class__ is not int:
+            if not isinstance(ret, int):
+                raise HelperError(f"helper {hid} returned {type(ret).__name__}, not an int", pc)
+            ret = int(ret)
+        return ret & isa.MASK64
+
+    # --- running ---------------------------------------------------------------------------------
+    def run(self, ctx: Buffer | int | None = None, *, ctx_writable: bool = False,
+            args: Sequence[int] = (), engine: Engine | None = None,
+            budget: int | None = None) -> int:
+        """Run the program once and return r0.
+
+        ``ctx``: a buffer mapped for this run (r1 = its address; read-only unless
+        ``ctx_writable``), or an integer put in r1 as is.  ``args``: values for r1..r5
+        (overriding r1 from ``ctx``).  Raises :class:`EbpfError` on any failure.
+        """
+        if self._running:
+            raise EbpfError(f"program {self.name!r} is already running (re-entered)")
+        budget = self.budget if budget is None else budget
+        regs = [0, 0, 0, 0, 0]
+        mem = self.memory
+        mapped_ctx = False
+        if isinstance(ctx, int):
+            regs[0] = ctx & isa.MASK64
+        elif ctx is not None:
+            mem.rebind(self.ctx_addr, ctx, ctx_writable)
+            mapped_ctx = True
+            regs[0] = self.ctx_addr
+        if len(args) > 5:
+            raise EbpfError("at most 5 arguments (r1..r5)")
+        for i, v in enumerate(args):
+            regs[i] = v & isa.MASK64
+        runner = self._engine(engine or self.engine)
+        self._running = True
+        self.current_budget = budget
+        self.last_count = None
+        try:
+            r0, left = runner.run(regs[0], regs[1], regs[2], regs[3], regs[4], budget)
+            self.last_count = budget - left
+            return r0
+        except StopProgram as stop:
+            return stop.value & isa.MASK64
+        except EbpfError:
+            raise
+        except Exception as e:  # never let an engine bug escape as a random exception
+            raise EbpfError(f"internal error: {type(e).__name__}: {e}") from e
+        finally:
+            self._running = False
+            if mapped_ctx:
+                mem.rebind(self.ctx_addr, b"", False)
+            mem.release_temporary()
+
+
+def load(program: Sequence[Insn] | bytes | str, helpers: Mapping[int, Helper] | None = None,
+         **kwargs: Any) -> VM:
+    """Shorthand for :class:`VM`."""
+    return VM(program, helpers, **kwargs)
