@@ -134,6 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.step and not hasattr(arch.module("decode"), "VARIANTS"):
         raise UsageError(f"--step applies to x86_64 only, not {arch.name}")
     machine = Machine(arch, image, console=console.write, step_variant=args.step)
+    machine.trace_sink = console.line
     tracer = Tracer(machine, out=console.line, fmt=args.format)
     for text in args.probe:
         tracer.add(text)

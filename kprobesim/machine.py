@@ -102,6 +102,8 @@ class Machine:
     ) -> None:
         self.arch = arch
         self.step_variant = step_variant
+        self.trace_sink: Callable[[str], None] | None = None  # where trace lines go (the CLI's stdout)
+        self.trace_lines: list[str] = []  # trace lines kept when there is no sink
         self._registry: Registry | None = None
         self.image = image
         self.engine = arch.new_engine()
@@ -472,6 +474,19 @@ class Machine:
     ) -> Kretprobe:
         """Place a kretprobe on a function."""
         return self.probes.register_kretprobe(spec, handler, entry, maxactive, name)
+
+    def load_bpf(self, path: str | Path) -> Any:
+        """Load an eBPF object and attach its programs by section (``kprobe/SYM``, ...)."""
+        from .ebpf.loader import load
+
+        return load(self, path)
+
+    def trace_line(self, text: str) -> None:
+        """One line of trace output (probe events, bpf_trace_printk, ring buffer records)."""
+        if self.trace_sink is not None:
+            self.trace_sink(text)
+        else:
+            self.trace_lines.append(text)
 
     def fault(self, message: str, pc: int) -> None:
         """Stop the run: the guest did something it cannot continue from.

@@ -88,6 +88,8 @@ class Tracer:
         self.events.append(ev)
         if self.out is not None:
             self.out(self.format(ev, spec))
+        else:
+            self.machine.trace_line(self.format(ev, spec))
 
     def _on_hit(self, spec: ProbeSpec, probe: Kprobe, regs: Regs) -> int:
         self._record(spec, self._location(probe.addr), regs)
