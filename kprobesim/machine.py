@@ -417,7 +417,10 @@ class Machine:
 
     def account(self, instructions: int) -> None:
         """Count guest instructions the host performed (a simulated probed instruction)."""
-        self._time += instructions
+        if self._slice_end:  # inside a slice (a hook): credit it when the slice is counted
+            self.hidden -= instructions
+        else:
+            self._time += instructions
 
     # -- snapshots -----------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

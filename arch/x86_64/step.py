@@ -19,7 +19,7 @@ The int3 variant's step ends on the int3 at ``step_break_addr(d, slot)`` = slot 
 
 from __future__ import annotations
 
-from kprobesim.probes.insn import Decision, Kind, RegView, SlotError, u64
+from kprobesim.probes.insn import MASK64, Decision, Kind, RegView, SlotError, u64
 
 from .decode import FIX_CALL, FIX_CALL_INDIRECT, FIX_KEEP, FIX_PUSHF, VARIANTS, X86Insn
 
@@ -87,7 +87,45 @@ def make_slot(d: Decision, slot_addr: int, variant: str | None = None) -> bytes:
             )
         off = info.rip_disp_offset
         code[off : off + 4] = new.to_bytes(4, "little", signed=True)
-    return bytes(code) + step_break(variant)
+    # TF: a trailing int3 as a backstop - a few instructions (pause) delay the #DB by one
+    # instruction in the engine, and the step must never run past its slot.
+    return bytes(code) + (INT3 if variant == "tf" else step_break(variant))
+
+
+def backstop_addr(d: Decision, slot_addr: int) -> int | None:
+    """TF variant: the int3 after the copy that ends the step if no #DB came first."""
+    return slot_addr + d.length if _variant(d, None) == "tf" else None
+
+
+_REP_CONDITIONAL = (0xA6, 0xA7, 0xAE, 0xAF)  # cmps, scas: repe/repne also stop on ZF
+
+
+def step_begin(d: Decision, regs: RegView) -> int | None:
+    """State to remember at the start of a step: the count register of a rep string op."""
+    info = d.info
+    if not (isinstance(info, X86Insn) and info.rep_string) or _variant(d, None) != "tf":
+        return None  # the int3 variant runs the whole rep op natively in its slot
+    return regs["rcx"] & (0xFFFF_FFFF if info.addr32 else MASK64)
+
+
+def step_extra_count(d: Decision, begin: int | None, regs: RegView) -> int:
+    """Instructions the engine counts natively but not when single-stepped.
+
+    Run freely, a rep string op that ends because its count reached zero is entered once more
+    (the entry that sees the zero count and leaves); single-stepped with TF it is not. So such
+    a step owes one instruction of virtual time.
+    """
+    info = d.info
+    if begin is None or not begin or not isinstance(info, X86Insn):
+        return 0
+    if regs["rcx"] & (0xFFFF_FFFF if info.addr32 else MASK64):
+        return 0
+    if info.opcode[:1] and info.opcode[0] in _REP_CONDITIONAL:
+        zf = bool(regs["rflags"] & (1 << 6))
+        repne = 0xF2 in info.prefixes
+        if zf == repne:  # the condition ended it, not the count
+            return 0
+    return 1
 
 
 def step_break_addr(d: Decision, slot_addr: int, variant: str | None = None) -> int | None:

@@ -47,6 +47,8 @@ class Step:
     end: int | None  # address of the step break; None when single-stepping with TF
     orphan: bool = False  # the site was unregistered meanwhile: free its slot at the end
     quiet: bool = False  # a re-entered hit (counted missed): no post-handlers
+    backstop: int | None = None  # TF: a break after the copy ends the step if no #DB came
+    begin: Any = None  # arch state noted at the start (x86: a rep op's count)
 
 
 class Registry:
@@ -270,6 +272,10 @@ class Registry:
         if step is not None and pc == step.end:
             self._finish_step()
             return True
+        if step is not None and pc == step.backstop:
+            self.m.pc = pc  # undo the backstop break's advance: the copy ended right there
+            self._finish_step()
+            return True
         if pc == self.trampoline:
             self._kret_return(Regs(self.m))
             return True
@@ -338,10 +344,18 @@ class Registry:
         assert site.slot is not None
         saved = self.step.mask_interrupts(regs, d)
         end = self.step.step_break_addr(d, site.slot)
+        backstop = None
         if end is None:  # single-step with the trap flag
             self.step.arm_single_step(regs)
-        self.steps.append(Step(site, saved, end, quiet=quiet))
+            backstop = self._arch_hook("backstop_addr", d, site.slot)
+        begin = self._arch_hook("step_begin", d, regs)
+        self.steps.append(Step(site, saved, end, quiet=quiet, backstop=backstop, begin=begin))
         regs.pc = site.slot
+
+    def _arch_hook(self, name: str, *args: Any) -> Any:
+        """An optional function of the arch's step module (None when it has none)."""
+        fn = getattr(self.step, name, None)
+        return fn(*args) if fn is not None else None
 
     def _finish_step(self) -> None:
         step = self.steps.pop()
@@ -349,6 +363,9 @@ class Registry:
         assert site.slot is not None
         if step.end is None:
             self.step.disarm_single_step(regs, site.decision)
+        extra = self._arch_hook("step_extra_count", site.decision, step.begin, regs)
+        if extra:
+            self.m.account(extra)
         self.step.after_step(site.decision, regs, site.slot, step.saved_irq)
         self.step.restore_interrupts(regs, step.saved_irq)
         if not step.quiet:
