@@ -121,15 +121,16 @@ def test_prefixes_and_lengths() -> None:
 def test_slots() -> None:
     d = dec.decode(riprel("mov rax, qword ptr [rip + 0x12345678]", DATA + 8), ORIG)
     slot = step.make_slot(d, SLOT)
-    assert len(slot) == d.length and slot[:3] == d.raw[:3]
+    assert len(slot) == d.length + 1 and slot[:3] == d.raw[:3] and slot[-1:] == b"\xcc"  # TF: backstop int3
+    assert step.backstop_addr(d, SLOT) == SLOT + d.length
     new = int.from_bytes(slot[3:7], "little", signed=True)
     assert SLOT + d.length + new == DATA + 8
     d3 = dec.decode(d.raw, ORIG, "int3")
-    assert step.make_slot(d3, SLOT, "int3") == step.make_slot(d3, SLOT) == slot + b"\xcc"
+    assert step.make_slot(d3, SLOT, "int3") == step.make_slot(d3, SLOT) == slot  # same bytes, other role
     with pytest.raises(SlotError, match="out of reach"):
         step.make_slot(d, FAR_SLOT)
     plain = dec.decode(asm("add rax, rbx"), ORIG)
-    assert step.make_slot(plain, FAR_SLOT) == plain.raw  # no displacement: any slot works
+    assert step.make_slot(plain, FAR_SLOT) == plain.raw + b"\xcc"  # no displacement: any slot works
     assert step.probe_break(plain) == b"\xcc" and step.step_break() == b""
     assert step.step_break("int3") == b"\xcc" and step.is_step_break(b"\xcc")
     assert step.is_probe_break(b"\xcc\x90") and not step.is_probe_break(b"\x90")
