@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from unicorn import UC_HOOK_INTR, UC_HOOK_MEM_INVALID
 
+from kprobesim.engine import access_kind
 from kprobesim.engine.pcode.loongarch_const import EXC_ADE, EXC_BRK, LA_REG_CSR_EENTRY, LA_REG_PC
 
 if TYPE_CHECKING:
@@ -52,20 +53,7 @@ class Traps:
         self._enter(ecode, subcode, badv, pc)
 
     def _mem_invalid(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> bool:
-        from unicorn.unicorn_const import (
-            UC_MEM_FETCH_PROT,
-            UC_MEM_FETCH_UNMAPPED,
-            UC_MEM_WRITE_PROT,
-            UC_MEM_WRITE_UNMAPPED,
-        )
-
-        if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
-            kind = "fetch"
-        elif access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT):
-            kind = "store"
-        else:
-            kind = "load"
-        self.m.on_mem_fault(kind, addr, self.engine.reg_read(LA_REG_PC))
+        self.m.on_mem_fault(access_kind(access), addr, self.engine.reg_read(LA_REG_PC))
         return False
 
     # -- delivery ------------------------------------------------------------------------------

@@ -22,12 +22,8 @@ from unicorn.riscv_const import (
     UC_RISCV_REG_PC,
     UC_RISCV_REG_PRIV,
 )
-from unicorn.unicorn_const import (
-    UC_MEM_FETCH_PROT,
-    UC_MEM_FETCH_UNMAPPED,
-    UC_MEM_WRITE_PROT,
-    UC_MEM_WRITE_UNMAPPED,
-)
+
+from kprobesim.engine import access_kind
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -92,13 +88,7 @@ class Traps:
         return False
 
     def _mem_invalid(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> bool:
-        if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
-            kind = "fetch"
-        elif access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT):
-            kind = "store"
-        else:
-            kind = "load"
-        self.m.on_mem_fault(kind, addr, self.m.engine.reg_read(UC_RISCV_REG_PC))
+        self.m.on_mem_fault(access_kind(access), addr, self.m.engine.reg_read(UC_RISCV_REG_PC))
         return False
 
     # -- delivery ------------------------------------------------------------------------------

@@ -22,12 +22,8 @@ from unicorn import (
     UC_HOOK_MEM_INVALID,
 )
 from unicorn import x86_const as xc
-from unicorn.unicorn_const import (
-    UC_MEM_FETCH_PROT,
-    UC_MEM_FETCH_UNMAPPED,
-    UC_MEM_WRITE_PROT,
-    UC_MEM_WRITE_UNMAPPED,
-)
+
+from kprobesim.engine import access_kind
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -101,13 +97,7 @@ class Traps:
         return False
 
     def _mem_invalid(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> bool:
-        if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
-            kind = "fetch"
-        elif access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT):
-            kind = "store"
-        else:
-            kind = "load"
-        self.m.on_mem_fault(kind, addr, self._reg(xc.UC_X86_REG_RIP))
+        self.m.on_mem_fault(access_kind(access), addr, self._reg(xc.UC_X86_REG_RIP))
         return False
 
     # -- entry points for the run loop ---------------------------------------------------------

@@ -15,3 +15,14 @@ error type (``unicorn.UcError``):
   (a break, an exception reported through UC_HOOK_INTR or UC_HOOK_INSN_INVALID) counts, one that
   was not started because ``count`` was reached does not. The machine derives virtual time from it.
 """
+
+from unicorn.unicorn_const import UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED
+
+
+def access_kind(access: int) -> str:
+    """``load``, ``store`` or ``fetch`` for an engine's UC_MEM_* access code."""
+    if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
+        return "fetch"
+    if access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT):
+        return "store"
+    return "load"
