@@ -1,19 +1,8 @@
-"""Shared fixtures: paths of the bundled firmware."""
+"""Shared fixtures (paths live in fwpaths.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-FIRMWARE = ROOT / "firmware"
-UNICORN_ARCHES = ("riscv64", "x86_64")
-
-
-def firmware(arch: str, name: str = "kernel.elf") -> Path:
-    """Path of a bundled firmware file."""
-    return FIRMWARE / arch / name
 
 
 @pytest.fixture

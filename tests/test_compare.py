@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import UNICORN_ARCHES
+from fwpaths import UNICORN_ARCHES
 
 from kprobesim.compare import compare, render
 

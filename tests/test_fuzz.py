@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 
 import pytest
-from conftest import firmware
+from fwpaths import firmware
 
 from kprobesim.fuzz.placement import Placement, PlacementFuzzer, fuzz, reproducer
 from kprobesim.probes.insn import Kind

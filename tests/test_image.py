@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import UNICORN_ARCHES, firmware
+from fwpaths import UNICORN_ARCHES, firmware
 
 from kprobesim.errors import ImageError, ProbeError
 from kprobesim.image import Image

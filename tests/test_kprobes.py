@@ -6,7 +6,7 @@ import dataclasses
 import functools
 
 import pytest
-from conftest import firmware
+from fwpaths import firmware
 from unicorn import UC_HOOK_CODE
 
 from kprobesim.errors import BudgetExhausted, GuestFault, ProbeError
@@ -220,7 +220,7 @@ def test_placement_errors(arch):
 
 
 # sum_array's array load and the register holding its pointer, per arch
-ARRAY_LOAD = {"riscv64": ("0(a0)", "a0"), "x86_64": ("[rdi", "rdi"), "loongarch64": ("$a0, 0", "a0")}
+ARRAY_LOAD = {"riscv64": ("0(a0)", "a0"), "x86_64": ("[rdi", "rdi"), "loongarch64": ("$a5, -8", "a5")}
 
 
 @pytest.mark.parametrize("arch", ARCHES)
@@ -329,3 +329,38 @@ def test_slot_pages_are_not_guest_writable(arch):
     status = m.run()
     assert status == 99 and "PANIC: unexpected trap" in m.console
     assert m.read(slot, reg.slots.size) == before
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_two_kretprobes_on_one_function_both_see_the_real_caller(arch):
+    m = Machine.load(firmware(arch))
+    callers: list[tuple[str, int]] = []
+    a = m.kretprobe("do_work", handler=lambda i, r: callers.append(("a", i.ret_addr)))
+    b = m.kretprobe("do_work", handler=lambda i, r: callers.append(("b", i.ret_addr)))
+    assert m.run() == 0
+    assert a.hits == b.hits == 557 and not a.missed and not b.missed
+    tramp = m.probes.trampoline
+    assert all(addr != tramp and m.image.lookup(addr) for _, addr in callers)
+    assert [who for who, _ in callers[:2]] == ["b", "a"]  # the most recent instance first
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_first_nonzero_pre_handler_ends_the_chain(arch):
+    m = Machine.load(firmware(arch))
+    spec = m.arch.module("regs")
+    ran: list[str] = []
+
+    def fake_return(p, r):
+        ran.append("first")
+        r.retval = 42
+        if spec.RA_REG:
+            r.pc = r[spec.RA_REG]
+        else:
+            r.pc = int.from_bytes(r.read_mem(r.sp, 8), "little")
+            r[spec.SP_REG] = r.sp + 8
+        return 1
+
+    first = m.kprobe("jump_first", pre=fake_return)
+    second = m.kprobe("jump_first", pre=lambda p, r: ran.append("second"))
+    assert m.run() == 0
+    assert "second" not in ran and first.hits >= 1 and second.hits == 0

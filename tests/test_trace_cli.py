@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from conftest import UNICORN_ARCHES, firmware
+from fwpaths import UNICORN_ARCHES, firmware
 
 from kprobesim.errors import ProbeError, SpecError
 from kprobesim.trace.spec import parse

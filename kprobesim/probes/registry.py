@@ -240,20 +240,28 @@ class Registry:
         return 0
 
     def _kret_return(self, regs: Regs) -> None:
+        """The probed function returned to the trampoline: run the return handlers of every
+        instance of this frame (several kretprobes on one function hijack it in turn, the
+        later ones saving the trampoline's address), then go back to the real caller."""
         sp = regs.sp
-        for i in range(len(self.instances) - 1, -1, -1):
-            if self.instances[i].return_sp == sp:
-                inst = self.instances.pop(i)
-                break
-        else:
+        frame = [inst for inst in reversed(self.instances) if inst.return_sp == sp]
+        if not frame:
             self.m.fault("kretprobe trampoline reached with no matching instance", regs.pc)
             return
-        rp = inst.kretprobe
-        rp.active -= 1
-        if rp.registry is not None and rp.enabled:
-            rp.hits += 1
-            if rp.handler is not None:
-                rp.handler(inst, regs)
+        real = next((inst.ret_addr for inst in frame if inst.ret_addr != self.trampoline), None)
+        if real is None:
+            self.m.fault("kretprobe instances of a frame all return to the trampoline", regs.pc)
+            return
+        for inst in frame:  # the most recent first, as Linux
+            self.instances.remove(inst)
+            inst.ret_addr = real
+            rp = inst.kretprobe
+            rp.active -= 1
+            if rp.registry is not None and rp.enabled:
+                rp.hits += 1
+                if rp.handler is not None:
+                    rp.handler(inst, regs)
+        inst = frame[0]
         regs.pc = inst.ret_addr
         ra_reg = self.spec.RA_REG
         if ra_reg is not None:
@@ -326,7 +334,8 @@ class Registry:
                 if p.enabled:
                     p.hits += 1
                     if p.pre is not None and p.pre(p, regs):
-                        skip = True
+                        skip = True  # like Linux's aggr_pre_handler: later handlers do not run
+                        break
         finally:
             self._busy = False
         if not skip:
