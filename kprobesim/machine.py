@@ -128,6 +128,7 @@ class Machine:
         for device in arch.devices():
             device.attach(self)
         self._memory_snapshots = False
+        self._engine_clock = hasattr(type(self.engine), "vtime")
         self._held = False  # an interrupt is pending but the CPU masks it
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
         for addr, count in self.traps.unmask_sites().items():
@@ -271,6 +272,8 @@ class Machine:
     # -- time ----------------------------------------------------------------------------------
     def now(self) -> int:
         """Virtual time: guest instructions retired (exact, also inside a slice)."""
+        if self._engine_clock:
+            return self.engine.vtime
         if self._slice_end:
             return self._slice_start + max(0, self.engine.icount() - 1 - self.hidden)
         return self._time
@@ -353,7 +356,8 @@ class Machine:
         event = self.event
         if self._cut or isinstance(event, Break | MemFault | Deferred) or (error is not None and event is None):
             retired -= 1  # the trapping (or device-stopped) instruction did not retire
-        self._time = now + max(0, retired)
+        # An engine with its own clock knows best (it retires, traps and idles exactly).
+        self._time = self.engine.vtime if self._engine_clock else now + max(0, retired)
         self._slice_end = 0
         if self._pending_fault is not None:
             fault, self._pending_fault = self._pending_fault, None
@@ -421,6 +425,12 @@ class Machine:
             self.hidden -= instructions
         else:
             self._time += instructions
+            self._sync_engine_clock()
+
+    def _sync_engine_clock(self) -> None:
+        """Engines with a CPU timer of their own (LoongArch's) run it on the machine's clock."""
+        if self._engine_clock:
+            self.engine.vtime = self._time
 
     # -- snapshots -----------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -445,6 +455,7 @@ class Machine:
         self.engine.context_restore(snap.context)
         self.engine.ctl_flush_tb()  # translations of code the snapshot no longer has
         self._time = snap.time
+        self._sync_engine_clock()
         self.console_bytes[:] = snap.console
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None

@@ -1,0 +1,1032 @@
+"""PcodeEngine: a CPU engine with Unicorn's Python API that executes SLEIGH P-code.
+
+Each basic block is translated once (pypcode), compiled into a Python function
+(:mod:`.codegen`) and cached by PC; compiled code objects are shared by all engines of the
+process. Writes to memory holding translated code invalidate the affected blocks (guest stores
+and ``mem_write`` alike); ``ctl_remove_cache``/``ctl_flush_tb`` do it explicitly.
+
+Time: ``icount()`` counts instructions started by the last ``emu_start`` with Unicorn's
+conventions (a trapping instruction, or one a code hook stopped at, counts); ``vtime`` is the
+virtual clock (retired instructions plus time ``idle`` skipped) that drives the guest's timer and
+rdtime; a host with its own clock sets it. Architecture specifics (registers, privileged model,
+traps, timers) live in an :class:`ArchModel`.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import pypcode
+from unicorn import UcError
+from unicorn.unicorn_const import (
+    UC_CTL_CONTEXT_CPU,
+    UC_CTL_CONTEXT_MEMORY,
+    UC_CTL_CONTEXT_MODE,
+    UC_CTL_TB_FLUSH,
+    UC_CTL_TB_REMOVE_CACHE,
+    UC_CTL_TLB_FLUSH,
+    UC_ERR_ARG,
+    UC_ERR_FETCH_PROT,
+    UC_ERR_FETCH_UNMAPPED,
+    UC_ERR_HOOK,
+    UC_ERR_READ_PROT,
+    UC_ERR_READ_UNMAPPED,
+    UC_ERR_WRITE_PROT,
+    UC_ERR_WRITE_UNMAPPED,
+    UC_HOOK_BLOCK,
+    UC_HOOK_CODE,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_FETCH_PROT,
+    UC_HOOK_MEM_FETCH_UNMAPPED,
+    UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_READ_PROT,
+    UC_HOOK_MEM_READ_UNMAPPED,
+    UC_HOOK_MEM_WRITE,
+    UC_HOOK_MEM_WRITE_PROT,
+    UC_HOOK_MEM_WRITE_UNMAPPED,
+    UC_MEM_FETCH_PROT,
+    UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_READ,
+    UC_MEM_READ_PROT,
+    UC_MEM_READ_UNMAPPED,
+    UC_MEM_WRITE,
+    UC_MEM_WRITE_PROT,
+    UC_MEM_WRITE_UNMAPPED,
+    UC_PROT_ALL,
+    UC_PROT_EXEC,
+    UC_PROT_READ,
+    UC_PROT_WRITE,
+)
+
+from .arch import ArchModel
+from .codegen import (
+    HELPERS,
+    T_ARCH,
+    T_EXC,
+    T_IDLE,
+    T_INVALID,
+    T_MEM,
+    T_STOP,
+    T_UNIMPL,
+    Block,
+    CompileCfg,
+    Insn,
+    Leave,
+    OpCode,
+    Trap,
+    UnimplementedUserOp,
+    compile_block,
+    lift,
+)
+from .memory import PAGE, Memory, Region
+
+INF = 1 << 80
+MAX_BLOCK = 128  # instructions per block
+# Compiled blocks shared by all engines of a process: (language, pc, bytes, hook flags) ->
+# (code object, source, function name). Engines exec the code object in their own namespace.
+_CODE_CACHE: dict[tuple[Any, ...], tuple[Any, str, str, tuple[int, ...]]] = {}
+_CODE_CACHE_MAX = 10000
+# block function code object -> (instruction addresses, source line of each instruction)
+_CODE_INFO: dict[Any, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+POLL = 20000  # instructions between wall-clock checks when a timeout is set
+
+_MEM_HOOKS = (
+    UC_HOOK_MEM_READ_UNMAPPED
+    | UC_HOOK_MEM_WRITE_UNMAPPED
+    | UC_HOOK_MEM_FETCH_UNMAPPED
+    | UC_HOOK_MEM_READ_PROT
+    | UC_HOOK_MEM_WRITE_PROT
+    | UC_HOOK_MEM_FETCH_PROT
+)
+# access type -> (hook bit, error)
+_ACCESS = {
+    UC_MEM_READ_UNMAPPED: (UC_HOOK_MEM_READ_UNMAPPED, UC_ERR_READ_UNMAPPED),
+    UC_MEM_WRITE_UNMAPPED: (UC_HOOK_MEM_WRITE_UNMAPPED, UC_ERR_WRITE_UNMAPPED),
+    UC_MEM_FETCH_UNMAPPED: (UC_HOOK_MEM_FETCH_UNMAPPED, UC_ERR_FETCH_UNMAPPED),
+    UC_MEM_READ_PROT: (UC_HOOK_MEM_READ_PROT, UC_ERR_READ_PROT),
+    UC_MEM_WRITE_PROT: (UC_HOOK_MEM_WRITE_PROT, UC_ERR_WRITE_PROT),
+    UC_MEM_FETCH_PROT: (UC_HOOK_MEM_FETCH_PROT, UC_ERR_FETCH_PROT),
+}
+_BRANCHES = (OpCode.BRANCH, OpCode.CBRANCH, OpCode.BRANCHIND, OpCode.CALL, OpCode.CALLIND,
+             OpCode.RETURN)
+
+
+@dataclass(slots=True)
+class _Hook:
+    htype: int
+    cb: Any
+    ud: Any
+    begin: int
+    end: int
+
+    def covers(self, addr: int) -> bool:
+        return self.begin > self.end or self.begin <= addr <= self.end
+
+
+@dataclass(eq=False)
+class _MemSnap:
+    """Copy-on-write memory snapshot: the original bytes of every page changed since."""
+
+    saved: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Context:
+    regs: list[int]
+    arch: Any
+    vt: int
+    toff: int
+    mem: _MemSnap | None = None
+
+
+_CONTEXTS: dict[str, Any] = {}
+
+
+def _context(lang: str) -> Any:
+    """One pypcode context per language (loading a SLEIGH spec takes ~20 ms; translation keeps
+    no state between calls)."""
+    ctx = _CONTEXTS.get(lang)
+    if ctx is None:
+        ctx = _CONTEXTS[lang] = pypcode.Context(lang)
+    return ctx
+
+
+def _arch_class(name: str) -> type[ArchModel]:
+    if name in ("loongarch64", "loongarch"):
+        from .loongarch import LoongArch64
+
+        return LoongArch64
+    if name in ("riscv64", "riscv"):
+        from .riscv import RiscV64
+
+        return RiscV64
+    raise ValueError(f"PcodeEngine: unknown architecture {name!r}")
+
+
+class PcodeEngine:
+    """A Unicorn-compatible CPU engine on SLEIGH P-code (see the module docstring)."""
+
+    def __init__(self, arch: str = "loongarch64") -> None:
+        self.arch: ArchModel = _arch_class(arch)(self)
+        self.arch_name = self.arch.name
+        self._ctx = _context(self.arch.lang)
+        self._R: list[int] = [0] * self.arch.nwords
+        self._mem = Memory()
+        self._blocks: dict[Any, Block] = {}
+        self._code_pages: dict[int, set[Any]] = {}
+        self._code_cache = _CODE_CACHE
+        self._rpages: dict[int, tuple[bytearray, int, int]] = {}
+        self._wpages: dict[int, tuple[bytearray, int, int]] = {}
+        self._wrev: dict[int, set[int]] = {}
+        self._hooks: dict[int, _Hook] = {}
+        self._next_hook = 1
+        self._code_hooks: list[_Hook] = []
+        self._block_hooks: list[_Hook] = []
+        self._intr_hooks: list[_Hook] = []
+        self._invalid_hooks: list[_Hook] = []
+        self._mem_hooks: list[_Hook] = []
+        self._rd_hooks: list[_Hook] = []  # UC_HOOK_MEM_READ
+        self._wr_hooks: list[_Hook] = []  # UC_HOOK_MEM_WRITE
+        self._whook_pages: set[int] = set()
+        self._whook_all = False
+        self._ctx_mode = UC_CTL_CONTEXT_CPU
+        self._snaps: list[weakref.ref[_MemSnap]] = []
+        self._cow_saved: set[int] = set()  # pages every live snapshot has saved
+        self._win: Region | None = None
+        self._win_page0 = 0
+        self._until: int | None = None
+        self._vt = 0  # instructions executed over the engine's life
+        self._toff = 0  # virtual time skipped by idle (virtual time = _vt + _toff)
+        self._chk = INF
+        self._trunc = 0
+        self._count_end = INF
+        self._deadline: float | None = None
+        self._stop = False
+        self._running = False
+        self._start_vt = 0
+        self._icount = 0
+        self._last_fault: tuple[int, int, int] | None = None
+        self.last_exception: tuple[int, int, int | None] | None = None
+        self.halted = False
+        self._G: dict[str, Any] = dict(HELPERS)
+        for n in (2, 4, 8):
+            fmt = {2: "<H", 4: "<I", 8: "<Q"}[n]
+            self._G[f"U{n}"] = struct.Struct(fmt).unpack_from
+            self._G[f"P{n}"] = struct.Struct(fmt).pack_into
+        self._G.update(LD=self._ld, ST=self._st, CH=self._code_hook, BH=self._block_hook,
+                       E=self, C=None)
+        self._G.update(self.arch.helpers())
+        self._update_window()
+        self.arch.reset()
+
+    # ------------------------------------------------------------------ virtual time
+    @property
+    def vtime(self) -> int:
+        """Virtual time (timer, rdtime): instructions retired plus the time idle skipped.
+
+        Trapping instructions (breaks, exceptions, faults) start but do not retire: they count
+        in ``icount()`` but not here. A host that keeps its own clock (instructions it
+        simulates, probe steps it hides) sets it: ``engine.vtime = now``.
+        """
+        return self._live_vt() + self._toff
+
+    @vtime.setter
+    def vtime(self, value: int) -> None:
+        self._toff = int(value) - self._live_vt()
+        self._chk = -1
+
+    def _live_vt(self) -> int:
+        """Instructions done so far, also from inside a callback of a running block (the
+        executing instruction not included)."""
+        if self._running:
+            at = self._block_position()
+            if at is not None:
+                return at[0] + at[1]
+        return self._vt
+
+    def icount(self) -> int:
+        """Instructions started by the last (or current) ``emu_start``.
+
+        Inside a callback during a run (a device access, a hook) the instruction being executed
+        counts as started, as with Unicorn.
+        """
+        if not self._running:
+            return self._icount
+        at = self._block_position()
+        if at is None:
+            return self._vt - self._start_vt
+        vt, idx, _ = at
+        return vt - self._start_vt + idx + 1
+
+    def _block_position(self) -> tuple[int, int, Any] | None:
+        """(vt at block entry, index of the executing instruction, frame) of the running block.
+
+        Found by walking the Python stack: nothing on the hot path keeps it up to date.
+        """
+        import bisect
+
+        f = sys._getframe(1)
+        while f is not None:
+            info = _CODE_INFO.get(f.f_code)
+            if info is not None:
+                idx = bisect.bisect_right(info[1], f.f_lineno) - 1
+                return f.f_locals["vt"], idx, f
+            f = f.f_back
+        return None
+
+    def _resched(self) -> None:
+        """Something may need the dispatcher's attention at the next block boundary."""
+        self._chk = -1
+
+    # ------------------------------------------------------------------ memory API
+    def mem_map(self, address: int, size: int, perms: int = UC_PROT_ALL) -> None:
+        self._mem.map(address, size, perms)
+        self._mem_changed(flush_blocks=False)
+
+    def mmio_map(self, address: int, size: int, read_cb: Any, user_data_read: Any,
+                 write_cb: Any, user_data_write: Any) -> None:
+        self._mem.map_mmio(address, size, read_cb, user_data_read, write_cb, user_data_write)
+        self._mem_changed(flush_blocks=False)
+
+    def mem_unmap(self, address: int, size: int) -> None:
+        self._mem.unmap(address, size)
+        self._mem_changed(flush_blocks=True)
+
+    def mem_protect(self, address: int, size: int, perms: int = UC_PROT_ALL) -> None:
+        self._mem.protect(address, size, perms)
+        self._mem_changed(flush_blocks=True)
+
+    def mem_regions(self) -> Any:
+        yield from self._mem.regions_list()
+
+    def _host_region(self, addr: int, err: int) -> tuple[Region, int]:
+        r = self._mem.find(addr)
+        if r is not None:
+            return r, addr
+        pa = self.arch.va_to_pa(addr)
+        if pa is not None:
+            r = self._mem.find(pa)
+            if r is not None:
+                return r, pa
+        raise UcError(err)
+
+    def mem_read(self, address: int, size: int) -> bytearray:
+        out = bytearray()
+        a, end = address, address + size
+        while a < end:
+            r, pa = self._host_region(a, UC_ERR_READ_UNMAPPED)
+            n = min(end - a, r.end - pa)
+            if r.buf is None:
+                for i in range(n):
+                    v = r.read_cb(self, pa + i - r.mmio_base, 1, r.read_ud) if r.read_cb else 0
+                    out.append(v & 0xFF)
+            else:
+                o = pa - r.begin
+                out += r.buf[o:o + n]
+            a += n
+        return out
+
+    def mem_write(self, address: int, data: bytes) -> None:
+        data = bytes(data)
+        a, end, k = address, address + len(data), 0
+        while a < end:
+            r, pa = self._host_region(a, UC_ERR_WRITE_UNMAPPED)
+            n = min(end - a, r.end - pa)
+            if r.buf is None:
+                if r.write_cb:
+                    for i in range(n):
+                        r.write_cb(self, pa + i - r.mmio_base, 1, data[k + i], r.write_ud)
+            else:
+                if self._snaps:
+                    self._cow_touch(pa, n)
+                o = pa - r.begin
+                r.buf[o:o + n] = data[k:k + n]
+                self._invalidate(pa, pa + n)
+            a += n
+            k += n
+
+    def _mem_changed(self, flush_blocks: bool) -> None:
+        self._flush_tlb()
+        if flush_blocks:
+            self._flush_blocks()
+        self._update_window()
+
+    def _flush_tlb(self) -> None:
+        """Forget cached address resolutions (map or translation-mode change)."""
+        self._rpages.clear()
+        self._wpages.clear()
+        self._wrev.clear()
+
+    def _update_window(self) -> None:
+        """Point the generated code's inline fast path at the largest RAM region."""
+        G = self._G
+        best = None
+        for r in self._mem.regions:
+            if r.buf is not None and (best is None or r.end - r.begin > best.end - best.begin):
+                best = r
+        self._win = best
+        if best is None:
+            G.update(RAM=bytearray(), VLO=1, WLO=1, CP=bytearray(1))
+            for n in (1, 2, 4, 8):
+                G[f"VH{n}"] = -1
+                G[f"WH{n}"] = -1
+            return
+        G["RAM"] = best.buf
+        G["VLO"] = G["WLO"] = best.begin
+        readable = best.perms & UC_PROT_READ and not self._rd_hooks
+        for n in (1, 2, 4, 8):
+            G[f"VH{n}"] = best.end - n if readable else -1
+            G[f"WH{n}"] = best.end - n if best.perms & UC_PROT_WRITE else -1
+        self._win_page0 = best.begin >> 12
+        G["CP"] = bytearray(((best.end - best.begin) >> 12) + 1)
+        self._rebuild_cp()
+
+    def _wslow(self, p: int) -> bool:
+        """Must guest writes to physical page ``p`` take the slow path?"""
+        return (p in self._code_pages or self._whook_all or p in self._whook_pages
+                or (bool(self._snaps) and p not in self._cow_saved))
+
+    def _rebuild_cp(self) -> None:
+        cp = self._G["CP"]
+        if self._whook_all or self._snaps:
+            cp[:] = b"\x01" * len(cp)
+            if self._whook_all:
+                return
+            marks = self._cow_saved
+        else:
+            cp[:] = bytes(len(cp))
+            marks = set(self._code_pages) | self._whook_pages
+        for p in marks:
+            self._cp_mark(cp, p)
+
+    def _cp_mark(self, cp: bytearray, p: int) -> None:
+        """Recompute the write-slow flag of pages p-1 and p (a write may straddle into p)."""
+        base = self._win_page0
+        for q in (p - 1, p):
+            i = q - base
+            if 0 <= i < len(cp) - 1:
+                cp[i] = 1 if (self._wslow(q) or self._wslow(q + 1)) else 0
+
+    # ---- CPU-side accesses (called from generated code)
+    def _resolve(self, a: int) -> tuple[Region | None, int]:
+        r = self._mem.find(a)
+        if r is not None:
+            return r, a
+        pa = self.arch.va_to_pa(a)
+        if pa is not None and pa != a:
+            r = self._mem.find(pa)
+            if r is not None:
+                return r, pa
+        return None, a
+
+    def _ld(self, a: int, size: int, idx: int) -> int:
+        e = self._rpages.get(a >> 12)
+        if e is not None:
+            buf, base, lim = e
+            o = a - base
+            if o + size <= lim:
+                return int.from_bytes(buf[o:o + size], "little")
+        return self._ld_slow(a, size, idx)
+
+    def _ld_slow(self, a: int, size: int, idx: int) -> int:
+        r, pa = self._resolve(a)
+        if r is None:
+            raise Trap(T_MEM, idx, UC_MEM_READ_UNMAPPED, a, (size, 0))
+        if r.buf is None:
+            if r.read_cb is None:
+                return 0
+            was = self._stop
+            v = r.read_cb(self, pa - r.mmio_base, size, r.read_ud)
+            if self._stop and not was:  # as Unicorn: the access stays unretired, the PC at it
+                raise Trap(T_STOP, idx)
+            return int(v) & ((1 << (8 * size)) - 1)
+        if not r.perms & UC_PROT_READ:
+            raise Trap(T_MEM, idx, UC_MEM_READ_PROT, a, (size, 0))
+        o = pa - r.begin
+        lim = ((pa | 0xFFF) + 1) - r.begin
+        if self._rd_hooks:  # nothing is cached while read hooks exist
+            was = self._stop
+            self._access_hooks(self._rd_hooks, UC_MEM_READ, a, size, 0, idx)
+            if self._stop and not was:
+                raise Trap(T_STOP, idx)
+            if o + size <= lim:
+                return int.from_bytes(r.buf[o:o + size], "little")
+        if o + size > lim:
+            return sum(self._ld(a + i, 1, idx) << (8 * i) for i in range(size))
+        self._rpages[a >> 12] = (r.buf, a - o, lim)
+        return int.from_bytes(r.buf[o:o + size], "little")
+
+    def _st(self, a: int, size: int, v: int, idx: int) -> None:
+        e = self._wpages.get(a >> 12)
+        if e is not None:
+            buf, base, lim = e
+            o = a - base
+            if o + size <= lim:
+                buf[o:o + size] = v.to_bytes(size, "little")
+                return
+        self._st_slow(a, size, v, idx)
+
+    def _st_slow(self, a: int, size: int, v: int, idx: int, hooks: bool = True) -> None:
+        r, pa = self._resolve(a)
+        if r is None:
+            raise Trap(T_MEM, idx, UC_MEM_WRITE_UNMAPPED, a, (size, v))
+        if r.buf is None:
+            if r.write_cb is not None:
+                was = self._stop
+                r.write_cb(self, pa - r.mmio_base, size, int(v), r.write_ud)
+                if self._stop and not was:  # as Unicorn: the store runs again on resume
+                    raise Trap(T_STOP, idx)
+            return
+        if not r.perms & UC_PROT_WRITE:
+            raise Trap(T_MEM, idx, UC_MEM_WRITE_PROT, a, (size, v))
+        o = pa - r.begin
+        lim = ((pa | 0xFFF) + 1) - r.begin
+        stopped = False
+        if hooks and self._wr_hooks:
+            was = self._stop
+            self._access_hooks(self._wr_hooks, UC_MEM_WRITE, a, size, int(v), idx)
+            stopped = self._stop and not was
+        if o + size > lim:
+            for i in range(size):
+                self._st_slow(a + i, 1, (int(v) >> (8 * i)) & 0xFF, idx, hooks=False)
+        else:
+            if self._snaps:
+                self._cow_touch(pa, size)
+            r.buf[o:o + size] = int(v).to_bytes(size, "little")
+            p = pa >> 12
+            if p in self._code_pages:
+                self._invalidate(pa, pa + size)
+            elif not self._wslow(p):
+                self._wpages[a >> 12] = (r.buf, a - o, lim)
+                self._wrev.setdefault(p, set()).add(a >> 12)
+        if stopped:  # a write hook stopped: the store is done, the PC stays at it
+            raise Trap(T_STOP, idx)
+
+    def _access_hooks(self, hooks: list[_Hook], access: int, a: int, size: int, v: int,
+                      idx: int) -> bool:
+        """Call UC_HOOK_MEM_READ/WRITE hooks covering ``a`` (registers synced); True if any."""
+        hit = [h for h in hooks if h.covers(a)]
+        if not hit:
+            return False
+        self._sync_registers(idx)
+        for h in hit:
+            h.cb(self, access, a, size, v, h.ud)
+        return True
+
+    def _sync_registers(self, idx: int) -> None:
+        """Copy the running block's register locals to the register file (for hooks)."""
+        at = self._block_position()
+        if at is None:
+            return
+        R = self._R
+        f = at[2]
+        for name, v in f.f_locals.items():
+            if name[0] == "r" and name[1:].isdigit():
+                R[int(name[1:])] = v
+        pcs = _CODE_INFO[f.f_code][0]
+        if 0 <= idx < len(pcs):
+            R[self.arch.pc_word] = pcs[idx]
+
+    def _cow_touch(self, pa: int, size: int) -> None:
+        """Before changing [pa, pa+size): save original pages into the live snapshots."""
+        live = [s for s in (ref() for ref in self._snaps) if s is not None]
+        if len(live) != len(self._snaps):
+            self._snaps = [weakref.ref(s) for s in live]
+            if not live:
+                self._cow_saved.clear()
+                self._rebuild_cp()
+                return
+        for p in range(pa >> 12, ((pa + size - 1) >> 12) + 1):
+            if p in self._cow_saved:
+                continue
+            r = self._mem.find(p << 12)
+            if r is not None and r.buf is not None:
+                o = (p << 12) - r.begin
+                page = bytes(r.buf[o:o + PAGE])
+                for snap in live:
+                    snap.saved.setdefault(p, page)
+            self._cow_saved.add(p)
+            cp = self._G.get("CP")
+            if cp is not None:
+                self._cp_mark(cp, p)
+
+    def _fetch(self, pc: int) -> tuple[bytes, int]:
+        """Bytes from ``pc`` to the end of its page (and the next page if mapped), and the PA."""
+        r, pa = self._resolve(pc)
+        if r is None:
+            raise Trap(T_MEM, -1, UC_MEM_FETCH_UNMAPPED, pc, (self.arch.min_insn, 0))
+        if r.buf is None or not r.perms & UC_PROT_EXEC:
+            raise Trap(T_MEM, -1, UC_MEM_FETCH_PROT, pc, (self.arch.min_insn, 0))
+        o = pa - r.begin
+        end = min(((pa | 0xFFF) + 1) - r.begin, len(r.buf))
+        data = bytes(r.buf[o:end])
+        if self.arch.max_insn > self.arch.min_insn and end < len(r.buf):
+            # an instruction may straddle the page end (riscv)
+            data += bytes(r.buf[end:end + self.arch.max_insn - 1])
+        return data, pa
+
+    # ------------------------------------------------------------------ registers / context
+    def reg_read(self, reg_id: int, opt: Any = None) -> int:
+        return self.arch.reg_read(reg_id)
+
+    def reg_write(self, reg_id: int, value: int) -> None:
+        self.arch.reg_write(reg_id, value)
+
+    def context_save(self) -> _Context:
+        ctx = _Context(list(self._R), self.arch.save(), self._vt, self._toff)
+        if self._ctx_mode & UC_CTL_CONTEXT_MEMORY:
+            ctx.mem = _MemSnap()
+            self._snaps.append(weakref.ref(ctx.mem))
+            self._cow_saved = set()
+            self._wpages.clear()
+            self._wrev.clear()
+            self._rebuild_cp()
+        return ctx
+
+    def context_update(self, ctx: _Context) -> None:
+        ctx.regs = list(self._R)
+        ctx.arch = self.arch.save()
+
+    def context_restore(self, ctx: _Context) -> None:
+        self._R[:len(ctx.regs)] = ctx.regs
+        self.arch.restore(ctx.arch)
+        if ctx.mem is not None:
+            for p, data in ctx.mem.saved.items():
+                r = self._mem.find(p << 12)
+                if r is None or r.buf is None:
+                    continue
+                self._cow_touch(p << 12, PAGE)
+                o = (p << 12) - r.begin
+                r.buf[o:o + PAGE] = data
+                self._invalidate(p << 12, (p + 1) << 12)
+        self._resched()
+
+    # ------------------------------------------------------------------ ctl
+    def ctl(self, ctl: int, op: int = 0, *args: Any) -> None:
+        """The ``uc_ctl`` subset: context mode, translation-cache and TLB flushes."""
+        vals = [getattr(a, "value", a) for a in args]
+        if ctl == UC_CTL_CONTEXT_MODE:
+            self._ctx_mode = int(vals[0])
+        elif ctl == UC_CTL_TB_FLUSH:
+            self.ctl_flush_tb()
+        elif ctl == UC_CTL_TB_REMOVE_CACHE:
+            self.ctl_remove_cache(int(vals[0]), int(vals[1]))
+        elif ctl == UC_CTL_TLB_FLUSH:
+            self._flush_tlb()
+        else:
+            raise UcError(UC_ERR_ARG)
+
+    def ctl_flush_tb(self) -> None:
+        self._flush_blocks()
+
+    def ctl_flush_tlb(self) -> None:
+        self._flush_tlb()
+
+    def ctl_context_mode(self, mode: int) -> None:
+        self._ctx_mode = mode
+
+    # ------------------------------------------------------------------ hooks
+    def hook_add(self, htype: int, callback: Any, user_data: Any = None, begin: int = 1,
+                 end: int = 0, arg1: int = 0, arg2: int = 0) -> int:
+        h = _Hook(htype, callback, user_data, begin, end)
+        if htype == UC_HOOK_CODE:
+            self._code_hooks.append(h)
+            self._hooks_changed()
+        elif htype == UC_HOOK_BLOCK:
+            self._block_hooks.append(h)
+            self._hooks_changed()
+        elif htype == UC_HOOK_INTR:
+            self._intr_hooks.append(h)
+        elif htype == UC_HOOK_INSN_INVALID:
+            self._invalid_hooks.append(h)
+        elif htype and not htype & ~(_MEM_HOOKS | UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE):
+            if htype & _MEM_HOOKS:
+                self._mem_hooks.append(h)
+            if htype & UC_HOOK_MEM_READ:
+                self._rd_hooks.append(h)
+            if htype & UC_HOOK_MEM_WRITE:
+                self._wr_hooks.append(h)
+            if htype & (UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE):
+                self._access_hooks_changed()
+        else:
+            raise UcError(UC_ERR_HOOK)
+        handle = self._next_hook
+        self._next_hook += 1
+        self._hooks[handle] = h
+        return handle
+
+    def hook_del(self, h: int) -> None:
+        hk = self._hooks.pop(h, None)
+        if hk is None:
+            return
+        for lst in (self._code_hooks, self._block_hooks, self._intr_hooks, self._invalid_hooks,
+                    self._mem_hooks, self._rd_hooks, self._wr_hooks):
+            if hk in lst:
+                lst.remove(hk)
+        if hk.htype in (UC_HOOK_CODE, UC_HOOK_BLOCK):
+            self._hooks_changed()
+        if hk.htype & (UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE):
+            self._access_hooks_changed()
+
+    def _access_hooks_changed(self) -> None:
+        """Route hooked addresses through the slow path (where the hooks are called)."""
+        self._whook_all = False
+        pages: set[int] = set()
+        for h in self._wr_hooks:
+            if h.begin > h.end or (h.end - h.begin) >> 12 > 1 << 16:
+                self._whook_all = True
+                break
+            pages.update(range(h.begin >> 12, (h.end >> 12) + 1))
+        self._whook_pages = pages
+        self._flush_tlb()
+        self._update_window()
+
+    def _hooks_changed(self) -> None:
+        self._flush_blocks()
+
+    def _code_hook(self, addr: int, size: int) -> bool:
+        R = self._R
+        pcw = self.arch.pc_word
+        for h in list(self._code_hooks):
+            if h.covers(addr) and h in self._code_hooks:
+                h.cb(self, addr, size, h.ud)
+                if self._stop or R[pcw] != addr:
+                    return True
+        return self._stop or R[pcw] != addr
+
+    def _block_hook(self, addr: int, size: int) -> bool:
+        R = self._R
+        pcw = self.arch.pc_word
+        for h in list(self._block_hooks):
+            if h.covers(addr) and h in self._block_hooks:
+                h.cb(self, addr, size, h.ud)
+        return self._stop or R[pcw] != addr
+
+    def call_intr_hooks(self, intno: int) -> bool:
+        """Report ``intno`` to the UC_HOOK_INTR hooks; False if there are none."""
+        if not self._intr_hooks:
+            return False
+        for h in list(self._intr_hooks):
+            h.cb(self, intno, h.ud)
+        return True
+
+    def call_invalid_hooks(self) -> bool:
+        """Ask the UC_HOOK_INSN_INVALID hooks; True if one handled the instruction."""
+        handled = False
+        for h in list(self._invalid_hooks):
+            if h.cb(self, h.ud):
+                handled = True
+        return handled
+
+    # ------------------------------------------------------------------ translation cache
+    def ctl_remove_cache(self, begin: int, end: int | None = None) -> None:
+        """Invalidate translated blocks overlapping [begin, end)."""
+        if end is None or end <= begin:
+            end = begin + 1
+        self._invalidate(begin, end)
+        if self._mem.find(begin) is None:
+            pa = self.arch.va_to_pa(begin)
+            if pa is not None:
+                self._invalidate(pa, pa + (end - begin))
+
+    def _flush_blocks(self) -> None:
+        self._blocks.clear()
+        self._code_pages.clear()
+        if self._G.get("CP") is not None:
+            self._rebuild_cp()
+
+    def _drop(self, key: Any) -> None:
+        b = self._blocks.pop(key, None)
+        if b is None:
+            return
+        for p in b.pages:
+            s = self._code_pages.get(p)
+            if s is not None:
+                s.discard(key)
+                if not s:
+                    del self._code_pages[p]
+                    self._cp_update(p)
+
+    def _cp_update(self, p: int) -> None:
+        cp = self._G["CP"]
+        self._cp_mark(cp, p)
+
+    def _invalidate(self, pa: int, pa_end: int) -> None:
+        """Drop blocks whose bytes overlap physical [pa, pa_end)."""
+        cps = self._code_pages
+        for p in range(pa >> 12, ((pa_end - 1) >> 12) + 1):
+            keys = cps.get(p)
+            if not keys:
+                continue
+            for key in list(keys):
+                b = self._blocks.get(key)
+                if b is None or (b.pa0 < pa_end and b.pa0 + (b.end - b.start) > pa):
+                    self._drop(key)
+
+    def _add_code_page(self, p: int, key: Any) -> None:
+        s = self._code_pages.get(p)
+        if s is None:
+            s = self._code_pages[p] = set()
+            for vp in self._wrev.pop(p, ()):
+                self._wpages.pop(vp, None)
+            s.add(key)
+            self._cp_update(p)
+        else:
+            s.add(key)
+
+    def _translate(self, pc: int, maxn: int = MAX_BLOCK) -> Block:
+        """Decode, compile and cache the block at ``pc`` (at most ``maxn`` instructions)."""
+        t = self.arch.fetch_check(pc)
+        if t is not None:
+            raise t
+        data, pa0 = self._fetch(pc)
+        limit = len(data)
+        if self._until is not None and pc < self._until < pc + limit:
+            limit = self._until - pc
+        insns: list[Insn] = []
+        try:
+            tx = self._ctx.translate(data, pc, 0, limit, maxn,
+                                     pypcode.TranslateFlags.BB_TERMINATING)
+            lifted = lift(tx.ops)
+        except (pypcode.BadDataError, pypcode.UnimplError, pypcode.DecoderError):
+            lifted = []
+        arch = self.arch
+        for addr, length, ops in lifted:
+            if addr - pc + length > limit and insns:
+                break
+            insn = Insn(addr, length, data[addr - pc:addr - pc + length], ops)
+            arch.classify(insn)
+            if insn.invalid and insns:
+                break
+            insns.append(insn)
+            if insn.invalid or arch.is_terminator(insn) or any(p.opc in _BRANCHES
+                                                                for p in ops):
+                break
+            if len(insns) >= maxn:
+                break
+        if not insns:
+            raw = data[:arch.min_insn]
+            insns.append(Insn(pc, arch.min_insn, raw, [], invalid=True))
+        end = insns[-1].addr + insns[-1].length
+        code = data[:end - pc]
+        key = pc if maxn == MAX_BLOCK else (pc, maxn)
+        hooked = frozenset(i.addr for i in insns
+                           if any(h.covers(i.addr) for h in self._code_hooks))
+        cfg = CompileCfg(
+            code_hook=hooked.__contains__ if hooked else None,
+            block_hook=any(h.covers(pc) for h in self._block_hooks),
+            pc_word=arch.pc_word,
+        )
+        ckey = (arch.lang, pc, code, hooked, cfg.block_hook, len(insns))
+        hit = self._code_cache.get(ckey)
+        if hit is None:
+            hit = compile_block(arch, insns, cfg)
+            if len(self._code_cache) > _CODE_CACHE_MAX:
+                self._code_cache.clear()
+            self._code_cache[ckey] = hit
+        codeobj, src, fname, lines = hit
+        ns: dict[str, Any] = {}
+        exec(codeobj, self._G, ns)  # noqa: S102 - code generated by .codegen
+        fn = ns[fname]
+        if fn.__code__ not in _CODE_INFO:
+            if len(_CODE_INFO) > _CODE_CACHE_MAX:
+                _CODE_INFO.clear()
+            _CODE_INFO[fn.__code__] = (tuple(i.addr for i in insns), lines)
+        pages = tuple(range(pa0 >> 12, ((pa0 + (end - pc) - 1) >> 12) + 1))
+        b = Block(fn, len(insns), tuple(i.addr for i in insns), pc, end, src)
+        b.pa0 = pa0
+        b.pages = pages
+        self._blocks[key] = b
+        for p in pages:
+            self._add_code_page(p, key)
+        return b
+
+    # ------------------------------------------------------------------ running
+    def emu_stop(self) -> None:
+        self._stop = True
+        self._chk = -1
+
+    def emu_start(self, begin: int, until: int, timeout: int = 0, count: int = 0) -> None:
+        arch = self.arch
+        R = self._R
+        R[arch.pc_word] = begin
+        if until != self._until:
+            self._until = until
+            self._drop_containing(until)
+        self._stop = False
+        self.halted = False
+        self._start_vt = self._vt
+        self._icount = 0
+        self._count_end = self._vt + count if count else INF
+        self._deadline = time.monotonic() + timeout / 1e6 if timeout else None
+        self._chk = -1
+        self._running = True
+        try:
+            self._loop(begin)
+        finally:
+            self._running = False
+            self._icount = self._vt - self._start_vt
+
+    def _drop_containing(self, addr: int) -> None:
+        r, pa = self._resolve(addr)
+        p = pa >> 12
+        for key in list(self._code_pages.get(p, ())):
+            b = self._blocks.get(key)
+            if b is not None and b.start < addr < b.end:
+                self._drop(key)
+
+    def _loop(self, pc: int) -> None:
+        R = self._R
+        blocks = self._blocks
+        pcw = self.arch.pc_word
+        until = self._until
+        vt = self._vt
+        b: Block | None = None
+        while True:
+            try:
+                while True:
+                    if pc == until:
+                        R[pcw] = pc
+                        self._vt = vt
+                        return
+                    b = blocks.get(pc)
+                    if b is None:
+                        b = None
+                        self._vt = vt
+                        b = self._translate(pc)
+                    if vt + b.n > self._chk:
+                        self._vt = vt
+                        R[pcw] = pc
+                        act = self._slow(b.n)
+                        vt = self._vt
+                        if act == 0:  # stop
+                            return
+                        if act == 1:  # state changed (interrupt taken): new pc
+                            pc = R[pcw]
+                            continue
+                        if act == 2:  # run fewer instructions than the block holds
+                            m = self._trunc
+                            b = blocks.get((pc, m)) or self._translate(pc, m)
+                    pc = b.fn(R, vt)
+                    vt += b.n
+            except Trap as t:
+                if t.idx >= 0:
+                    assert b is not None
+                    ipc = b.pcs[t.idx]
+                    vt += t.idx + 1
+                else:
+                    ipc = pc
+                R[pcw] = ipc
+                self._vt = vt
+                if t.idx >= 0 and not self.arch.trap_retires(t.kind):
+                    self._toff -= 1  # started (icount) but not retired: no virtual time
+                npc = self._on_trap(t, ipc)
+                vt = self._vt
+                if npc is None or self._stop:
+                    return
+                pc = npc
+                self._chk = -1
+            except Leave as lv:
+                vt += lv.idx
+                if lv.idx:  # a code hook stopped before its instruction: counted, not run
+                    self._toff -= 1
+                self._vt = vt
+                if self._stop:
+                    return
+                pc = R[pcw]
+                self._chk = -1
+
+    def _slow(self, n: int) -> int:
+        """Block-boundary events. 0 = stop, 1 = PC changed, 2 = run only ``self._trunc``
+        instructions of the block (a count limit or a timer expiry falls inside it), 3 = run.
+
+        Timer expiries are exact: the interrupt is taken before the instruction at which the
+        timer reaches zero, however the code happens to be split into blocks or slices.
+        """
+        vt = self._vt
+        if self._stop:
+            return 0
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            return 0
+        arch = self.arch
+        ev = arch.next_event()
+        if ev is not None and vt + self._toff >= ev:
+            arch.tick(vt + self._toff)
+            ev = arch.next_event()
+        if arch.irq_pending():
+            arch.take_interrupt()
+            self._chk = -1
+            return 1
+        if vt >= self._count_end:
+            return 0
+        hard = self._count_end
+        if ev is not None:
+            hard = min(hard, ev - self._toff)
+        chk = hard
+        if self._deadline is not None:
+            chk = min(chk, vt + POLL)
+        self._chk = chk
+        if vt + n > hard:
+            self._trunc = hard - vt
+            return 2
+        return 3
+
+    def _on_trap(self, t: Trap, ipc: int) -> int | None:
+        kind = t.kind
+        arch = self.arch
+        if kind == T_EXC:
+            return arch.on_exception(t, ipc)
+        if kind == T_MEM:
+            return self._mem_fault(t, ipc)
+        if kind == T_INVALID:
+            return arch.on_invalid(t, ipc)
+        if kind == T_IDLE:
+            return arch.on_idle(t, ipc)
+        if kind == T_UNIMPL:
+            raise UnimplementedUserOp(f"{arch.name}: user-op {t.a} at {ipc:#x} is not implemented")
+        if kind == T_ARCH:
+            return arch.on_arch_trap(t, ipc)
+        if kind == T_STOP:
+            return None
+        raise RuntimeError(f"unknown trap kind {kind}")
+
+    def _mem_fault(self, t: Trap, ipc: int) -> int | None:
+        access, addr = t.a, t.b
+        size, value = t.c
+        bit, err = _ACCESS[access]
+        if t.idx < 0:  # fetch fault: nothing started
+            pass
+        fault = (ipc, access, addr)
+        handled = False
+        for h in list(self._mem_hooks):
+            if h.htype & bit and h.covers(addr):
+                if h.cb(self, access, addr, size, value, h.ud):
+                    handled = True
+        if handled and self._last_fault != fault:
+            self._last_fault = fault
+            if t.idx >= 0:
+                self._vt -= 1  # the instruction restarts
+            self._flush_tlb()
+            return ipc
+        self._last_fault = None
+        raise UcError(err)
+
+    # ------------------------------------------------------------------ misc
+    def block_source(self, pc: int) -> str:
+        """The generated Python source of the block at ``pc`` (for debugging)."""
+        b = self._blocks.get(pc) or self._translate(pc)
+        return b.src
+
+    def raise_exception(self, ecode: int, esubcode: int = 0, badv: int | None = None) -> None:
+        """Enter a guest exception architecturally (delegates to the arch model)."""
+        self.arch.raise_exception(ecode, esubcode, badv)  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"<PcodeEngine {self.arch.name}>"
+
