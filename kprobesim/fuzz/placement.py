@@ -109,21 +109,20 @@ class PlacementFuzzer:
 
     def _reference(self) -> None:
         ref = Machine.load(self.image)
-        seen: set[tuple[int, int]] = set()
         lo, hi = min(self.candidates), max(self.candidates)
-        wanted = set(self.candidates)
+        self.counts: dict[int, int] = {}
+        last: list[tuple[int, int] | None] = [None]
 
         def count(uc: object, addr: int, size: int, ud: object) -> None:
-            if addr in wanted:  # each (address, time) once: Unicorn re-runs device-stopped stores
-                seen.add((addr, ref.now()))
+            key = (addr, ref.now())
+            if key != last[0]:  # Unicorn re-runs a device-stopped store: twice in a row
+                self.counts[addr] = self.counts.get(addr, 0) + 1
+            last[0] = key
 
         ref.engine.hook_add(UC_HOOK_CODE, count, None, lo, hi)
         self.status = ref.run()
         self.console, self.instructions = ref.console, ref.instructions
         self.checksum = self._checksum(ref)
-        self.counts: dict[int, int] = {}
-        for addr, _ in seen:
-            self.counts[addr] = self.counts.get(addr, 0) + 1
         self.functions = [f for f in self.functions if self.counts.get(ref.image.symbol(f).addr)]
 
     @staticmethod
