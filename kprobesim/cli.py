@@ -16,7 +16,7 @@ from .image import Image
 from .machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, Machine
 from .trace.tracer import Tracer
 
-VERBS = ("run", "symbols", "probeable", "compare", "fuzz")
+VERBS = ("run", "symbols", "probeable", "compare", "fuzz", "ebpf-test")
 
 
 def _int(text: str) -> int:
@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=("text", "json"), default="text", help="probe output format")
     run.add_argument("--stats", action="store_true", help="print hits/missed per probe at exit")
     run.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: tf)")
+    run.add_argument(
+        "--bpf",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="eBPF object to load and attach by section (kprobe/SYM[+OFF], kretprobe/SYM); repeatable",
+    )
     cmp = sub.add_parser("compare", help="run the same probes on every arch's kernel, side by side")
     cmp.add_argument("--arch", action="append", choices=ARCH_NAMES, help="arches to compare (default: all)")
     cmp.add_argument("--image", action="append", default=[], metavar="ARCH=PATH", help="use PATH for ARCH")
@@ -86,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sym = sub.add_parser("symbols", help="list an image's symbols")
     _image_args(sym)
     sym.add_argument("glob", nargs="?", default="*", help="only names matching this glob")
+    et = sub.add_parser("ebpf-test", help="run bpf_conformance .data files in the interpreter and the translator")
+    et.add_argument("files", nargs="+", metavar="FILE", help=".data files (or folders of them)")
     return parser
 
 
@@ -138,12 +147,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     tracer = Tracer(machine, out=console.line, fmt=args.format)
     for text in args.probe:
         tracer.add(text)
+    objects = []
+    if args.bpf:
+        from .ebpf.loader import load as load_bpf
+
+        objects = [load_bpf(machine, path, fmt=args.format) for path in args.bpf]
     try:
         status = machine.run(max_insns=args.max_insns, timeout=args.timeout)
     finally:
         console.close()
+        for obj in objects:
+            sys.stdout.write(obj.format_maps(args.format))
         if args.stats:
-            print("\n".join(tracer.stats()), flush=True)
+            print("\n".join([*tracer.stats(), *(line for obj in objects for line in obj.stats())]), flush=True)
+        sys.stdout.flush()
     return status
 
 
@@ -200,6 +217,23 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
+def cmd_ebpf_test(args: argparse.Namespace) -> int:
+    from .ebpf.conformance import run_files
+
+    paths: list[Path] = []
+    for name in args.files:
+        path = Path(name)
+        paths.extend(sorted(path.glob("*.data")) if path.is_dir() else [path])
+    if not paths:
+        raise UsageError("ebpf-test: no .data files given")
+    lines, ok = run_files(paths)
+    for line in lines:
+        print(line)
+    failed = sum(not line.startswith("PASS") for line in lines)
+    print(f"ebpf-test: {len(lines) - failed} passed, {failed} failed", file=sys.stderr, flush=True)
+    return 0 if ok else 1
+
+
 def cmd_probeable(args: argparse.Namespace) -> int:
     image = load_image(args)
     machine = Machine(get_arch(image.arch or ""), image)
@@ -233,6 +267,7 @@ COMMANDS = {
     "probeable": cmd_probeable,
     "compare": cmd_compare,
     "fuzz": cmd_fuzz,
+    "ebpf-test": cmd_ebpf_test,
 }
 
 

@@ -1,0 +1,368 @@
+"""Load an eBPF object into a machine: create its maps, verify its programs, attach them.
+
+``load(machine, "prog.o")`` (also ``machine.load_bpf``) reads the ELF object, creates every map
+(one per-CPU slot: the simulator has one CPU; ``.rodata/.data/.bss`` become one-element array
+maps whose value the programs address directly), resolves the ``lddw`` placeholders, verifies
+and translates each program once, and attaches it by its section:
+
+- ``kprobe/SYM`` or ``kprobe/SYM+OFF``: a kprobe pre-handler; the context is the trapped
+  registers as Linux's ``struct pt_regs`` with IP = the probe address (read-only). Linux
+  ignores a kprobe program's return value: only ``bpf_override_return`` changes the flow;
+- ``kretprobe/SYM``: run in the kretprobe's return handler; the context is ``pt_regs`` at the
+  return (``PT_REGS_RC`` is the return value, IP the return address);
+- a bare ``kprobe``/``kretprobe`` section attaches to the function the program is named after
+  (bcc's ``kprobe__SYM`` convention, or the name itself);
+- anything else (``uprobe``, ``tracepoint``, ...) is refused.
+
+Every load error is one line: a bad object, a map that cannot be created, a verifier refusal
+naming the instruction, an unsupported section (:class:`BpfError`), or an attach point that
+cannot be probed (:class:`~kprobesim.errors.ProbeError`). Nothing stays attached after an error.
+
+At run time a program's fault (memory violation, instruction budget, helper misuse) stops that
+program only: it is counted in ``Program.errors`` and the first one is reported as a trace line
+``bpf: <prog>: <error>``; the guest continues.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kprobesim.errors import ProbeError, SimError
+
+from . import isa
+from .elf import ObjectError, ObjectFile, ProgramSpec, load_object
+from .errors import EbpfError
+from .helpers import HELPER_MEMORY_ARGS, OVERRIDE_RETURN, Hit, Runtime
+from .maps import BpfMap, MapError
+from .memory import Memory
+from .output import Record, TraceOutput, format_maps
+from .verifier import Program as Verified
+from .vm import DEFAULT_BUDGET, VM, Engine
+
+if TYPE_CHECKING:
+    from kprobesim.machine import Machine
+    from kprobesim.probes.kprobe import Instance, Kprobe, Kretprobe
+    from kprobesim.probes.regs import Regs
+
+#: Kretprobe instances per program. Linux's default, max(10, 2 * NR_CPUS), drops the returns of
+#: deep recursion (the firmware's fib() with three tasks in it); 64 catches every one.
+DEFAULT_MAXACTIVE = 64
+SUPPORTED = ("kprobe", "kretprobe")
+
+
+class BpfError(SimError):
+    """An eBPF object that cannot be loaded: malformed, refused by the verifier, unsupported."""
+
+    exit_status = 65
+
+
+@dataclass(eq=False)
+class Program:
+    """One attached program and its counters."""
+
+    name: str
+    section: str
+    kind: str  # kprobe / kretprobe
+    target: str  # what it is attached to: SYM or SYM+OFF
+    vm: VM
+    addr: int = 0
+    probe: Kprobe | Kretprobe | None = field(default=None, repr=False)
+    runs: int = 0  # times the program ran
+    errors: int = 0  # runs stopped by a fault
+    insns: int = 0  # instructions executed by the runs that completed
+    last_error: str | None = None
+
+    @property
+    def hits(self) -> int:
+        """Hits of its probe (kretprobe: returns handled)."""
+        return self.probe.hits if self.probe is not None else 0
+
+    @property
+    def missed(self) -> int:
+        return self.probe.missed if self.probe is not None else 0
+
+
+class LoadedObject:
+    """An eBPF object loaded into a machine: ``programs`` and ``maps`` by name."""
+
+    def __init__(
+        self, machine: Machine, obj: ObjectFile, maps: dict[str, BpfMap], runtime: Runtime, out: TraceOutput
+    ) -> None:
+        self.machine = machine
+        self.path = obj.path
+        self.object = obj
+        self.btf = obj.btf
+        self.maps = maps
+        self.programs: dict[str, Program] = {}
+        self.runtime = runtime
+        self.output = out
+
+    @property
+    def records(self) -> list[Record]:
+        """Ring buffer and perf event records emitted so far, in order."""
+        return self.output.records
+
+    def format_maps(self, fmt: str = "text") -> str:
+        """The maps as printed at exit (see :mod:`kprobesim.ebpf.output`)."""
+        return format_maps(self.maps, self.machine, fmt)
+
+    def stats(self) -> list[str]:
+        """Hits and misses per program, in ``--stats``'s layout."""
+        return [f"  {'bpf:' + p.name:<40} {p.hits:>15} {p.missed:>15}" for p in self.programs.values()]
+
+    def detach(self) -> None:
+        """Unregister every probe the object placed (maps stay readable)."""
+        for p in self.programs.values():
+            if p.probe is not None:
+                p.probe.unregister()
+                p.probe = None
+
+    def __repr__(self) -> str:
+        return f"<LoadedObject {self.path} programs={list(self.programs)} maps={list(self.maps)}>"
+
+
+def _target(spec: ProgramSpec) -> str:
+    if spec.attach_point:
+        return spec.attach_point
+    name = spec.name
+    for prefix in ("kprobe__", "kretprobe__"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def load(
+    machine: Machine,
+    path: str | Path,
+    *,
+    engine: Engine = "translate",
+    fmt: str = "text",
+    maxactive: int = DEFAULT_MAXACTIVE,
+    budget: int = DEFAULT_BUDGET,
+    lazy_ctx: bool = True,
+) -> LoadedObject:
+    """Load ``path`` into ``machine`` and attach its programs (see the module docstring).
+
+    ``engine``: ``translate`` (default) or ``interp``; ``fmt``: trace lines as ``text`` or
+    ``json``; ``maxactive``: kretprobe instances per program; ``budget``: instructions per run;
+    ``lazy_ctx``: fill only the ``pt_regs`` fields a program can read (see :func:`ctx_reads`),
+    False to build all of them on every hit.
+    """
+    name = str(path)
+    try:
+        obj = load_object(path)
+    except ObjectError as e:
+        raise BpfError(str(e)) from None
+    if not obj.programs:
+        raise BpfError(f"{name}: no programs")
+    try:
+        created = obj.create_maps(1)
+    except MapError as e:
+        raise BpfError(f"{name}: {e}") from None
+    memory = Memory()
+    out = TraceOutput(machine, obj.btf, fmt)
+    runtime = Runtime(machine, memory, created, out)
+    loaded = LoadedObject(machine, obj, {m.name: m for m in created}, runtime, out)
+    helpers = runtime.helpers()
+
+    for spec in obj.programs:
+        where = f"{name}: program '{spec.name}' ({spec.section})"
+        kind = spec.prog_type
+        if kind not in SUPPORTED:
+            raise BpfError(f"{where}: section type '{kind}' is not supported (only kprobe/SYM[+OFF] and kretprobe/SYM)")
+        target = _target(spec)
+        if kind == "kretprobe" and "+" in target:
+            raise BpfError(f"{where}: a kretprobe attaches to a function, not an offset")
+        try:
+            vm = VM(
+                isa.decode(spec.insns),
+                helpers,
+                resolver=runtime.resolve,
+                engine=engine,
+                budget=budget,
+                memory=memory,
+                name=spec.name,
+            )
+        except EbpfError as e:
+            raise BpfError(f"{where}: {e}") from None
+        if OVERRIDE_RETURN in vm.program.helper_ids and kind != "kprobe":
+            raise BpfError(f"{where}: bpf_override_return needs a kprobe at a function's entry")
+        loaded.programs[spec.name] = Program(spec.name, spec.section, kind, target, vm)
+
+    try:
+        for prog in loaded.programs.values():
+            _attach(loaded, prog, maxactive, lazy_ctx)
+    except (ProbeError, BpfError):
+        loaded.detach()
+        raise
+    return loaded
+
+
+def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool) -> None:
+    m = loaded.machine
+    where = f"{loaded.path}: program '{prog.name}' ({prog.section})"
+    try:
+        prog.addr = m.probes.locate(prog.target)[0]
+    except ProbeError as e:
+        raise ProbeError(f"{where}: {e}") from None
+    found = m.image.lookup(prog.addr)
+    entry = found is not None and found[1] == 0 and found[0].is_func
+    if OVERRIDE_RETURN in prog.vm.program.helper_ids and not entry:
+        raise BpfError(f"{where}: bpf_override_return needs a kprobe at a function's entry, not {prog.target}")
+    make_ctx = _context_builder(m, prog.vm.program if lazy_ctx else None)
+    rt = loaded.runtime
+
+    def run(regs: Regs, kind: str, ip: int) -> int:
+        hit = Hit(regs, kind, ip, prog.addr, entry)
+        ctx = make_ctx(regs, ip)
+        rt.hit = hit
+        prog.runs += 1
+        try:
+            prog.vm.run(ctx)
+            prog.insns += prog.vm.last_count or 0
+        except EbpfError as e:
+            _fault(loaded, prog, str(e))
+        finally:
+            if rt.end_run():
+                _fault(loaded, prog, "ring buffer record reserved but neither submitted nor discarded")
+        return 1 if hit.overridden else 0
+
+    try:
+        if prog.kind == "kprobe":
+
+            def pre(probe: Kprobe, regs: Regs) -> int:
+                return run(regs, "kprobe", probe.addr)
+
+            prog.probe = m.kprobe(prog.addr, pre=pre, name=prog.name)
+        else:
+
+            def ret(inst: Instance, regs: Regs) -> None:
+                run(regs, "kretprobe", rt.return_address(inst))
+
+            prog.probe = m.kretprobe(prog.addr, handler=ret, maxactive=maxactive, name=prog.name)
+    except ProbeError as e:
+        raise ProbeError(f"{where}: {e}") from None
+
+
+def _context_builder(m: Machine, program: Verified | None) -> Callable[[Regs, int], bytes | bytearray]:
+    """``make(regs, ip) -> pt_regs``: only the fields the program reads when that is known."""
+    spec: Any = m.arch.module("regs")
+    ip_field = next(f for f in spec.PT_REGS_FIELDS if f.reg == spec.PC_REG)
+    reads = ctx_reads(program) if program is not None else None
+    fields = [] if reads is None else [f for f in spec.PT_REGS_FIELDS if any(f.offset + i in reads for i in range(8))]
+    if reads is None or any(f.reg is None for f in fields):
+
+        def full(regs: Regs, ip: int) -> bytes:
+            return regs.pt_regs(**{ip_field.name: ip})
+
+        return full
+    buf = bytearray(spec.PT_REGS_SIZE)  # runs never overlap: one buffer per program
+    plan = [(f.offset, None if f is ip_field else f.reg) for f in fields]
+    pack = struct.Struct("<Q").pack_into
+
+    def partial(regs: Regs, ip: int) -> bytearray:
+        for offset, reg in plan:
+            pack(buf, offset, ip if reg is None else regs[reg])
+        return buf
+
+    return partial
+
+
+def _fault(loaded: LoadedObject, prog: Program, error: str) -> None:
+    prog.errors += 1
+    prog.last_error = error
+    if prog.errors == 1:
+        loaded.output.fault(prog.name, error)
+
+
+# ----------------------------------------------------------------------------------------------
+# Which context bytes a program reads
+# ----------------------------------------------------------------------------------------------
+
+_TOP = "?"  # a context pointer at an unknown offset
+_ALL_ARGS = frozenset(range(1, 6))
+
+
+def _join(a: tuple, b: tuple) -> tuple:
+    return tuple(x if x == y else y if x is None else x if y is None else _TOP for x, y in zip(a, b, strict=True))
+
+
+def ctx_reads(program: Verified) -> frozenset[int] | None:
+    """The context byte offsets ``program`` may load, or None when that cannot be told.
+
+    A forward data-flow pass tracks which registers hold the context pointer (r1 at entry) and
+    at which constant offset; loads through them are recorded. Anything else done with such a
+    pointer (stored, passed to a subprogram, passed to a helper in an argument the helper
+    dereferences (:data:`~kprobesim.ebpf.helpers.HELPER_MEMORY_ARGS`), offset by a register,
+    ``callx``) gives None, and the loader then builds the whole ``pt_regs`` on every hit.
+    """
+    insns = program.insns
+    n = len(insns)
+    start = tuple(0 if r == 1 else None for r in range(isa.NREGS))
+    states: dict[int, tuple] = {0: start}
+    work = [0]
+    reads: set[int] = set()
+    while work:
+        pc = work.pop()
+        st = list(states[pc])
+        op, dst, src, off, imm = insns[pc]
+        cls = op & 7
+        succ = [pc + 1]
+        if cls == isa.LD:
+            st[dst] = None
+            succ = [pc + 2]
+        elif cls == isa.LDX:
+            base = st[src]
+            if base == _TOP:
+                return None
+            if base is not None:
+                start_off = base + off
+                reads.update(range(start_off, start_off + isa.SIZE_BYTES[op & 0x18]))
+            st[dst] = None
+        elif cls == isa.STX:
+            if st[src] is not None:
+                return None  # the pointer escapes to memory
+            if op & 0xE0 == isa.ATOMIC and imm & isa.FETCH:
+                st[0 if imm == isa.CMPXCHG else src] = None
+        elif cls == isa.ST:
+            pass
+        elif cls in (isa.ALU, isa.ALU64):
+            code, x = op & 0xF0, op & isa.X
+            if cls == isa.ALU:
+                st[dst] = None
+            elif code == isa.MOV:
+                st[dst] = st[src] if x and not off else None
+            elif code in (isa.ADD, isa.SUB) and not x and st[dst] not in (None, _TOP):
+                st[dst] = st[dst] + (imm if code == isa.ADD else -imm)
+            elif st[dst] is not None or (x and st[src] is not None):
+                st[dst] = _TOP
+        else:  # JMP, JMP32
+            code = op & 0xF0
+            if op == isa.EXIT_OP:
+                succ = []
+            elif op == isa.CALLX_OP:
+                return None
+            elif code == isa.CALL:
+                used = HELPER_MEMORY_ARGS.get(imm, _ALL_ARGS) if src == isa.CALL_HELPER else _ALL_ARGS
+                if any(st[r] is not None for r in used):
+                    return None
+                for r in range(6):
+                    st[r] = None
+            elif code == isa.JA:
+                succ = [pc + 1 + (imm if op == isa.JA32_OP else off)]
+            else:
+                succ = [pc + 1, pc + 1 + off]
+        new = tuple(st)
+        for nxt in succ:
+            if not 0 <= nxt < n:
+                continue
+            old = states.get(nxt)
+            merged = new if old is None else _join(old, new)
+            if merged != old:
+                states[nxt] = merged
+                work.append(nxt)
+    return frozenset(reads)
