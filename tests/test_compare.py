@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fwpaths import UNICORN_ARCHES
+from fwpaths import ALL_ARCHES, UNICORN_ARCHES
 
 from kprobesim.compare import compare, render
 
@@ -25,12 +25,12 @@ SHARED = [
 
 
 def test_shared_targets_agree_across_arches():
-    result = compare(SHARED, list(UNICORN_ARCHES), ignore=["sch.hits"])  # preemption points differ
+    result = compare(SHARED, list(ALL_ARCHES), ignore=["sch.hits"])  # preemption points differ
     table = render(result)
     assert result.agree, table
     hits = {r.probe: r.values for r in result.rows if r.what == "hits"}
-    assert hits["dw"] == {a: 557 for a in UNICORN_ARCHES}
-    assert hits["sc"] == {a: 11 for a in UNICORN_ARCHES}
+    assert hits["dw"] == {a: 557 for a in ALL_ARCHES}
+    assert hits["sc"] == {a: 11 for a in ALL_ARCHES}
     assert table.endswith("all arches agree: yes")
     sch = next(r for r in result.rows if r.probe == "sch" and r.what == "hits")
     assert sch.ignored and f"{sch.probe:<14}" in table

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fwpaths import UNICORN_ARCHES, firmware
+from fwpaths import ALL_ARCHES, firmware
 
 from kprobesim.machine import Machine
 
@@ -14,7 +14,7 @@ def _run(path, **kw) -> Machine:
     return m
 
 
-@pytest.mark.parametrize("arch", UNICORN_ARCHES)
+@pytest.mark.parametrize("arch", ALL_ARCHES)
 def test_golden_transcript_twice(arch):
     golden = firmware(arch, "transcript.txt").read_text()
     first = _run(firmware(arch))
@@ -24,14 +24,14 @@ def test_golden_transcript_twice(arch):
     assert second.instructions == first.instructions
 
 
-@pytest.mark.parametrize("arch", UNICORN_ARCHES)
+@pytest.mark.parametrize("arch", ALL_ARCHES)
 def test_raw_image_with_system_map(arch, run_cli):
     status, out, err = run_cli("--arch", arch, str(firmware(arch, "kernel.bin")))
     assert (status, err) == (0, "")
     assert out.decode() == firmware(arch, "transcript.txt").read_text()
 
 
-@pytest.mark.parametrize("arch", UNICORN_ARCHES)
+@pytest.mark.parametrize("arch", ALL_ARCHES)
 def test_kernel_is_preempted_by_its_timer(arch):
     """The scheduler really is timer-driven: timer interrupts arrive and switch tasks."""
     m = Machine.load(firmware(arch))
@@ -42,7 +42,7 @@ def test_kernel_is_preempted_by_its_timer(arch):
     assert syscalls.hits >= 6
 
 
-@pytest.mark.parametrize("arch", UNICORN_ARCHES)
+@pytest.mark.parametrize("arch", ALL_ARCHES)
 def test_symbols_verb(arch, run_cli):
     status, out, _ = run_cli("symbols", str(firmware(arch)), "do_wor*")
     assert status == 0

@@ -13,7 +13,7 @@ from kprobesim.errors import BudgetExhausted, GuestFault, ProbeError
 from kprobesim.machine import Machine
 from kprobesim.probes.insn import Kind
 
-ARCHES = ("riscv64", "x86_64")
+ARCHES = ("riscv64", "x86_64", "loongarch64")
 TARGETS = (
     "do_work fib sum_array memcpy strlen schedule handle_syscall timer_interrupt "
     "pcrel_load pcrel_addr call_first branch_first jump_first indirect_first"
@@ -29,21 +29,20 @@ EXTRA_TARGETS = {
 def reference(arch: str):
     """An unprobed run: transcript, status, instruction count, executions per address."""
     m = Machine.load(firmware(arch))
-    seen: set[tuple[int, int]] = set()
+    counts: dict[int, int] = {}
+    last: list[tuple[int, int] | None] = [None]
+
+    def count(uc, addr, size, ud):
+        # Unicorn re-runs a store a device stopped: the same (address, time) twice in a row.
+        key = (addr, m.now())
+        if key != last[0]:
+            counts[addr] = counts.get(addr, 0) + 1
+        last[0] = key
+
     for name in TARGETS + EXTRA_TARGETS[arch]:
         sym = m.image.symbol(name)
-        # Unicorn re-runs a store that a device stopped: count each (address, time) once.
-        m.engine.hook_add(
-            UC_HOOK_CODE,
-            lambda uc, addr, size, ud: seen.add((addr, m.now())),
-            None,
-            sym.addr,
-            sym.addr + sym.size - 1,
-        )
+        m.engine.hook_add(UC_HOOK_CODE, count, None, sym.addr, sym.addr + sym.size - 1)
     status = m.run()
-    counts: dict[int, int] = {}
-    for addr, _ in seen:
-        counts[addr] = counts.get(addr, 0) + 1
     return m.console, status, m.instructions, counts
 
 
