@@ -20,11 +20,11 @@ from .errors import AsmError, EbpfError, StopProgram
 from .isa import Insn
 from .vm import VM
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "ebpf-conformance"
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "tests" / "ebpf" / "conformance"
 
 
 def conformance_dir() -> Path:
-    """The suite's folder: ``$KPROBESIM_CONFORMANCE_DIR`` or ``../shared/ebpf-conformance``."""
+    """The suite's folder: ``$KPROBESIM_CONFORMANCE_DIR``, else the copy in the repository's tests."""
     env = os.environ.get("KPROBESIM_CONFORMANCE_DIR")
     return Path(env) if env else DEFAULT_DIR
 

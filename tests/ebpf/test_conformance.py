@@ -1,7 +1,7 @@
 """The bpf_conformance suite: every file passes in the interpreter and in the translator.
 
-The folder is ``$KPROBESIM_CONFORMANCE_DIR``, by default ``../shared/ebpf-conformance`` next to
-the repository.
+The folder is ``$KPROBESIM_CONFORMANCE_DIR``, by default the copy of the suite kept in
+``tests/ebpf/conformance`` (bpf_conformance's tests, unchanged, with their licence).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from kprobesim.ebpf.conformance import conformance_dir, parse, run_case, run_fil
 from kprobesim.ebpf.disasm import disassemble
 
 DIR = conformance_dir()
-FILES = sorted(DIR.glob("*.data")) if DIR.is_dir() else []
+FILES = sorted(DIR.glob("*.data"))
+assert len(FILES) == 313, f"the conformance suite is missing from {DIR}"  # never an empty (skipped) set
 
 
 def test_suite_present():
