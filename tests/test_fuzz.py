@@ -11,7 +11,7 @@ from kprobesim.fuzz.placement import Placement, PlacementFuzzer, fuzz, reproduce
 from kprobesim.probes.insn import Kind
 
 # arch, step variant, placements (the P-code engine runs the LoongArch kernel more slowly)
-CAMPAIGNS = [("riscv64", None, 150), ("x86_64", "tf", 150), ("x86_64", "int3", 150), ("loongarch64", None, 60)]
+CAMPAIGNS = [("riscv64", None, 300), ("x86_64", "tf", 300), ("x86_64", "int3", 300), ("loongarch64", None, 200)]
 
 
 @pytest.mark.parametrize(("arch", "variant", "iterations"), CAMPAIGNS)

@@ -19,7 +19,7 @@ MASK64 = (1 << 64) - 1
 
 @pytest.mark.parametrize(
     "arch, variant, count",
-    [("riscv64", None, 400), ("x86_64", "tf", 300), ("x86_64", "int3", 300), ("loongarch64", None, 150)],
+    [("riscv64", None, 1000), ("x86_64", "tf", 800), ("x86_64", "int3", 800), ("loongarch64", None, 400)],
 )
 def test_campaign(arch: str, variant: str | None, count: int) -> None:
     report = run_synthetic(arch, SEED, count, variant=variant)
