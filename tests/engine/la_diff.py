@@ -361,12 +361,12 @@ def run_qemu(runner: Path, seqs: list[Seq]) -> list[tuple[list[int], bytes]]:
 
 
 class EngineRunner:
-    def __init__(self) -> None:
+    def __init__(self, hot_after: int | None = None) -> None:
         from kprobesim.engine.pcode import PcodeEngine
         from kprobesim.engine.pcode import loongarch_const as K
 
         self.K = K
-        self.e = PcodeEngine("loongarch64")
+        self.e = PcodeEngine("loongarch64", hot_after=hot_after)
         self.e.mem_map(CODE, 0x10000)
         self.e.mem_map(SCR, MEM)
         self.e.mem_map(CTX, 0x1000)

@@ -32,23 +32,26 @@ def runner(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 def test_random_sequences_match_qemu(runner: Path) -> None:
+    """Each sequence runs on two engines: the default one (blocks start in the compact tier and
+    move to the fast tier when hot) and one that compiles every block in the fast tier."""
     gen = D.Gen(random.Random(SEED))
-    eng = D.EngineRunner()
+    engines = {"tiered": D.EngineRunner(), "fast tier": D.EngineRunner(hot_after=0)}
     failures = []
     done = 0
     while done < NSEQ:
         seqs = [gen.sequence() for _ in range(min(BATCH, NSEQ - done))]
         want = D.run_qemu(runner, seqs)
         for i, s in enumerate(seqs):
-            got = eng.run(s)
-            if got != want[i]:
-                failures.append((done + i, s, want[i], got))
+            for name, eng in engines.items():
+                got = eng.run(s)
+                if got != want[i]:
+                    failures.append((done + i, name, s))
         done += len(seqs)
     if failures:
-        n, s, _, _ = failures[0]
-        detail = D.reduce(runner, s, eng)
-        pytest.fail(f"{len(failures)} of {NSEQ} sequences differ (seed {SEED}); "
-                    f"first is #{n}:\n{detail}")
+        n, name, s = failures[0]
+        detail = D.reduce(runner, s, engines[name])
+        pytest.fail(f"{len(failures)} of {2 * NSEQ} sequence runs differ (seed {SEED}); "
+                    f"first is #{n} on the {name} engine:\n{detail}")
 
 
 REQUIRED = set("""

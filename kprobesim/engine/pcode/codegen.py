@@ -9,13 +9,20 @@ block writes its locals back first); hooks that stop or redirect raise :class:`L
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pypcode import OpCode
+import pypcode
+
+# P-code opcodes as an IntEnum: pypcode's own enum hashes in Python, which the code generator's
+# many dictionary lookups feel. ``lift`` converts.
+OpCode = enum.IntEnum("OpCode", [(m.name, i) for i, m in enumerate(pypcode.OpCode)])  # type: ignore[misc]
+_OPC = {id(m): OpCode[m.name] for m in pypcode.OpCode}
+_SPACE_NAMES: dict[Any, str] = {}  # pypcode address space object -> name (they are long-lived)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .arch import ArchModel
@@ -89,24 +96,39 @@ def lift(tx_ops: Any) -> list[tuple[int, int, list[POp]]]:
     """Split a pypcode translation into (address, length, ops) per instruction (at IMARKs)."""
     out: list[tuple[int, int, list[POp]]] = []
     cur: list[POp] = []
+    names = _SPACE_NAMES
+    opcs = _OPC
+    imark, load, store, callother = OpCode.IMARK, OpCode.LOAD, OpCode.STORE, OpCode.CALLOTHER
     for op in tx_ops:
-        opc = op.opcode
-        if opc == OpCode.IMARK:
-            v = op.inputs[0]
+        opc = opcs[id(op.opcode)]
+        vns = op.inputs
+        if opc == imark:
+            v = vns[0]
             cur = []
             out.append((v.offset, v.size, cur))
             continue
-        ins = [(v.space.name, v.offset, v.size) for v in op.inputs]
+        ins = []
+        for v in vns:
+            sp = v.space
+            n = names.get(sp)
+            if n is None:
+                n = names[sp] = sp.name
+            ins.append((n, v.offset, v.size))
         o = op.output
-        out_vn = (o.space.name, o.offset, o.size) if o is not None else None
-        p = POp(opc, out_vn, ins)
-        if opc in (OpCode.LOAD, OpCode.STORE):
-            p.space = op.inputs[0].getSpaceFromConst().name
-            p.ins = ins[1:]
-        elif opc == OpCode.CALLOTHER:
-            p.name = op.inputs[0].getUserDefinedOpName()
-            p.ins = ins[1:]
-        cur.append(p)
+        if o is None:
+            out_vn = None
+        else:
+            sp = o.space
+            n = names.get(sp)
+            if n is None:
+                n = names[sp] = sp.name
+            out_vn = (n, o.offset, o.size)
+        if opc == load or opc == store:
+            cur.append(POp(opc, out_vn, ins[1:], vns[0].getSpaceFromConst().name))
+        elif opc == callother:
+            cur.append(POp(opc, out_vn, ins[1:], None, vns[0].getUserDefinedOpName()))
+        else:
+            cur.append(POp(opc, out_vn, ins))
     return out
 
 
@@ -219,7 +241,8 @@ HELPERS: dict[str, Any] = {
 }
 
 _LIT = re.compile(r"-?(0x[0-9a-f]+|\d+)")
-_NAMES = re.compile(r"\b([ru][0-9a-f]+|t\d+)\b")
+_NAMES = re.compile(r"\b(?:[ru][0-9a-f]+|t\d+)\b|R\[\d+\]")
+_SIMPLE = re.compile(r"[a-z]\w*|R\[\d+\]")
 _CALL = re.compile(r"\b[A-Z][A-Z0-9]*\(")
 
 
@@ -239,9 +262,9 @@ _BRANCHES = (
 )
 
 _BIN = {
-    OpCode.INT_ADD: "(({a} + {b}) & {M})",
-    OpCode.INT_SUB: "(({a} - {b}) & {M})",
-    OpCode.INT_MULT: "(({a} * {b}) & {M})",
+    OpCode.INT_ADD: "({a} + {b} & {M})",
+    OpCode.INT_SUB: "({a} - {b} & {M})",
+    OpCode.INT_MULT: "({a} * {b} & {M})",
     OpCode.INT_AND: "({a} & {b})",
     OpCode.INT_OR: "({a} | {b})",
     OpCode.INT_XOR: "({a} ^ {b})",
@@ -249,9 +272,9 @@ _BIN = {
     OpCode.INT_NOTEQUAL: "({a} != {b})",
     OpCode.INT_LESS: "({a} < {b})",
     OpCode.INT_LESSEQUAL: "({a} <= {b})",
-    OpCode.INT_SLESS: "(({a} ^ {S}) < ({b} ^ {S}))",
-    OpCode.INT_SLESSEQUAL: "(({a} ^ {S}) <= ({b} ^ {S}))",
-    OpCode.INT_CARRY: "(({a} + {b}) > {M})",
+    OpCode.INT_SLESS: "({a} ^ {S} < {b} ^ {S})",
+    OpCode.INT_SLESSEQUAL: "({a} ^ {S} <= {b} ^ {S})",
+    OpCode.INT_CARRY: "({a} + {b} > {M})",
     OpCode.INT_SCARRY: "SCARRY({a}, {b}, {n})",
     OpCode.INT_SBORROW: "SBORROW({a}, {b}, {n})",
     OpCode.BOOL_AND: "({a} & {b})",
@@ -295,6 +318,12 @@ class CompileCfg:
     code_hook: Any = None  # callable(addr) -> bool: emit a code-hook call before this insn
     block_hook: bool = False
     pc_word: int = 0
+    # Compact tier: registers live in ``R`` (no locals, no write-back), memory through LD/ST;
+    # cheap to compile, slower to run. ``hot`` > 0: after that many runs the function calls
+    # ``HOT(key)`` so the engine recompiles the block in the fast tier.
+    compact: bool = False
+    hot: int = 0
+    key: Any = None
 
 
 class BlockEmitter:
@@ -305,7 +334,8 @@ class BlockEmitter:
         self.cfg = cfg
         self.zero = arch.zero_words
         self.lines: list[Any] = []
-        self.ind = 2
+        self.compact = cfg.compact
+        self.ind = 1 if cfg.compact else 2
         self.words: set[int] = set()
         self.dirty: set[int] = set()
         self.ntmp = 0
@@ -323,6 +353,8 @@ class BlockEmitter:
         if self.dead:
             return
         if isinstance(s, tuple):
+            if self.compact and s[0] != "MARK":
+                return  # WB / RELOAD: the register file is always current
             self.lines.append((s[0], self.ind))
         else:
             self.lines.append("    " * self.ind + s)
@@ -333,7 +365,7 @@ class BlockEmitter:
 
     def simple(self, expr: str) -> str:
         """Make ``expr`` cheap to repeat: a literal or a local name."""
-        if lit(expr) or re.fullmatch(r"[a-z]\w*", expr):
+        if lit(expr) or _SIMPLE.fullmatch(expr):
             return expr
         t = self.tmp()
         self.line(f"{t} = {expr}")
@@ -350,6 +382,8 @@ class BlockEmitter:
 
     # -- registers
     def reg_name(self, w: int) -> str:
+        if self.compact:
+            return f"R[{w}]"
         self.words.add(w)
         return f"r{w}"
 
@@ -364,7 +398,7 @@ class BlockEmitter:
                 return n
             if sh == 0:
                 return f"({n} & {hex(mask(size))})"
-            return f"(({n} >> {sh}) & {hex(mask(size))})"
+            return f"({n} >> {sh} & {hex(mask(size))})"
         # spans several words
         parts = []
         pos = 0
@@ -386,16 +420,17 @@ class BlockEmitter:
                 if _CALL.search(expr):  # a helper with side effects (csrwr $zero, ...)
                     self.line(f"_ = {expr}")
                 return
-            n = f"r{w}"
+            n = f"R[{w}]" if self.compact else f"r{w}"
             self.flush_refs(n)
-            self.words.add(w)
-            self.dirty.add(w)
+            if not self.compact:
+                self.words.add(w)
+                self.dirty.add(w)
             if sh == 0 and size == 8:
                 self.line(f"{n} = {expr}")
             else:
                 keep = M64 & ~(mask(size) << sh)
-                self.line(f"{n} = ({n} & {hex(keep)}) | ({expr} << {sh})" if sh else
-                          f"{n} = ({n} & {hex(keep)}) | {expr}")
+                self.line(f"{n} = {n} & {hex(keep)} | {expr} << {sh}" if sh else
+                          f"{n} = {n} & {hex(keep)} | {expr}")
             return
         v = self.simple(expr)
         pos = 0
@@ -403,7 +438,7 @@ class BlockEmitter:
         while pos < 8 * size:
             w, sh = o >> 3, (o & 7) * 8
             take = min(64 - sh, 8 * size - pos)
-            self.wr_reg(o, take // 8, f"(({v} >> {pos}) & {hex((1 << take) - 1)})")
+            self.wr_reg(o, take // 8, f"({v} >> {pos} & {hex((1 << take) - 1)})")
             pos += take
             o += take // 8
 
@@ -462,8 +497,11 @@ class BlockEmitter:
     def load(self, space: str, addr: str, size: int) -> str:
         if space != "ram":
             return self.arch.space_load(self, space, addr, size)
-        a = self.simple(addr)
         t = self.tmp()
+        if self.compact:
+            self.line(f"{t} = LD({addr}, {size}, {self.idx})")
+            return t
+        a = self.simple(addr)
         if size == 1:
             self.line(f"if VLO <= {a} <= VH1: {t} = RAM[{a} - VLO]")
             self.line(f"else: {t} = LD({a}, 1, {self.idx})")
@@ -477,6 +515,9 @@ class BlockEmitter:
     def store(self, space: str, addr: str, size: int, value: str) -> None:
         if space != "ram":
             self.arch.space_store(self, space, addr, size, value)
+            return
+        if self.compact:
+            self.line(f"ST({addr}, {size}, {value}, {self.idx})")
             return
         a = self.simple(addr)
         v = self.simple(value)
@@ -545,7 +586,7 @@ class BlockEmitter:
         self._un(p, "{a}")
 
     def op_INT_SEXT(self, p: POp) -> None:
-        self._un(p, "((({a} ^ {S}) - {S}) & {M})")
+        self._un(p, "(({a} ^ {S}) - {S} & {M})")
 
     def op_BOOL_NEGATE(self, p: POp) -> None:
         self._un(p, "({a} ^ 1)")
@@ -565,12 +606,12 @@ class BlockEmitter:
         elif c == 0:
             e = f"({a} & {hex(mask(osz))})"
         else:
-            e = f"(({a} >> {8 * c}) & {hex(mask(osz))})"
+            e = f"({a} >> {8 * c} & {hex(mask(osz))})"
         self.put(p.out, self.fold(e, [a], osz))  # type: ignore[arg-type]
 
     def op_PIECE(self, p: POp) -> None:
         a, b = self.val(p.ins[0]), self.val(p.ins[1])
-        e = f"(({a} << {8 * p.ins[1][2]}) | {b})"
+        e = f"({a} << {8 * p.ins[1][2]} | {b})"
         self.put(p.out, self.fold(e, [a, b], p.out[2]))  # type: ignore[arg-type,index]
 
     def _shift(self, p: POp, kind: str) -> None:
@@ -582,19 +623,19 @@ class BlockEmitter:
         if lit(b):
             sh = int(b, 0)
             if kind == "l":
-                e = "0x0" if sh >= bits else f"(({a} << {sh}) & {M})"
+                e = "0x0" if sh >= bits else f"({a} << {sh} & {M})"
             elif kind == "r":
                 e = "0x0" if sh >= bits else f"({a} >> {sh})"
             else:
-                e = f"(((({a} ^ {S}) - {S}) >> {min(sh, bits - 1)}) & {M})"
+                e = f"(({a} ^ {S}) - {S} >> {min(sh, bits - 1)} & {M})"
         else:
             b = self.simple(b)
             if kind == "l":
-                e = f"((({a} << {b}) & {M}) if {b} < {bits} else 0)"
+                e = f"({a} << {b} & {M} if {b} < {bits} else 0)"
             elif kind == "r":
                 e = f"({a} >> {b})"
             else:
-                e = f"(((({a} ^ {S}) - {S}) >> {b}) & {M})"
+                e = f"(({a} ^ {S}) - {S} >> {b} & {M})"
         self.put(p.out, self.fold(e, [a, b], size))  # type: ignore[arg-type]
 
     def op_INT_LEFT(self, p: POp) -> None:
@@ -712,12 +753,15 @@ class BlockEmitter:
         self.uses.clear()
         self.defs.clear()
         self.dead = False
-        for p in insn.ops:
+
+    def _count(self, ops: list[POp]) -> None:
+        uses, defs = self.uses, self.defs
+        for p in ops:
             for v in p.ins:
                 if v[0] == "unique":
-                    self.uses[v[1]] = self.uses.get(v[1], 0) + 1
+                    uses[v[1]] = uses.get(v[1], 0) + 1
             if p.out is not None and p.out[0] == "unique":
-                self.defs[p.out[1]] = self.defs.get(p.out[1], 0) + 1
+                defs[p.out[1]] = defs.get(p.out[1], 0) + 1
 
     def emit_ops(self, insn: Insn) -> None:
         """Emit an instruction's P-code (state machine if it branches internally)."""
@@ -728,10 +772,13 @@ class BlockEmitter:
             for i, p in enumerate(ops))
         if not internal:
             self.inline = True
-            for p in _narrow_mults(ops):
+            ops = _narrow_mults(ops)
+            self._count(ops)
+            for p in ops:
                 if p.opc != OpCode.IMARK:
                     self.op(p)
             return
+        self._count(ops)
         self.inline = False
         labels = {0}
         for i, p in enumerate(ops):
@@ -815,7 +862,21 @@ def _narrow_mults(ops: list[POp]) -> list[POp]:
                     out.append(POp(OpCode.INT_MULT, p.out, srcs))
                     continue
         out.append(p)
-    return out
+    return _dead_uniques(out)
+
+
+_IMPURE = frozenset({OpCode.LOAD, OpCode.STORE, OpCode.CALLOTHER, *_BRANCHES})
+
+
+def _dead_uniques(ops: list[POp]) -> list[POp]:
+    """Drop side-effect-free ops whose unique (temporary) result nothing reads."""
+    while True:
+        used = {v for p in ops for v in p.ins if v[0] == "unique"}
+        keep = [p for p in ops if p.out is None or p.out[0] != "unique" or p.out in used
+                or p.opc in _IMPURE]
+        if len(keep) == len(ops):
+            return ops
+        ops = keep
 
 
 def _signed(v: int, size: int) -> int:
@@ -872,13 +933,18 @@ def compile_block(arch: ArchModel, insns: list[Insn],
     dirty = sorted(em.dirty)
     start = insns[0].addr
     size = insns[-1].addr + insns[-1].length - start
-    out = [f"def B_{start:x}(R, vt):"]
+    if cfg.compact and cfg.hot > 0:
+        out = [f"def B_{start:x}(R, vt, _c=[{cfg.hot}]):", "    _c[0] -= 1",
+               f"    if not _c[0]: HOT({cfg.key!r})"]
+    else:
+        out = [f"def B_{start:x}(R, vt):"]
     if cfg.block_hook:
         out.append(f"    R[{pcw}] = {start:#x}")
         out.append(f"    if BH({start:#x}, {size}): raise Leave(0)")
     for w in words:
         out.append(f"    r{w} = R[{w}]")
-    out.append("    try:")
+    if not cfg.compact:
+        out.append("    try:")
     marks: list[int] = []
     for ln in em.lines:
         if isinstance(ln, tuple):
@@ -892,9 +958,10 @@ def compile_block(arch: ArchModel, insns: list[Insn],
                 out.extend(f"{pre}r{w} = R[{w}]" for w in words)
         else:
             out.append(ln)
-    out.append("    except Trap:")
-    out.extend(f"        R[{w}] = r{w}" for w in dirty)
-    out.append("        raise")
+    if not cfg.compact:
+        out.append("    except Trap:")
+        out.extend(f"        R[{w}] = r{w}" for w in dirty)
+        out.append("        raise")
     src = "\n".join(out) + "\n"
     code = compile(src, f"<block {start:#x}>", "exec")
     return code, src, f"B_{start:x}", tuple(marks)

@@ -92,6 +92,13 @@ MAX_BLOCK = 128  # instructions per block
 # (code object, source, function name). Engines exec the code object in their own namespace.
 _CODE_CACHE: dict[tuple[Any, ...], tuple[Any, str, str, tuple[int, ...]]] = {}
 _CODE_CACHE_MAX = 10000
+# Decoded blocks shared by all engines of a process: (language, pc, max instructions) ->
+# entries (probe bytes, limit or None, instructions). ``probe`` holds the block's bytes and the
+# next instruction's (which decided where the block ends); a block that ended near the byte
+# limit records the limit, since a different limit could have cut it elsewhere.
+_LIFT_CACHE: dict[tuple[str, int, int], list[tuple[bytes, int | None, list[Insn]]]] = {}
+# Runs of a block in the compact tier before it is recompiled in the fast tier.
+HOT_AFTER = 16
 # block function code object -> (instruction addresses, source line of each instruction)
 _CODE_INFO: dict[Any, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 POLL = 20000  # instructions between wall-clock checks when a timeout is set
@@ -172,8 +179,12 @@ def _arch_class(name: str) -> type[ArchModel]:
 class PcodeEngine:
     """A Unicorn-compatible CPU engine on SLEIGH P-code (see the module docstring)."""
 
-    def __init__(self, arch: str = "loongarch64") -> None:
+    def __init__(self, arch: str = "loongarch64", hot_after: int | None = None) -> None:
+        """``hot_after``: runs of a block in the compact tier before it is compiled in the fast
+        tier (0: compile every block in the fast tier at once); default :data:`HOT_AFTER`."""
         self.arch: ArchModel = _arch_class(arch)(self)
+        self.hot_after = HOT_AFTER if hot_after is None else hot_after
+        self._hot: set[Any] = set()
         self.arch_name = self.arch.name
         self._ctx = _context(self.arch.lang)
         self._R: list[int] = [0] * self.arch.nwords
@@ -220,7 +231,7 @@ class PcodeEngine:
             self._G[f"U{n}"] = struct.Struct(fmt).unpack_from
             self._G[f"P{n}"] = struct.Struct(fmt).pack_into
         self._G.update(LD=self._ld, ST=self._st, CH=self._code_hook, BH=self._block_hook,
-                       E=self, C=None)
+                       HOT=self._promote, E=self, C=None)
         self._G.update(self.arch.helpers())
         self._update_window()
         self.arch.reset()
@@ -780,23 +791,28 @@ class PcodeEngine:
         else:
             s.add(key)
 
-    def _translate(self, pc: int, maxn: int = MAX_BLOCK) -> Block:
-        """Decode, compile and cache the block at ``pc`` (at most ``maxn`` instructions)."""
-        t = self.arch.fetch_check(pc)
-        if t is not None:
-            raise t
-        data, pa0 = self._fetch(pc)
-        limit = len(data)
-        if self._until is not None and pc < self._until < pc + limit:
-            limit = self._until - pc
-        insns: list[Insn] = []
+    def _promote(self, key: Any) -> None:
+        """A compact-tier block ran often: recompile it in the fast tier when next reached."""
+        self._hot.add(key)
+        self._blocks.pop(key, None)
+
+    def _decode(self, pc: int, data: bytes, limit: int, maxn: int) -> list[Insn]:
+        """The instructions of the block at ``pc`` (shared across engines; see _LIFT_CACHE)."""
+        arch = self.arch
+        ckey = (arch.lang, pc, maxn)
+        entries = _LIFT_CACHE.get(ckey)
+        if entries is not None:
+            for probe, lim, insns in entries:
+                if (limit == lim if lim is not None else len(probe) <= limit) \
+                        and data.startswith(probe):
+                    return insns
+        insns = []
         try:
             tx = self._ctx.translate(data, pc, 0, limit, maxn,
                                      pypcode.TranslateFlags.BB_TERMINATING)
             lifted = lift(tx.ops)
         except (pypcode.BadDataError, pypcode.UnimplError, pypcode.DecoderError):
             lifted = []
-        arch = self.arch
         for addr, length, ops in lifted:
             if addr - pc + length > limit and insns:
                 break
@@ -813,6 +829,27 @@ class PcodeEngine:
         if not insns:
             raw = data[:arch.min_insn]
             insns.append(Insn(pc, arch.min_insn, raw, [], invalid=True))
+        seen = insns[-1].addr + insns[-1].length - pc + arch.max_insn
+        probe = data[:min(seen, limit)]
+        if len(_LIFT_CACHE) > _CODE_CACHE_MAX:
+            _LIFT_CACHE.clear()
+        entries = _LIFT_CACHE.setdefault(ckey, [])
+        if len(entries) >= 8:  # the page keeps changing (probes being placed): keep the newest
+            del entries[0]
+        entries.append((probe, limit if seen >= limit else None, insns))
+        return insns
+
+    def _translate(self, pc: int, maxn: int = MAX_BLOCK) -> Block:
+        """Decode, compile and cache the block at ``pc`` (at most ``maxn`` instructions)."""
+        t = self.arch.fetch_check(pc)
+        if t is not None:
+            raise t
+        data, pa0 = self._fetch(pc)
+        limit = len(data)
+        if self._until is not None and pc < self._until < pc + limit:
+            limit = self._until - pc
+        arch = self.arch
+        insns = self._decode(pc, data, limit, maxn)
         end = insns[-1].addr + insns[-1].length
         code = data[:end - pc]
         key = pc if maxn == MAX_BLOCK else (pc, maxn)
@@ -824,7 +861,12 @@ class PcodeEngine:
             pc_word=arch.pc_word,
         )
         ckey = (arch.lang, pc, code, hooked, cfg.block_hook, len(insns))
+        # the fast tier if the block is hot here or was compiled so by any engine before
         hit = self._code_cache.get(ckey)
+        if hit is None and self.hot_after > 0 and key not in self._hot:
+            cfg.compact, cfg.hot, cfg.key = True, self.hot_after, key
+            ckey = (*ckey, "compact", self.hot_after, key)
+            hit = self._code_cache.get(ckey)
         if hit is None:
             hit = compile_block(arch, insns, cfg)
             if len(self._code_cache) > _CODE_CACHE_MAX:

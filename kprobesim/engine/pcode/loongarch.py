@@ -215,14 +215,6 @@ def _is_priv(w: int) -> bool:
     return w >> 15 in (0xC91, 0xC93)  # idle, invtlb
 
 
-def _touches(insn: Insn, lo: int, hi: int) -> bool:
-    for p in insn.ops:
-        for v in ([p.out] if p.out else []) + p.ins:
-            if v[0] == "register" and lo <= v[1] < hi:
-                return True
-    return False
-
-
 class LoongArch64(ArchModel):
     """The LoongArch64 CPU model (see the module docstring)."""
 
@@ -559,25 +551,32 @@ class LoongArch64(ArchModel):
     # ------------------------------------------------------------------ translation
     def classify(self, insn: Insn) -> None:
         w = int.from_bytes(insn.raw, "little")
-        insn.meta["w"] = w
+        meta = insn.meta
+        meta["w"] = w
+        fp = False
+        callother = OpCode.CALLOTHER
         for p in insn.ops:
-            if p.opc == OpCode.CALLOTHER and p.name in EXT_OPS:
+            if p.opc == callother and p.name in EXT_OPS:
                 insn.invalid = True
                 return
-        for p in insn.ops:
-            for v in ([p.out] if p.out else []) + p.ins:
-                if v[0] == "register" and (v[2] > 8 or 0x8 <= v[1] < 0x28):
+            out = p.out
+            for v in (*p.ins, out) if out is not None else p.ins:
+                if v[0] != "register":
+                    continue
+                off = v[1]
+                if v[2] > 8 or 0x8 <= off < 0x28:
                     insn.invalid = True  # LSX/LASX vector or LBT scratch registers
                     return
+                if 0x1000 <= off < 0x2000 or 0x40 <= off < 0x50 or 0x5000 <= off < 0x5200:
+                    fp = True  # FPRs, FCSRs, condition flags
         op15 = w >> 15
         if 0x70C0 <= op15 <= 0x70E3:  # AM*: rd must differ from rj and rk
             rd, rj, rk = _fields(w)
             if rd and rd in (rj, rk):
                 insn.invalid = True
                 return
-        insn.meta["priv"] = _is_priv(w)
-        insn.meta["fp"] = (_touches(insn, 0x1000, 0x2000) or _touches(insn, 0x40, 0x50)
-                           or _touches(insn, 0x5000, 0x5200))
+        meta["priv"] = _is_priv(w)
+        meta["fp"] = fp
 
     def is_terminator(self, insn: Insn) -> bool:
         w = insn.meta.get("w", 0)
