@@ -3,63 +3,107 @@ kernel on Unicorn and on the P-code engine's riscv64 SLEIGH, in one run. Prints 
 
     python bench/bench_kernels.py [--repeat N]
 
-"cold" is a machine's first run (every block translated once, the P-code engine also loads
-its SLEIGH spec at start-up, not counted); "warm" runs reuse the translations.
+Three figures per engine, each the run of ``Machine.run()`` (machine set-up and loading the
+SLEIGH specification are not counted):
+
+- first run: a new process with an empty translation cache on disk (a fresh machine, the
+  first run ever): every block is decoded, interpreted in tier 0 and compiled when hot;
+- disk cache: a new process after such a run (compiled code and decoded blocks come from
+  the cache, see kprobesim/engine/pcode/diskcache.py);
+- warm: a later machine in the same process (tests, fuzzing, compare).
+
+Each is measured ``--repeat`` times; best and median are printed (this machine's timings vary
+by tens of percent from run to run).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-from kprobesim.arch import get_arch
-from kprobesim.image import Image
-from kprobesim.machine import Machine
-
 ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = {
+    "loongarch64 kernel, P-code": ("loongarch64", "pcode"),
+    "riscv64 kernel, Unicorn": ("riscv64", "unicorn"),
+    "riscv64 kernel, P-code": ("riscv64", "pcode"),
+}
 
 
-def _pcode_riscv():  # noqa: ANN202
-    from kprobesim.engine.pcode.engine import PcodeEngine
+def _arch(name: str, engine: str):  # noqa: ANN202
+    from kprobesim.arch import get_arch
 
-    return PcodeEngine("riscv64")
+    arch = get_arch(name)
+    if engine == "pcode" and name != "loongarch64":
+        from kprobesim.engine.pcode.engine import PcodeEngine
+
+        arch = dataclasses.replace(arch, new_engine=lambda: PcodeEngine(name))
+    return arch
 
 
-def measure(label: str, arch, image: Image, repeat: int) -> float:  # noqa: ANN001
-    rates = []
-    for _ in range(repeat):
+def child(name: str, engine: str, runs: int) -> None:
+    """Run the kernel ``runs`` times in this process; print instructions and seconds per run."""
+    from kprobesim.image import Image
+    from kprobesim.machine import Machine
+
+    arch = _arch(name, engine)
+    image = Image.load(ROOT / "firmware" / name / "kernel.elf")
+    out = []
+    for _ in range(runs):
         m = Machine(arch, image)
         t = time.perf_counter()
         status = m.run()
         dt = time.perf_counter() - t
-        assert status == 0, m.console
-        rates.append(m.instructions / dt)
-    warm = max(rates[1:] or rates)
-    print(f"{label:28s} {m.instructions:8d} insns  cold {rates[0] / 1e6:6.2f} M/s  warm {warm / 1e6:6.2f} M/s")
-    return warm
+        if status != 0:
+            raise SystemExit(f"{name}: kernel exited {status}: {m.console[-300:]}")
+        out.append((m.instructions, dt))
+    print(json.dumps(out))
+
+
+def spawn(name: str, engine: str, runs: int, cache: str) -> list[tuple[int, float]]:
+    env = dict(os.environ, KPROBESIM_CACHE_DIR=cache)
+    env.pop("KPROBESIM_CACHE", None)
+    p = subprocess.run([sys.executable, __file__, "--child", name, engine, str(runs)],
+                       capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    if p.returncode != 0:
+        raise SystemExit(p.stderr)
+    return [tuple(x) for x in json.loads(p.stdout)]
+
+
+def rate(samples: list[tuple[int, float]]) -> str:
+    rates = sorted(n / dt / 1e6 for n, dt in samples)
+    return f"{rates[-1]:6.2f} (median {statistics.median(rates):5.2f})"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    la = measure(
-        "loongarch64 kernel, P-code",
-        get_arch("loongarch64"),
-        Image.load(ROOT / "firmware/loongarch64/kernel.elf"),
-        args.repeat,
-    )
-    rv_image = Image.load(ROOT / "firmware/riscv64/kernel.elf")
-    rv_uc = measure("riscv64 kernel, Unicorn", get_arch("riscv64"), rv_image, args.repeat)
-    rv_pc = measure(
-        "riscv64 kernel, P-code",
-        dataclasses.replace(get_arch("riscv64"), new_engine=_pcode_riscv),
-        rv_image,
-        args.repeat,
-    )
-    print(f"P-code/Unicorn on the riscv64 kernel: {rv_pc / rv_uc:.3f}x; loongarch64/riscv64 P-code: {la / rv_pc:.2f}x")
+    if args.child:
+        child(args.child[0], args.child[1], int(args.child[2]))
+        return
+    print(f"M guest instructions/s, best of {args.repeat} (median)")
+    print(f"{'':28s} {'insns':>7s}  {'first run':>20s}  {'disk cache':>20s}  {'warm':>20s}")
+    best = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, (name, engine) in CONFIGS.items():
+            first = [spawn(name, engine, 1, f"{tmp}/{label}-{i}")[0] for i in range(args.repeat)]
+            cached = [spawn(name, engine, 1, f"{tmp}/{label}-0")[0] for _ in range(args.repeat)]
+            warm = spawn(name, engine, args.repeat + 1, f"{tmp}/{label}-w")[1:]
+            print(f"{label:28s} {first[0][0]:7d}  {rate(first)}  {rate(cached)}  {rate(warm)}")
+            best[label] = max(n / dt for n, dt in warm)
+    rv_pc, rv_uc = best["riscv64 kernel, P-code"], best["riscv64 kernel, Unicorn"]
+    la = best["loongarch64 kernel, P-code"]
+    print(f"warm: P-code/Unicorn on the riscv64 kernel {rv_pc / rv_uc:.3f}x; "
+          f"loongarch64/riscv64 P-code {la / rv_pc:.2f}x")
 
 
 if __name__ == "__main__":

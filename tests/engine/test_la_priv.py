@@ -15,6 +15,8 @@ from unicorn.unicorn_const import (
 from kprobesim.engine.pcode import PcodeEngine, UnimplementedUserOp
 from kprobesim.engine.pcode import loongarch_const as K
 
+pytestmark = pytest.mark.usefixtures("engine_tier")  # each test on both engine tiers
+
 BASE = 0x10000
 VEC = 0x20000
 DONE = 0x30000

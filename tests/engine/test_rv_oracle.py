@@ -27,6 +27,8 @@ from unicorn.unicorn_const import (
 
 from kprobesim.engine.pcode import PcodeEngine
 
+pytestmark = pytest.mark.usefixtures("engine_tier")  # each test on both engine tiers
+
 BASE = 0x10000
 SCR = 0x40000
 M64 = (1 << 64) - 1

@@ -78,6 +78,20 @@ class ArchModel:
     def indirect_target(self, expr: str) -> str:
         return expr
 
+    def indirect_value(self, v: int) -> int:
+        """Tier 0's ``indirect_target``: the PC an indirect branch to ``v`` goes to."""
+        return v
+
+    def needs_codegen(self, insn: Insn) -> bool:
+        """Does ``emit_override`` emit anything for ``insn`` (so tier 0 must not interpret its
+        P-code)? Conservative default: yes."""
+        return True
+
+    def tier0_op(self, insn: Insn) -> Any:
+        """An ``fn(R, vt) -> next_pc`` tier 0 runs for an instruction that ``needs_codegen``,
+        instead of a compiled snippet; None if there is none."""
+        return None
+
     def fetch_check(self, pc: int) -> Trap | None:
         """A trap to raise instead of fetching at ``pc`` (e.g. a misaligned PC), or None."""
         return None

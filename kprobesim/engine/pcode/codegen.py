@@ -92,6 +92,20 @@ class Insn:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def pack_insns(insns: list[Insn]) -> tuple[Any, ...]:
+    """Decoded instructions as plain tuples (marshal-able, for the disk cache)."""
+    return tuple((i.addr, i.length, i.raw, tuple((int(p.opc), p.out, tuple(p.ins), p.space, p.name)
+                                                 for p in i.ops), i.mnem, i.invalid, i.meta)
+                 for i in insns)
+
+
+def unpack_insns(packed: tuple[Any, ...]) -> list[Insn]:
+    """The inverse of :func:`pack_insns`."""
+    return [Insn(addr, length, raw, [POp(OpCode(o), out, list(ins), sp, name)
+                                     for o, out, ins, sp, name in ops], mnem, invalid, dict(meta))
+            for addr, length, raw, ops, mnem, invalid, meta in packed]
+
+
 def lift(tx_ops: Any) -> list[tuple[int, int, list[POp]]]:
     """Split a pypcode translation into (address, length, ops) per instruction (at IMARKs)."""
     out: list[tuple[int, int, list[POp]]] = []
@@ -318,12 +332,10 @@ class CompileCfg:
     code_hook: Any = None  # callable(addr) -> bool: emit a code-hook call before this insn
     block_hook: bool = False
     pc_word: int = 0
-    # Compact tier: registers live in ``R`` (no locals, no write-back), memory through LD/ST;
-    # cheap to compile, slower to run. ``hot`` > 0: after that many runs the function calls
-    # ``HOT(key)`` so the engine recompiles the block in the fast tier.
+    # Compact form: registers live in ``R`` (no locals, no write-back), memory through LD/ST.
+    # Tier 0 runs such one-instruction snippets for the instructions it does not interpret.
     compact: bool = False
-    hot: int = 0
-    key: Any = None
+    idx0: int = 0  # index of the first instruction within its block (Trap indices, vt + idx)
 
 
 class BlockEmitter:
@@ -335,7 +347,7 @@ class BlockEmitter:
         self.zero = arch.zero_words
         self.lines: list[Any] = []
         self.compact = cfg.compact
-        self.ind = 1 if cfg.compact else 2
+        self.ind = 1
         self.words: set[int] = set()
         self.dirty: set[int] = set()
         self.ntmp = 0
@@ -899,16 +911,41 @@ class Block:
 
 
 def compile_block(arch: ArchModel, insns: list[Insn],
-                  cfg: CompileCfg) -> tuple[Any, str, str, tuple[int, ...]]:
+                  cfg: CompileCfg) -> tuple[Any, str, str, tuple[tuple[int, ...], tuple[int, ...]]]:
     """Generate and compile the function for ``insns``: (code object, source, function name,
-    the source line where each instruction starts).
+    (instruction line marks, written register words)) (see :func:`block_source`).
 
     The code object depends only on the instructions and the hook configuration, so it can be
     shared by every engine of the same architecture; ``exec`` it in an engine's namespace.
     """
+    src, fname, marks = block_source(arch, insns, cfg)
+    code = compile(src, f"<block {insns[0].addr:#x}>", "exec")
+    return code, src, fname, marks
+
+
+def compile_snippets(arch: ArchModel, items: list[tuple[int, Insn]]) -> tuple[Any, str, list[str]]:
+    """One code object defining a compact one-instruction function for each (block index,
+    instruction) (tier 0's non-interpreted instructions): (code, source, function names)."""
+    srcs, names = [], []
+    for idx, insn in items:
+        src, fname, _ = block_source(arch, [insn], CompileCfg(pc_word=arch.pc_word, compact=True,
+                                                              idx0=idx))
+        srcs.append(src)
+        names.append(fname)
+    src = "\n".join(srcs)
+    return compile(src, f"<snippets {items[0][1].addr:#x}>", "exec"), src, names
+
+
+def block_source(arch: ArchModel, insns: list[Insn],
+                 cfg: CompileCfg) -> tuple[str, str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The Python source of the block function: (source, function name, (the source line
+    where each instruction starts, the register words the block writes)).
+
+    Registers live in locals and are written back at every exit; a Trap leaves them in the
+    locals, and the engine writes the written ones back from the block's frame."""
     em = BlockEmitter(arch, cfg)
     pcw = cfg.pc_word
-    for idx, insn in enumerate(insns):
+    for idx, insn in enumerate(insns, cfg.idx0):
         em.begin_insn(insn, idx)
         em.line(("MARK",))
         em.line(f"# {insn.addr:#x}: {insn.raw.hex()} {insn.mnem}")
@@ -933,18 +970,12 @@ def compile_block(arch: ArchModel, insns: list[Insn],
     dirty = sorted(em.dirty)
     start = insns[0].addr
     size = insns[-1].addr + insns[-1].length - start
-    if cfg.compact and cfg.hot > 0:
-        out = [f"def B_{start:x}(R, vt, _c=[{cfg.hot}]):", "    _c[0] -= 1",
-               f"    if not _c[0]: HOT({cfg.key!r})"]
-    else:
-        out = [f"def B_{start:x}(R, vt):"]
+    out = [f"def B_{start:x}(R, vt):"]
     if cfg.block_hook:
         out.append(f"    R[{pcw}] = {start:#x}")
         out.append(f"    if BH({start:#x}, {size}): raise Leave(0)")
     for w in words:
         out.append(f"    r{w} = R[{w}]")
-    if not cfg.compact:
-        out.append("    try:")
     marks: list[int] = []
     for ln in em.lines:
         if isinstance(ln, tuple):
@@ -958,10 +989,5 @@ def compile_block(arch: ArchModel, insns: list[Insn],
                 out.extend(f"{pre}r{w} = R[{w}]" for w in words)
         else:
             out.append(ln)
-    if not cfg.compact:
-        out.append("    except Trap:")
-        out.extend(f"        R[{w}] = r{w}" for w in dirty)
-        out.append("        raise")
     src = "\n".join(out) + "\n"
-    code = compile(src, f"<block {start:#x}>", "exec")
-    return code, src, f"B_{start:x}", tuple(marks)
+    return src, f"B_{start:x}", (tuple(marks), tuple(dirty))

@@ -64,6 +64,7 @@ from unicorn.unicorn_const import (
     UC_PROT_WRITE,
 )
 
+from . import diskcache
 from .arch import ArchModel
 from .codegen import (
     HELPERS,
@@ -82,8 +83,11 @@ from .codegen import (
     Trap,
     UnimplementedUserOp,
     compile_block,
+    compile_snippets,
     lift,
+    unpack_insns,
 )
+from .interp import RUN_CODE, Interpreter, block_runner, interpretable
 from .memory import PAGE, Memory, Region
 
 INF = 1 << 80
@@ -93,14 +97,19 @@ MAX_BLOCK = 128  # instructions per block
 _CODE_CACHE: dict[tuple[Any, ...], tuple[Any, str, str, tuple[int, ...]]] = {}
 _CODE_CACHE_MAX = 10000
 # Decoded blocks shared by all engines of a process: (language, pc, max instructions) ->
-# entries (probe bytes, limit or None, instructions). ``probe`` holds the block's bytes and the
-# next instruction's (which decided where the block ends); a block that ended near the byte
-# limit records the limit, since a different limit could have cut it elsewhere.
-_LIFT_CACHE: dict[tuple[str, int, int], list[tuple[bytes, int | None, list[Insn]]]] = {}
-# Runs of a block in the compact tier before it is recompiled in the fast tier.
-HOT_AFTER = 16
-# block function code object -> (instruction addresses, source line of each instruction)
-_CODE_INFO: dict[Any, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+# entries [probe bytes, limit or None, instruction addresses, end, instructions or None,
+# instructions packed for the disk cache or None].
+# ``probe`` holds the block's bytes and the next instruction's (which decided where the block
+# ends); a block that ended near the byte limit records the limit, since a different limit
+# could have cut it elsewhere. Entries loaded from the disk cache have no instructions until a
+# compilation needs them.
+_LIFT_CACHE: dict[tuple[str, int, int], list[list[Any]]] = {}
+_DISK_LOADED: dict[str, Any] = {}  # language -> the diskcache.Store merged into the caches
+# Runs of a block in tier 0 (interpreted P-code, see .interp) before it is compiled.
+HOT_AFTER = 4
+# block function code object -> (instruction addresses, source line of each instruction,
+# register words the block writes)
+_CODE_INFO: dict[Any, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
 POLL = 20000  # instructions between wall-clock checks when a timeout is set
 
 _MEM_HOOKS = (
@@ -120,8 +129,8 @@ _ACCESS = {
     UC_MEM_WRITE_PROT: (UC_HOOK_MEM_WRITE_PROT, UC_ERR_WRITE_PROT),
     UC_MEM_FETCH_PROT: (UC_HOOK_MEM_FETCH_PROT, UC_ERR_FETCH_PROT),
 }
-_BRANCHES = (OpCode.BRANCH, OpCode.CBRANCH, OpCode.BRANCHIND, OpCode.CALL, OpCode.CALLIND,
-             OpCode.RETURN)
+_BRANCHES = frozenset({OpCode.BRANCH, OpCode.CBRANCH, OpCode.BRANCHIND, OpCode.CALL,
+                       OpCode.CALLIND, OpCode.RETURN})
 
 
 @dataclass(slots=True)
@@ -180,8 +189,8 @@ class PcodeEngine:
     """A Unicorn-compatible CPU engine on SLEIGH P-code (see the module docstring)."""
 
     def __init__(self, arch: str = "loongarch64", hot_after: int | None = None) -> None:
-        """``hot_after``: runs of a block in the compact tier before it is compiled in the fast
-        tier (0: compile every block in the fast tier at once); default :data:`HOT_AFTER`."""
+        """``hot_after``: runs of a block in tier 0 (interpreted) before it is compiled (0:
+        compile every block at once); default :data:`HOT_AFTER`."""
         self.arch: ArchModel = _arch_class(arch)(self)
         self.hot_after = HOT_AFTER if hot_after is None else hot_after
         self._hot: set[Any] = set()
@@ -223,6 +232,7 @@ class PcodeEngine:
         self._start_vt = 0
         self._icount = 0
         self._last_fault: tuple[int, int, int] | None = None
+        self._sync_due = False  # inside a device callback, registers not yet synced
         self.last_exception: tuple[int, int, int | None] | None = None
         self.halted = False
         self._G: dict[str, Any] = dict(HELPERS)
@@ -231,8 +241,9 @@ class PcodeEngine:
             self._G[f"U{n}"] = struct.Struct(fmt).unpack_from
             self._G[f"P{n}"] = struct.Struct(fmt).pack_into
         self._G.update(LD=self._ld, ST=self._st, CH=self._code_hook, BH=self._block_hook,
-                       HOT=self._promote, E=self, C=None)
+                       E=self, C=None)
         self._G.update(self.arch.helpers())
+        self._interp = Interpreter(self.arch, self._G)
         self._update_window()
         self.arch.reset()
 
@@ -272,11 +283,12 @@ class PcodeEngine:
         at = self._block_position()
         if at is None:
             return self._vt - self._start_vt
-        vt, idx, _ = at
+        vt, idx, _, _ = at
         return vt - self._start_vt + idx + 1
 
-    def _block_position(self) -> tuple[int, int, Any] | None:
-        """(vt at block entry, index of the executing instruction, frame) of the running block.
+    def _block_position(self) -> tuple[int, int, Any, int] | None:
+        """(vt at block entry, index of the executing instruction, frame, its address) of the
+        running block, compiled or in tier 0.
 
         Found by walking the Python stack: nothing on the hot path keeps it up to date.
         """
@@ -284,10 +296,14 @@ class PcodeEngine:
 
         f = sys._getframe(1)
         while f is not None:
-            info = _CODE_INFO.get(f.f_code)
+            code = f.f_code
+            info = _CODE_INFO.get(code)
             if info is not None:
                 idx = bisect.bisect_right(info[1], f.f_lineno) - 1
-                return f.f_locals["vt"], idx, f
+                return f.f_locals["vt"], idx, f, info[0][idx]
+            if code is RUN_CODE:
+                loc = f.f_locals
+                return loc["vt"], loc["idx"], f, loc["insn"].addr
             f = f.f_back
         return None
 
@@ -453,7 +469,11 @@ class PcodeEngine:
             if r.read_cb is None:
                 return 0
             was = self._stop
-            v = r.read_cb(self, pa - r.mmio_base, size, r.read_ud)
+            self._sync_due = True  # registers are synced if the device looks at them
+            try:
+                v = r.read_cb(self, pa - r.mmio_base, size, r.read_ud)
+            finally:
+                self._sync_due = False
             if self._stop and not was:  # as Unicorn: the access stays unretired, the PC at it
                 raise Trap(T_STOP, idx)
             return int(v) & ((1 << (8 * size)) - 1)
@@ -490,7 +510,11 @@ class PcodeEngine:
         if r.buf is None:
             if r.write_cb is not None:
                 was = self._stop
-                r.write_cb(self, pa - r.mmio_base, size, int(v), r.write_ud)
+                self._sync_due = True
+                try:
+                    r.write_cb(self, pa - r.mmio_base, size, int(v), r.write_ud)
+                finally:
+                    self._sync_due = False
                 if self._stop and not was:  # as Unicorn: the store runs again on resume
                     raise Trap(T_STOP, idx)
             return
@@ -537,12 +561,11 @@ class PcodeEngine:
             return
         R = self._R
         f = at[2]
-        for name, v in f.f_locals.items():
-            if name[0] == "r" and name[1:].isdigit():
-                R[int(name[1:])] = v
-        pcs = _CODE_INFO[f.f_code][0]
-        if 0 <= idx < len(pcs):
-            R[self.arch.pc_word] = pcs[idx]
+        if f.f_code is not RUN_CODE:
+            for name, v in f.f_locals.items():
+                if name[0] == "r" and name[1:].isdigit():
+                    R[int(name[1:])] = v
+        R[self.arch.pc_word] = at[3]
 
     def _cow_touch(self, pa: int, size: int) -> None:
         """Before changing [pa, pa+size): save original pages into the live snapshots."""
@@ -584,12 +607,23 @@ class PcodeEngine:
 
     # ------------------------------------------------------------------ registers / context
     def reg_read(self, reg_id: int, opt: Any = None) -> int:
+        if self._sync_due:
+            self._sync_now()
         return self.arch.reg_read(reg_id)
 
     def reg_write(self, reg_id: int, value: int) -> None:
+        if self._sync_due:
+            self._sync_now()
         self.arch.reg_write(reg_id, value)
 
+    def _sync_now(self) -> None:
+        """A device callback touches registers: bring the register file up to date first."""
+        self._sync_due = False
+        self._sync_registers(-1)
+
     def context_save(self) -> _Context:
+        if self._sync_due:
+            self._sync_now()
         ctx = _Context(list(self._R), self.arch.save(), self._vt, self._toff)
         if self._ctx_mode & UC_CTL_CONTEXT_MEMORY:
             ctx.mem = _MemSnap()
@@ -701,6 +735,16 @@ class PcodeEngine:
     def _hooks_changed(self) -> None:
         self._flush_blocks()
 
+    def _hooked(self, start: int, end: int, pcs: tuple[int, ...]) -> frozenset[int]:
+        """The addresses among ``pcs`` (a block spanning [start, end)) a code hook covers."""
+        hooks = self._code_hooks
+        if not hooks:
+            return frozenset()
+        near = [h for h in hooks if h.begin > h.end or (h.begin < end and h.end >= start)]
+        if not near:
+            return frozenset()
+        return frozenset(a for a in pcs if any(h.covers(a) for h in near))
+
     def _code_hook(self, addr: int, size: int) -> bool:
         R = self._R
         pcw = self.arch.pc_word
@@ -792,51 +836,111 @@ class PcodeEngine:
             s.add(key)
 
     def _promote(self, key: Any) -> None:
-        """A compact-tier block ran often: recompile it in the fast tier when next reached."""
+        """A tier-0 block ran hot_after times: compile it when it is next reached."""
         self._hot.add(key)
         self._blocks.pop(key, None)
 
-    def _decode(self, pc: int, data: bytes, limit: int, maxn: int) -> list[Insn]:
-        """The instructions of the block at ``pc`` (shared across engines; see _LIFT_CACHE)."""
+    def _remember(self, ckey: Any, hit: Any) -> None:
+        if len(self._code_cache) > _CODE_CACHE_MAX:
+            self._code_cache.clear()
+        self._code_cache[ckey] = hit
+        self._disk().add_code(ckey, hit)
+
+    def _instantiate(self, codeobj: Any, fname: str) -> Any:
+        ns: dict[str, Any] = {}
+        exec(codeobj, self._G, ns)  # noqa: S102 - code generated by .codegen
+        return ns[fname]
+
+    def _tier0(self, insns: list[Insn], key: Any) -> Any:
+        """The tier-0 function of a block: interpreted P-code, compiled one-instruction snippets
+        (all of a block's in one code object) for instructions the architecture generates."""
         arch = self.arch
-        ckey = (arch.lang, pc, maxn)
+        snippets: list[Any] = [None] * len(insns)
+        items = []
+        for idx, insn in enumerate(insns):
+            if not interpretable(arch, insn):
+                snippets[idx] = arch.tier0_op(insn)
+                if snippets[idx] is None:
+                    items.append((idx, insn))
+        if items:
+            ckey = (arch.lang, "snippets", tuple((i, n.addr, n.raw) for i, n in items))
+            hit = self._code_cache.get(ckey)
+            if hit is None:
+                hit = compile_snippets(arch, items)
+                self._remember(ckey, hit)
+            ns: dict[str, Any] = {}
+            exec(hit[0], self._G, ns)  # noqa: S102 - code generated by .codegen
+            for (idx, _), name in zip(items, hit[2], strict=True):
+                snippets[idx] = ns[name]
+        return block_runner(self._interp, insns, snippets, self.hot_after,
+                            lambda: self._promote(key))
+
+    def _disk(self) -> Any:
+        """This language's persistent store, merged into the in-memory caches once."""
+        lang = self.arch.lang
+        st = diskcache.store(lang)
+        if _DISK_LOADED.get(lang) is not st:
+            _DISK_LOADED[lang] = st
+            for (pc, maxn), entries in st.shapes.items():
+                mine = _LIFT_CACHE.setdefault((lang, pc, maxn), [])
+                mine.extend([probe, lim, pcs, end, None, packed]
+                            for probe, lim, pcs, end, packed in entries)
+            self._code_cache.update(st.code)
+        return st
+
+    def _shape(self, pc: int, data: bytes, limit: int, maxn: int) -> list[Any]:
+        """The cache entry of the block at ``pc``: [probe, limit, pcs, end, insns or None]."""
+        ckey = (self.arch.lang, pc, maxn)
         entries = _LIFT_CACHE.get(ckey)
         if entries is not None:
-            for probe, lim, insns in entries:
-                if (limit == lim if lim is not None else len(probe) <= limit) \
-                        and data.startswith(probe):
-                    return insns
-        insns = []
+            for e in entries:
+                lim = e[1]
+                if (limit == lim if lim is not None else len(e[0]) <= limit) \
+                        and data.startswith(e[0]):
+                    return e
+        insns = self._decode(pc, data, limit, maxn)
+        end = insns[-1].addr + insns[-1].length
+        seen = end - pc + self.arch.max_insn
+        probe = data[:min(seen, limit)]
+        lim = limit if seen >= limit else None
+        pcs = tuple(i.addr for i in insns)
+        e = [probe, lim, pcs, end, insns, None]
+        if len(_LIFT_CACHE) > _CODE_CACHE_MAX:
+            _LIFT_CACHE.clear()
+        entries = _LIFT_CACHE.setdefault(ckey, [])
+        if len(entries) >= 8:  # the page keeps changing (probes being placed): keep the newest
+            del entries[0]
+        entries.append(e)
+        self._disk().add_shape((pc, maxn), (probe, lim, pcs, end, insns))  # packed at flush
+        return e
+
+    def _decode(self, pc: int, data: bytes, limit: int, maxn: int) -> list[Insn]:
+        """Decode (pypcode), lift and classify the instructions of the block at ``pc``."""
+        arch = self.arch
+        insns: list[Insn] = []
         try:
             tx = self._ctx.translate(data, pc, 0, limit, maxn,
                                      pypcode.TranslateFlags.BB_TERMINATING)
             lifted = lift(tx.ops)
         except (pypcode.BadDataError, pypcode.UnimplError, pypcode.DecoderError):
             lifted = []
+        classify, is_terminator = arch.classify, arch.is_terminator
         for addr, length, ops in lifted:
             if addr - pc + length > limit and insns:
                 break
             insn = Insn(addr, length, data[addr - pc:addr - pc + length], ops)
-            arch.classify(insn)
+            classify(insn)
             if insn.invalid and insns:
                 break
             insns.append(insn)
-            if insn.invalid or arch.is_terminator(insn) or any(p.opc in _BRANCHES
-                                                                for p in ops):
+            if insn.invalid or is_terminator(insn) or (ops and ops[-1].opc in _BRANCHES) \
+                    or any(p.opc in _BRANCHES for p in ops):
                 break
             if len(insns) >= maxn:
                 break
         if not insns:
             raw = data[:arch.min_insn]
             insns.append(Insn(pc, arch.min_insn, raw, [], invalid=True))
-        seen = insns[-1].addr + insns[-1].length - pc + arch.max_insn
-        probe = data[:min(seen, limit)]
-        if len(_LIFT_CACHE) > _CODE_CACHE_MAX:
-            _LIFT_CACHE.clear()
-        entries = _LIFT_CACHE.setdefault(ckey, [])
-        if len(entries) >= 8:  # the page keeps changing (probes being placed): keep the newest
-            del entries[0]
-        entries.append((probe, limit if seen >= limit else None, insns))
         return insns
 
     def _translate(self, pc: int, maxn: int = MAX_BLOCK) -> Block:
@@ -849,39 +953,41 @@ class PcodeEngine:
         if self._until is not None and pc < self._until < pc + limit:
             limit = self._until - pc
         arch = self.arch
-        insns = self._decode(pc, data, limit, maxn)
-        end = insns[-1].addr + insns[-1].length
+        if _DISK_LOADED.get(arch.lang) is None:
+            self._disk()
+        shape = self._shape(pc, data, limit, maxn)
+        pcs, end = shape[2], shape[3]
         code = data[:end - pc]
         key = pc if maxn == MAX_BLOCK else (pc, maxn)
-        hooked = frozenset(i.addr for i in insns
-                           if any(h.covers(i.addr) for h in self._code_hooks))
+        hooked = self._hooked(pc, end, pcs)
         cfg = CompileCfg(
             code_hook=hooked.__contains__ if hooked else None,
             block_hook=any(h.covers(pc) for h in self._block_hooks),
             pc_word=arch.pc_word,
         )
-        ckey = (arch.lang, pc, code, hooked, cfg.block_hook, len(insns))
-        # the fast tier if the block is hot here or was compiled so by any engine before
+        ckey = (arch.lang, pc, code, hooked, cfg.block_hook, len(pcs))
+        # compiled code from before (this engine, another, or the disk cache) runs at once;
+        # otherwise a block starts in tier 0 until it has run hot_after times
         hit = self._code_cache.get(ckey)
-        if hit is None and self.hot_after > 0 and key not in self._hot:
-            cfg.compact, cfg.hot, cfg.key = True, self.hot_after, key
-            ckey = (*ckey, "compact", self.hot_after, key)
-            hit = self._code_cache.get(ckey)
-        if hit is None:
-            hit = compile_block(arch, insns, cfg)
-            if len(self._code_cache) > _CODE_CACHE_MAX:
-                self._code_cache.clear()
-            self._code_cache[ckey] = hit
-        codeobj, src, fname, lines = hit
-        ns: dict[str, Any] = {}
-        exec(codeobj, self._G, ns)  # noqa: S102 - code generated by .codegen
-        fn = ns[fname]
-        if fn.__code__ not in _CODE_INFO:
-            if len(_CODE_INFO) > _CODE_CACHE_MAX:
-                _CODE_INFO.clear()
-            _CODE_INFO[fn.__code__] = (tuple(i.addr for i in insns), lines)
+        insns = shape[4]
+        if insns is None and hit is None:  # shape known from the disk cache only
+            insns = shape[4] = unpack_insns(shape[5])
+        if hit is None and self.hot_after > 0 and key not in self._hot and not hooked \
+                and not cfg.block_hook:
+            fn = self._tier0(insns, key)
+            src = "# tier 0: P-code interpreted (.interp)\n"
+        else:
+            if hit is None:
+                hit = compile_block(arch, insns, cfg)
+                self._remember(ckey, hit)
+            codeobj, src, fname, (lines, dirty) = hit
+            fn = self._instantiate(codeobj, fname)
+            if fn.__code__ not in _CODE_INFO:
+                if len(_CODE_INFO) > _CODE_CACHE_MAX:
+                    _CODE_INFO.clear()
+                _CODE_INFO[fn.__code__] = (pcs, lines, dirty)
         pages = tuple(range(pa0 >> 12, ((pa0 + (end - pc) - 1) >> 12) + 1))
-        b = Block(fn, len(insns), tuple(i.addr for i in insns), pc, end, src)
+        b = Block(fn, len(pcs), pcs, pc, end, src)
         b.pa0 = pa0
         b.pages = pages
         self._blocks[key] = b
@@ -958,6 +1064,13 @@ class PcodeEngine:
                     pc = b.fn(R, vt)
                     vt += b.n
             except Trap as t:
+                tb = t.__traceback__.tb_next if t.__traceback__ is not None else None
+                if tb is not None:  # a compiled block's written registers are in its locals
+                    info = _CODE_INFO.get(tb.tb_frame.f_code)
+                    if info is not None and info[2]:
+                        loc = tb.tb_frame.f_locals
+                        for w in info[2]:
+                            R[w] = loc[f"r{w}"]
                 if t.idx >= 0:
                     assert b is not None
                     ipc = b.pcs[t.idx]

@@ -588,6 +588,39 @@ class LoongArch64(ArchModel):
     def emit_invalid(self, em: BlockEmitter, insn: Insn) -> None:
         em.trap(T_INVALID)
 
+    def needs_codegen(self, insn: Insn) -> bool:
+        meta = insn.meta
+        return bool(meta.get("priv") or meta.get("fp")) or _dispatch(meta["w"]) is not None
+
+    def tier0_op(self, insn: Insn) -> Any:
+        """Tier 0's own ``fn(R, vt) -> next_pc`` for the commonest overridden instructions
+        (bit-field and shift ops; same semantics as their emitters, both checked against QEMU),
+        so a block holding one needs no compiled snippet; None for the rest."""
+        meta = insn.meta
+        if insn.invalid or meta.get("priv") or meta.get("fp"):
+            return None
+        w = meta["w"]
+        h = _dispatch(w)
+        if h is _ov_bstr:
+            f = _t0_bstr(w)
+        elif h is _ov_shift:
+            f = _t0_shift(w)
+        else:
+            return None
+        if f is None:
+            return None
+        rd, rj, rk = _fields(w)
+        nxt = insn.addr + insn.length
+        g = GPR >> 3
+
+        def op(R: list[int], vt: int) -> int:
+            v = f(R[g + rj] if rj else 0, R[g + rk] if rk else 0, R[g + rd] if rd else 0)
+            if rd:
+                R[g + rd] = v
+            return nxt
+
+        return op
+
     def emit_override(self, em: BlockEmitter, insn: Insn) -> bool:
         w = insn.meta["w"]
         idx = em.idx
@@ -831,6 +864,68 @@ def _ov_bstr(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
     else:
         v = f"(({src} >> {lsb}) & {fm:#x})"
     _s(em, rd, _sext(v, 32) if bits == 32 else v)
+
+
+def _sx32(v: int) -> int:
+    return ((v ^ 0x80000000) - 0x80000000) & M64
+
+
+def _t0_bstr(w: int) -> Any:
+    """bstrins/bstrpick as a function of (rj, rk, rd) values (see _ov_bstr)."""
+    if w >> 22 in (0x2, 0x3):
+        msb, lsb, bits = (w >> 16) & 63, (w >> 10) & 63, 64
+        ins = (w >> 22) == 0x2
+    else:
+        msb, lsb, bits = (w >> 16) & 31, (w >> 10) & 31, 32
+        ins = not (w >> 15) & 1
+    if msb < lsb:
+        return None  # INE: the snippet raises it
+    fm = (1 << (msb - lsb + 1)) - 1
+    keep = mask(bits // 8) & ~(fm << lsb)
+    if ins:
+        if bits == 64:
+            return lambda j, k, d: (d & keep) | ((j & fm) << lsb)
+        return lambda j, k, d: _sx32((d & keep) | ((j & fm) << lsb))
+    if bits == 64:
+        return lambda j, k, d: (j >> lsb) & fm
+    return lambda j, k, d: _sx32((j >> lsb) & fm)
+
+
+def _t0_shift(w: int) -> Any:
+    """Shifts and rotates as a function of (rj, rk, rd) values (see _ov_shift)."""
+    op15, op16 = w >> 15, w >> 16
+    if op16 in (0x41, 0x45, 0x49, 0x4D):
+        kind, wide, imm = {0x41: "sll", 0x45: "srl", 0x49: "sra", 0x4D: "rot"}[op16], True, \
+            (w >> 10) & 63
+    elif op15 in (0x81, 0x89, 0x91, 0x99):
+        kind, wide, imm = {0x81: "sll", 0x89: "srl", 0x91: "sra", 0x99: "rot"}[op15], False, \
+            (w >> 10) & 31
+    else:
+        (kind, wide), imm = {0x2E: ("sll", False), 0x2F: ("srl", False), 0x30: ("sra", False),
+                             0x31: ("sll", True), 0x32: ("srl", True), 0x33: ("sra", True),
+                             0x36: ("rot", False), 0x37: ("rot", True)}[op15], None
+    bits = 64 if wide else 32
+    m = (1 << bits) - 1
+    s = 1 << (bits - 1)
+
+    def amount(k: int) -> int:
+        return imm if imm is not None else k & (bits - 1)
+
+    if kind == "sll":
+        def f(x: int, n: int) -> int:
+            return (x << n) & m
+    elif kind == "srl":
+        def f(x: int, n: int) -> int:
+            return x >> n
+    elif kind == "sra":
+        def f(x: int, n: int) -> int:
+            return (((x ^ s) - s) >> n) & m
+    else:
+        def f(x: int, n: int) -> int:
+            return ((x >> n) | (x << (bits - n))) & m
+    if wide:
+        return lambda j, k, d: f(j, amount(k))
+    return lambda j, k, d: _sx32(f(j & m, amount(k)))
 
 
 def _ov_bytepick(arch: LoongArch64, em: BlockEmitter, w: int) -> None:

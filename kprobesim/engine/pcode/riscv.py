@@ -391,6 +391,14 @@ class RiscV64(ArchModel):
             return f3 in (1, 5) or (w >> 15) & 31 != 0  # CSR writes
         return w == 0x0000100F  # fence.i
 
+    def needs_codegen(self, insn: Insn) -> bool:
+        w = insn.meta["w"]
+        if insn.meta.get("fp"):
+            return True
+        if insn.length == 2:
+            return w == 0x9002
+        return w & 0x7F == 0x73 and (w >> 12) & 7 != 4
+
     def emit_override(self, em: BlockEmitter, insn: Insn) -> bool:
         w = insn.meta["w"]
         idx = em.idx

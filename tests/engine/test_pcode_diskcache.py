@@ -1,0 +1,138 @@
+"""The P-code engine's translation cache on disk (engine/pcode/diskcache.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fwpaths import ROOT, firmware
+
+from kprobesim.arch import get_arch
+from kprobesim.engine.pcode import diskcache
+from kprobesim.engine.pcode import engine as E
+from kprobesim.image import Image
+from kprobesim.machine import Machine
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh cache directory and empty in-memory caches (as in a new process)."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("KPROBESIM_CACHE_DIR", str(d))
+    monkeypatch.delenv("KPROBESIM_CACHE", raising=False)
+    _new_process()
+    yield d
+    _new_process()
+
+
+def _new_process() -> None:
+    diskcache.reset()
+    E._CODE_CACHE.clear()
+    E._LIFT_CACHE.clear()
+    E._CODE_INFO.clear()
+    E._DISK_LOADED.clear()
+
+
+def _run_la() -> tuple[tuple[int, str, int], dict[str, int]]:
+    """Run the LoongArch kernel, counting compilations and decodes."""
+    calls = {"compile_block": 0, "compile_snippets": 0, "_decode": 0}
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("compile_block", "compile_snippets"):
+            real = getattr(E, name)
+
+            def counted(*a, _real=real, _name=name):  # noqa: ANN002, ANN202
+                calls[_name] += 1
+                return _real(*a)
+
+            mp.setattr(E, name, counted)
+        real_decode = E.PcodeEngine._decode
+
+        def decode(self, *a):  # noqa: ANN001, ANN002, ANN202
+            calls["_decode"] += 1
+            return real_decode(self, *a)
+
+        mp.setattr(E.PcodeEngine, "_decode", decode)
+        m = Machine(get_arch("loongarch64"), Image.load(firmware("loongarch64")))
+        status = m.run()
+    return (status, m.console, m.instructions), calls
+
+
+def test_second_process_compiles_nothing(cache_dir: Path) -> None:
+    first, calls1 = _run_la()
+    assert first[0] == 0 and calls1["compile_block"] > 50
+    diskcache.flush_all()
+    files = list(cache_dir.glob("pcode-*-Loongarch*.bin"))
+    assert len(files) == 1 and files[0].stat().st_size > 10000
+    _new_process()
+    second, calls2 = _run_la()
+    assert second == first
+    assert calls2["compile_block"] == 0 and calls2["compile_snippets"] == 0
+    # tier-0 blocks still decode their P-code; compiled ones need nothing
+    assert calls2["_decode"] < calls1["_decode"]
+
+
+def test_corrupt_or_foreign_file_is_ignored_and_replaced(cache_dir: Path) -> None:
+    _run_la()
+    diskcache.flush_all()
+    (path,) = cache_dir.glob("pcode-*-Loongarch*.bin")
+    path.write_bytes(b"\x00garbage")
+    _new_process()
+    result, calls = _run_la()
+    assert result[0] == 0 and calls["compile_block"] > 50
+    diskcache.flush_all()
+    assert path.stat().st_size > 10000
+
+
+def test_stale_fingerprints_are_removed(cache_dir: Path) -> None:
+    cache_dir.mkdir(parents=True)
+    stale = cache_dir / "pcode-0000000000000000-Loongarch_LE_64_lp64d.bin"
+    stale.write_bytes(b"old")
+    other = cache_dir / "pcode-0000000000000000-RISCV_LE_64_RV64GC.bin"
+    other.write_bytes(b"old")
+    _run_la()
+    assert not stale.exists() and other.exists()
+
+
+def test_cache_off_writes_nothing(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KPROBESIM_CACHE", "off")
+    _new_process()
+    result, _ = _run_la()
+    diskcache.flush_all()
+    assert result[0] == 0 and not cache_dir.exists()
+
+
+def test_unwritable_directory_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("KPROBESIM_CACHE_DIR", str(blocker / "cache"))
+    _new_process()
+    try:
+        result, _ = _run_la()
+        diskcache.flush_all()
+        assert result[0] == 0
+    finally:
+        _new_process()
+
+
+def test_cli_runs_identically_with_a_warm_cache(tmp_path: Path) -> None:
+    env = dict(os.environ, KPROBESIM_CACHE_DIR=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "kprobesim.cli", "--arch", "loongarch64",
+           str(firmware("loongarch64", "kernel.bin")), "-p", "p do_work", "--stats"]
+    runs = [subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+            for _ in range(2)]
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert list((tmp_path / "cache").glob("pcode-*.bin"))
+    assert runs[1].returncode == 0 and runs[1].stdout == runs[0].stdout
+
+
+def test_riscv_oracle_uses_its_own_file(cache_dir: Path) -> None:
+    from kprobesim.engine.pcode import PcodeEngine
+
+    arch = dataclasses.replace(get_arch("riscv64"), new_engine=lambda: PcodeEngine("riscv64"))
+    assert Machine(arch, Image.load(firmware("riscv64"))).run() == 0
+    diskcache.flush_all()
+    assert len(list(cache_dir.glob("pcode-*-RISCV*.bin"))) == 1
