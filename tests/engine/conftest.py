@@ -14,6 +14,8 @@ def engine_tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     with every block compiled before its first run (``hot_after=0``)."""
     from kprobesim.engine.pcode import engine
 
+    for cache in (engine._CODE_CACHE, engine._LIFT_CACHE, engine._TIER0_RUNS):
+        cache.clear()  # code compiled by an earlier test would run at once, whatever the tier
     if request.param == "compiled":
         monkeypatch.setattr(engine, "HOT_AFTER", 0)
     return request.param

@@ -25,7 +25,17 @@ NEVER = 10**9  # hot_after: never compile (tier 0 throughout)
 BASE = 0x10000
 
 
+def forget_translations() -> None:
+    """Drop the process-wide translation caches, so the next engine starts cold (compiled code
+    from an earlier engine would otherwise run at once, whatever its tiering)."""
+    from kprobesim.engine.pcode import engine as E
+
+    for cache in (E._CODE_CACHE, E._LIFT_CACHE, E._TIER0_RUNS):
+        cache.clear()
+
+
 def run_kernel(arch_name: str, hot_after: int) -> tuple[int, str, int, list[int]]:
+    forget_translations()
     arch = dataclasses.replace(get_arch(arch_name),
                                new_engine=lambda: PcodeEngine(arch_name, hot_after=hot_after))
     m = Machine(arch, Image.load(firmware(arch_name)))
@@ -55,6 +65,7 @@ def _mmio_program() -> list[int]:
 
 
 def _callback_view(hot_after: int) -> list[tuple[str, int, int]]:
+    forget_translations()
     e = PcodeEngine("loongarch64", hot_after=hot_after)
     e.mem_map(0, 0x100000)
     e.mem_write(BASE, b"".join(struct.pack("<I", w) for w in _mmio_program()))
@@ -141,7 +152,9 @@ def _random_field_ops(rng: random.Random, n: int) -> list[int]:
 def test_tier0_bitfield_and_shift_ops_match_compiled() -> None:
     """The arch's tier-0 versions of bstr*/shift/rotate agree with their compiled emitters."""
     rng = random.Random(7)
-    engines = [PcodeEngine("loongarch64", hot_after=h) for h in (0, NEVER)]
+    forget_translations()
+    # tier 0 first: it never fills the code cache, which the compiling engine would leave
+    engines = [PcodeEngine("loongarch64", hot_after=h) for h in (NEVER, 0)]
     for e in engines:
         e.mem_map(0, 0x100000)
     for w in _random_field_ops(rng, 3000):

@@ -6,7 +6,9 @@
 Layout:
 
 - :mod:`.engine`     the Unicorn-shaped API, memory fast paths, hooks, dispatcher, snapshots;
+- :mod:`.interp`     tier 0: a new block's P-code interpreted until it has run a few times;
 - :mod:`.codegen`    P-code of a basic block -> one Python function (registers in locals);
+- :mod:`.diskcache`  decoded blocks, compiled code and run counts kept on disk between runs;
 - :mod:`.arch`       what an architecture model provides;
 - :mod:`.loongarch`  LoongArch64 privileged model (CSRs, exceptions, timer, idle, DMW) and the
   instructions emitted instead of SLEIGH's (SLEIGH bugs, privileged semantics);

@@ -55,24 +55,26 @@ def fingerprint() -> str:
 
 
 class Store:
-    """One language's persistent entries: ``shapes`` and ``code`` dictionaries.
+    """One language's persistent entries: ``shapes``, ``code`` and ``runs`` dictionaries.
 
     ``shapes``: (pc, max instructions) -> [(probe bytes, limit or None, pcs, end, the decoded
     instructions (packed on disk: codegen.pack_insns))];
     ``code``: compile key -> (code object, source, function name, instruction line marks).
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, lang: str, path: Path | None) -> None:
+        self.lang = lang
         self.path = path
         self.shapes: dict[Any, list[tuple[Any, ...]]] = {}
         self.code: dict[Any, tuple[Any, ...]] = {}
         self.new_shapes: dict[Any, list[tuple[Any, ...]]] = {}
         self.new_code: dict[Any, tuple[Any, ...]] = {}
-        self.hits = 0
+        self.runs: dict[Any, int] = {}  # compile key -> tier-0 runs so far (all processes)
+        self.runs_source: dict[Any, list[int]] | None = None  # the engine's live counts
         if path is not None:
             loaded = _read(path)
             if loaded is not None:
-                self.shapes, self.code = loaded
+                self.shapes, self.code, self.runs = loaded
 
     def add_shape(self, key: Any, entry: tuple[Any, ...]) -> None:
         self.shapes.setdefault(key, []).append(entry)
@@ -84,12 +86,15 @@ class Store:
 
     def flush(self) -> None:
         """Merge this process's new entries into the file (atomically replaced)."""
-        if self.path is None or not (self.new_code or self.new_shapes):
+        live = {k: v[0] for k, v in (self.runs_source or {}).items()
+                if v[0] > self.runs.get(k, 0) and k[0] == self.lang}
+        if self.path is None or not (self.new_code or self.new_shapes or live):
             return
-        on_disk = _read(self.path) or ({}, {})
-        shapes, code = on_disk
+        shapes, code, runs = _read(self.path) or ({}, {}, {})
         if len(code) + len(self.new_code) > MAX_ENTRIES:
-            shapes, code = {}, {}
+            shapes, code, runs = {}, {}, {}
+        for k, n in live.items():
+            runs[k] = max(runs.get(k, 0), n)
         from .codegen import pack_insns
 
         for k, entries in self.new_shapes.items():
@@ -101,7 +106,7 @@ class Store:
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(marshal.dumps((FORMAT, shapes, code)))
+            tmp.write_bytes(marshal.dumps((FORMAT, shapes, code, runs)))
             os.replace(tmp, self.path)
         except (OSError, ValueError):
             try:
@@ -111,20 +116,21 @@ class Store:
             return
         self.new_shapes.clear()
         self.new_code.clear()
+        self.runs.update(live)
 
 
-def _read(path: Path) -> tuple[dict[Any, Any], dict[Any, Any]] | None:
+def _read(path: Path) -> tuple[dict[Any, Any], dict[Any, Any], dict[Any, int]] | None:
     try:
         data = path.read_bytes()
     except OSError:
         return None
     try:
-        fmt, shapes, code = marshal.loads(data)
+        fmt, shapes, code, runs = marshal.loads(data)
     except (EOFError, ValueError, TypeError):
         return None  # truncated or foreign: ignored (rewritten at the next flush)
-    if fmt != FORMAT or not isinstance(shapes, dict) or not isinstance(code, dict):
+    if fmt != FORMAT or not all(isinstance(d, dict) for d in (shapes, code, runs)):
         return None
-    return shapes, code
+    return shapes, code, runs
 
 
 _STORES: dict[str, Store] = {}
@@ -140,7 +146,7 @@ def store(lang: str) -> Store:
             safe = "".join(c if c.isalnum() else "_" for c in lang)
             path = d / f"pcode-{fingerprint()}-{safe}.bin"
             _remove_stale(d, path)
-        s = _STORES[lang] = Store(path)
+        s = _STORES[lang] = Store(lang, path)
         global _REGISTERED
         if not _REGISTERED:
             atexit.register(flush_all)

@@ -24,6 +24,13 @@ _SPACES = frozenset({"const", "register", "unique", "ram"})
 
 def interpretable(arch: ArchModel, insn: Insn) -> bool:
     """Can tier 0 run this instruction's P-code as is (no arch-specific code generation)?"""
+    ok = insn.meta.get("t0")
+    if ok is None:
+        ok = insn.meta["t0"] = _interpretable(arch, insn)
+    return ok
+
+
+def _interpretable(arch: ArchModel, insn: Insn) -> bool:
     if insn.invalid or arch.needs_codegen(insn):
         return False
     for p in insn.ops:
@@ -267,19 +274,18 @@ def _ff(v: int, p: POp) -> float:
     return HELPERS["FF"](v, _isz(p))
 
 
-def block_runner(interp: Interpreter, insns: list[Insn], snippets: list[Any], hot: int,
-                 on_hot: Any) -> Any:
+def block_runner(interp: Interpreter, insns: list[Insn], snippets: list[Any], runs: list[int],
+                 hot: int, on_hot: Any) -> Any:
     """A ``fn(R, vt) -> next_pc`` that runs the block in tier 0. ``snippets[i]`` is the compiled
-    one-instruction function of an instruction tier 0 does not interpret (else None); on the
-    ``hot``-th run ``on_hot()`` is called (the engine then compiles the block)."""
+    one-instruction function of an instruction tier 0 does not interpret (else None). Each run
+    counts in ``runs[0]`` (shared by every engine running this code); from the ``hot``-th on,
+    ``on_hot()`` is called (the engine then compiles the block)."""
     plan = list(zip(range(len(insns)), insns, snippets, strict=True))
     last = insns[-1]
     end = last.addr + last.length
-    runs = [0]
-
     def run(R: list[int], vt: int) -> int:
         runs[0] += 1
-        if runs[0] == hot:
+        if runs[0] >= hot:
             on_hot()
         for idx, insn, snip in plan:  # the engine reads idx, insn and vt from this frame
             if snip is not None:

@@ -577,6 +577,8 @@ class LoongArch64(ArchModel):
                 return
         meta["priv"] = _is_priv(w)
         meta["fp"] = fp
+        h = _dispatch(w)  # the instruction's own emitter, if SLEIGH's P-code is not used
+        meta["ov"] = h.__name__ if h is not None else None  # a name: meta goes to the disk cache
 
     def is_terminator(self, insn: Insn) -> bool:
         w = insn.meta.get("w", 0)
@@ -590,7 +592,7 @@ class LoongArch64(ArchModel):
 
     def needs_codegen(self, insn: Insn) -> bool:
         meta = insn.meta
-        return bool(meta.get("priv") or meta.get("fp")) or _dispatch(meta["w"]) is not None
+        return bool(meta.get("priv") or meta.get("fp")) or meta.get("ov") is not None
 
     def tier0_op(self, insn: Insn) -> Any:
         """Tier 0's own ``fn(R, vt) -> next_pc`` for the commonest overridden instructions
@@ -600,10 +602,10 @@ class LoongArch64(ArchModel):
         if insn.invalid or meta.get("priv") or meta.get("fp"):
             return None
         w = meta["w"]
-        h = _dispatch(w)
-        if h is _ov_bstr:
+        h = meta.get("ov")
+        if h == "_ov_bstr":
             f = _t0_bstr(w)
-        elif h is _ov_shift:
+        elif h == "_ov_shift":
             f = _t0_shift(w)
         else:
             return None
@@ -628,10 +630,10 @@ class LoongArch64(ArchModel):
             em.line(f"if (C[0] & 3) == 3: raise Trap({T_EXC}, {idx}, {EXC_IPE}, 0, None)")
         if insn.meta.get("fp"):
             em.line(f"if not (C[2] & 1): raise Trap({T_EXC}, {idx}, {EXC_FPD}, 0, None)")
-        h = _dispatch(w)
+        h = insn.meta.get("ov")
         if h is None:
             return False
-        h(self, em, w)
+        _OVERRIDES[h](self, em, w)
         return True
 
     def userop(self, em: BlockEmitter, name: str, args: list[str], p: POp) -> str | None:
@@ -1038,6 +1040,9 @@ def _dispatch(w: int) -> Any:
     if (w >> 10) in (0x10, 0x11):
         return _ov_revh
     return None
+
+
+_OVERRIDES = {name: f for name, f in globals().items() if name.startswith("_ov_")}
 
 
 def _fclass(v: int, size: int) -> int:
