@@ -143,3 +143,29 @@ def test_riscv_oracle_uses_its_own_file(cache_dir: Path) -> None:
     assert Machine(arch, Image.load(firmware("riscv64"))).run() == 0
     diskcache.flush_all()
     assert len(list(cache_dir.glob("pcode-*-RISCV*.bin"))) == 1
+
+
+def test_budget_keeps_what_the_last_process_used(cache_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the budget, entries no process used lately are dropped (fuzzing leaves many)."""
+    import marshal
+    import struct
+
+    from kprobesim.engine.pcode import PcodeEngine
+    from kprobesim.engine.pcode import loongarch_const as K
+
+    _run_la()
+    diskcache.flush_all()
+    (path,) = cache_dir.glob("pcode-*-Loongarch*.bin")
+    big = len(marshal.loads(path.read_bytes())[2])
+    assert big > 100
+    monkeypatch.setattr(diskcache, "MAX_CODE", 20)
+    _new_process()
+    e = PcodeEngine("loongarch64", hot_after=0)
+    e.mem_map(0, 0x100000)
+    e.mem_write(0x10000, struct.pack("<2I", 0x02C00484, 0x4C000020))  # addi.d a0,a0,1; ret
+    e.reg_write(K.LA_REG_RA, 0x20000)
+    e.emu_start(0x10000, 0x20000)
+    diskcache.flush_all()
+    code = marshal.loads(path.read_bytes())[2]
+    assert 1 <= len(code) <= 2

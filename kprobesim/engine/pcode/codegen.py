@@ -3,8 +3,10 @@
 A block function has the signature ``fn(R, vt) -> next_pc``: ``R`` is the register file (a list of
 64-bit words, word ``i`` holds register-space bytes ``8*i .. 8*i+7``), ``vt`` the instruction
 count (virtual time) at block entry. Registers a block touches live in locals (``r<word>``) and
-are written back on every exit. Guest exceptions and memory faults raise :class:`Trap` (the
-block writes its locals back first); hooks that stop or redirect raise :class:`Leave`.
+are written back on every exit. Guest exceptions and memory faults raise :class:`Trap`, leaving
+the written registers in the block's locals (the engine copies them from the frame); hooks that
+stop or redirect raise :class:`Leave`. The compact form (``CompileCfg.compact``) keeps registers
+in ``R`` and calls LD/ST for memory: tier 0's one-instruction snippets.
 """
 
 from __future__ import annotations

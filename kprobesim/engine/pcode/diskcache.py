@@ -26,7 +26,11 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 1
-MAX_ENTRIES = 60000  # a file past this is started afresh (stale code from old images)
+# Budgets: past them, a flush keeps only what this process used or added (probe placements and
+# patched code leave many variants nobody runs again; loading them would slow every start).
+MAX_CODE = 3000
+MAX_SHAPES = 5000
+MAX_RUNS = 20000
 _SOURCES = ("arch.py", "codegen.py", "diskcache.py", "engine.py", "loongarch.py",
             "loongarch_const.py", "memory.py", "riscv.py")
 
@@ -71,6 +75,8 @@ class Store:
         self.new_code: dict[Any, tuple[Any, ...]] = {}
         self.runs: dict[Any, int] = {}  # compile key -> tier-0 runs so far (all processes)
         self.runs_source: dict[Any, list[int]] | None = None  # the engine's live counts
+        self.used_code: set[Any] = set()  # keys looked up by this process
+        self.used_shapes: set[Any] = set()
         if path is not None:
             loaded = _read(path)
             if loaded is not None:
@@ -91,8 +97,13 @@ class Store:
         if self.path is None or not (self.new_code or self.new_shapes or live):
             return
         shapes, code, runs = _read(self.path) or ({}, {}, {})
-        if len(code) + len(self.new_code) > MAX_ENTRIES:
-            shapes, code, runs = {}, {}, {}
+        if len(code) + len(self.new_code) > MAX_CODE:
+            code = {k: v for k, v in code.items() if k in self.used_code}
+        if len(shapes) + len(self.new_shapes) > MAX_SHAPES:
+            shapes = {k: v for k, v in shapes.items() if k in self.used_shapes}
+        if len(runs) + len(live) > MAX_RUNS:
+            touched = self.runs_source or {}
+            runs = {k: n for k, n in runs.items() if k in touched}
         for k, n in live.items():
             runs[k] = max(runs.get(k, 0), n)
         from .codegen import pack_insns

@@ -3,10 +3,12 @@
 Most blocks of a short run (start-up code, one-time set-up) execute once or a few times;
 generating and compiling Python for them costs far more than interpreting their P-code. A new
 block therefore starts here, and the engine compiles it (:mod:`.codegen`) once it has run
-``hot_after`` times. The semantics mirror the code generator's op for op; instructions the
-architecture emits specially (privileged, CSR, atomics, ... : ``ArchModel.needs_codegen``) run
-as compiled one-instruction snippets in the compact tier, so there is one definition of each.
-Registers live in the register file ``R`` throughout, as in the compact tier.
+``hot_after`` times. The semantics mirror the code generator's op for op. Instructions the
+architecture emits itself (privileged, CSR, atomics, ...: ``ArchModel.needs_codegen``) run as
+compiled one-instruction snippets in the code generator's compact form, or, for the commonest
+(``ArchModel.tier0_op``: LoongArch bit-field and shift ops), as the architecture's own Python
+functions. Registers live in the register file ``R`` throughout. Both tiers are checked against
+QEMU and against each other (tests/engine).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import types
 from typing import TYPE_CHECKING, Any
 
-from .codegen import HELPERS, Insn, OpCode, POp, Trap
+from .codegen import HELPERS, Insn, OpCode, POp
 
 if TYPE_CHECKING:  # pragma: no cover
     from .arch import ArchModel
@@ -283,6 +285,7 @@ def block_runner(interp: Interpreter, insns: list[Insn], snippets: list[Any], ru
     plan = list(zip(range(len(insns)), insns, snippets, strict=True))
     last = insns[-1]
     end = last.addr + last.length
+
     def run(R: list[int], vt: int) -> int:
         runs[0] += 1
         if runs[0] >= hot:
@@ -305,4 +308,4 @@ RUN_CODE = next(c for c in block_runner.__code__.co_consts
                 if isinstance(c, types.CodeType) and c.co_name == "run")
 
 
-__all__ = ["RUN_CODE", "Interpreter", "Trap", "block_runner", "interpretable"]
+__all__ = ["RUN_CODE", "Interpreter", "block_runner", "interpretable"]
