@@ -306,8 +306,8 @@ class PcodeEngine:
             code = f.f_code
             info = _CODE_INFO.get(code)
             if info is not None:
-                idx = bisect.bisect_right(info[1], f.f_lineno) - 1
-                return f.f_locals["vt"], idx, f, info[0][idx]
+                idx = bisect.bisect_right(info[1], f.f_lineno) - 1  # -1: before the first
+                return f.f_locals["vt"], idx, f, info[0][max(idx, 0)]
             if code is RUN_CODE:
                 loc = f.f_locals
                 return loc["vt"], loc["idx"], f, loc["insn"].addr
