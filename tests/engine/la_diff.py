@@ -1,9 +1,11 @@
 """Differential testing of the LoongArch P-code engine against qemu-loongarch64.
 
 A seeded generator builds random instruction sequences (every integer instruction class, forward
-branches, memory accesses into a scratch block). Each sequence is wrapped in a prologue that loads
-all registers from a context block and an epilogue that stores them back, and runs unchanged under
-both ``qemu-loongarch64`` (many sequences per process through ``la_runner.c``) and the engine.
+branches, memory accesses into a scratch block, and the scalar floating-point arithmetic,
+min/max, classification and conversion instructions on special and random values). Each
+sequence is wrapped in a prologue that loads all registers from a context block and an epilogue
+that stores them back, and runs unchanged under both ``qemu-loongarch64`` (many sequences per
+process through ``la_runner.c``) and the engine.
 """
 
 from __future__ import annotations
@@ -85,9 +87,25 @@ class Gen:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
 
+    F64 = [0, 1 << 63, 0x3FF0000000000000, 0xBFF8000000000000, 0x7FF0000000000000,
+           0xFFF0000000000000, 0x7FF8000000000000, 0x7FF0000000000001, 1, 0x000FFFFFFFFFFFFF,
+           0x41E0000000000000, 0xC1E0000000000000, 0x43E0000000000000, 0x3FE0000000000000,
+           0x3FF8000000000000, 0x4004000000000000]
+    F32 = [0, 0x80000000, 0x3F800000, 0xBFC00000, 0x7F800000, 0xFF800000, 0x7FC00000,
+           0x7F800001, 1, 0x007FFFFF, 0x4F000000, 0xCF000000, 0x5F000000, 0x3F000000,
+           0x3FC00000, 0x40200000]
+
     def val(self) -> int:
         r = self.rng
-        k = r.randrange(14)
+        k = r.randrange(18)
+        if k == 14:  # special and boundary doubles (zeros, infinities, NaNs, 2**31, 2**63, ...)
+            return r.choice(self.F64)
+        if k == 15:  # the same for singles, in the low word
+            return r.getrandbits(32) << 32 | r.choice(self.F32)
+        if k == 16:
+            return struct.unpack("<Q", struct.pack("<d", r.uniform(-1e6, 1e6)))[0]
+        if k == 17:
+            return r.getrandbits(32) << 32 | struct.unpack("<I", struct.pack("<f", r.uniform(-1e6, 1e6)))[0]
         if k == 0:
             return r.choice([0, 1, M64, 1 << 63, (1 << 63) - 1, 2, 0xFFFFFFFF, 0x80000000])
         if k == 1:
@@ -129,9 +147,24 @@ class Gen:
         r = self.rng
         k = r.choices(
             ["alu3", "alu2", "imm", "shift", "bits", "upper", "mem", "memx", "ptr", "llsc",
-             "am", "bound", "br", "brz", "b", "jirl", "div"],
-            weights=[14, 6, 8, 5, 6, 5, 6, 4, 3, 2, 4, 2, 4, 2, 1, 1, 4])[0]
+             "am", "bound", "br", "brz", "b", "jirl", "div", "fp"],
+            weights=[14, 6, 8, 5, 6, 5, 6, 4, 3, 2, 4, 2, 4, 2, 1, 1, 4, 6])[0]
         return getattr(self, "g_" + k)()
+
+    def g_fp(self) -> list:
+        """Two GPRs into FPRs, one FP op, the result back into a GPR (low word for singles)."""
+        r = self.rng
+        fa, fb, fd = r.randrange(32), r.randrange(32), r.randrange(32)
+        out = [A.MOVGR2FR_D << 10 | self.src() << 5 | fa, A.MOVGR2FR_D << 10 | self.src() << 5 | fb]
+        if r.random() < 0.4:
+            name = r.choice(list(A.FP3))
+            out.append(A.FP3[name] << 15 | fb << 10 | fa << 5 | fd)
+        else:
+            name = r.choice(list(A.FP2))
+            out.append(A.FP2[name] << 10 | fa << 5 | fd)
+        move = A.MOVFR2GR_S if A.fp_single_result(name) else A.MOVFR2GR_D
+        out.append(move << 10 | fd << 5 | self.dst())
+        return out
 
     def g_alu3(self) -> list:
         return [A.r3(self.rng.choice(self.ALU3), self.dst(), self.src(), self.src())]
@@ -370,6 +403,7 @@ class EngineRunner:
         self.e.mem_map(CODE, 0x10000)
         self.e.mem_map(SCR, MEM)
         self.e.mem_map(CTX, 0x1000)
+        self.e.reg_write(K.LA_REG_CSR_BASE + K.CSR_EUEN, 1)  # the FPU on, as in user mode
 
     def run(self, s: Seq) -> tuple[list[int], bytes]:
         e, K = self.e, self.K

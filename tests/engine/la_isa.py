@@ -57,6 +57,35 @@ SHI = {  # name -> (opcode, field width)
     "srli.d": (0x45 << 16, 6), "srai.w": (0x91 << 15, 5), "srai.d": (0x49 << 16, 6),
     "rotri.w": (0x99 << 15, 5), "rotri.d": (0x4D << 16, 6),
 }
+# Floating point (the FPU is enabled in both runners): three-register ops op[31:15], two-register
+# ops op[31:10]; the FPR<->GPR moves carry operands in and results out.
+FP3 = {
+    "fadd.s": 0x201, "fadd.d": 0x202, "fsub.s": 0x205, "fsub.d": 0x206, "fmul.s": 0x209,
+    "fmul.d": 0x20A, "fdiv.s": 0x20D, "fdiv.d": 0x20E, "fmax.s": 0x211, "fmax.d": 0x212,
+    "fmin.s": 0x215, "fmin.d": 0x216, "fmaxa.s": 0x219, "fmaxa.d": 0x21A, "fmina.s": 0x21D,
+    "fmina.d": 0x21E, "fcopysign.s": 0x225, "fcopysign.d": 0x226,
+}
+FP2 = {
+    "fabs.s": 0x4501, "fabs.d": 0x4502, "fneg.s": 0x4505, "fneg.d": 0x4506, "fclass.s": 0x450D,
+    "fclass.d": 0x450E, "fsqrt.s": 0x4511, "fsqrt.d": 0x4512, "fmov.s": 0x4525, "fmov.d": 0x4526,
+    "fcvt.s.d": 0x4646, "fcvt.d.s": 0x4649, "ffint.s.w": 0x4744, "ffint.s.l": 0x4746,
+    "ffint.d.w": 0x4748, "ffint.d.l": 0x474A, "frint.s": 0x4791, "frint.d": 0x4792,
+    **{f"ftint{rm}.{i}.{f}": base | {"w.s": 0x1, "w.d": 0x2, "l.s": 0x9, "l.d": 0xA}[f"{i}.{f}"]
+       for rm, base in (("rm", 0x4680), ("rp", 0x4690), ("rz", 0x46A0), ("rne", 0x46B0), ("", 0x46C0))
+       for i in "wl" for f in "sd"},
+}
+MOVGR2FR_D, MOVFR2GR_S, MOVFR2GR_D = 0x452A, 0x452D, 0x452E
+
+
+def fp_single_result(name: str) -> bool:
+    """Does ``name`` write a single-precision (or 32-bit integer) result to the FPR?"""
+    if name.startswith("ftint"):
+        return ".w." in name
+    if name.startswith(("ffint", "fcvt")):
+        return name.split(".")[1] == "s"
+    return name.endswith(".s")
+
+
 BR16 = {"beq": 0x16, "bne": 0x17, "blt": 0x18, "bge": 0x19, "bltu": 0x1A, "bgeu": 0x1B}
 BR21 = {"beqz": 0x10, "bnez": 0x11}
 BR26 = {"b": 0x14, "bl": 0x15}

@@ -77,7 +77,7 @@ ALIASES = {"move": "or", "nop": "andi", "ret": "jirl", "jr": "jirl", "bgt": "blt
            "blez": "bge"}
 
 
-def test_generator_covers_every_integer_class() -> None:
+def test_generator_covers_every_integer_class_and_the_fp_ops() -> None:
     cs = Cs(CS_ARCH_LOONGARCH, CS_MODE_LOONGARCH64)
     gen = D.Gen(random.Random(SEED))
     seen: set[str] = set()
@@ -87,6 +87,7 @@ def test_generator_covers_every_integer_class() -> None:
             for insn in cs.disasm(struct.pack("<I", w), 0):
                 seen.add(ALIASES.get(insn.mnemonic, insn.mnemonic))
     assert REQUIRED - seen == set()
+    assert (set(A.FP3) | set(A.FP2)) - seen == set()
 
 
 def test_harness_detects_a_wrong_engine(runner: Path) -> None:

@@ -31,8 +31,6 @@ FORMAT = 1
 MAX_CODE = 3000
 MAX_SHAPES = 5000
 MAX_RUNS = 20000
-_SOURCES = ("arch.py", "codegen.py", "diskcache.py", "engine.py", "loongarch.py",
-            "loongarch_const.py", "memory.py", "riscv.py")
 
 
 def cache_dir() -> Path | None:
@@ -52,9 +50,9 @@ def fingerprint() -> str:
 
     h = hashlib.sha256(f"{FORMAT} {sys.version} {pypcode.__version__}".encode())
     here = Path(__file__).resolve().parent
-    for name in _SOURCES:
-        h.update(name.encode())
-        h.update((here / name).read_bytes())
+    for path in sorted(here.glob("*.py")):  # every module of the engine
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 

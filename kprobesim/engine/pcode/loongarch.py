@@ -3,7 +3,9 @@
 SLEIGH (``Loongarch:LE:64:lp64d``) decodes every instruction and gives the semantics of most.
 Instructions are emitted from this module instead where SLEIGH is wrong or where the semantics
 belong to the machine model: CSR access, break/syscall, ertn/idle, ll/sc and AM* (alignment,
-LLbit), bound checks, rdtime, CRC, bstrins/bytepick, division. Memory model: ordinary loads and
+LLbit), bound checks, rdtime, CRC, bstrins/bytepick, division, shifts, and the floating-point
+conversions, rounding and min/max (:mod:`.loongarch_fp`, with QEMU's NaN rules for arithmetic
+too). Memory model: ordinary loads and
 stores may be misaligned (CPUCFG.UAL = 1, as on the 3A5000 and in QEMU); ll/sc and AM* raise ALE
 when misaligned.
 
@@ -47,6 +49,7 @@ from .codegen import (
     Trap,
     mask,
 )
+from .loongarch_fp import HELPERS as FP_HELPERS
 
 GPR = 0x100  # register-space offset of r0
 LLW = 0xB00  # register-file word holding LLbit (outside SLEIGH's register space)
@@ -252,7 +255,7 @@ class LoongArch64(ArchModel):
             "CSRRD": self.csr_read, "CSRWR": self.csr_wr, "CSRXCHG": self.csr_xchg,
             "ERTN": self.ertn, "CPUCFG": self.cpucfg, "RDTIME": self.rdtime,
             "CRC32": crc32, "IOCSRRD": self._iocsr_rd, "IOCSRWR": self._iocsr_wr,
-            "FCLASS": _fclass, "C": self.C, "LLW": LLW,
+            "FCLASS": _fclass, "C": self.C, "LLW": LLW, **FP_HELPERS,
         }
 
     def now(self, vt: int) -> int:
@@ -650,8 +653,8 @@ class LoongArch64(ArchModel):
         if name in ("bound_check_exception", "addr_bound_exception"):
             em.line(f"raise Trap({T_EXC}, {idx}, {EXC_BCE}, 0, {args[0]})")
             return "0"
-        if name == "f_class":
-            return f"FCLASS({args[0]}, {p.ins[0][2]})"
+        if name == "f_class":  # fclass.d passes (fd, fj): the operand is the last
+            return f"FCLASS({args[-1]}, {p.ins[-1][2]})"
         em.trap(T_UNIMPL, repr(name))
         return "0"
 
@@ -999,6 +1002,54 @@ def _ov_revh(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
     _s(em, rd, v)
 
 
+FPR = 0x1000  # register-space offset of f0 (FPRs are the low halves of 32-byte LASX registers)
+FPR_STRIDE = 0x20
+FCSR_RM = "(({fcsr} >> 8) & 3)"
+
+
+def _fpr(em: BlockEmitter, n: int, size: int) -> str:
+    return em.rd_reg(FPR + FPR_STRIDE * n, size)
+
+
+def _rm(em: BlockEmitter) -> str:
+    return FCSR_RM.format(fcsr=em.rd_reg(0x48, 4))
+
+
+def _ov_ftint(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
+    """ftint{rm,rp,rz,rne,}.{w,l}.{s,d} (SLEIGH truncates or leaves round_even unimplemented)."""
+    fd, fj = w & 31, (w >> 5) & 31
+    op10 = w >> 10
+    isize = 4 if op10 & 1 else 8
+    osize = 4 if op10 & 0xF in (0x1, 0x2) else 8
+    mode = {0x468: "3", 0x469: "2", 0x46A: "1", 0x46B: "0"}.get(op10 >> 4) or _rm(em)
+    em.wr_reg(FPR + FPR_STRIDE * fd, osize, f"FTINT({_fpr(em, fj, isize)}, {isize}, {osize}, {mode})")
+
+
+def _ov_ffint(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
+    """ffint.{s,d}.{w,l} (SLEIGH's ffint.s.l converts fd instead of fj)."""
+    fd, fj = w & 31, (w >> 5) & 31
+    op10 = w >> 10
+    osize = 4 if op10 in (0x4744, 0x4746) else 8
+    isize = 4 if op10 in (0x4744, 0x4748) else 8
+    em.wr_reg(FPR + FPR_STRIDE * fd, osize, f"FFINT({_fpr(em, fj, isize)}, {isize}, {osize}, {_rm(em)})")
+
+
+def _ov_frint(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
+    fd, fj = w & 31, (w >> 5) & 31
+    size = 4 if (w >> 10) == 0x4791 else 8
+    em.wr_reg(FPR + FPR_STRIDE * fd, size, f"FRINT({_fpr(em, fj, size)}, {size}, {_rm(em)})")
+
+
+def _ov_fminmax(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
+    """fmax/fmin/fmaxa/fmina.{s,d}: IEEE maxNum/minNum, not the host's max/min."""
+    fd, fj, fk = w & 31, (w >> 5) & 31, (w >> 10) & 31
+    op15 = w >> 15
+    size = 4 if op15 & 1 else 8
+    kind = {0x211: "max", 0x215: "min", 0x219: "maxa", 0x21D: "mina"}[(op15 & ~3) | 1]
+    em.wr_reg(FPR + FPR_STRIDE * fd, size,
+              f"FMINMAX({_fpr(em, fj, size)}, {_fpr(em, fk, size)}, {size}, {kind!r})")
+
+
 def _dispatch(w: int) -> Any:
     if w >> 24 == 0x04:
         return _ov_csr
@@ -1039,6 +1090,15 @@ def _dispatch(w: int) -> Any:
         return _ov_shift
     if (w >> 10) in (0x10, 0x11):
         return _ov_revh
+    op10 = w >> 10
+    if 0x4681 <= op10 <= 0x46CA and op10 & 0xF in (0x1, 0x2, 0x9, 0xA):
+        return _ov_ftint
+    if op10 in (0x4744, 0x4746, 0x4748, 0x474A):
+        return _ov_ffint
+    if op10 in (0x4791, 0x4792):
+        return _ov_frint
+    if op15 in (0x211, 0x212, 0x215, 0x216, 0x219, 0x21A, 0x21D, 0x21E):
+        return _ov_fminmax
     return None
 
 

@@ -1,0 +1,179 @@
+"""LoongArch floating-point semantics SLEIGH gets wrong, as Python helpers for generated code.
+
+Ghidra's LoongArch SLEIGH reads the wrong register for ``ffint.s.l``, leaves ``ftintrne.*`` as a
+user-op, truncates where ``ftintrm/rp`` round, and uses the host's min/max for ``fmax/fmin``.
+These follow the LoongArch reference manual and QEMU (the differential tests' oracle):
+conversions to integer saturate and give 0 for NaN; min/max are IEEE 754-2008 minNum/maxNum
+(a quiet NaN loses to a number; -0 < +0); the rounding mode is FCSR0.RM unless the mnemonic
+names one. Values are raw IEEE bit patterns of ``size`` bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+RNE, RZ, RP, RM = 0, 1, 2, 3  # FCSR0.RM encoding
+_FMT = {4: (struct.Struct("<f"), struct.Struct("<I"), 24), 8: (struct.Struct("<d"), struct.Struct("<Q"), 53)}
+
+
+def _f(v: int, size: int) -> float:
+    f, i, _ = _FMT[size]
+    return f.unpack(i.pack(v & ((1 << (8 * size)) - 1)))[0]
+
+
+def _bits(x: float, size: int) -> int:
+    f, i, _ = _FMT[size]
+    return i.unpack(f.pack(x))[0]
+
+
+def _quiet_bit(size: int) -> int:
+    return 1 << (22 if size == 4 else 51)
+
+
+def _is_nan(v: int, size: int) -> bool:
+    return math.isnan(_f(v, size))
+
+
+def _round(x: float, mode: int) -> int:
+    if mode == RZ:
+        return math.trunc(x)
+    if mode == RP:
+        return math.ceil(x)
+    if mode == RM:
+        return math.floor(x)
+    return round(x)  # Python rounds half to even
+
+
+def ftint(v: int, isize: int, osize: int, mode: int) -> int:
+    """ftint*.{w,l}.{s,d}: float -> signed integer of ``osize`` bytes (saturating; NaN -> 0)."""
+    x = _f(v, isize)
+    if math.isnan(x):
+        return 0
+    hi = (1 << (8 * osize - 1)) - 1
+    lo = -hi - 1
+    if math.isinf(x):
+        r = hi if x > 0 else lo
+    else:
+        r = max(lo, min(hi, _round(x, mode)))
+    return r & ((1 << (8 * osize)) - 1)
+
+
+def ffint(v: int, isize: int, osize: int, mode: int) -> int:
+    """ffint.{s,d}.{w,l}: signed integer -> float, rounded once in ``mode``."""
+    s = 1 << (8 * isize - 1)
+    i = ((v & ((1 << (8 * isize)) - 1)) ^ s) - s
+    if i == 0:
+        return 0
+    neg = i < 0
+    a = -i if neg else i
+    p = _FMT[osize][2]
+    shift = a.bit_length() - p
+    if shift > 0:
+        q, rem = a >> shift, a & ((1 << shift) - 1)
+        half = 1 << (shift - 1)
+        if mode == RNE:
+            up = rem > half or (rem == half and q & 1)
+        elif mode == RZ:
+            up = False
+        else:
+            up = bool(rem) and (mode == RP) != neg
+        a = (q + up) << shift  # at most p + 1 significant bits: exact in the target format
+    x = float(a)
+    return _bits(-x if neg else x, osize)
+
+
+def frint(v: int, size: int, mode: int) -> int:
+    """frint.{s,d}: round to an integral value in the same format (NaN quieted, inf kept)."""
+    x = _f(v, size)
+    if math.isnan(x):
+        return v | _quiet_bit(size)
+    if math.isinf(x):
+        return v
+    return _bits(math.copysign(float(_round(x, mode)), x), size)
+
+
+def fminmax(a: int, b: int, size: int, kind: str) -> int:
+    """fmax/fmin/fmaxa/fmina (IEEE 754-2008 maxNum/minNum, by magnitude for the -a forms)."""
+    x, y = _f(a, size), _f(b, size)
+    an, bn = math.isnan(x), math.isnan(y)
+    if an or bn:
+        q = _quiet_bit(size)
+        sa, sb = an and not a & q, bn and not b & q
+        if not (sa or sb):
+            if not an:
+                return a
+            if not bn:
+                return b
+        r = a if (sa or (an and not sb)) else b
+        return r | q
+    if kind in ("maxa", "mina") and abs(x) != abs(y):
+        bigger = a if abs(x) > abs(y) else b
+        smaller = b if bigger == a else a
+        return bigger if kind == "maxa" else smaller
+    sign = 1 << (8 * size - 1)
+    if x == y:  # equal, or +0 and -0: max takes the positive, min the negative
+        if kind in ("max", "maxa"):
+            return a if not a & sign else b
+        return a if a & sign else b
+    if kind in ("max", "maxa"):
+        return a if x > y else b
+    return a if x < y else b
+
+
+def _default_nan(size: int) -> int:
+    return 0x7FC00000 if size == 4 else 0x7FF8000000000000
+
+
+def _pick_nan(a: int, b: int, size: int) -> int:
+    """The NaN an operation with a NaN operand returns: a signalling one first, then ``a``'s
+    (QEMU's LoongArch rule), quietened."""
+    q = _quiet_bit(size)
+    an, bn = _is_nan(a, size), _is_nan(b, size)
+    if an and not a & q:
+        r = a
+    elif bn and not b & q:
+        r = b
+    else:
+        r = a if an else b
+    return (r | q) & ((1 << (8 * size)) - 1)
+
+
+def _result(x: float, size: int) -> int:
+    """A computed value as ``size`` bytes: an invalid operation gives the default NaN."""
+    if math.isnan(x):
+        return _default_nan(size)
+    try:
+        return _bits(x, size)
+    except OverflowError:  # beyond single precision: rounds to infinity
+        return _bits(math.copysign(math.inf, x), size)
+
+
+def _arith(fn: Any) -> Any:
+    def op(a: int, b: int, size: int) -> int:
+        if _is_nan(a, size) or _is_nan(b, size):
+            return _pick_nan(a, b, size)
+        x, y = _f(a, size), _f(b, size)
+        try:
+            return _result(fn(x, y), size)
+        except ZeroDivisionError:
+            if x == 0:
+                return _default_nan(size)
+            return _bits(math.copysign(math.inf, x) * math.copysign(1.0, y), size)
+
+    return op
+
+
+def fsqrt(a: int, size: int) -> int:
+    if _is_nan(a, size):
+        return _pick_nan(a, a, size)
+    x = _f(a, size)
+    return _default_nan(size) if x < 0 else _bits(math.sqrt(x), size)
+
+
+# Single precision is computed in double and rounded once more: exact for + - * / sqrt.
+HELPERS = {"FTINT": ftint, "FFINT": ffint, "FRINT": frint, "FMINMAX": fminmax,
+           "FADD": _arith(lambda x, y: x + y), "FSUB": _arith(lambda x, y: x - y),
+           "FMUL": _arith(lambda x, y: x * y), "FDIV": _arith(lambda x, y: x / y),
+           "FSQRT": fsqrt}
