@@ -152,16 +152,30 @@ class Gen:
         return getattr(self, "g_" + k)()
 
     def g_fp(self) -> list:
-        """Two GPRs into FPRs, one FP op, the result back into a GPR (low word for singles)."""
+        """GPRs into FPRs, one FP operation, the result back into a GPR (low word for singles;
+        fcmp's condition flag through movcf2gr)."""
         r = self.rng
-        fa, fb, fd = r.randrange(32), r.randrange(32), r.randrange(32)
-        out = [A.MOVGR2FR_D << 10 | self.src() << 5 | fa, A.MOVGR2FR_D << 10 | self.src() << 5 | fb]
-        if r.random() < 0.4:
+        fa, fb, fc, fd = (r.randrange(32) for _ in range(4))
+        out = [A.MOVGR2FR_D << 10 | self.src() << 5 | f for f in (fa, fb, fc)]
+        k = r.random()
+        if k < 0.3:
             name = r.choice(list(A.FP3))
             out.append(A.FP3[name] << 15 | fb << 10 | fa << 5 | fd)
-        else:
+        elif k < 0.65:
             name = r.choice(list(A.FP2))
             out.append(A.FP2[name] << 10 | fa << 5 | fd)
+        elif k < 0.8:
+            name = r.choice(list(A.FP4))
+            out.append(A.FP4[name] << 20 | fc << 15 | fb << 10 | fa << 5 | fd)
+        elif k < 0.93:
+            cd = r.randrange(8)
+            op = A.FCMP[r.choice(list(A.FCMP))]
+            out.append(op << 20 | r.choice(list(A.FCMP_CONDS.values())) << 15 | fb << 10 | fa << 5 | cd)
+            return out + [A.MOVCF2GR << 10 | cd << 5 | self.dst()]
+        else:
+            name, ca = "fsel.d", r.randrange(8)
+            out.append(A.MOVFR2CF << 10 | fc << 5 | ca)
+            out.append(A.FSEL << 20 | ca << 15 | fb << 10 | fa << 5 | fd)
         move = A.MOVFR2GR_S if A.fp_single_result(name) else A.MOVFR2GR_D
         out.append(move << 10 | fd << 5 | self.dst())
         return out

@@ -74,7 +74,19 @@ FP2 = {
        for rm, base in (("rm", 0x4680), ("rp", 0x4690), ("rz", 0x46A0), ("rne", 0x46B0), ("", 0x46C0))
        for i in "wl" for f in "sd"},
 }
+FP4 = {  # op[31:20] fd, fj, fk, fa
+    "fmadd.s": 0x081, "fmadd.d": 0x082, "fmsub.s": 0x085, "fmsub.d": 0x086, "fnmadd.s": 0x089,
+    "fnmadd.d": 0x08A, "fnmsub.s": 0x08D, "fnmsub.d": 0x08E,
+}
+FCMP = {"fcmp.s": 0x0C1, "fcmp.d": 0x0C2}  # op[31:20], cond[19:15], cd[2:0]
+FCMP_CONDS = {
+    "caf": 0x0, "saf": 0x1, "clt": 0x2, "slt": 0x3, "ceq": 0x4, "seq": 0x5, "cle": 0x6, "sle": 0x7,
+    "cun": 0x8, "sun": 0x9, "cult": 0xA, "sult": 0xB, "cueq": 0xC, "sueq": 0xD, "cule": 0xE,
+    "sule": 0xF, "cne": 0x10, "sne": 0x11, "cor": 0x14, "sor": 0x15, "cune": 0x18, "sune": 0x19,
+}
 MOVGR2FR_D, MOVFR2GR_S, MOVFR2GR_D = 0x452A, 0x452D, 0x452E
+MOVFR2CF, MOVCF2GR = 0x4534, 0x4537  # op[31:10]
+FSEL = 0x0D0  # op[31:20] fd, fj, fk, ca[17:15]
 
 
 def fp_single_result(name: str) -> bool:

@@ -1050,6 +1050,31 @@ def _ov_fminmax(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
               f"FMINMAX({_fpr(em, fj, size)}, {_fpr(em, fk, size)}, {size}, {kind!r})")
 
 
+FCC = 0x40  # register-space offset of fcc0 (one byte each)
+
+
+def _ov_fcmp(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
+    """fcmp.cond.{s,d} (SLEIGH gets most conditions wrong)."""
+    cd, fj, fk, cond = w & 7, (w >> 5) & 31, (w >> 10) & 31, (w >> 15) & 31
+    size = 4 if w >> 20 == 0x0C1 else 8
+    em.wr_reg(FCC + cd, 1, f"FCMP({_fpr(em, fj, size)}, {_fpr(em, fk, size)}, {size}, {cond})")
+
+
+def _ov_movcf2gr(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
+    """movcf2gr rd, cj: rd = fcc[cj], zero-extended (SLEIGH keeps rd's upper bits)."""
+    _s(em, w & 31, f"({em.rd_reg(FCC + ((w >> 5) & 7), 1)} & 1)")
+
+
+def _ov_fma(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
+    """f[n]madd / f[n]msub .{s,d}: fused (SLEIGH adds the register number fa, unrounded)."""
+    fd, fj, fk, fa = w & 31, (w >> 5) & 31, (w >> 10) & 31, (w >> 15) & 31
+    top = w >> 20
+    size = 4 if top & 1 else 8
+    op = (1 if top & 4 else 0) | (2 if top & 8 else 0)  # fmsub: bit 2; fnm*: bit 3
+    em.wr_reg(FPR + FPR_STRIDE * fd, size,
+              f"FMA({_fpr(em, fj, size)}, {_fpr(em, fk, size)}, {_fpr(em, fa, size)}, {size}, {op})")
+
+
 def _dispatch(w: int) -> Any:
     if w >> 24 == 0x04:
         return _ov_csr
@@ -1099,6 +1124,12 @@ def _dispatch(w: int) -> Any:
         return _ov_frint
     if op15 in (0x211, 0x212, 0x215, 0x216, 0x219, 0x21A, 0x21D, 0x21E):
         return _ov_fminmax
+    if w >> 20 in (0x0C1, 0x0C2) and not (w >> 3) & 3:
+        return _ov_fcmp
+    if op10 == 0x4537:
+        return _ov_movcf2gr
+    if w >> 20 in (0x081, 0x082, 0x085, 0x086, 0x089, 0x08A, 0x08D, 0x08E):
+        return _ov_fma
     return None
 
 

@@ -1,10 +1,13 @@
 """LoongArch floating-point semantics SLEIGH gets wrong, as Python helpers for generated code.
 
 Ghidra's LoongArch SLEIGH reads the wrong register for ``ffint.s.l``, leaves ``ftintrne.*`` as a
-user-op, truncates where ``ftintrm/rp`` round, and uses the host's min/max for ``fmax/fmin``.
-These follow the LoongArch reference manual and QEMU (the differential tests' oracle):
-conversions to integer saturate and give 0 for NaN; min/max are IEEE 754-2008 minNum/maxNum
-(a quiet NaN loses to a number; -0 < +0); the rounding mode is FCSR0.RM unless the mnemonic
+user-op, truncates where ``ftintrm/rp`` round, uses the host's min/max for ``fmax/fmin``, adds
+the register *number* in ``fmadd``, and gets most ``fcmp`` conditions wrong. These follow the
+LoongArch reference manual and QEMU (the differential tests' oracle): conversions to integer
+saturate and give 0 for NaN; min/max are IEEE 754-2008 minNum/maxNum (a quiet NaN loses to a
+number; -0 < +0); fused multiply-add rounds once; an operation with a NaN operand returns that
+NaN quietened (a signalling one first; for fmadd the addend first), one with none that is
+invalid returns the positive default NaN; the rounding mode is FCSR0.RM unless the mnemonic
 names one. Values are raw IEEE bit patterns of ``size`` bytes.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import math
 import struct
+from fractions import Fraction
 from typing import Any
 
 RNE, RZ, RP, RM = 0, 1, 2, 3  # FCSR0.RM encoding
@@ -172,8 +176,73 @@ def fsqrt(a: int, size: int) -> int:
     return _default_nan(size) if x < 0 else _bits(math.sqrt(x), size)
 
 
+def fcmp(a: int, b: int, size: int, cond: int) -> int:
+    """fcmp.cond.{s,d}: cond[4:1] selects less (1), equal (2), unordered (4), not equal (8)."""
+    c = cond >> 1
+    x, y = _f(a, size), _f(b, size)
+    if math.isnan(x) or math.isnan(y):
+        return int(bool(c & 4))
+    if x == y:
+        return int(bool(c & 2))
+    return int(bool(c & 8 or (c & 1 and x < y)))
+
+
+def _round_fraction(v: Fraction, size: int) -> float:
+    """``v`` rounded to nearest-even in the format of ``size`` bytes (may overflow to inf)."""
+    if size == 8:
+        try:
+            return float(v)  # correctly rounded
+        except OverflowError:
+            return -math.inf if v < 0 else math.inf
+    neg, a = v < 0, abs(v)
+    e = a.numerator.bit_length() - a.denominator.bit_length()  # then 2**e <= a < 2**(e+1)
+    if Fraction(2) ** e > a:
+        e -= 1
+    k = 23 - max(e, -126)  # 24 significant bits; subnormals keep the 2**-149 quantum
+    scaled = a * Fraction(2) ** k
+    m, rem = divmod(scaled.numerator, scaled.denominator)
+    if 2 * rem > scaled.denominator or (2 * rem == scaled.denominator and m & 1):
+        m += 1
+    x = math.ldexp(float(m), -k)
+    if x > 3.4028234663852886e38:  # FLT_MAX
+        x = math.inf
+    return -x if neg else x
+
+
+def fma(j: int, k: int, a: int, size: int, op: int) -> int:
+    """fmadd (0), fmsub (1), fnmadd (2), fnmsub (3): (j * k +- a), negated for fnm*, rounded
+    once."""
+    x, y, z = _f(j, size), _f(k, size), _f(a, size)
+    if math.isnan(x) or math.isnan(y) or math.isnan(z):
+        q = _quiet_bit(size)
+        nans = [v for v in (a, j, k) if _is_nan(v, size)]  # QEMU's rule: the addend first
+        snans = [v for v in nans if not v & q]
+        if (math.isinf(x) and y == 0) or (x == 0 and math.isinf(y)):
+            return _default_nan(size)
+        return ((snans or nans)[0] | q) & ((1 << (8 * size)) - 1)
+    if (math.isinf(x) and y == 0) or (x == 0 and math.isinf(y)):
+        return _default_nan(size)
+    if op & 1:
+        z = -z
+    if math.isinf(x) or math.isinf(y) or math.isinf(z):
+        r = x * y + z
+        if math.isnan(r):
+            return _default_nan(size)
+    else:
+        exact = Fraction(x) * Fraction(y) + Fraction(z)
+        if exact == 0:
+            prod_neg = math.copysign(1.0, x) * math.copysign(1.0, y) < 0
+            both_neg = prod_neg and math.copysign(1.0, z) < 0 and x * y == 0 and z == 0
+            r = -0.0 if both_neg else 0.0
+        else:
+            r = _round_fraction(exact, size)
+    if op & 2:
+        r = -r
+    return _result(r, size)
+
+
 # Single precision is computed in double and rounded once more: exact for + - * / sqrt.
-HELPERS = {"FTINT": ftint, "FFINT": ffint, "FRINT": frint, "FMINMAX": fminmax,
+HELPERS = {"FCMP": fcmp, "FMA": fma, "FTINT": ftint, "FFINT": ffint, "FRINT": frint, "FMINMAX": fminmax,
            "FADD": _arith(lambda x, y: x + y), "FSUB": _arith(lambda x, y: x - y),
            "FMUL": _arith(lambda x, y: x * y), "FDIV": _arith(lambda x, y: x / y),
            "FSQRT": fsqrt}
