@@ -12,8 +12,9 @@ SLEIGH specification are not counted):
   the cache, see kprobesim/engine/pcode/diskcache.py);
 - warm: a later machine in the same process (tests, fuzzing, compare).
 
-Each is measured ``--repeat`` times; best and median are printed (this machine's timings vary
-by tens of percent from run to run).
+Each is measured ``--repeat`` times; best and median are printed. Timings on a shared machine
+vary by tens of percent from minute to minute, so the run starts and ends with a reference: a
+plain Python loop (2,000,000 additions; ~140 ms on an idle machine of this project's class).
 """
 
 from __future__ import annotations
@@ -82,6 +83,18 @@ def rate(samples: list[tuple[int, float]]) -> str:
     return f"{rates[-1]:6.2f} (median {statistics.median(rates):5.2f})"
 
 
+def reference() -> float:
+    """Milliseconds for a plain Python loop (best of 5): how fast this machine is right now."""
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        s = 0
+        for j in range(2_000_000):
+            s += j
+        best = min(best, time.perf_counter() - t)
+    return best * 1000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
@@ -90,6 +103,7 @@ def main() -> None:
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
+    print(f"reference loop: {reference():.0f} ms")
     print(f"M guest instructions/s, best of {args.repeat} (median)")
     print(f"{'':28s} {'insns':>7s}  {'first run':>20s}  {'disk cache':>20s}  {'warm':>20s}")
     best = {}
@@ -104,6 +118,7 @@ def main() -> None:
     la = best["loongarch64 kernel, P-code"]
     print(f"warm: P-code/Unicorn on the riscv64 kernel {rv_pc / rv_uc:.3f}x; "
           f"loongarch64/riscv64 P-code {la / rv_pc:.2f}x")
+    print(f"reference loop: {reference():.0f} ms")
 
 
 if __name__ == "__main__":

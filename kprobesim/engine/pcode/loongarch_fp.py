@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import math
 import struct
-from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fractions import Fraction
 
 RNE, RZ, RP, RM = 0, 1, 2, 3  # FCSR0.RM encoding
 _FMT = {4: (struct.Struct("<f"), struct.Struct("<I"), 24), 8: (struct.Struct("<d"), struct.Struct("<Q"), 53)}
@@ -194,6 +196,8 @@ def _round_fraction(v: Fraction, size: int) -> float:
             return float(v)  # correctly rounded
         except OverflowError:
             return -math.inf if v < 0 else math.inf
+    from fractions import Fraction  # only fused multiply-add needs exact arithmetic
+
     neg, a = v < 0, abs(v)
     e = a.numerator.bit_length() - a.denominator.bit_length()  # then 2**e <= a < 2**(e+1)
     if Fraction(2) ** e > a:
@@ -229,6 +233,8 @@ def fma(j: int, k: int, a: int, size: int, op: int) -> int:
         if math.isnan(r):
             return _default_nan(size)
     else:
+        from fractions import Fraction
+
         exact = Fraction(x) * Fraction(y) + Fraction(z)
         if exact == 0:
             prod_neg = math.copysign(1.0, x) * math.copysign(1.0, y) < 0
