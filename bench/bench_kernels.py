@@ -14,7 +14,8 @@ SLEIGH specification are not counted):
 
 Each is measured ``--repeat`` times; best and median are printed. Timings on a shared machine
 vary by tens of percent from minute to minute, so the run starts and ends with a reference: a
-plain Python loop (2,000,000 additions; ~140 ms on an idle machine of this project's class).
+plain Python loop (2,000,000 additions: 50-100 ms on this project's machines, the lower the
+quieter).
 """
 
 from __future__ import annotations
