@@ -7,12 +7,9 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import lief
+from typing import Any
 
 from .errors import ImageError, ProbeError
-
-lief.logging.disable()
 
 ELF_MACHINES = {"riscv64": 243, "x86_64": 62, "loongarch64": 258}
 _MACHINE_NAMES = {v: k for k, v in ELF_MACHINES.items()}
@@ -101,6 +98,7 @@ class Image:
             raise ImageError(f"{path}: ELF machine {machine} is not riscv64, loongarch64 or x86_64")
         if arch is not None and arch != found:
             raise ImageError(f"{path}: ELF is for {found}, not {arch}")
+        lief = _lief()
         elf = lief.ELF.parse(list(data))
         if elf is None:
             raise ImageError(f"{path}: malformed ELF")
@@ -189,6 +187,15 @@ class Image:
     def span(self) -> tuple[int, int]:
         """Lowest and highest guest address the image occupies."""
         return min(s.addr for s in self.segments), max(s.addr + s.memsz for s in self.segments)
+
+
+def _lief() -> Any:
+    """lief, imported when an ELF is first loaded (importing it takes ~0.5 s; raw images and
+    runs that never load an ELF do without)."""
+    import lief
+
+    lief.logging.disable()
+    return lief
 
 
 def _dedupe(syms: list[Symbol]) -> list[Symbol]:
