@@ -14,24 +14,16 @@ names one. Values are raw IEEE bit patterns of ``size`` bytes.
 from __future__ import annotations
 
 import math
-import struct
 from typing import TYPE_CHECKING, Any
+
+from .codegen import _f
+from .codegen import _fb as _bits
 
 if TYPE_CHECKING:  # pragma: no cover
     from fractions import Fraction
 
 RNE, RZ, RP, RM = 0, 1, 2, 3  # FCSR0.RM encoding
-_FMT = {4: (struct.Struct("<f"), struct.Struct("<I"), 24), 8: (struct.Struct("<d"), struct.Struct("<Q"), 53)}
-
-
-def _f(v: int, size: int) -> float:
-    f, i, _ = _FMT[size]
-    return f.unpack(i.pack(v & ((1 << (8 * size)) - 1)))[0]
-
-
-def _bits(x: float, size: int) -> int:
-    f, i, _ = _FMT[size]
-    return i.unpack(f.pack(x))[0]
+_PRECISION = {4: 24, 8: 53}  # significand bits
 
 
 def _quiet_bit(size: int) -> int:
@@ -74,7 +66,7 @@ def ffint(v: int, isize: int, osize: int, mode: int) -> int:
         return 0
     neg = i < 0
     a = -i if neg else i
-    p = _FMT[osize][2]
+    p = _PRECISION[osize]
     shift = a.bit_length() - p
     if shift > 0:
         q, rem = a >> shift, a & ((1 << shift) - 1)
@@ -147,13 +139,9 @@ def _pick_nan(a: int, b: int, size: int) -> int:
 
 
 def _result(x: float, size: int) -> int:
-    """A computed value as ``size`` bytes: an invalid operation gives the default NaN."""
-    if math.isnan(x):
-        return _default_nan(size)
-    try:
-        return _bits(x, size)
-    except OverflowError:  # beyond single precision: rounds to infinity
-        return _bits(math.copysign(math.inf, x), size)
+    """A computed value as ``size`` bytes: an invalid operation gives the default NaN (beyond
+    single precision, a value rounds to infinity)."""
+    return _default_nan(size) if math.isnan(x) else _bits(x, size)
 
 
 def _arith(fn: Any) -> Any:
