@@ -847,6 +847,13 @@ class PcodeEngine:
         self._hot.add(key)
         self._blocks.pop(key, None)
 
+    def _cached(self, ckey: Any) -> Any:
+        """Compiled code for ``ckey`` from before (noted as used, for the disk cache's budget)."""
+        hit = self._code_cache.get(ckey)
+        if hit is not None:
+            self._store.used_code.add(ckey)
+        return hit
+
     def _remember(self, ckey: Any, hit: Any) -> None:
         if len(self._code_cache) > _CODE_CACHE_MAX:
             self._code_cache.clear()
@@ -872,12 +879,10 @@ class PcodeEngine:
                     items.append((idx, insn))
         if items:
             ckey = (arch.lang, "snippets", tuple((i, n.addr, n.raw) for i, n in items))
-            hit = self._code_cache.get(ckey)
+            hit = self._cached(ckey)
             if hit is None:
                 hit = compile_snippets(arch, items)
                 self._remember(ckey, hit)
-            else:
-                self._store.used_code.add(ckey)
             ns = self._define(hit[0])
             for (idx, _), name in zip(items, hit[2], strict=True):
                 snippets[idx] = ns[name]
@@ -984,9 +989,7 @@ class PcodeEngine:
         ckey = (arch.lang, pc, code, hooked, cfg.block_hook, len(pcs))
         # compiled code from before (this engine, another, or the disk cache) runs at once;
         # otherwise a block starts in tier 0 until it has run hot_after times
-        hit = self._code_cache.get(ckey)
-        if hit is not None:
-            self._store.used_code.add(ckey)
+        hit = self._cached(ckey)
         insns = shape[4]
         if insns is None and hit is None:  # shape known from the disk cache only
             insns = shape[4] = unpack_insns(shape[5])
