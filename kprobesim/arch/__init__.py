@@ -7,6 +7,7 @@ through it for the engine, the board, trap delivery and the kprobe instruction l
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,13 @@ from ..errors import UsageError
 if TYPE_CHECKING:
     from ..board import Device
     from ..machine import Machine
+
+# In a source tree the arch packages live in the top-level ``arch/`` folder, beside this package:
+# put it on this package's path so the bare tree (and any worktree of it) imports its own arch code
+# before an installed copy's.
+_SOURCE_ARCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "arch")
+if os.path.isfile(os.path.join(_SOURCE_ARCH, "riscv64", "__init__.py")):
+    __path__.insert(0, _SOURCE_ARCH)  # noqa: F821 (a package's __path__)
 
 ARCH_NAMES = ("riscv64", "loongarch64", "x86_64")
 
