@@ -45,6 +45,8 @@ class Image:
     entry: int
     segments: list[Segment]
     symbols: list[Symbol] = field(default_factory=list)
+    #: The ELF's ``.BTF`` section, when it has one.
+    btf_section: bytes | None = None
 
     def __post_init__(self) -> None:
         self.symbols.sort(key=lambda s: (s.addr, s.name))
@@ -83,7 +85,8 @@ class Image:
             syms = _read_system_map(Path(symbols)) if symbols else []
             image = cls(path, arch, base if entry is None else entry, [Segment(base, head, len(head))], syms)
         if symbols and head[:4] == _ELF_MAGIC:
-            image = cls(image.path, image.arch, image.entry, image.segments, _read_system_map(Path(symbols)))
+            image = cls(image.path, image.arch, image.entry, image.segments, _read_system_map(Path(symbols)),
+                        image.btf_section)
         return image
 
     @classmethod
@@ -119,7 +122,20 @@ class Image:
             if s.shndx == 0:  # undefined
                 continue
             syms.append(Symbol(s.name, s.value, s.size, s.type == lief.ELF.Symbol.TYPE.FUNC))
-        return cls(path, found, elf.header.entrypoint, segments, _dedupe(syms))
+        btf = elf.get_section(".BTF")
+        blob = bytes(btf.content) if btf is not None and btf.size else None
+        return cls(path, found, elf.header.entrypoint, segments, _dedupe(syms), blob)
+
+    def btf_data(self) -> bytes | None:
+        """The kernel's raw BTF: the ELF's ``.BTF`` section, else a ``.btf`` file beside the image
+        (``kernel.elf``/``kernel.bin`` -> ``kernel.btf``, as the bundled firmware ships it)."""
+        if self.btf_section:
+            return self.btf_section
+        side = self.path.with_suffix(".btf")
+        try:
+            return side.read_bytes() if side != self.path and side.is_file() else None
+        except OSError as e:
+            raise ImageError(f"{side}: cannot read: {e.strerror}") from None
 
     # -- symbols ------------------------------------------------------------------------------
     def symbol(self, name: str) -> Symbol:

@@ -122,6 +122,10 @@ class Machine:
         self._port_hooks = False
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
+        #: Where the target kernel's raw BTF comes from (see :attr:`btf`); a guest-OS module may
+        #: replace it, e.g. to find a Linux image's ``.BTF`` in guest memory.
+        self.btf_source: Callable[[], bytes | None] = image.btf_data
+        self._btf: Any = None
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
@@ -489,6 +493,26 @@ class Machine:
     ) -> Kretprobe:
         """Place a kretprobe on a function."""
         return self.probes.register_kretprobe(spec, handler, entry, maxactive, name)
+
+    @property
+    def btf(self) -> Any:
+        """The target kernel's BTF (a :class:`~kprobesim.ebpf.btf.Btf`), or None when it has none.
+
+        The one place that answers "the target's BTF" (CO-RE relocations, typed globals, ksyms):
+        it parses what :attr:`btf_source` returns once (by default the image's ``.BTF`` section
+        or the ``kernel.btf`` beside it). Malformed BTF raises :class:`ImageError`.
+        """
+        if self._btf is None:
+            from .ebpf.btf import Btf, BtfError
+
+            raw = self.btf_source()
+            if raw is None:
+                return None
+            try:
+                self._btf = Btf.parse(raw)
+            except BtfError as e:
+                raise ImageError(f"{self.image.path}: kernel BTF: {e}") from None
+        return self._btf
 
     def load_bpf(self, path: str | Path) -> Any:
         """Load an eBPF object and attach its programs by section (``kprobe/SYM``, ...)."""
