@@ -182,6 +182,11 @@ class Machine:
         self.on_mem_fault("store", addr, self.pc)
         self.engine.emu_stop()
 
+    @property
+    def sim_end(self) -> int:
+        """The end of the simulator-owned pages (they start at the arch's ``sim_base``)."""
+        return self.arch.sim_base + sum(SIM_POOL.values())
+
     def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
         """Simulator-owned pages outside RAM (kprobe slots: read+execute, never guest-writable)."""
         size = (size + PAGE - 1) & ~(PAGE - 1)
