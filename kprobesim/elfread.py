@@ -72,7 +72,9 @@ def read_header(head: bytes) -> ElfHeader:
 
 def _span(what: str, offset: int, size: int, file_size: int) -> None:
     if offset + size > file_size:
-        raise ElfDamage(f"{what} at file offset {offset:#x} (+{size:#x}) extends past the end of the file ({file_size:#x} bytes)")
+        raise ElfDamage(
+            f"{what} at file offset {offset:#x} (+{size:#x}) extends past the end of the file ({file_size:#x} bytes)"
+        )
 
 
 def read_segments(hdr: ElfHeader, phdrs: bytes, file_size: int) -> list[ElfSegment]:

@@ -226,6 +226,32 @@ class Image:
         return min(s.addr for s in self.segments), max(s.addr + s.memsz for s in self.segments)
 
 
+def load_image(
+    path: str | Path,
+    arch: str | None = None,
+    base: int | None = None,
+    entry: int | None = None,
+    symbols: str | Path | None = None,
+) -> Image:
+    """:meth:`Image.load` with the board's defaults for a raw image, as the command line has them:
+    the load address is the arch's ``default_base`` and a ``System.map`` beside the image is read."""
+    path = Path(path)
+    if arch is not None:
+        from .arch import get_arch
+
+        default_base = get_arch(arch).default_base  # an unknown arch: one clear line before the file
+    with open_regular(path, "kernel image", ImageError) as f:  # only the head: FIFOs, devices refused
+        try:
+            raw = f.read(4) != _ELF_MAGIC
+        except OSError:
+            raw = False  # Image.load names the problem
+    if raw and symbols is None and (path.parent / "System.map").is_file():
+        symbols = path.parent / "System.map"
+    if raw and base is None and arch is not None:
+        base = default_base
+    return Image.load(path, arch=arch, base=base, entry=entry, symbols=symbols)
+
+
 def _ram(arch: str) -> tuple[int, int]:
     from .arch import get_arch
 

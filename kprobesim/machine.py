@@ -32,7 +32,7 @@ from unicorn.unicorn_const import (
 from .arch import Arch, get_arch
 from .board import NEVER, Timer
 from .errors import BudgetExhausted, GuestFault, ImageError, SimError
-from .image import Image
+from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
 
@@ -144,8 +144,9 @@ class Machine:
         step_variant: str | None = None,
         **image_args: Any,
     ) -> Machine:
-        """Load an image (ELF: arch inferred and checked; raw: ``arch`` and ``base`` needed)."""
-        image = Image.load(path, arch=arch, **image_args)
+        """Load an image (ELF: arch inferred and checked; raw: ``arch`` needed, and like the command
+        line ``base`` defaults to the board's and ``symbols`` to a ``System.map`` beside it)."""
+        image = load_image(path, arch=arch, **image_args)
         return cls(get_arch(image.arch or ""), image, console=console, step_variant=step_variant)
 
     # -- memory --------------------------------------------------------------------------------

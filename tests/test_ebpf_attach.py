@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conformance_suite import require_suite
 from fwpaths import ROOT, UNICORN_ARCHES, firmware
 
-from kprobesim.ebpf.conformance import conformance_dir
 from kprobesim.ebpf.loader import BpfError, ctx_reads, load
 from kprobesim.errors import ProbeError
 from kprobesim.machine import Machine
@@ -624,7 +624,7 @@ def test_cli_bpf_text_json_and_stats(objs, run_cli):
 
 
 def test_ebpf_test_verb(run_cli, tmp_path):
-    suite = conformance_dir()
+    suite = require_suite()
     files = [str(suite / n) for n in ("add.data", "lddw.data", "div64-by-zero-reg.data", "call_local.data")]
     code, out, _ = run_cli("ebpf-test", *files)
     assert code == 0 and out.decode().splitlines() == [f"PASS {Path(f).name}" for f in files]

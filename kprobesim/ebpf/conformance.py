@@ -20,11 +20,14 @@ from .errors import AsmError, EbpfError, StopProgram
 from .isa import Insn
 from .vm import VM
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "tests" / "ebpf" / "conformance"
+#: Where a checkout finds the suite by default: ``../shared/ebpf-conformance`` beside the
+#: repository root (the suite is third-party text and is not part of the repository).
+DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "ebpf-conformance"
 
 
 def conformance_dir() -> Path:
-    """The suite's folder: ``$KPROBESIM_CONFORMANCE_DIR``, else the copy in the repository's tests."""
+    """The suite's folder: ``$KPROBESIM_CONFORMANCE_DIR``, else ``../shared/ebpf-conformance``
+    relative to the repository root."""
     env = os.environ.get("KPROBESIM_CONFORMANCE_DIR")
     return Path(env) if env else DEFAULT_DIR
 
