@@ -116,17 +116,18 @@ def _sections(hdr: ElfHeader, data: bytes) -> list[_Section]:
         return []
     _span("section header table", hdr.shoff, hdr.shnum * _SHDR.size, len(data))
     raw = [_SHDR.unpack_from(data, hdr.shoff + i * _SHDR.size) for i in range(hdr.shnum)]
-    for i, (_n, stype, _f, _a, offset, size, *_rest) in enumerate(raw):
-        if stype != SHT_NOBITS and i:
-            _span(f"section {i}", offset, size, len(data))
     names = b""
     if hdr.shstrndx not in (SHN_UNDEF, SHN_XINDEX) and hdr.shstrndx < hdr.shnum:
         s = raw[hdr.shstrndx]
-        names = data[s[4] : s[4] + s[5]] if s[1] == SHT_STRTAB else b""
+        if s[1] == SHT_STRTAB:
+            _span(f"section-name table (section {hdr.shstrndx})", s[4], s[5], len(data))
+            names = data[s[4] : s[4] + s[5]]
     out = []
     for i, (name, stype, flags, addr, offset, size, link, _info, _align, entsize) in enumerate(raw):
-        label = _cstr(names, name) if name < len(names) else None
-        out.append(_Section(i, label or f"#{i}", stype, flags, addr, offset, size, link, entsize))
+        label = (_cstr(names, name) if name < len(names) else None) or f"#{i}"
+        if stype != SHT_NOBITS and i:
+            _span(f"section {i} '{label}'", offset, size, len(data))
+        out.append(_Section(i, label, stype, flags, addr, offset, size, link, entsize))
     return out
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import SimError
 
-
-def open_regular(path: Path, what: str, error: type[SimError]) -> BinaryIO:
+def open_regular(path: Path, what: str, error: Callable[[str], Exception]) -> BinaryIO:
     """Open ``path`` for reading, refusing anything but a regular file (without blocking on a FIFO)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -36,7 +35,7 @@ def open_regular(path: Path, what: str, error: type[SimError]) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def read_bounded(f: BinaryIO, path: Path, limit: int, what: str, error: type[SimError]) -> bytes:
+def read_bounded(f: BinaryIO, path: Path, limit: int, what: str, error: Callable[[str], Exception]) -> bytes:
     """The rest of ``f``, refusing more than ``limit`` bytes (sizes of /proc files are not trusted)."""
     try:
         data = f.read(limit + 1)
@@ -47,7 +46,7 @@ def read_bounded(f: BinaryIO, path: Path, limit: int, what: str, error: type[Sim
     return data
 
 
-def read_regular(path: Path, limit: int, what: str, error: type[SimError]) -> bytes:
+def read_regular(path: Path, limit: int, what: str, error: Callable[[str], Exception]) -> bytes:
     """A whole regular file of at most ``limit`` bytes (size checked before reading)."""
     with open_regular(path, what, error) as f:
         size = os.fstat(f.fileno()).st_size
