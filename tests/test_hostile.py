@@ -3,7 +3,9 @@ exit status (or, through the API, a SimError subclass with a message), on every 
 
 from __future__ import annotations
 
+import os
 import struct
+import time
 
 import pytest
 from fwpaths import ALL_ARCHES, firmware
@@ -180,11 +182,14 @@ def _x86_exit(status: int) -> bytes:
 EXITS = {"riscv64": _riscv_exit, "loongarch64": _loongarch_exit, "x86_64": _x86_exit}
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHES)
-@pytest.mark.parametrize("status", [0, 5, 63, 64, 66, 79, 99, 124, 125, 130, 255, 256, 257, 0xFFFF])
+STATUSES = [0, 5, 63, 64, 66, 79, 99, 124, 125, 130, 255, 256, 257, 0xFFFF]
+
+
+@pytest.mark.parametrize(
+    ("arch", "status"),
+    [(a, s) for a in ALL_ARCHES for s in STATUSES if a != "x86_64" or s < 256],  # x86's exit port: one byte
+)
 def test_guest_exit_status_mapping(run_cli, tmp_path, arch, status):
-    if arch == "x86_64" and status > 255:
-        pytest.skip("x86_64's exit port takes one byte")
     image = tmp_path / "exit.bin"
     image.write_bytes(EXITS[arch](status))
     got, _, err = run_cli("--arch", arch, str(image), "--max-insns", "10000")
@@ -225,3 +230,99 @@ def test_api_bad_run_limits(kwargs):
     m = Machine.load(firmware("riscv64"))
     with pytest.raises(UsageError, match="must be a positive"):
         m.run(**kwargs)
+
+
+# -- 4. files -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["--arch", "riscv64", "/dev/zero"],
+            "/dev/zero: is a device or special file, not a regular file (kernel image)",
+        ),
+        (["--arch", "riscv64", "/dev/urandom"], "/dev/urandom: is a device or special file"),
+        (["symbols", "--arch", "x86_64", "/dev/zero"], "/dev/zero: is a device or special file"),
+        (["--arch", "riscv64", "/proc/self/mem"], "/proc/self/mem: cannot read"),
+        (["--arch", "riscv64", "/"], "/: is a directory, not a regular file"),
+        (
+            [str(firmware("riscv64", "kernel.bin")), "--arch", "riscv64", "--symbols", "/dev/zero"],
+            "not a regular file (symbol map)",
+        ),
+        ([str(firmware("riscv64")), "--bpf", "/dev/zero"], "not a regular file (eBPF object)"),
+    ],
+)
+def test_special_files_refused(run_cli, argv, says):
+    assert says in _refused(run_cli, ImageError.exit_status, *argv)
+
+
+def test_fifo_refused_without_blocking(run_cli, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    assert "fifo: is a FIFO, not a regular file (kernel image)" in _refused(run_cli, ImageError.exit_status, str(fifo))
+    got, out, err = run_cli("ebpf-test", str(fifo))
+    assert got == 1 and b"is a FIFO, not a regular file (.data file)" in out
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_huge_sparse_images_refused_at_once(run_cli, tmp_path, arch):
+    raw, elf = tmp_path / "big.bin", tmp_path / "big.elf"
+    with open(raw, "wb") as f:
+        f.truncate(3 << 30)
+    with open(elf, "wb") as f:
+        f.write(firmware(arch).read_bytes()[:64])
+        f.truncate(3 << 30)
+    start = time.monotonic()
+    line = _refused(run_cli, ImageError.exit_status, "--arch", arch, str(raw))
+    assert f"3,221,225,472 bytes is larger than {arch}'s RAM" in line
+    assert "larger than the 1,073,741,824 an ELF image may have" in _refused(run_cli, ImageError.exit_status, str(elf))
+    assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_elf_segment_outside_ram_refused_before_reading(tmp_path, arch):
+    data = bytearray(firmware(arch).read_bytes())
+    phoff = struct.unpack_from("<Q", data, 32)[0]
+    struct.pack_into("<Q", data, phoff + 40, 1 << 40)  # first PT_LOAD's memsz
+    (tmp_path / "k.elf").write_bytes(data)
+    with pytest.raises(ImageError, match=r"segment 0x[0-9a-f]+-0x[0-9a-f]+ is outside .* RAM"):
+        Machine.load(tmp_path / "k.elf")
+
+
+# -- 5. damaged symbol tables ---------------------------------------------------------------------
+def _sections(data: bytes) -> list[tuple[int, ...]]:
+    (shoff,) = struct.unpack_from("<Q", data, 40)
+    (shnum,) = struct.unpack_from("<H", data, 60)
+    return [struct.unpack_from("<IIQQQQIIQQ", data, shoff + 64 * i) for i in range(shnum)]
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_damaged_symbol_tables_are_a_bad_image(run_cli, tmp_path, arch):
+    good = firmware(arch).read_bytes()
+    secs = _sections(good)
+    symtab = next(i for i, s in enumerate(secs) if s[1] == 2)
+    shoff = struct.unpack_from("<Q", good, 40)[0]
+    cases = {"cut": (good[:-1], "section header table at file offset")}
+    bad = bytearray(good)
+    struct.pack_into("<I", bad, shoff + 64 * symtab + 40, 0)  # sh_link: the symbol table's strings
+    cases["link"] = (bytes(bad), "its string table (section 0) is not a string table")
+    bad = bytearray(good)
+    struct.pack_into("<Q", bad, shoff + 64 * symtab + 56, 23)  # sh_entsize
+    cases["entsize"] = (bytes(bad), "entry size 23 (expected 24)")
+    bad = bytearray(good)
+    struct.pack_into("<I", bad, secs[symtab][4] + 24, 0xFFFFFF)  # symbol 1's name offset
+    cases["name"] = (bytes(bad), "symbol 1 names string offset 0xffffff beyond '.strtab'")
+    strtab = secs[secs[symtab][6]]
+    bad = bytearray(good[: strtab[4] + strtab[5]])
+    bad[-1:] = b"x"  # the last name loses its terminator
+    bad += good[strtab[4] + strtab[5] :]
+    cases["unterminated"] = (bytes(bad), "is not terminated within '.strtab'")
+    bad = bytearray(good)
+    struct.pack_into("<Q", bad, shoff + 64 * symtab + 32, 1 << 40)  # sh_size
+    cases["size"] = (bytes(bad), f"section {symtab} '.symtab' at file offset")
+    for label, (data, says) in cases.items():
+        path = tmp_path / f"{label}.elf"
+        path.write_bytes(data)
+        line = _refused(run_cli, ImageError.exit_status, str(path), "-p", "p:x do_work")
+        assert f"{path}: damaged ELF: " in line and says in line, (label, line)
