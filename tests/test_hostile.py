@@ -326,3 +326,67 @@ def test_damaged_symbol_tables_are_a_bad_image(run_cli, tmp_path, arch):
         path.write_bytes(data)
         line = _refused(run_cli, ImageError.exit_status, str(path), "-p", "p:x do_work")
         assert f"{path}: damaged ELF: " in line and says in line, (label, line)
+
+
+# -- 8. eBPF: printk field widths, attach points off kernel text ----------------------------------
+_BPF_PRELUDE = '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include "kprobesim_tracing.h"\n'
+_BPF_LICENSE = '\nchar LICENSE[] SEC("license") = "GPL";\n'
+_BPF_WIDTHS = r"""
+SEC("kprobe/do_work")
+int widths(struct pt_regs *ctx)
+{
+	long a = bpf_printk("%8388608d", 1);
+	long b = bpf_printk("%999999999999d", 1);
+	long c = bpf_printk("[%-3d]", 7);
+	long d = bpf_printk("%8388607d", 2);
+	bpf_printk("rc %ld %ld %ld", a, b, c);
+	bpf_printk("rc %ld", d);
+	return 0;
+}
+"""
+
+
+def _bpf(tmp_path, arch: str, body: str) -> str:
+    import subprocess
+    import sys
+
+    from fwpaths import ROOT
+
+    target = {"riscv64": "riscv", "x86_64": "x86", "loongarch64": "loongarch"}[arch]
+    src, out = tmp_path / f"p.{arch}.c", tmp_path / f"p.{arch}.o"
+    src.write_text(_BPF_PRELUDE + body + _BPF_LICENSE)
+    include = ROOT / "kprobesim" / "ebpf" / "include"
+    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", "bpfel-freestanding", "-O2", "-c"]
+    cmd += [f"-I{include}", "-I/usr/include", f"-D__TARGET_ARCH_{target}", str(src), "-o", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return str(out)
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_bpf_printk_field_widths(run_cli, tmp_path, arch):
+    obj = _bpf(tmp_path, arch, _BPF_WIDTHS)
+    start = time.monotonic()
+    got, out, err = run_cli(str(firmware(arch)), "--bpf", obj)
+    assert got == 0 and err == "", err
+    lines = [line.split("bpf_trace_printk: ", 1)[1] for line in out.decode().splitlines() if "bpf_trace_printk" in line]
+    # EINVAL for widths past Linux's FIELD_WIDTH_MAX (24-bit field width); "[7  ]" is 5 long;
+    # the widest legal field fills the 512-byte output buffer (511 characters) and no more.
+    assert lines[:4] == ["[7  ]", " " * 511, "rc -22 -22 5", "rc 511"]
+    assert time.monotonic() - start < 60
+
+
+@pytest.mark.parametrize(
+    ("section", "says"),
+    [
+        ("kprobe/0x0", "address 0x0 is not in kernel text (EINVAL)"),
+        ("kprobe/jiffies", "jiffies is data, not kernel text (EINVAL)"),
+        ("kretprobe/pcrel_value", "pcrel_value is data, not kernel text (EINVAL)"),
+        ("kprobe/__nokprobe_trap_handler", "__nokprobe_trap_handler is data, not kernel text"),
+        ("kprobe/trap_handler", "trap_handler is blacklisted"),
+    ],
+)
+def test_bpf_sections_off_kernel_text(run_cli, tmp_path, section, says):
+    obj = _bpf(tmp_path, "riscv64", f'SEC("{section}")\nint prog(struct pt_regs *ctx) {{ return 0; }}\n')
+    line = _refused(run_cli, ProbeError.exit_status, str(firmware("riscv64")), "--bpf", obj)
+    assert says in line and "program 'prog'" in line
