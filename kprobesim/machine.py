@@ -9,6 +9,7 @@ Nothing is hooked per instruction: hooks fire only on traps, faults and device a
 from __future__ import annotations
 
 import ctypes
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from unicorn.unicorn_const import (
 
 from .arch import Arch, get_arch
 from .board import NEVER, Timer
-from .errors import BudgetExhausted, GuestFault, ImageError, SimError
+from .errors import BudgetExhausted, GuestFault, ImageError, SimError, UsageError
 from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
@@ -110,6 +111,7 @@ class Machine:
         self.console_bytes = bytearray()
         self._console_sink = console
         self.exit_status: int | None = None
+        self._running = False  # inside run(): a handler calling run() again is refused
         self._time = 0
         self._slice_start = 0
         self._slice_end = 0
@@ -186,6 +188,11 @@ class Machine:
         """The guest stored into a kprobe page: a store fault; the slots are rewritten afterwards."""
         self.on_mem_fault("store", addr, self.pc)
         self.engine.emu_stop()
+
+    @property
+    def sim_end(self) -> int:
+        """The end of the simulator-owned pages (they start at the arch's ``sim_base``)."""
+        return self.arch.sim_base + sum(SIM_POOL.values())
 
     def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
         """Simulator-owned pages outside RAM (kprobe slots: read+execute, never guest-writable)."""
@@ -320,8 +327,24 @@ class Machine:
         """Run until the guest exits; returns its exit status.
 
         Raises BudgetExhausted when ``max_insns`` guest instructions or ``timeout`` seconds
-        pass first, GuestFault when the guest cannot continue.
+        pass first, GuestFault when the guest cannot continue; UsageError for a budget or time
+        limit that is not a positive finite number, or when called from inside a handler.
         """
+        if self._running:
+            raise UsageError("Machine.run called while the machine is already running (from inside a handler)")
+        if max_insns is not None and (isinstance(max_insns, bool) or not isinstance(max_insns, int) or max_insns <= 0):
+            raise UsageError(f"max_insns must be a positive number of instructions, not {max_insns!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf
+        ):
+            raise UsageError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+        self._running = True
+        try:
+            return self._run(max_insns, timeout)
+        finally:
+            self._running = False
+
+    def _run(self, max_insns: int | None, timeout: float | None) -> int:
         limit = self._time + (max_insns if max_insns is not None else DEFAULT_BUDGET)
         wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
         while self.exit_status is None:
