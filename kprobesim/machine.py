@@ -387,7 +387,11 @@ class Machine:
             error = e
         retired = self.engine.icount() - self.hidden
         event = self.event
-        if self._stopped_before or isinstance(event, Break | MemFault | Deferred) or (error is not None and event is None):
+        if (
+            self._stopped_before
+            or isinstance(event, Break | MemFault | Deferred)
+            or (error is not None and event is None)
+        ):
             retired -= 1  # the trapping (or hook-stopped) instruction did not retire
         # An engine with its own clock knows best (it retires, traps and idles exactly).
         self._time = self.engine.vtime if self._engine_clock else now + max(0, retired)
