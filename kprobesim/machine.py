@@ -36,6 +36,7 @@ from .errors import BudgetExhausted, GuestFault, ImageError, SimError, UsageErro
 from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
+from .probes.uprobes import Uprobe, UprobeHandler, Uprobes, UretHandler, Uretprobe
 
 SLICE = 200_000  # longest emu_start slice (instructions)
 POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact moment)
@@ -106,6 +107,7 @@ class Machine:
         self.trace_sink: Callable[[str], None] | None = None  # where trace lines go (the CLI's stdout)
         self.trace_lines: list[str] = []  # trace lines kept when there is no sink
         self._registry: Registry | None = None
+        self._uprobes: Uprobes | None = None
         self.image = image
         self.engine = arch.new_engine()
         self.console_bytes = bytearray()
@@ -408,6 +410,8 @@ class Machine:
         elif isinstance(event, MemFault):
             if self._registry is not None and self._sim_pools[SLOT_PERMS][1] > event.addr >= self.arch.sim_base:
                 self._registry.slots.repair()
+            if self._uprobes is not None and self._sim_pools[SLOT_PERMS][1] > event.addr >= self.arch.sim_base:
+                self._uprobes.repair()
             self.traps.memory_fault(event.access, event.addr, event.pc)
         elif error is not None:
             self._engine_error(error)
@@ -473,7 +477,9 @@ class Machine:
     def snapshot(self) -> Snapshot:
         """Save CPU, memory (copy-on-write), virtual time, console and devices; no probes may be
         placed (restore drops the registry, as the pages it patched go back too)."""
-        if self._registry is not None and (self._registry.sites or self._registry.kretprobes):
+        if (self._registry is not None and (self._registry.sites or self._registry.kretprobes)) or (
+            self._uprobes is not None and self._uprobes.placed
+        ):
             raise SimError("snapshot with probes placed is not supported: take it before placing them")
         if not self._memory_snapshots:
             self.engine.ctl(
@@ -489,6 +495,9 @@ class Machine:
         if self._registry is not None:
             self._registry.detach()
             self._registry = None
+        if self._uprobes is not None:
+            self._uprobes.detach()
+            self._uprobes = None
         self.engine.context_restore(snap.context)
         self.engine.ctl_flush_tb()  # translations of code the snapshot no longer has
         self._time = snap.time
@@ -525,6 +534,22 @@ class Machine:
     ) -> Kretprobe:
         """Place a kretprobe on a function."""
         return self.probes.register_kretprobe(spec, handler, entry, maxactive, name)
+
+    @property
+    def uprobes(self) -> Uprobes:
+        """The uprobe registry (created on first use)."""
+        if self._uprobes is None:
+            self._uprobes = Uprobes(self, self.step_variant)
+        return self._uprobes
+
+    def uprobe(self, target: str, handler: UprobeHandler | None = None, name: str = "") -> Uprobe:
+        """Place a uprobe at ``PATH:OFFSET`` or ``PATH:SYMBOL[+OFF]`` (the bundled firmware's
+        user program is ``init``); ``handler(probe, regs)`` runs before the instruction."""
+        return self.uprobes.register(target, handler, name)
+
+    def uretprobe(self, target: str, handler: UretHandler | None = None, name: str = "") -> Uretprobe:
+        """Place a uretprobe on a user function (``PATH:SYMBOL``); ``handler(instance, regs)``."""
+        return self.uprobes.register_uretprobe(target, handler, name)
 
     @property
     def btf(self) -> Any:
