@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SPEC",
-        help="kprobe_events spec: 'p:NAME SYM[+OFF] [FETCHARGS]' or 'r[MAXACTIVE]:NAME SYM [$retval]'",
+        help="kprobe_events spec: 'p:NAME SYM[+OFF] [FETCHARGS]' or 'r[MAXACTIVE]:NAME SYM [$retval]'; "
+        "uprobe_events spec: 'p:NAME PATH:OFFSET|PATH:SYMBOL [FETCHARGS]' or 'r:NAME PATH:SYMBOL [$retval]' "
+        "(the bundled firmware's user program is 'init')",
     )
     run.add_argument("--format", choices=("text", "json"), default="text", help="probe output format")
     run.add_argument("--stats", action="store_true", help="print hits/missed per probe at exit")
@@ -307,6 +309,8 @@ def cmd_probeable(args: argparse.Namespace) -> int:
         if blacklisted:
             verdict = "rejected: function is blacklisted"
         where = f"{sym.name}+{addr - sym.addr:#x}"
+        if registry.user is not None and registry.user.contains(addr):
+            verdict = f"{verdict} (user text: uprobe {registry.user.describe(addr)})"
         print(f"{addr:#018x} {where:<24} {d.raw.hex():<16} {d.text:<36} {verdict}")
     return 0
 

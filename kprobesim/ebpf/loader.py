@@ -12,7 +12,7 @@ and translates each program once, and attaches it by its section:
   return (``PT_REGS_RC`` is the return value, IP the return address);
 - a bare ``kprobe``/``kretprobe`` section attaches to the function the program is named after
   (bcc's ``kprobe__SYM`` convention, or the name itself);
-- anything else (``uprobe``, ``tracepoint``, ...) is refused.
+- anything else (``tracepoint``, ``raw_tp``, ...) is refused.
 
 Every load error is one line: a bad object, a map that cannot be created, a verifier refusal
 naming the instruction, an unsupported section (:class:`BpfError`), or an attach point that
@@ -21,6 +21,11 @@ cannot be probed (:class:`~kprobesim.errors.ProbeError`). Nothing stays attached
 At run time a program's fault (memory violation, instruction budget, helper misuse) stops that
 program only: it is counted in ``Program.errors`` and the first one is reported as a trace line
 ``bpf: <prog>: <error>``; the guest continues.
+
+User programs: ``uprobe/PATH:SYMBOL[+OFF]`` or ``uprobe/PATH:OFFSET`` (libbpf's form; the bundled
+firmware's user program is ``init``) runs as a uprobe's handler with the context of a kprobe
+program; ``uretprobe/PATH:SYMBOL`` at the function's return. ``bpf_probe_read_user*`` read the
+user task's memory.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ if TYPE_CHECKING:
 #: Kretprobe instances per program. Linux's default, max(10, 2 * NR_CPUS), drops the returns of
 #: deep recursion (the firmware's fib() with three tasks in it); 64 catches every one.
 DEFAULT_MAXACTIVE = 64
-SUPPORTED = ("kprobe", "kretprobe")
+SUPPORTED = ("kprobe", "kretprobe", "uprobe", "uretprobe")
+USER_KINDS = ("uprobe", "uretprobe")
 
 
 class BpfError(SimError):
@@ -173,7 +179,8 @@ def load(
         where = f"{name}: program '{spec.name}' ({spec.section})"
         kind = spec.prog_type
         if kind not in SUPPORTED:
-            raise BpfError(f"{where}: section type '{kind}' is not supported (only kprobe/SYM[+OFF] and kretprobe/SYM)")
+            raise BpfError(f"{where}: section type '{kind}' is not supported (only kprobe/SYM[+OFF], "
+                           "kretprobe/SYM, uprobe/PATH:SYM[+OFF] and uretprobe/PATH:SYM)")
         target = _target(spec)
         if kind == "kretprobe" and "+" in target:
             raise BpfError(f"{where}: a kretprobe attaches to a function, not an offset")
@@ -212,7 +219,7 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
     m = loaded.machine
     where = f"{loaded.path}: program '{prog.name}' ({prog.section})"
     try:
-        prog.addr = m.probes.locate(prog.target)[0]
+        prog.addr = m.uprobes.locate(prog.target)[1] if prog.kind in USER_KINDS else m.probes.locate(prog.target)[0]
     except ProbeError as e:
         raise ProbeError(f"{where}: {e}") from None
     found = m.image.lookup(prog.addr)
@@ -245,6 +252,14 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
                 return run(regs, "kprobe", probe.addr)
 
             prog.probe = m.kprobe(prog.addr, pre=pre, name=prog.name)
+        elif prog.kind == "uprobe":
+            prog.probe = m.uprobe(prog.target, lambda probe, regs: run(regs, "kprobe", probe.addr), name=prog.name)
+        elif prog.kind == "uretprobe":
+
+            def uret(inst: Instance, regs: Regs) -> None:
+                run(regs, "kretprobe", inst.ret_addr)
+
+            prog.probe = m.uretprobe(prog.target, uret, name=prog.name)
         else:
 
             def ret(inst: Instance, regs: Regs) -> None:

@@ -98,6 +98,8 @@ class PlacementFuzzer:
         for sym in self.m.image.symbols:
             if not (sym.is_func and sym.size and fnmatch.fnmatchcase(sym.name, func)) or sym.addr in reg.blacklist:
                 continue
+            if reg.user is not None and reg.user.contains(sym.addr):
+                continue  # user text takes uprobes, not kprobes
             accepted = [a for a in reg.decode.boundaries(reg.original(sym.addr, sym.size), sym.addr)
                         if reg.classify(a).kind is not Kind.REJECT]  # fmt: skip
             self.candidates += accepted

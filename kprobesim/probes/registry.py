@@ -23,6 +23,7 @@ from .insn import Decision, DecodeError, Kind, SlotError
 from .kprobe import Instance, Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .regs import Regs
 from .slots import SlotPages
+from .userprog import user_program
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -76,6 +77,7 @@ class Registry:
         self.sites: dict[int, Site] = {}
         self.steps: list[Step] = []  # out-of-line steps in progress, innermost last
         self.blacklist = machine.image.blacklist()
+        self.user = user_program(machine.image)  # its text takes uprobes, not kprobes
         self.trampoline: int | None = None
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
@@ -116,6 +118,8 @@ class Registry:
         if self.m.arch.sim_base <= addr < self.m.sim_end:
             raise ProbeError(f"{text}: address {addr:#x} is in the simulator's own pages")
         found = image.lookup(addr)
+        if self.user is not None and self.user.contains(addr):
+            raise ProbeError(f"{text}: {self.user.describe(addr)} is user text, not kernel text: use a uprobe (EINVAL)")
         if found is not None and found[0].addr in self.blacklist:
             raise ProbeError(f"{text}: {found[0].name} is blacklisted (not probeable)")
         if not image.in_text(addr):

@@ -71,6 +71,11 @@ def resolve(image: Image, path: str, location: str) -> tuple[UserProgram, int]:
     number = kernel_number(location)
     if number is not None:
         if not 0 <= number < prog.hi - prog.lo:
+            if image.in_text(number) and not prog.contains(number):
+                raise ProbeError(
+                    f"{where}: {image.describe(number)} ({number:#x}) is a kernel address, not an offset into "
+                    f"{prog.name}: use a kprobe (EINVAL)"
+                )
             raise ProbeError(
                 f"{where}: offset {number:#x} is outside {prog.name} ({prog.hi - prog.lo:#x} bytes of text) (EINVAL)"
             )
