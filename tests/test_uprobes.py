@@ -124,6 +124,56 @@ def test_step_runs_in_user_mode_in_the_xol_area(arch, variant):
     assert up.hits == counts[up.addr] == 1 and kp.hits == 11 and kp.missed == 0
 
 
+def _fire_timer_now(m: Machine, regs) -> None:
+    """Make the board's timer due at once (the next slice starts with its interrupt)."""
+    if m.arch.name == "loongarch64":
+        regs["tval"] = 0  # the CPU's constant timer counts down to its interrupt
+        return
+    (timer,) = m._timers
+    if hasattr(timer, "mtimecmp"):
+        timer.mtimecmp = m.now()  # riscv CLINT
+    else:
+        timer.next_fire = m.now()  # x86 PIT
+
+
+@pytest.mark.parametrize(("arch", "variant"), ARCH_VARIANTS)
+def test_task_preempted_inside_its_xol_slot(arch, variant):
+    """A timer interrupt taken while the user task stands in its XOL slot (interrupts are not
+    masked for uprobes; riscv U-mode takes M-mode interrupts whatever MIE says): the kernel runs
+    its handler, a kernel kprobe in it is not counted missed, the task finishes its step."""
+    console, status, _, counts = reference(arch)
+    m = Machine.load(firmware(arch), step_variant=variant)
+    up = m.uprobe("init:u_strlen", lambda p, regs: _fire_timer_now(m, regs))
+    assert m.uprobes.sites[up.addr].decision.kind is Kind.OOL
+    prog = user_program(m.image)
+    strlen = prog.function("u_strlen")
+    others = [m.uprobe(f"init:{a - prog.lo:#x}") for a, _ in accepted(m) if strlen.addr < a < strlen.addr + strlen.size]
+    preempted: list[int] = []
+
+    def in_slot(pc: int) -> None:
+        if any(0 <= pc - st.slot < st.xol.size for st in m.uprobes.steps.values()):
+            preempted.append(pc)
+
+    if arch == "loongarch64":  # the engine takes the CPU timer's interrupt itself: ERA holds the PC
+        kp = m.kprobe("timer_interrupt", lambda p, regs: in_slot(regs["era"]))
+    else:
+        kp = m.kprobe("timer_interrupt")
+        deliver = m.traps.interrupt
+
+        def interrupt(irq):
+            pc = m.pc
+            taken = deliver(irq)
+            if taken is True:
+                in_slot(pc)
+            return taken
+
+        m.traps.interrupt = interrupt
+    assert m.run() == status == 0 and m.console == console
+    assert len(preempted) == 1 and kp.missed == 0 and kp.hits > 0
+    assert up.hits == 1 and others and all(p.hits == counts.get(p.addr, 0) for p in others)
+    assert not m.uprobes.steps
+
+
 @pytest.mark.parametrize("arch", ALL_ARCHES)
 def test_uretprobes_same_returns_on_every_arch(arch):
     """u_rsum recurses 41 calls deep (beyond a kretprobe's default maxactive of 10): every

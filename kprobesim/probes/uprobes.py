@@ -320,7 +320,10 @@ class Uprobes:
         step = self.steps.get(current_task(self.m).pid)
         if step is None or step.end is not None:
             return False
-        if self.step.step_incomplete(step.site.decision, Regs(self.m), step.slot):
+        regs = Regs(self.m)
+        if self._arch_hook("in_user_mode", regs) is False:
+            return False  # the kernel's (a kprobe step while this task is preempted in its slot)
+        if self.step.step_incomplete(step.site.decision, regs, step.slot):
             return True  # between iterations of a rep string op: TF stays set, step on
         self._finish(step)
         return True
