@@ -174,6 +174,10 @@ def test_task_preempted_inside_its_xol_slot(arch, variant):
     assert not m.uprobes.steps
 
 
+ENTRY_HITS = {"u_write": 6, "u_strlen": 1, "u_puts": 1, "u_report": 5, "u_append_num": 5, "u_append_str": 15,
+              "u_rsum": 41, "user_main": 1}
+
+
 @pytest.mark.parametrize("arch", ALL_ARCHES)
 def test_uretprobes_same_returns_on_every_arch(arch):
     """u_rsum recurses 41 calls deep (beyond a kretprobe's default maxactive of 10): every
@@ -186,6 +190,7 @@ def test_uretprobes_same_returns_on_every_arch(arch):
     wp = m.uretprobe("init:u_write", lambda inst, regs: writes.append(regs.retval))
     lp = m.uretprobe("init:u_strlen", lambda inst, regs: writes.append(-regs.retval))
     calls = m.uprobe("init:u_rsum")
+    entries = {f: m.uprobe(f"init:{f}") for f in ENTRY_HITS if f != "u_rsum"}
     console, status, insns, _ = reference(arch)
     assert m.run() == status and m.console == console and m.instructions == insns
     assert rsum == [k * (k + 1) // 2 for k in range(41)]
@@ -193,6 +198,7 @@ def test_uretprobes_same_returns_on_every_arch(arch):
     prog = user_program(m.image)
     assert all(prog.contains(c) for c in callers) and len(callers) == 2  # u_rsum itself and user_main
     lines = [len(line) + 1 for line in console.splitlines() if line.startswith("init: ")]
+    assert {f: p.hits for f, p in entries.items()} | {"u_rsum": calls.hits} == ENTRY_HITS  # firmware/README.md
     assert len(lines) == 6 and writes == [-lines[0], *lines] and wp.hits == 6 and lp.hits == 1
 
 
