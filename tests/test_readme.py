@@ -63,3 +63,14 @@ def test_ebpf_example_builds_and_runs_verbatim(run_cli, tmp_path, monkeypatch):
     status, out, err = run_cli(*shlex.split(run))
     assert status == 0, err
     assert b'"kworker/0": ' in out and b"@calls:" in out
+
+
+def test_design_pointer_names_a_file_of_the_repository():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    links = re.findall(r"\[`?([\w./-]+\.md)`?\]\(([\w./-]+)\)", text)
+    assert ("DESIGN.md", "DESIGN.md") in links
+    for _, target in links:
+        assert (ROOT / target).is_file(), target
+    assert "../" not in text.split("## Quick start")[0]  # nothing outside the checkout
