@@ -20,6 +20,7 @@ from unicorn import (
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
     UC_HOOK_MEM_INVALID,
+    UcError,
 )
 from unicorn import x86_const as xc
 
@@ -130,7 +131,10 @@ class Traps:
         return sites
 
     def halted(self) -> bool:
-        return self.m.read(self.m.pc - 1, 1)[0] == HLT
+        try:
+            return self.m.read(self.m.pc - 1, 1)[0] == HLT
+        except UcError:  # the PC at the start of mapped memory: nothing ran before it
+            return False
 
     # -- delivery ------------------------------------------------------------------------------
     def deliver(self, vector: int, rip: int, error: int | None = None, what: str = "") -> None:
@@ -164,6 +168,7 @@ class Traps:
         words = [ss, rsp, rflags, cs, rip] + ([error] if error is not None else [])
         frame = struct.pack(f"<{len(words)}Q", *reversed(words))
         new_flags = rflags & ~(TF | NT | RF | (IF if attr & 0xF == 0xE else 0))
+        m.entered()
         if cpl == 0:
             self._complete(stack - len(frame), handler, frame, new_flags, sel)
         else:
