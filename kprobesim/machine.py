@@ -9,6 +9,7 @@ Nothing is hooked per instruction: hooks fire only on traps, faults and device a
 from __future__ import annotations
 
 import ctypes
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ from unicorn.unicorn_const import (
 
 from .arch import Arch, get_arch
 from .board import NEVER, Timer
-from .errors import BudgetExhausted, GuestFault, ImageError, SimError
-from .image import Image
+from .errors import BudgetExhausted, GuestFault, ImageError, SimError, UsageError
+from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
 
@@ -111,6 +112,7 @@ class Machine:
         self.console_bytes = bytearray()
         self._console_sink = console
         self.exit_status: int | None = None
+        self._running = False  # inside run(): a handler calling run() again is refused
         self._time = 0
         self._slice_start = 0
         self._slice_end = 0
@@ -124,6 +126,10 @@ class Machine:
         self._port_hooks = False
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
+        #: Where the target kernel's raw BTF comes from (see :attr:`btf`); a guest-OS module may
+        #: replace it, e.g. to find a Linux image's ``.BTF`` in guest memory.
+        self.btf_source: Callable[[], bytes | None] = image.btf_data
+        self._btf: Any = None
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
@@ -148,8 +154,9 @@ class Machine:
         step_variant: str | None = None,
         **image_args: Any,
     ) -> Machine:
-        """Load an image (ELF: arch inferred and checked; raw: ``arch`` and ``base`` needed)."""
-        image = Image.load(path, arch=arch, **image_args)
+        """Load an image (ELF: arch inferred and checked; raw: ``arch`` needed, and like the command
+        line ``base`` defaults to the board's and ``symbols`` to a ``System.map`` beside it)."""
+        image = load_image(path, arch=arch, **image_args)
         return cls(get_arch(image.arch or ""), image, console=console, step_variant=step_variant)
 
     # -- memory --------------------------------------------------------------------------------
@@ -185,6 +192,11 @@ class Machine:
         """The guest stored into a kprobe page: a store fault; the slots are rewritten afterwards."""
         self.on_mem_fault("store", addr, self.pc)
         self.engine.emu_stop()
+
+    @property
+    def sim_end(self) -> int:
+        """The end of the simulator-owned pages (they start at the arch's ``sim_base``)."""
+        return self.arch.sim_base + sum(SIM_POOL.values())
 
     def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
         """Simulator-owned pages outside RAM (kprobe slots: read+execute, never guest-writable)."""
@@ -331,8 +343,24 @@ class Machine:
         """Run until the guest exits; returns its exit status.
 
         Raises BudgetExhausted when ``max_insns`` guest instructions or ``timeout`` seconds
-        pass first, GuestFault when the guest cannot continue.
+        pass first, GuestFault when the guest cannot continue; UsageError for a budget or time
+        limit that is not a positive finite number, or when called from inside a handler.
         """
+        if self._running:
+            raise UsageError("Machine.run called while the machine is already running (from inside a handler)")
+        if max_insns is not None and (isinstance(max_insns, bool) or not isinstance(max_insns, int) or max_insns <= 0):
+            raise UsageError(f"max_insns must be a positive number of instructions, not {max_insns!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf
+        ):
+            raise UsageError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+        self._running = True
+        try:
+            return self._run(max_insns, timeout)
+        finally:
+            self._running = False
+
+    def _run(self, max_insns: int | None, timeout: float | None) -> int:
         start, entries = self._spent(), self._entries()
         limit = start + (max_insns if max_insns is not None else DEFAULT_BUDGET)
         wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
@@ -544,6 +572,26 @@ class Machine:
     ) -> Kretprobe:
         """Place a kretprobe on a function."""
         return self.probes.register_kretprobe(spec, handler, entry, maxactive, name)
+
+    @property
+    def btf(self) -> Any:
+        """The target kernel's BTF (a :class:`~kprobesim.ebpf.btf.Btf`), or None when it has none.
+
+        The one place that answers "the target's BTF" (CO-RE relocations, typed globals, ksyms):
+        it parses what :attr:`btf_source` returns once (by default the image's ``.BTF`` section
+        or the ``kernel.btf`` beside it). Malformed BTF raises :class:`ImageError`.
+        """
+        if self._btf is None:
+            from .ebpf.btf import Btf, BtfError
+
+            raw = self.btf_source()
+            if raw is None:
+                return None
+            try:
+                self._btf = Btf.parse(raw)
+            except BtfError as e:
+                raise ImageError(f"{self.image.path}: kernel BTF: {e}") from None
+        return self._btf
 
     def load_bpf(self, path: str | Path) -> Any:
         """Load an eBPF object and attach its programs by section (``kprobe/SYM``, ...)."""

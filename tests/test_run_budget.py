@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from kprobesim.errors import BudgetExhausted
+from kprobesim.errors import BudgetExhausted, GuestFault
 
 T0, T1, T2 = 5, 6, 7
 
@@ -71,3 +71,34 @@ def test_guest_that_retires_little_ends_on_its_budget(run_cli, tmp_path, name):
     assert entries >= budget // 4, lines[0]  # the loop spent its budget entering traps
     assert elapsed < 1.0, f"{name}: {elapsed:.2f} s"
 
+
+
+def _x86_ud_loop() -> bytes:
+    """x86_64: lidt, a stack, ud2; #UD's handler is itself ud2, so every entry pushes a frame
+    and faults again before retiring anything."""
+    import keystone
+
+    from kprobesim.arch import get_arch
+
+    base = get_arch("x86_64").default_base
+    ks = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64)
+    image = bytearray(0x2000)
+    body = bytes(ks.asm(f"lidt [{base + 0xF00:#x}]; mov rsp, {base + 0x80000:#x}; ud2", base)[0])
+    image[: len(body)] = body
+    handler = base + 0x800
+    image[0x800:0x802] = b"\x0f\x0b"  # ud2
+    gate = struct.pack("<HHBBHII", handler & 0xFFFF, 0, 0, 0x8E, handler >> 16 & 0xFFFF, handler >> 32, 0)
+    image[0x1000 + 16 * 6 : 0x1000 + 16 * 7] = gate
+    image[0xF00:0xF0A] = struct.pack("<HQ", 32 * 16 - 1, base + 0x1000)
+    return bytes(image)
+
+
+def test_trap_storm_that_retires_nothing_is_a_guest_fault(run_cli, tmp_path):
+    (tmp_path / "g.bin").write_bytes(_x86_ud_loop())
+    t0 = time.process_time()
+    status, _, err = run_cli("--arch", "x86_64", "--max-insns", "5000", str(tmp_path / "g.bin"))
+    elapsed = time.process_time() - t0
+    assert status == GuestFault.exit_status, err
+    first = err.splitlines()[0]
+    assert first.startswith("kprobesim: guest fault: trap storm: 1000 trap and interrupt entries in a row"), err
+    assert "Traceback" not in err and elapsed < 1.0
