@@ -138,6 +138,14 @@ def _cstr(table: bytes, offset: int) -> str | None:
     return table[offset:end].decode("utf-8", "replace")
 
 
+def section_bytes(hdr: ElfHeader, data: bytes, name: str) -> bytes | None:
+    """The contents of the section called ``name`` (None when there is none, or it is empty)."""
+    for s in _sections(hdr, data):
+        if s.name == name and s.type != SHT_NOBITS and s.size:
+            return data[s.offset : s.offset + s.size]
+    return None
+
+
 def executable_ranges(hdr: ElfHeader, data: bytes, segments: list[ElfSegment]) -> list[tuple[int, int]]:
     """Address ranges of kernel text: allocated executable sections, else executable segments."""
     ranges = [

@@ -37,6 +37,16 @@ class SpecError(SimError):
     exit_status = 67
 
 
+class HandlerError(SimError):
+    """A probe handler of the user's raised: the run ends, naming the handler, the probe and the
+    error in one line (the original exception is the ``__cause__``)."""
+
+    exit_status = 68
+
+    def line(self) -> str:
+        return f"kprobesim: handler error: {self}"
+
+
 class BudgetExhausted(SimError):
     """The run used its instruction budget or its wall-clock time limit."""
 

@@ -55,6 +55,8 @@ class Image:
     # Kernel text (where probes may go): executable sections of an ELF; a raw image's functions
     # in its System.map; the whole image when nothing says more.
     text: list[tuple[int, int]] = field(default_factory=list)
+    #: The ELF's ``.BTF`` section, when it has one.
+    btf_section: bytes | None = None
 
     def __post_init__(self) -> None:
         self.symbols.sort(key=lambda s: (s.addr, s.name))
@@ -104,7 +106,8 @@ class Image:
                 image = cls(path, arch, base if entry is None else entry, [Segment(base, data, len(data))], syms)
         if symbols and head[:4] == _ELF_MAGIC:
             image = cls(
-                image.path, image.arch, image.entry, image.segments, _read_system_map(Path(symbols)), image.text
+                image.path, image.arch, image.entry, image.segments, _read_system_map(Path(symbols)), image.text,
+                image.btf_section,
             )
         return image
 
@@ -145,9 +148,21 @@ class Image:
                 raise ImageError(f"{path}: the file shrank while it was read")
             syms = [Symbol(s.name, s.value, s.size, s.is_func) for s in elfread.read_symbols(hdr, data)]
             text = elfread.executable_ranges(hdr, data, segs)
+            btf = elfread.section_bytes(hdr, data, ".BTF")
         except elfread.ElfDamage as e:
             raise ImageError(f"{path}: damaged ELF: {e}") from None
-        return cls(path, found, hdr.entry, segments, _dedupe(syms), text)
+        return cls(path, found, hdr.entry, segments, _dedupe(syms), text, btf)
+
+    def btf_data(self) -> bytes | None:
+        """The kernel's raw BTF: the ELF's ``.BTF`` section, else a ``.btf`` file beside the image
+        (``kernel.elf``/``kernel.bin`` -> ``kernel.btf``, as the bundled firmware ships it)."""
+        if self.btf_section:
+            return self.btf_section
+        side = self.path.with_suffix(".btf")
+        try:
+            return side.read_bytes() if side != self.path and side.is_file() else None
+        except OSError as e:
+            raise ImageError(f"{side}: cannot read: {e.strerror}") from None
 
     # -- symbols ------------------------------------------------------------------------------
     def symbol(self, name: str) -> Symbol:

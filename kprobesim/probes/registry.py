@@ -10,12 +10,13 @@ resume PC; post-handlers run; interrupts are restored. A probe that is not hit c
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from unicorn import UcError
 
-from kprobesim.errors import ProbeError
+from kprobesim.errors import HandlerError, ProbeError, SimError
 from kprobesim.numbers import MASK64
 
 from .insn import Decision, DecodeError, Kind, SlotError
@@ -248,7 +249,7 @@ class Registry:
             inst = Instance(rp, regs[ra_reg], sp)
         else:  # the return address is on the stack
             inst = Instance(rp, int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8)
-        if rp.entry is not None and rp.entry(inst, regs):
+        if rp.entry is not None and self._call("entry", rp, rp.entry, inst, regs):
             return 0
         assert self.trampoline is not None
         if ra_reg is not None:
@@ -280,7 +281,7 @@ class Registry:
             if rp.registry is not None and rp.enabled:
                 rp.hits += 1
                 if rp.handler is not None:
-                    rp.handler(inst, regs)
+                    self._call("return", rp, rp.handler, inst, regs)
         inst = frame[0]
         regs.pc = inst.ret_addr
         ra_reg = self.spec.RA_REG
@@ -338,6 +339,20 @@ class Registry:
         self._finish_step()
         return True
 
+    def _call(self, kind: str, probe: Kprobe | Kretprobe, handler: Callable[..., Any], *args: Any) -> Any:
+        """Run a handler; an exception it raises ends the run as a HandlerError naming it."""
+        try:
+            return handler(*args)
+        except (SimError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            name = getattr(handler, "__qualname__", None) or type(handler).__name__
+            detail = (str(e).strip().splitlines() or [""])[0]
+            raise HandlerError(
+                f"{kind} handler {name}() of {type(probe).__name__.lower()} '{probe.name}' at "
+                f"{self.m.image.describe(probe.addr)} raised {type(e).__name__}" + (f": {detail}" if detail else "")
+            ) from e
+
     def _hit(self, site: Site) -> None:
         regs = Regs(self.m)
         if self._busy or self.steps:
@@ -353,7 +368,7 @@ class Registry:
             for p in list(site.probes):
                 if p.enabled:
                     p.hits += 1
-                    if p.pre is not None and p.pre(p, regs):
+                    if p.pre is not None and self._call("pre", p, p.pre, p, regs):
                         skip = True  # like Linux's aggr_pre_handler: later handlers do not run
                         break
         finally:
@@ -405,4 +420,4 @@ class Registry:
     def _post(self, site: Site, regs: Regs) -> None:
         for p in list(site.probes):
             if p.enabled and p.post is not None:
-                p.post(p, regs)
+                self._call("post", p, p.post, p, regs)
