@@ -513,3 +513,39 @@ def test_regs_memory_access_errors(arch):
     assert "run past the end of the address space" in outcomes[3][1]
     assert "size -1 is not 0..16777216 bytes" in outcomes[4][1]
     assert "write_mem takes bytes, not str" in outcomes[7][1]
+
+
+# -- 10. simulator pages --------------------------------------------------------------------------
+def _sim_access_guest(arch: str, addr: int, store: bool) -> bytes:
+    """A raw guest that loads from or stores to ``addr`` (no trap vector), then spins."""
+    if arch == "riscv64":  # lui t0, addr >> 13; slli t0, t0, 1 (no sign extension); ld/sd t1, 0(t0)
+        words = [(addr >> 13) << 12 | 5 << 7 | 0x37, 0x00129293, 0x0062B023 if store else 0x0002B303, 0x6F]
+    elif arch == "loongarch64":  # lu12i.w $t0, addr >> 12; st.d/ld.d $t1, $t0, 0; b .
+        words = [0x14000000 | (addr >> 12 & 0xFFFFF) << 5 | 12, (0x29C00000 if store else 0x28C00000) | 12 << 5 | 13, 0x50000000]
+    else:  # movabs rax, addr; mov [rax], rbx / mov rbx, [rax]; jmp .
+        return b"\x48\xb8" + struct.pack("<Q", addr) + (b"\x48\x89\x18" if store else b"\x48\x8b\x18") + b"\xeb\xfe"
+    return struct.pack(f"<{len(words)}I", *words)
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+@pytest.mark.parametrize("part", ["slots", "trampolines"])
+@pytest.mark.parametrize("store", [False, True], ids=["load", "store"])
+def test_guest_cannot_read_or_write_simulator_pages(tmp_path, arch, part, store):
+    """Kprobe slot pages and the read/write/execute pool behind them (x86's ring-change
+    trampoline and shadow GDT) are execute-only to the guest: a load or a store there is the
+    guest's own access fault, and the pages keep their bytes."""
+    from kprobesim.arch import get_arch
+    from kprobesim.errors import GuestFault
+    from kprobesim.image import Image
+    from kprobesim.machine import SIM_POOL, SLOT_PERMS
+
+    a = get_arch(arch)
+    addr = a.sim_base + (0x2000 if part == "slots" else SIM_POOL[SLOT_PERMS])  # x86: its trampoline
+    (tmp_path / "g.bin").write_bytes(_sim_access_guest(arch, addr, store))
+    m = Machine(a, Image.load(tmp_path / "g.bin", arch=arch, base=a.default_base))
+    size = sum(SIM_POOL.values())
+    m.engine.mem_write(a.sim_base, bytes(range(256)) * (size // 256))  # the simulator's own bytes
+    with pytest.raises(GuestFault) as info:
+        m.run(max_insns=1000)
+    assert f"{'store' if store else 'load'} access fault at {addr:#x}" in str(info.value)
+    assert bytes(m.engine.mem_read(a.sim_base, size)) == bytes(range(256)) * (size // 256)
