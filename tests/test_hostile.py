@@ -521,7 +521,8 @@ def _sim_access_guest(arch: str, addr: int, store: bool) -> bytes:
     if arch == "riscv64":  # lui t0, addr >> 13; slli t0, t0, 1 (no sign extension); ld/sd t1, 0(t0)
         words = [(addr >> 13) << 12 | 5 << 7 | 0x37, 0x00129293, 0x0062B023 if store else 0x0002B303, 0x6F]
     elif arch == "loongarch64":  # lu12i.w $t0, addr >> 12; st.d/ld.d $t1, $t0, 0; b .
-        words = [0x14000000 | (addr >> 12 & 0xFFFFF) << 5 | 12, (0x29C00000 if store else 0x28C00000) | 12 << 5 | 13, 0x50000000]
+        access = (0x29C00000 if store else 0x28C00000) | 12 << 5 | 13
+        words = [0x14000000 | (addr >> 12 & 0xFFFFF) << 5 | 12, access, 0x50000000]
     else:  # movabs rax, addr; mov [rax], rbx / mov rbx, [rax]; jmp .
         return b"\x48\xb8" + struct.pack("<Q", addr) + (b"\x48\x89\x18" if store else b"\x48\x8b\x18") + b"\xeb\xfe"
     return struct.pack(f"<{len(words)}I", *words)
