@@ -231,6 +231,13 @@ class Image:
         raw = self.read(start, stop - start)
         return {v for (v,) in struct.iter_unpack("<Q", raw[: len(raw) // 8 * 8])}
 
+    def add_text(self, lo: int, hi: int) -> None:
+        """Declare ``[lo, hi)`` kernel text: code placed in memory at run time (as Linux's module
+        text), where probes may then go."""
+        if not 0 <= lo < hi:
+            raise ImageError(f"{self.path}: bad text range {lo:#x}..{hi:#x}")
+        self.text.append((lo, hi))
+
     def in_text(self, addr: int) -> bool:
         """Is ``addr`` in kernel text (Linux's ``kernel_text_address``)?"""
         return any(lo <= addr < hi for lo, hi in self.text)
