@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UcError
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UcError
 from unicorn.unicorn_const import (
     UC_CTL_CONTEXT_CPU,
     UC_CTL_CONTEXT_MEMORY,
@@ -175,22 +175,44 @@ class Machine:
 
     def _map_sim_pool(self) -> None:
         """Map every simulator-owned page now: after a memory snapshot the engine can neither map
-        nor re-protect pages, so the pool's permissions are fixed from the start."""
-        # One region (Unicorn's memory snapshots mishandle several adjacent ones), mapped RWX
-        # because engines refuse host writes to non-writable pages once snapshots are on; a write
-        # hook keeps the read+exec part read-only to the guest.
+        nor re-protect pages, so the pool's permissions are fixed from the start.
+
+        The guest may only execute these pages (slots: fetch only; the trap trampolines' data is
+        read by the trampoline's own instruction). An engine whose host writes ignore page
+        protection even under snapshots (the P-code engine) maps each part with those
+        permissions; Unicorn refuses host writes to non-writable pages once snapshots are on,
+        so there the pool is one read/write/execute region (its memory snapshots mishandle
+        several adjacent ones) and read and write hooks over it turn guest accesses into faults.
+        """
         addr = self.arch.sim_base
-        self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
         self._sim_pools: dict[int, list[int]] = {}
+        self.sim_data_readers: list[tuple[int, int]] = []  # PCs whose loads may read the pool
+        self._sim_undo: list[tuple[int, bytes]] = []  # pool bytes a refused guest store overwrote
+        protected = getattr(self.engine, "host_writes_ignore_protection", False)
+        if not protected:
+            self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
+            end = addr + sum(SIM_POOL.values()) - 1
+            self.engine.hook_add(UC_HOOK_MEM_WRITE, self._sim_write, None, addr, end)
+            self.engine.hook_add(UC_HOOK_MEM_READ, self._sim_read, None, addr, end)
         for perms, size in SIM_POOL.items():
             self._sim_pools[perms] = [addr, addr + size]
-            if perms == SLOT_PERMS:
-                self.engine.hook_add(UC_HOOK_MEM_WRITE, self._slot_write, None, addr, addr + size - 1)
+            if protected:
+                self.engine.mem_map(addr, size, UC_PROT_EXEC)
             addr += size
 
-    def _slot_write(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
-        """The guest stored into a kprobe page: a store fault; the slots are rewritten afterwards."""
+    def _sim_write(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
+        """The guest stored into a simulator page: a store fault; the bytes are put back afterwards."""
+        self._sim_undo.append((addr, bytes(self.engine.mem_read(addr, size))))
         self.on_mem_fault("store", addr, self.pc)
+        self.engine.emu_stop()
+
+    def _sim_read(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
+        """The guest loaded from a simulator page: a load fault, unless the simulator's own
+        trampoline is reading its data (x86's far pointer and shadow GDT)."""
+        pc = self.pc
+        if any(lo <= pc < hi for lo, hi in self.sim_data_readers):
+            return
+        self.on_mem_fault("load", addr, pc)
         self.engine.emu_stop()
 
     @property
@@ -442,6 +464,9 @@ class Machine:
         # An engine with its own clock knows best (it retires, traps and idles exactly).
         self._time = self.engine.vtime if self._engine_clock else now + max(0, retired)
         self._slice_end = 0
+        while self._sim_undo:  # a refused guest store into the simulator's pages: undo it
+            where, old = self._sim_undo.pop()
+            self.patch_code(where, old)
         if self._pending_fault is not None:
             fault, self._pending_fault = self._pending_fault, None
             raise fault
@@ -452,8 +477,6 @@ class Machine:
         elif isinstance(event, Deferred):
             event.action()
         elif isinstance(event, MemFault):
-            if self._registry is not None and self._sim_pools[SLOT_PERMS][1] > event.addr >= self.arch.sim_base:
-                self._registry.slots.repair()
             self.traps.memory_fault(event.access, event.addr, event.pc)
         elif error is not None:
             self._engine_error(error)

@@ -58,6 +58,7 @@ class Traps:
         self._page = machine.sim_alloc(0x2000)
         machine.write(self._page, _LCALL)
         machine.write(self._page + _LAND, b"\x90")
+        machine.sim_data_readers.append((self._page, self._page + len(_LCALL)))  # the far call's reads
         uc.hook_add(UC_HOOK_CODE, self._land, None, self._page + _LAND, self._page + _LAND)
         self._frame: tuple[int, int, bytes, int] | None = None  # rsp, rip, frame, rflags
         self._guest_gdtr: tuple[int, int, int, int] | None = None

@@ -194,6 +194,8 @@ def _arch_class(name: str) -> type[ArchModel]:
 class PcodeEngine:
     """A Unicorn-compatible CPU engine on SLEIGH P-code (see the module docstring)."""
 
+    host_writes_ignore_protection = True  # mem_write fills read-only pages, also under snapshots
+
     def __init__(self, arch: str = "loongarch64", hot_after: int | None = None) -> None:
         """``hot_after``: runs of a block in tier 0 (interpreted) before it is compiled (0:
         compile every block at once); default :data:`HOT_AFTER`."""
