@@ -126,6 +126,10 @@ class Machine:
         #: replace it, e.g. to find a Linux image's ``.BTF`` in guest memory.
         self.btf_source: Callable[[], bytes | None] = image.btf_data
         self._btf: Any = None
+        #: The kernel's configuration (``.config`` text) for ``__kconfig`` externs, and its
+        #: version (``KERNEL_VERSION(a, b, c)``) when known; the bundled kernels have neither.
+        self.kconfig_source: Callable[[], str | None] = lambda: None
+        self.kernel_version: int | None = None
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)

@@ -122,6 +122,19 @@ class MapSpec:
 
 
 @dataclass
+class Extern:
+    """An ``extern`` variable the loader resolves: ``__kconfig`` (a value in the ``.kconfig``
+    map at ``offset``) or ``__ksym`` (a kernel symbol's address, patched into ``lddw``'s)."""
+
+    name: str
+    kind: Literal["kconfig", "ksym"]
+    type_id: int
+    weak: bool
+    offset: int = 0
+    size: int = 0
+
+
+@dataclass
 class ProgramSpec:
     """One program: its linked instructions and the ``lddw`` slots that reference maps."""
 
@@ -133,6 +146,8 @@ class ProgramSpec:
     functions: list[tuple[str, int]] = field(default_factory=list)
     #: Instructions CO-RE poisoned (``call 0xbad2310``): pc -> the relocation libbpf names.
     poisoned: dict[int, str] = field(default_factory=dict)
+    #: ``lddw`` instructions that load a ``__ksym`` extern's address: (pc, extern name).
+    ksym_refs: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def insn_count(self) -> int:
@@ -165,6 +180,8 @@ class ObjectFile:
     kern_version: int = 0
     #: What the CO-RE relocations did, one line each in libbpf's debug-log words.
     core_log: list[str] = field(default_factory=list)
+    #: ``__kconfig`` and ``__ksym`` externs, by name.
+    externs: dict[str, Extern] = field(default_factory=dict)
 
     def program(self, name: str) -> ProgramSpec:
         """A program by function name or section name."""
@@ -280,11 +297,13 @@ class _Reader:
         self._legacy_maps()
         self._btf_maps()
         self._data_sections()
+        self._externs()
         self._collect_code()
         self._core_relocate()
         programs = [self._link(f) for f in self.entry_funcs]
         lic = self._license()
-        return ObjectFile(self.name, programs, self.maps, lic, self.btf, self._kern_version(), self.core_log)
+        return ObjectFile(self.name, programs, self.maps, lic, self.btf, self._kern_version(), self.core_log,
+                          self.externs)
 
     def _header(self) -> None:
         d = self.data
@@ -520,6 +539,38 @@ class _Reader:
                            self.sec_data(sec))
             self.data_maps[sec.index] = self._add_map(spec, sec.index, 0)
 
+    def _externs(self) -> None:
+        """``extern`` variables: ``__kconfig`` ones get a read-only ``.kconfig`` map (laid out in
+        BTF order, each at its natural alignment, as libbpf does); ``__ksym`` ones are kept for
+        the loader to resolve against the kernel's symbols."""
+        self.externs: dict[str, Extern] = {}
+        undefined = {s.name: s for s in self.symbols
+                     if s.shndx == SHN_UNDEF and s.name and s.type in (STT_NOTYPE, STT_OBJECT)}
+        if not undefined:
+            return
+        if self.btf is None:
+            raise self.err(f"extern {next(iter(undefined))!r} needs BTF (compile with -g)")
+        offset = 0
+        for sec_name, kind in ((".kconfig", "kconfig"), (".ksyms", "ksym")):
+            ds = self.btf.datasec(sec_name)
+            for si in ds.secinfos if ds is not None else ():
+                var = self.btf.type(si.type_id)
+                sym = undefined.get(var.name)
+                if sym is None:
+                    continue
+                ext = Extern(var.name, kind, var.type_id, sym.info >> 4 == 2)  # STB_WEAK
+                if kind == "kconfig":
+                    size = self.btf.size_of(var.type_id)
+                    align = 1 if self.btf.resolved(var.type_id).kind == BTF_KIND_ARRAY else min(size, 8)
+                    offset = (offset + align - 1) // align * align
+                    ext.offset, ext.size = offset, size
+                    offset += size
+                self.externs[var.name] = ext
+        if offset:
+            spec = MapSpec(".kconfig", BPF_MAP_TYPE_ARRAY, 4, offset, 1, BPF_F_MMAPABLE | BPF_F_RDONLY_PROG,
+                           ".kconfig", 0, 0, bytes(offset))
+            self.kconfig_map = self._add_map(spec, -1, 0)
+
     # -- code ------------------------------------------------------------------------------
     def _collect_code(self) -> None:
         self.code: dict[int, bytes] = {}
@@ -626,6 +677,7 @@ class _Reader:
         placed: dict[tuple[int, int], int] = {}
         functions: list[tuple[str, int]] = []
         map_refs: list[tuple[int, MapRef]] = []
+        ksym_refs: list[tuple[int, str]] = []
         poisoned: dict[int, str] = {}
         queue = [entry]
 
@@ -667,7 +719,11 @@ class _Reader:
                         if op != OP_LDDW or i + 1 >= n:
                             raise self.err(f"{where}: R_BPF_64_64 on a non-lddw instruction")
                         ref = self._lddw_target(sym, imm, where)
-                        if isinstance(ref, _Func):
+                        if isinstance(ref, str):  # a __ksym extern: the loader writes its address
+                            self._set(code, i, 0, 0)
+                            struct.pack_into("<i", code, (i + 1) * INSN_SIZE + 4, 0)
+                            ksym_refs.append((base + i, ref))
+                        elif isinstance(ref, _Func):
                             target = place(ref)
                             self._set(code, i, BPF_PSEUDO_FUNC, target - (base + i) - 1)
                         else:
@@ -685,8 +741,8 @@ class _Reader:
                                            f"{sym.name!r} is not a bpf-to-bpf call")
                         tsec = sym.shndx
                         if tsec == SHN_UNDEF:
-                            raise self.err(f"{where}: call to unknown (extern) symbol "
-                                           f"{sym.name!r}")
+                            raise self.err(f"{where}: call to kernel function (kfunc) {sym.name!r}: "
+                                           f"kfuncs are not supported")
                         if tsec not in self.code:
                             raise self.err(f"{where}: call to {sym.name!r} outside code")
                         if sym.value % INSN_SIZE:
@@ -703,7 +759,7 @@ class _Reader:
                     self._call(code, i, base, f, f.shndx, sec_idx + imm + 1, where, place)
                 i += 2 if op == OP_LDDW else 1
             out += code
-        return ProgramSpec(entry.name, sec_name, bytes(out), map_refs, functions, poisoned)
+        return ProgramSpec(entry.name, sec_name, bytes(out), map_refs, functions, poisoned, ksym_refs)
 
     def _call(self, code: bytearray, i: int, base: int, f: _Func, tsec: int, tidx: int,
               where: str, place: Callable[[_Func], int]) -> None:
@@ -719,10 +775,16 @@ class _Reader:
         code[i * INSN_SIZE + 1] = (code[i * INSN_SIZE + 1] & 0x0F) | (src << 4)
         struct.pack_into("<i", code, i * INSN_SIZE + 4, imm)
 
-    def _lddw_target(self, sym: _Symbol, imm: int, where: str) -> _Func | tuple[int, str, int]:
+    def _lddw_target(self, sym: _Symbol, imm: int, where: str) -> _Func | tuple[int, str, int] | str:
         shndx = sym.shndx
         if shndx == SHN_UNDEF:
-            raise self.err(f"{where}: reference to unknown (extern) symbol {sym.name!r}")
+            ext = self.externs.get(sym.name)
+            if ext is None:
+                raise self.err(f"{where}: reference to unknown (extern) symbol {sym.name!r} "
+                               f"(neither __kconfig nor __ksym)")
+            if ext.kind == "ksym":
+                return ext.name
+            return self.kconfig_map, "value", ext.offset + imm
         if shndx >= SHN_LORESERVE or shndx >= len(self.sections):
             raise self.err(f"{where}: symbol {sym.name!r} has bad section index {shndx}")
         if shndx in self.code:
