@@ -518,11 +518,12 @@ class Machine:
                 raise ImageError(f"{self.image.path}: kernel BTF: {e}") from None
         return self._btf
 
-    def load_bpf(self, path: str | Path) -> Any:
-        """Load an eBPF object and attach its programs by section (``kprobe/SYM``, ...)."""
+    def load_bpf(self, path: str | Path, **options: Any) -> Any:
+        """Load an eBPF object and attach its programs by section (``kprobe/SYM``, ...);
+        ``options`` are :func:`kprobesim.ebpf.loader.load`'s (``attach``, ``globals``, ...)."""
         from .ebpf.loader import load
 
-        return load(self, path)
+        return load(self, path, **options)
 
     def trace_line(self, text: str) -> None:
         """One line of trace output (probe events, bpf_trace_printk, ring buffer records)."""
