@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 
 from . import __version__
 from .arch import ARCH_NAMES, get_arch
-from .errors import GuestFault, ProbeError, SimError, UsageError
+from .errors import GuestFault, ProbeError, SimError, UsageError, exit_status_of_guest
 from .image import Image
 from .image import load_image as _load_image
 from .machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, Machine
@@ -30,6 +31,31 @@ def _int(text: str) -> int:
         return int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+MAX_COUNT = (1 << 63) - 1
+
+
+def _count(text: str) -> int:
+    """A positive count (instruction budget, iterations, jobs) that fits in 63 bits."""
+    n = _int(text)
+    if not 0 < n <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count from 1 to 2**63-1")
+    return n
+
+
+def _seconds(text: str) -> float:
+    """A finite, positive number of seconds (nan, inf and overflowing values are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to {MAX_SECONDS:g}")
+    return value
+
+
+MAX_SECONDS = 1e9
 
 
 class _Help(argparse.HelpFormatter):
@@ -71,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", parser_class=_Parser)
     run = sub.add_parser("run", help="run an image to its exit (the default verb)")
     _image_args(run)
-    run.add_argument("--max-insns", type=_int, default=DEFAULT_BUDGET, help="instruction budget")
-    run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="wall-clock limit (s)")
+    run.add_argument("--max-insns", type=_count, default=DEFAULT_BUDGET, help="instruction budget")
+    run.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, help="wall-clock limit (s)")
     run.add_argument(
         "-p",
         "--probe",
@@ -109,15 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EVENT[.FIELD]",
         help="show but do not judge a row (e.g. scheduling-dependent counts)",
     )
-    cmp.add_argument("--max-insns", type=_int, default=DEFAULT_BUDGET, help="instruction budget of each run")
-    cmp.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="wall-clock limit of each run (s)")
+    cmp.add_argument("--max-insns", type=_count, default=DEFAULT_BUDGET, help="instruction budget of each run")
+    cmp.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, help="wall-clock limit of each run (s)")
     fz = sub.add_parser("fuzz", help="fuzz probe placement on a kernel against its unprobed run")
     fz.add_argument("image", nargs="?", help="kernel image (default: the bundled kernel of --arch)")
     fz.add_argument("--arch", required=True, choices=ARCH_NAMES, help="architecture of the kernel")
     fz.add_argument("--func", default="*", metavar="GLOB", help="only probe functions matching this")
     fz.add_argument("--seed", type=_int, default=0, help="random seed (the same seed draws the same placements)")
-    fz.add_argument("--iterations", type=_int, default=100, help="placements to draw and check")
-    fz.add_argument("--jobs", type=_int, default=1, help="worker processes")
+    fz.add_argument("--iterations", type=_count, default=100, help="placements to draw and check")
+    fz.add_argument("--jobs", type=_count, default=1, help="worker processes")
     fz.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: tf)")
     fz.add_argument("--replay", metavar="PLACEMENT", help="check one placement ('p:ADDR,...,r:FUNC')")
     prb = sub.add_parser("probeable", help="list a function's instructions and how each would be probed")
@@ -191,7 +217,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.stats:
             _print_stats(tracer, objects, args.format)
         sys.stdout.flush()
-    return status
+    code, note = exit_status_of_guest(status)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    return code
 
 
 def _pairs(flag: str, items: Sequence[str]) -> dict[str, str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import read_regular
 from . import isa
 from .asm import assemble, parse_int
 from .errors import AsmError, EbpfError, StopProgram
@@ -173,13 +174,15 @@ def run_case(case: TestCase) -> Result:
         res.problem = f"engines disagree: interp {a}, translator {b}"
     return res
 
+MAX_DATA_FILE = 16 << 20  # bytes of a .data file
+
 
 def run_file(path: str | os.PathLike[str]) -> Result:
     """Parse and run one ``.data`` file."""
     p = Path(path)
     name = p.name
     try:
-        case = parse(p.read_text(), name)
+        case = parse(read_regular(p, MAX_DATA_FILE, ".data file", ValueError).decode(), name)
     except (EbpfError, OSError, ValueError) as e:
         return Result(name, "?", None, None, False, f"cannot load: {e}")
     return run_case(case)

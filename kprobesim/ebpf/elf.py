@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..files import read_regular
 from . import core
 from .btf import BTF_KIND_ARRAY, BTF_KIND_PTR, BTF_KIND_STRUCT, Btf, BtfError, BtfVarSecinfo
 from .maps import (
@@ -244,6 +245,8 @@ class _Func:
     start: int  # instruction index in its section
     end: int
 
+MAX_OBJECT = 64 << 20  # bytes of an eBPF object file
+
 
 def load_object(path: str | Path, target_btf: Btf | None = None) -> ObjectFile:
     """Read an eBPF object file; raises :class:`ObjectError` on any malformed input.
@@ -252,10 +255,7 @@ def load_object(path: str | Path, target_btf: Btf | None = None) -> ObjectFile:
     with CO-RE relocations and no target BTF is refused (as libbpf does without kernel BTF).
     """
     name = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise ObjectError(f"{name}: cannot read: {e.strerror or e}") from e
+    data = read_regular(Path(path), MAX_OBJECT, "eBPF object", ObjectError)
     return parse_object(data, name, target_btf)
 
 
