@@ -29,6 +29,8 @@ from .maps import (
     BPF_F_RDONLY_PROG,
     BPF_MAP_TYPE_ARRAY,
     BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+    BPF_MAP_TYPE_PROG_ARRAY,
+    MAP_TYPE_NAMES,
     BpfMap,
     create_map,
 )
@@ -99,6 +101,8 @@ class MapSpec:
     #: Initial contents of a global data section map (``.rodata``/``.data``; zeros for ``.bss``).
     initial_value: bytes | None = None
     extra: dict[str, int] = field(default_factory=dict)
+    #: A prog array's declared slots: index -> program name (``.values = { [i] = &prog }``).
+    init_slots: dict[int, str] = field(default_factory=dict)
 
     @property
     def is_data(self) -> bool:
@@ -111,7 +115,7 @@ class MapSpec:
         if self.map_type == BPF_MAP_TYPE_PERF_EVENT_ARRAY and max_entries == 0:
             max_entries = ncpus
         m = create_map(self.map_type, self.key_size, self.value_size, max_entries, self.flags,
-                       self.name, ncpus)
+                       self.name, ncpus, self.extra.get("map_extra", 0))
         m.btf = btf
         m.btf_key_type_id = self.btf_key_type_id
         m.btf_value_type_id = self.btf_value_type_id
@@ -299,6 +303,7 @@ class _Reader:
         self._data_sections()
         self._externs()
         self._collect_code()
+        self._map_initialisers()
         self._core_relocate()
         programs = [self._link(f) for f in self.entry_funcs]
         lic = self._license()
@@ -501,6 +506,7 @@ class _Reader:
                     value_id, vals["value_size_btf"] = tid, size
                 continue
             if m.name == "values":  # __array(values, ...): inner map / prog array initialisers
+                vals["values_offset"] = m.bit_offset // 8
                 continue
             if ptr.kind != BTF_KIND_PTR:
                 raise self.err(f"map {name!r}: {m.name} is not a __uint() pointer")
@@ -510,6 +516,10 @@ class _Reader:
             vals[m.name] = arr.nelems
         ksz = vals.get("key_size", vals.get("key_size_btf", 0))
         vsz = vals.get("value_size", vals.get("value_size_btf", 0))
+        if "values_offset" in vals:  # slots hold fds (libbpf's rule)
+            if vsz not in (0, 4):
+                raise self.err(f"map {name!r}: conflicting value size {vsz} != 4")
+            vsz = 4
         for what in ("key", "value"):
             explicit, typed = vals.get(f"{what}_size"), vals.get(f"{what}_size_btf")
             if explicit is not None and typed is not None and explicit != typed:
@@ -517,7 +527,7 @@ class _Reader:
         if "type" not in vals:
             raise self.err(f"map {name!r}: no map type")
         extra = {k: v for k, v in vals.items()
-                 if k in ("pinning", "numa_node", "map_extra")}
+                 if k in ("pinning", "numa_node", "map_extra", "values_offset")}
         return MapSpec(name, vals["type"], ksz, vsz, vals.get("max_entries", 0),
                        vals.get("map_flags", 0), ".maps", key_id, value_id, None, extra)
 
@@ -630,6 +640,43 @@ class _Reader:
                 if rtype == R_BPF_NONE:
                     continue
                 table[r_off // INSN_SIZE] = (rtype, self.symbols[sym_idx])
+
+    def _map_initialisers(self) -> None:
+        """``.rel.maps``: the slots a prog array declares with ``.values = { [i] = &prog }``
+        (libbpf fills them after load); map-in-map initialisers are refused by name."""
+        maps_sec = next((s for s in self.sections if s.name == ".maps"), None)
+        if maps_sec is None:
+            return
+        starts = sorted((off, idx) for (shndx, off), idx in self.map_at.items() if shndx == maps_sec.index)
+        entries = {f.name for f in self.entry_funcs}
+        for rs in self.sections:
+            if rs.type != SHT_REL or rs.info != maps_sec.index:
+                continue
+            body = self.sec_data(rs)
+            for i in range(rs.size // 16):
+                r_off, r_info = struct.unpack_from("<QQ", body, 16 * i)
+                sym_idx = r_info >> 32
+                if sym_idx >= len(self.symbols):
+                    raise self.err(f"{rs.name}: relocation {i} refers to unknown symbol #{sym_idx}")
+                sym = self.symbols[sym_idx]
+                owner = [(off, idx) for off, idx in starts if off <= r_off]
+                if not owner:
+                    raise self.err(f"{rs.name}: relocation {i} at {r_off:#x} is in no map")
+                off, idx = owner[-1]
+                spec = self.maps[idx]
+                vo = spec.extra.get("values_offset")
+                if vo is None or (r_off - off - vo) % 8 or r_off - off < vo:
+                    raise self.err(f"map {spec.name!r}: relocation at {r_off:#x} is not in its .values")
+                slot = (r_off - off - vo) // 8
+                if spec.map_type != BPF_MAP_TYPE_PROG_ARRAY:
+                    raise self.err(f"map {spec.name!r} slot [{slot}]: initialising a "
+                                   f"{MAP_TYPE_NAMES.get(spec.map_type, spec.map_type)} map "
+                                   f"(map-in-map) is not supported")
+                if sym.name not in entries:
+                    raise self.err(f"map {spec.name!r} slot [{slot}]: {sym.name!r} is not a program")
+                if slot >= spec.max_entries:
+                    raise self.err(f"map {spec.name!r} slot [{slot}]: past max_entries {spec.max_entries}")
+                spec.init_slots[slot] = sym.name
 
     def _core_relocate(self) -> None:
         """Apply the ``.BTF.ext`` CO-RE relocations to the code sections (see :mod:`.core`)."""

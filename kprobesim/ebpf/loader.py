@@ -42,9 +42,10 @@ from kprobesim.errors import ProbeError, SimError
 
 from . import core, isa, userspace
 from .elf import ObjectError, ObjectFile, ProgramSpec, load_object
-from .errors import EbpfError
-from .helpers import HELPER_MEMORY_ARGS, OVERRIDE_RETURN, Hit, Runtime
+from .errors import EbpfError, TailCall
+from .helpers import HELPER_MEMORY_ARGS, OVERRIDE_RETURN, TAIL_CALL, Hit, Runtime
 from .maps import BpfMap, MapError
+from .maps_extra import ProgArrayMap
 from .memory import Memory
 from .output import Record, TraceOutput, format_maps
 from .verifier import Program as Verified
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 #: Kretprobe instances per program. Linux's default, max(10, 2 * NR_CPUS), drops the returns of
 #: deep recursion (the firmware's fib() with three tasks in it); 64 catches every one.
 DEFAULT_MAXACTIVE = 64
+#: The first program fd (later programs count up from it, in load order).
+PROG_FD_BASE = 100
 SUPPORTED = ("kprobe", "kretprobe")
 
 
@@ -82,6 +85,7 @@ class Program:
     errors: int = 0  # runs stopped by a fault
     insns: int = 0  # instructions executed by the runs that completed
     last_error: str | None = None
+    fd: int = 0  # what user space puts in a prog array slot for it
 
     @property
     def hits(self) -> int:
@@ -140,9 +144,12 @@ class LoadedObject:
         return [f"  {'bpf:' + p.name:<40} {p.hits:>15} {p.missed:>15}" for p in self.programs.values()]
 
     def unattached(self) -> list[str]:
-        """One line per loaded program attached nowhere (a bare section given no ``--attach``)."""
+        """One line per loaded program attached nowhere (a bare section given no ``--attach``)
+        and not in a prog array slot (a tail call's target)."""
+        slots = {id(t) for m in self.maps.values() if isinstance(m, ProgArrayMap) for _, t in m.slots.values()}
         return [f"{self.path}: program '{p.name}' ({p.section}): loaded, not attached (give it a function: "
-                f"--attach {p.name}=FUNC)" for p in self.programs.values() if p.probe is None]
+                f"--attach {p.name}=FUNC)" for p in self.programs.values()
+                if p.probe is None and id(p.vm) not in slots]
 
     def detach(self) -> None:
         """Unregister every probe the object placed (maps stay readable)."""
@@ -256,11 +263,15 @@ def load(
             raise BpfError(f"{where}: {e}") from None
         if OVERRIDE_RETURN in vm.program.helper_ids and kind != "kprobe":
             raise BpfError(f"{where}: bpf_override_return needs a kprobe at a function's entry")
-        loaded.programs[spec.name] = Program(spec.name, spec.section, kind, attach.get(spec.name, _target(spec)), vm)
+        if TAIL_CALL in vm.program.helper_ids and set(vm.program.subprogs) - {0} - vm.program.callbacks:
+            raise BpfError(f"{where}: mixing of tail_calls and bpf-to-bpf calls is not supported")
+        loaded.programs[spec.name] = Program(spec.name, spec.section, kind, attach.get(spec.name, _target(spec)), vm,
+                                             fd=PROG_FD_BASE + len(loaded.programs))
 
     if not loaded.programs:
         raise BpfError(loaded.skipped[0] if len(loaded.skipped) == 1 else
                        f"{name}: no program the machine can attach ({len(loaded.skipped)} of other types)")
+    _fill_prog_arrays(loaded)
     try:
         for prog in loaded.programs.values():
             if prog.target:
@@ -270,6 +281,22 @@ def load(
         loaded.detach()
         raise
     return loaded
+
+
+def _fill_prog_arrays(loaded: LoadedObject) -> None:
+    """Prog arrays take program fds (from user space: ``obj.programs[name].fd``); the slots the
+    object declares (``.values = { [i] = &prog }``) are filled as libbpf fills them after load."""
+    by_fd = {p.fd: p for p in loaded.programs.values()}
+    for spec in loaded.object.maps:
+        m = loaded.maps[spec.name]
+        if not isinstance(m, ProgArrayMap):
+            continue
+        m.resolve_fd = lambda fd: (p.vm if (p := by_fd.get(fd)) is not None else None)
+        for slot, prog_name in sorted(spec.init_slots.items()):
+            p = loaded.programs.get(prog_name)
+            if p is None:
+                raise BpfError(f"{loaded.path}: map {spec.name!r} slot [{slot}]: program {prog_name!r} is not loaded")
+            m.update(struct.pack("<I", slot), struct.pack("<i", p.fd))
 
 
 def _check_target(loaded: LoadedObject, prog: Program, target: str) -> None:
@@ -289,7 +316,9 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
     entry = found is not None and found[1] == 0 and found[0].is_func
     if OVERRIDE_RETURN in prog.vm.program.helper_ids and not entry:
         raise BpfError(f"{where}: bpf_override_return needs a kprobe at a function's entry, not {prog.target}")
-    make_ctx = _context_builder(m, prog.vm.program if lazy_ctx else None)
+    # a tail call may reach a program that reads other fields: then every field is built
+    tails = any(isinstance(mp, ProgArrayMap) for mp in loaded.maps.values())
+    make_ctx = _context_builder(m, prog.vm.program if lazy_ctx and not tails else None)
     rt = loaded.runtime
 
     def run(regs: Regs, kind: str, ip: int) -> int:
@@ -297,12 +326,19 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
         ctx = make_ctx(regs, ip)
         rt.hit = hit
         prog.runs += 1
+        vm = prog.vm
         try:
-            prog.vm.run(ctx)
-            prog.insns += prog.vm.last_count or 0
+            while True:
+                try:
+                    vm.run(ctx)
+                    prog.insns += vm.last_count or 0
+                    break
+                except TailCall as t:
+                    vm = t.target  # type: ignore[assignment]
         except EbpfError as e:
-            poison = loaded.object.program(prog.name).poisoned.get(e.pc) if e.pc is not None else None
-            _fault(loaded, prog, f"insn {e.pc}: <invalid CO-RE relocation>: {poison}" if poison else str(e))
+            poison = loaded.object.program(vm.name).poisoned.get(e.pc) if e.pc is not None else None
+            text = f"insn {e.pc}: <invalid CO-RE relocation>: {poison}" if poison else str(e)
+            _fault(loaded, prog, text if vm is prog.vm else f"tail call to '{vm.name}': {text}")
         finally:
             if rt.end_run():
                 _fault(loaded, prog, "ring buffer record reserved but neither submitted nor discarded")
