@@ -130,6 +130,10 @@ class Machine:
         #: replace it, e.g. to find a Linux image's ``.BTF`` in guest memory.
         self.btf_source: Callable[[], bytes | None] = image.btf_data
         self._btf: Any = None
+        #: The kernel's configuration (``.config`` text) for ``__kconfig`` externs, and its
+        #: version (``KERNEL_VERSION(a, b, c)``) when known; the bundled kernels have neither.
+        self.kconfig_source: Callable[[], str | None] = lambda: None
+        self.kernel_version: int | None = None
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
@@ -616,11 +620,12 @@ class Machine:
                 raise ImageError(f"{self.image.path}: kernel BTF: {e}") from None
         return self._btf
 
-    def load_bpf(self, path: str | Path) -> Any:
-        """Load an eBPF object and attach its programs by section (``kprobe/SYM``, ...)."""
+    def load_bpf(self, path: str | Path, **options: Any) -> Any:
+        """Load an eBPF object and attach its programs by section (``kprobe/SYM``, ...);
+        ``options`` are :func:`kprobesim.ebpf.loader.load`'s (``attach``, ``globals``, ...)."""
         from .ebpf.loader import load
 
-        return load(self, path)
+        return load(self, path, **options)
 
     def trace_line(self, text: str) -> None:
         """One line of trace output (probe events, bpf_trace_printk, ring buffer records)."""
