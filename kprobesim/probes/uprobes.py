@@ -134,11 +134,6 @@ class Uprobes:
             self._trampoline_of[tgid] = trampoline
         return area
 
-    def repair(self) -> None:
-        """Rewrite every XOL slot (after a guest store into the pages was refused)."""
-        for area in self._xol.values():
-            area.repair()
-
     def in_xol(self, addr: int) -> bool:
         """Is ``addr`` in a slot some XOL area handed out?"""
         return any(s <= addr < s + area.size for area in self._xol.values() for s in area.in_use)
