@@ -142,12 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     fz = sub.add_parser("fuzz", help="fuzz probe placement on a kernel against its unprobed run")
     fz.add_argument("image", nargs="?", help="kernel image (default: the bundled kernel of --arch)")
     fz.add_argument("--arch", required=True, choices=ARCH_NAMES, help="architecture of the kernel")
-    fz.add_argument("--func", default="*", metavar="GLOB", help="only probe functions matching this")
+    fz.add_argument("--func", default="*", metavar="GLOB", help="probe only functions matching this")
     fz.add_argument("--seed", type=_int, default=0, help="random seed (the same seed draws the same placements)")
     fz.add_argument("--iterations", type=_count, default=100, help="placements to draw and check")
     fz.add_argument("--jobs", type=_count, default=1, help="worker processes")
     fz.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: tf)")
-    fz.add_argument("--replay", metavar="PLACEMENT", help="check one placement ('p:ADDR,...,r:FUNC')")
+    fz.add_argument(
+        "--replay", metavar="PLACEMENT", help="check one placement ('p:ADDR,...,r:FUNC,u:ADDR,ur:FUNC')"
+    )
     prb = sub.add_parser("probeable", help="list a function's instructions and how each would be probed")
     _image_args(prb)
     prb.add_argument("symbol", help="function name")

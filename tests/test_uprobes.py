@@ -375,3 +375,16 @@ def test_ebpf_uprobe_and_uretprobe_sections(arch, tmp_path):
     assert [v for k, v, _, _ in recs if k == 3] == list(range(40, -1, -1))
     assert {p for _, _, p, _ in recs} == {1 << 32 | 1}
     assert loaded.programs["on_rsum"].hits == 41
+
+
+def test_compare_agrees_on_uprobes_across_arches():
+    """``compare`` runs uprobe specs on every arch: hits and fetched values agree."""
+    from kprobesim.compare import compare
+
+    result = compare(
+        ["p:len init:u_strlen s=+0($arg1):ustring", "r:rs init:u_rsum ret=$retval:s64", "p:w init:u_write n=$arg2:u64"],
+        None, {}, 5_000_000, 120.0, [],
+    )  # fmt: skip
+    assert result.agree
+    rows = json.dumps(result.as_dict())
+    assert '"rs"' in rows and '"len"' in rows
