@@ -388,3 +388,28 @@ def test_compare_agrees_on_uprobes_across_arches():
     assert result.agree
     rows = json.dumps(result.as_dict())
     assert '"rs"' in rows and '"len"' in rows
+
+
+STORES = ("sd", "c.sd", "c.sdsp", "st.d", "push")
+
+
+@pytest.mark.parametrize(("arch", "variant"), ARCH_VARIANTS)
+def test_fault_inside_the_slot_is_reported_at_the_probed_instruction(arch, variant):
+    """The stepped store faults (its handler pointed sp at unmapped memory): the kernel gets the
+    fault at the probed user address, not in the XOL slot (Linux aborts the XOL step), and the
+    slot is given back."""
+    m = Machine.load(firmware(arch), step_variant=variant)
+    prog = user_program(m.image)
+    write = prog.function("u_write")
+    store = next(a for a, t in accepted(m) if write.addr <= a < write.addr + write.size and _mnemonic(t) in STORES)
+    spec = m.arch.module("regs")
+
+    def break_stack(p, regs):
+        regs[spec.SP_REG] = 0x7FF000000000  # unmapped on every board
+
+    up = m.uprobe(f"init:{store - prog.lo:#x}", break_stack)
+    assert m.uprobes.sites[store].decision.kind is Kind.OOL
+    status = m.run()
+    assert status != 0 and up.hits == 1
+    assert "PANIC: unexpected trap cause=" in m.console and f"pc={store:x} task=init" in m.console, m.console[-200:]
+    assert not m.uprobes.steps and all(area.in_use == {min(area.in_use)} for area in m.uprobes._xol.values())

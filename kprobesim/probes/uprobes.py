@@ -134,10 +134,6 @@ class Uprobes:
             self._trampoline_of[tgid] = trampoline
         return area
 
-    def in_xol(self, addr: int) -> bool:
-        """Is ``addr`` in a slot some XOL area handed out?"""
-        return any(s <= addr < s + area.size for area in self._xol.values() for s in area.in_use)
-
     # -- placing -------------------------------------------------------------------------------
     def original(self, addr: int, size: int) -> bytes:
         """User bytes as the program has them, with our breaks taken out."""
@@ -176,12 +172,13 @@ class Uprobes:
             raise ProbeError(f"{text}: {e}") from None
         if d.kind is Kind.REJECT:
             raise ProbeError(f"{text}: cannot probe '{d.text}': {d.reason} (EINVAL)")
-        if d.kind is Kind.OOL:  # can the copy run in an XOL slot (x86: RIP-relative reach)?
-            area = self.xol(current_task(self.m).tgid)
-            try:
-                self.step.make_slot(d, max(area.in_use))
-            except SlotError as e:
-                raise ProbeError(f"{text}: {e}") from None
+        if d.kind is Kind.OOL:  # can the copy run in any XOL slot (x86: RIP-relative reach)?
+            align = getattr(self.step, "SLOT_ALIGN", 8)
+            for where in (self.m.arch.sim_base, (self.m.sim_end - MAX_INSN) & ~(align - 1)):
+                try:
+                    self.step.make_slot(d, where)
+                except SlotError as e:
+                    raise ProbeError(f"{text}: {e}") from None
         return USite(addr, d, self.original(addr, d.length))
 
     def register(self, target: str, handler: UprobeHandler | None = None, name: str = "") -> Uprobe:
