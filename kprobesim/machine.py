@@ -41,6 +41,7 @@ SLICE = 200_000  # longest emu_start slice (instructions)
 POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact moment)
 DEFAULT_BUDGET = 50_000_000
 DEFAULT_TIMEOUT = 120.0
+STORM = 1000  # trap and interrupt entries in a row with no instruction retired: a trap storm
 PAGE = 0x1000
 # Simulator-owned pages by permissions: read+execute kprobe slot pages (4096 16-byte slots), and a
 # little read/write/execute room for trap trampolines (x86's shadow GDT is written by the CPU).
@@ -129,6 +130,10 @@ class Machine:
         #: replace it, e.g. to find a Linux image's ``.BTF`` in guest memory.
         self.btf_source: Callable[[], bytes | None] = image.btf_data
         self._btf: Any = None
+        #: The kernel's configuration (``.config`` text) for ``__kconfig`` externs, and its
+        #: version (``KERNEL_VERSION(a, b, c)``) when known; the bundled kernels have neither.
+        self.kconfig_source: Callable[[], str | None] = lambda: None
+        self.kernel_version: int | None = None
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
@@ -137,6 +142,8 @@ class Machine:
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
         self._held = False  # an interrupt is pending but the CPU masks it
+        self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
+        self._storm = 0  # entries since an instruction last retired
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
@@ -286,8 +293,13 @@ class Machine:
         self._timers.append(timer)
 
     def timer_changed(self) -> None:
-        """A timer was reprogrammed mid-slice: end the slice if it now fires sooner."""
-        if min(t.deadline() for t in self._timers) < self._slice_end:
+        """A timer was reprogrammed mid-slice: end the slice if it now fires sooner.
+
+        Nothing changes when an interrupt was already pending (and held) at the start of the
+        slice and a deadline in the past keeps one pending: the unmask points watch for it.
+        """
+        deadline = min(t.deadline() for t in self._timers)
+        if deadline < self._slice_end and not (self._held and deadline <= self.now()):
             self.cut_slice()
 
     def add_port(self, base: int, count: int, read: Callable, write: Callable) -> None:
@@ -343,6 +355,10 @@ class Machine:
         if self.event is None:
             self.event = MemFault(access, addr, pc)
 
+    def entered(self) -> None:
+        """The arch's trap layer entered the guest's vector (an exception or an interrupt)."""
+        self.entries += 1
+
     # -- the run loop --------------------------------------------------------------------------
     @property
     def instructions(self) -> int:
@@ -371,17 +387,46 @@ class Machine:
             self._running = False
 
     def _run(self, max_insns: int | None, timeout: float | None) -> int:
-        limit = self._time + (max_insns if max_insns is not None else DEFAULT_BUDGET)
+        start, entries = self._spent(), self._entries()
+        limit = start + (max_insns if max_insns is not None else DEFAULT_BUDGET)
         wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
+        self._storm = 0
         while self.exit_status is None:
-            if self._time >= limit:
+            if self._spent() >= limit:
+                taken = self._entries() - entries
+                also = f" and {taken} trap and interrupt entries" if taken else ""
                 raise BudgetExhausted(
-                    f"instruction budget exhausted after {self._time} instructions at {self.image.describe(self.pc)}"
+                    f"instruction budget exhausted after {self._time} instructions{also} "
+                    f"at {self.image.describe(self.pc)}"
                 )
             if time.monotonic() > wall:
                 raise BudgetExhausted(f"time limit reached after {self._time} instructions")
             self._step_slice(limit)
         return self.exit_status
+
+    def _entries(self) -> int:
+        """Trap and interrupt entries so far: the arch layer's and those an engine takes alone."""
+        return self.entries + getattr(self.engine, "interrupts_taken", 0)
+
+    def _spent(self) -> int:
+        """Budget spent: instructions retired, and one for every trap or interrupt entry (a trap
+        loop or an interrupt storm that retires little or nothing still ends on its budget)."""
+        return self._time + self._entries()
+
+    def _watch_storm(self, time_before: int, entries_before: int) -> None:
+        """A run of slices that enter traps or interrupts and retire nothing is a trap storm."""
+        if self._time > time_before:
+            self._storm = 0
+            return
+        self._storm += self._entries() - entries_before
+        if self._storm >= STORM:
+            pc = self.pc
+            raise GuestFault(
+                f"trap storm: {self._storm} trap and interrupt entries in a row with no instruction "
+                f"retired ({self.image.describe(pc)})",
+                pc,
+                self.register_dump(),
+            )
 
     def _unmask_point(self, uc: object, addr: int, size: int, count: int) -> None:
         """About to run an instruction that may unmask interrupts while one is held: stop
@@ -392,10 +437,18 @@ class Machine:
             self.engine.emu_stop()
 
     def _step_slice(self, limit: int) -> None:
+        now, entries = self._time, self._entries()
+        self._run_slice(limit)
+        if self.exit_status is None:
+            self._watch_storm(now, entries)
+
+    def _run_slice(self, limit: int) -> None:
         held = self._deliver_interrupts()
         self._held = held < SLICE
         now = self._time
-        n = min(SLICE, limit - now, max(1, self._next_deadline() - now), held)
+        n = min(SLICE, limit - self._spent(), max(1, self._next_deadline() - now), held)
+        if n <= 0:  # the interrupts just taken spent the rest of the budget
+            return
         if self._run_exactly:
             n, self._run_exactly = min(n, self._run_exactly), 0
         self._slice_start, self._slice_end = now, now + n
@@ -409,11 +462,8 @@ class Machine:
             error = e
         retired = self.engine.icount() - self.hidden
         event = self.event
-        if (
-            self._stopped_before
-            or isinstance(event, Break | MemFault | Deferred)
-            or (error is not None and event is None)
-        ):
+        trapped = isinstance(event, Break | MemFault | Deferred) or (error is not None and event is None)
+        if trapped or self._stopped_before:
             retired -= 1  # the trapping (or hook-stopped) instruction did not retire
         # An engine with its own clock knows best (it retires, traps and idles exactly).
         self._time = self.engine.vtime if self._engine_clock else now + max(0, retired)
@@ -472,11 +522,11 @@ class Machine:
             irq = timer.pending(self._time)
             if irq is None:
                 continue
-            verdict = self.traps.interrupt(irq)
-            if verdict is True:
+            if self.traps.interrupt(irq) is True:
                 timer.delivered(self._time)
-            else:
-                held = min(held, POLL)
+                if timer.pending(self._time) is None:
+                    continue
+            held = min(held, POLL)  # masked, or (level-triggered) still pending in its handler
         return held
 
     def account(self, instructions: int) -> None:
@@ -521,6 +571,7 @@ class Machine:
         self.exit_status = None
         self._held = False
         self._run_exactly = 0
+        self._storm = 0
         for timer, state in zip(self._timers, snap.devices, strict=True):
             vars(timer).update(state)
 
@@ -569,11 +620,12 @@ class Machine:
                 raise ImageError(f"{self.image.path}: kernel BTF: {e}") from None
         return self._btf
 
-    def load_bpf(self, path: str | Path) -> Any:
-        """Load an eBPF object and attach its programs by section (``kprobe/SYM``, ...)."""
+    def load_bpf(self, path: str | Path, **options: Any) -> Any:
+        """Load an eBPF object and attach its programs by section (``kprobe/SYM``, ...);
+        ``options`` are :func:`kprobesim.ebpf.loader.load`'s (``attach``, ``globals``, ...)."""
         from .ebpf.loader import load
 
-        return load(self, path)
+        return load(self, path, **options)
 
     def trace_line(self, text: str) -> None:
         """One line of trace output (probe events, bpf_trace_printk, ring buffer records)."""

@@ -207,11 +207,13 @@ class Traps:
             return VEC_SS, 0, f"exception frame push at {(stack - len(frame)) & (1 << 64) - 1:#x} outside memory"
         new_flags = rflags & ~(TF | NT | RF | (IF if attr & 0xF == 0xE else 0))
         if cpl == 0:
+            m.entered()
             self._complete(stack - len(frame), handler, frame, new_flags, sel)
             return None
         _, gdt_base, gdt_limit, _ = self._reg(xc.UC_X86_REG_GDTR)
         if not self._in_ram(gdt_base, min(gdt_limit + 1, (sel & ~7) + 8)):
             return VEC_GP, sel & ~3, f"GDT at {gdt_base:#x} outside memory"
+        m.entered()
         self._raise_privilege(sel, (stack - len(frame), handler, frame, new_flags))
         return None
 

@@ -236,6 +236,7 @@ class PcodeEngine:
         self._count_end = INF
         self._deadline: float | None = None
         self._stop = False
+        self.interrupts_taken = 0  # interrupts the engine took on its own (budget for the host)
         self._finish = False  # stop_after_insn() was called: stop once this instruction is done
         self._mmio_log: list[int] = []  # device accesses of one instruction: (live vt, values...)
         self._replay: list[int] | None = None  # re-running it: its device accesses, already done
@@ -1195,6 +1196,7 @@ class PcodeEngine:
             ev = arch.next_event()
         if arch.irq_pending():
             arch.take_interrupt()
+            self.interrupts_taken += 1
             self._chk = -1
             return 1
         if vt >= self._count_end:
