@@ -99,8 +99,10 @@ class Machine:
         image: Image,
         console: Callable[[bytes], None] | None = None,
         step_variant: str | None = None,
+        board: Any = None,
     ) -> None:
         self.arch = arch
+        self.board = board  # a machine description (e.g. board.virt.Virt); None: the arch's own board
         self.step_variant = step_variant
         self.trace_sink: Callable[[str], None] | None = None  # where trace lines go (the CLI's stdout)
         self.trace_lines: list[str] = []  # trace lines kept when there is no sink
@@ -122,10 +124,12 @@ class Machine:
         self._port_hooks = False
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
+        self.ram = board.ram if board is not None else arch.ram
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
-        for device in arch.devices():
+        self.devices = list(board.devices() if board is not None else arch.devices())
+        for device in self.devices:
             device.attach(self)
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
@@ -134,6 +138,8 @@ class Machine:
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
+        if board is not None:
+            board.boot(self)
 
     @classmethod
     def load(
@@ -150,7 +156,7 @@ class Machine:
 
     # -- memory --------------------------------------------------------------------------------
     def _load_image(self) -> None:
-        base, size = self.arch.ram
+        base, size = self.ram
         self.engine.mem_map(base, size, UC_PROT_ALL)
         for seg in self.image.segments:
             if not (base <= seg.addr and seg.addr + seg.memsz <= base + size):
@@ -192,6 +198,19 @@ class Machine:
         return pool[0] - size
 
     def read(self, addr: int, size: int) -> bytes:
+        """Guest memory at ``addr``: physical, or else virtual through the hart's page tables."""
+        try:
+            return bytes(self.engine.mem_read(addr, size))
+        except UcError:
+            physical = getattr(self.traps, "physical", None)
+            if physical is None or (addr & 0xFFF) + size > 0x1000:
+                raise
+            try:
+                return bytes(self.engine.mem_read(physical(addr), size))
+            except Exception:
+                raise UcError(UC_ERR_READ_UNMAPPED) from None
+
+    def read_phys(self, addr: int, size: int) -> bytes:
         return bytes(self.engine.mem_read(addr, size))
 
     def write(self, addr: int, data: bytes) -> None:
@@ -213,7 +232,8 @@ class Machine:
 
     def register_dump(self) -> str:
         """All interesting registers, four to a line."""
-        cells = [f"{name:>7}={self.engine.reg_read(rid):016x}" for name, rid in self.arch.dump_regs]
+        with self.traps.host_access():
+            cells = [f"{name:>7}={self.engine.reg_read(rid):016x}" for name, rid in self.arch.dump_regs]
         return "\n".join("  ".join(cells[i : i + 4]) for i in range(0, len(cells), 4))
 
     # -- devices -------------------------------------------------------------------------------
