@@ -8,6 +8,7 @@ Nothing is hooked per instruction: hooks fire only on traps, faults and device a
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import time
 from collections.abc import Callable
@@ -54,6 +55,14 @@ _MEM_ERRORS = {
     UC_ERR_WRITE_PROT: ("store", "protected"),
     UC_ERR_FETCH_PROT: ("fetch", "protected"),
 }
+
+
+def _device_state(device: object) -> dict[str, Any]:
+    """A device's state for a snapshot: its fields, without the machine and wired callbacks."""
+    fields = {k: v for k, v in vars(device).items() if k != "machine" and not callable(v)}
+    linked = {k: v for k, v in fields.items() if hasattr(v, "attach")}  # another device: keep the reference
+    state = copy.deepcopy({k: v for k, v in fields.items() if k not in linked})
+    return state | linked
 
 
 @dataclass
@@ -217,9 +226,34 @@ class Machine:
         self.engine.mem_write(addr, data)
 
     def patch_code(self, addr: int, data: bytes) -> None:
-        """Write instructions and drop stale translations (the simulator's fence.i)."""
-        self.engine.mem_write(addr, data)
+        """Write instructions and drop stale translations (the simulator's fence.i).
+
+        A virtual address the engine does not back physically is written in the physical page
+        behind it (Linux's ``text_poke``: even a read-only kernel mapping gets the break)."""
+        try:
+            self.engine.mem_write(addr, data)
+        except UcError:
+            physical = getattr(self.traps, "physical", None)
+            if physical is None:
+                raise
+            self.patch_physical(physical(addr), addr, data)
+            return
         self.engine.ctl_remove_cache(addr, addr + len(data))
+
+    def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
+        """Write instructions at a physical address seen by the guest at ``vaddr``."""
+        self.engine.mem_write(phys, data)
+        self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
+        if phys != vaddr:
+            self.engine.ctl_remove_cache(phys, phys + len(data))
+
+    def in_sim_pages(self, addr: int) -> bool:
+        return self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values())
+
+    @property
+    def steps_in_place(self) -> bool:
+        """Probed instructions run where they are (the guest's page tables may not map slots)."""
+        return self.board is not None and hasattr(self.traps, "step_in_place")
 
     # -- registers -----------------------------------------------------------------------------
     @property
@@ -463,7 +497,9 @@ class Machine:
                 UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
             )
             self._memory_snapshots = True
-        devices = [{k: v for k, v in vars(t).items() if k != "machine"} for t in self._timers]
+        devices = [_device_state(t) for t in self._timers]
+        if self.board is not None:  # every device of the board, not only its timers
+            devices = [_device_state(d) for d in self.devices]
         pools = {p: list(v) for p, v in self._sim_pools.items()}
         return Snapshot(self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices)
 
@@ -481,8 +517,9 @@ class Machine:
         self.exit_status = None
         self._held = False
         self._run_exactly = 0
-        for timer, state in zip(self._timers, snap.devices, strict=True):
-            vars(timer).update(state)
+        owners = self.devices if self.board is not None else self._timers
+        for device, state in zip(owners, snap.devices, strict=True):
+            vars(device).update({k: v if hasattr(v, "attach") else copy.deepcopy(v) for k, v in state.items()})
 
     # -- probes --------------------------------------------------------------------------------
     @property

@@ -3,9 +3,10 @@
 Unicorn 2.1.4 exposes neither the interrupt-pending bits a device drives (MTIP, MSIP, MEIP are
 read-only through ``reg_write``), nor the fault address of a trap (``badaddr``), nor a time
 source for the ``time`` CSR (``rdtime_fn`` is NULL, so ``rdtime`` traps). The state struct is
-found once per engine by writing a pattern into x1..x31 and searching the process's heap for it
-(the struct opens with ``gpr[32]``); the field offsets follow Unicorn 2.1.4's ``target/riscv/cpu.h``
-and are checked against values written through the API before use.
+found once per engine by writing a pattern into x1..x31 and searching for it behind the
+pointers at the start of Unicorn's ``uc_struct`` (the state struct opens with ``gpr[32]``); the
+field offsets follow Unicorn 2.1.4's ``target/riscv/cpu.h`` and are checked against values
+written through the API before use.
 
 With these, interrupts are taken by Unicorn itself (QEMU's ``riscv_cpu_do_interrupt``: mideleg,
 priorities, vectored mode, exact unmasking) and ``rdtime`` costs one C callback, not a trap.
@@ -32,6 +33,17 @@ _SOFT_MIP = MIP_SSIP | MIP_STIP | MIP_SEIP  # what the CSR path lets software wr
 RdTime = ctypes.CFUNCTYPE(ctypes.c_uint64)
 
 
+_CPU_POINTER = 0x1B8  # offsetof(struct uc_struct, cpu) in Unicorn 2.1.4
+
+
+def _read(fd: int, addr: int, size: int) -> bytes:
+    """Up to ``size`` bytes of this process's memory at ``addr`` (fewer at a gap, none if unmapped)."""
+    try:
+        return os.pread(fd, size, addr)
+    except OSError:
+        return b""
+
+
 def _find_state(uc: Uc) -> int:
     pattern = [0x5A17_0000_0000_0000 | (os.getpid() << 24) | (i * 0x10001) for i in range(1, 32)]
     saved = [uc.reg_read(rc.UC_RISCV_REG_X1 + i) for i in range(31)]
@@ -41,27 +53,34 @@ def _find_state(uc: Uc) -> int:
     mark = 0x7E57_0000_1234_5678 & ~3
     uc.reg_write(rc.UC_RISCV_REG_PC, mark)
     needle = struct.pack("<31Q", *pattern)
-    found = []
-    with open("/proc/self/maps") as maps:
-        regions = [line.split() for line in maps]
-    for parts in regions:
-        lo, hi = (int(x, 16) for x in parts[0].split("-"))
-        name = parts[5] if len(parts) > 5 else ""
-        if not parts[1].startswith("rw") or hi - lo > 256 << 20 or (name.startswith("[") and name != "[heap]"):
-            continue
-        data = ctypes.string_at(lo, hi - lo)
-        at = data.find(needle)
-        while at >= 0:
-            env = lo + at - 8
-            if at - 8 + PC + 8 <= len(data) and struct.unpack_from("<Q", data, at - 8 + PC)[0] == mark:
-                found.append(env)
-            at = data.find(needle, at + 1)
+    found: set[int] = set()
+    # Unicorn's ``uc_struct`` points at the CPU object holding the state (``uc->cpu``, at
+    # 0x1b8 in 2.1.4); try the pointers near its start, that one first. Memory is read through
+    # /proc/self/mem, where an address that is not mapped is an I/O error, not a crash.
+    with open("/proc/self/mem", "rb", buffering=0) as mem:
+        head = _read(mem.fileno(), uc._uch.value, 0x800)
+        pointers = [struct.unpack_from("<Q", head, off)[0] for off in range(0, len(head) - 7, 8)]
+        if len(pointers) > _CPU_POINTER // 8:
+            pointers.insert(0, pointers[_CPU_POINTER // 8])
+        for ptr in dict.fromkeys(p for p in pointers if 0x10000 <= p < 1 << 47):
+            data = _read(mem.fileno(), ptr, 0x40000)
+            at = data.find(needle)
+            while at >= 8:
+                if at - 8 + PC + 8 <= len(data) and struct.unpack_from("<Q", data, at - 8 + PC)[0] == mark:
+                    found.add(ptr + at - 8)
+                at = data.find(needle, at + 1)
+            if found:
+                break
+        # A stale copy of the pattern (freed memory) may sit nearby: the live state is the
+        # one that follows a register written through the API.
+        uc.reg_write(rc.UC_RISCV_REG_X1, ~pattern[0] & (1 << 64) - 1)
+        live = [env for env in found if struct.unpack("<Q", _read(mem.fileno(), env + 8, 8))[0] != pattern[0]]
     for i, value in enumerate(saved):
         uc.reg_write(rc.UC_RISCV_REG_X1 + i, value)
     uc.reg_write(rc.UC_RISCV_REG_PC, saved_pc)
-    if len(found) != 1:
+    if len(live) != 1:
         raise SimError("cannot locate Unicorn's riscv CPU state (unsupported unicorn build)")
-    return found[0]
+    return live[0]
 
 
 class Hart:

@@ -103,10 +103,36 @@ class Traps:
             epc = self._illegal_pc(pc)
             insn = self.fetch(epc, 4)
             self.exception(CAUSE_ILLEGAL, epc, int.from_bytes(insn if insn[0] & 3 == 3 else insn[:2], "little"))
+        elif intno in (CAUSE_FETCH_FAULT, 12) and self.hart is not None and self.m.in_sim_pages(self.hart.badaddr):
+            self.m.on_break(self.hart.badaddr)  # e.g. a kretprobe trampoline the guest's tables do not map
         elif intno in ADDRESS_CAUSES and self.hart is not None:
             self.exception(intno, pc, self.hart.badaddr)
         else:
             self.exception(intno, pc, 0)
+
+    def step_in_place(self, addr: int, original: bytes, patched: bytes) -> bool:
+        """Execute the original instruction at ``addr`` where it is, with every interrupt
+        masked (mie cleared: M-level interrupts are taken in S-mode whatever mstatus says).
+
+        Used where the guest's page tables would not map an out-of-line slot. Returns True
+        when it retired (False: it trapped and the trap was delivered to the guest).
+        """
+        uc = self.m.engine
+        phys = self.physical(addr)
+        with self.machine_mode():
+            mie = uc.reg_read(UC_RISCV_REG_MIE)
+            uc.reg_write(UC_RISCV_REG_MIE, 0)
+        self.m.patch_physical(phys, addr, original)
+        self.m.event = None
+        try:
+            uc.emu_start(addr, self.m.arch.until, 0, 1)
+        except UcError:
+            pass
+        finally:
+            self.m.patch_physical(phys, addr, patched)
+            with self.machine_mode():
+                uc.reg_write(UC_RISCV_REG_MIE, mie)
+        return uc.reg_read(UC_RISCV_REG_PC) == addr + len(original) and self.m.event is None
 
     def _illegal_pc(self, pc: int) -> int:
         """Unicorn reports illegal instructions at pc+4, even 2-byte ones: find the start."""

@@ -1,9 +1,11 @@
 """Console input fed to a UART as if typed, on virtual time (so runs stay deterministic).
 
 A line is typed once the console has been quiet for ``QUIET`` instructions (the guest has
-answered the previous one and waits); within a line, each byte follows ``GAP`` instructions
-after the previous one was read. When everything was typed and the console has been quiet
-for ``QUIET`` again, the run ends with status 0: the guest has answered the whole script.
+answered the previous one and waits) and, when a ``prompt`` is given, once the guest's output
+since the previous line ends with it (a shell waiting for a command, however long its boot or
+the command took); within a line, each byte follows ``GAP`` instructions after the previous one
+was read. When everything was typed and the console has been quiet (and prompted) again, the
+run ends with status 0: the guest has answered the whole script.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ GAP = 100_000
 class ConsoleInput:
     """A timer that puts the next input byte into the UART's receive buffer."""
 
-    def __init__(self, data: bytes, uart: Ns16550a, end_when_done: bool = True) -> None:
+    def __init__(self, data: bytes, uart: Ns16550a, end_when_done: bool = True, prompt: bytes = b"") -> None:
         self.data = bytes(data)
+        self.prompt = bytes(prompt)
+        self.typed_at = -1  # console length when the last line ended (its answer comes after)
         self.pos = 0
         self.uart = uart
         self.end_when_done = end_when_done
@@ -45,10 +49,19 @@ class ConsoleInput:
         self._note_output()
         if self.uart.rx:
             return NEVER
+        at_line_start = self.pos == 0 or self.data[self.pos - 1] in b"\r\n"
+        if at_line_start and not self._prompted():
+            return NEVER
         if self.pos >= len(self.data):
             return self.last_activity + QUIET if self.end_when_done else NEVER
-        at_line_start = self.pos == 0 or self.data[self.pos - 1] in b"\r\n"
         return self.last_activity + (QUIET if at_line_start else GAP)
+
+    def _prompted(self) -> bool:
+        """The guest asked for the next line (always, without a prompt to wait for)."""
+        if not self.prompt:
+            return True
+        out = self.machine.console_bytes
+        return len(out) > self.typed_at and out.endswith(self.prompt)
 
     def pending(self, now: int) -> int | None:
         if now < self.deadline():
@@ -56,9 +69,12 @@ class ConsoleInput:
         if self.pos >= len(self.data):
             self.machine.guest_exit(0)
             return None
-        self.uart.receive(self.data[self.pos : self.pos + 1])
+        byte = self.data[self.pos : self.pos + 1]
+        self.uart.receive(byte)
         self.pos += 1
         self.last_activity = now
+        if byte in b"\r\n":
+            self.typed_at = len(self.machine.console_bytes)
         return None
 
     def delivered(self, now: int) -> None:

@@ -3,15 +3,16 @@
 The source is the unmodified upstream tree in ``../shared/kernels/xv6-riscv`` (or
 ``$KPROBESIM_XV6_SRC``); nothing of it is committed here. The build follows the recipe in the
 kernels README: Debian's clang for C, zig's clang for ``user/initcode.S`` (clang 14 cannot
-assemble it), zig's ld.lld as the linker, llvm-objcopy/objdump, and the file system image written by ``xv6fs`` (the shared tree has no ``mkfs/``).
+assemble it), zig's ld.lld as the linker, llvm-objcopy/objdump, and the file system image
+written by ``xv6fs`` (the shared tree has no ``mkfs/``).
 The result is keyed by a hash of the source tree, so later runs reuse it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import os
+import re
 import shutil
 import stat
 import subprocess

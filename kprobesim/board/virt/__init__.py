@@ -6,6 +6,8 @@ test device for poweroff/reboot, and a generated device tree (a1; hart id in a0)
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +44,7 @@ class VirtOptions:
     drive_writable: bool = False
     legacy_virtio: bool = False
     input: bytes | None = None
+    input_prompt: bytes = b""  # type each input line only once the output ends with this
     append: str = ""
     initrd: str | None = None
     dtb: str | None = None
@@ -70,7 +73,9 @@ class Virt:
             for i in range(VIRTIO_SLOTS)
         ]
         self.test = TestExit(TEST)
-        self.input = ConsoleInput(options.input, self.uart) if options.input is not None else None
+        self.input = (
+            ConsoleInput(options.input, self.uart, prompt=options.input_prompt) if options.input is not None else None
+        )
         self.firmware = _read(options.bios, "firmware") if options.bios not in ("none", "builtin") else None
         self.initrd = _read(options.initrd, "initrd") if options.initrd else None
         self.dtb_blob = _read(options.dtb, "device tree") if options.dtb else None
@@ -137,14 +142,15 @@ class Virt:
             "riscv,isa": ISA, "mmu-type": "riscv,sv48",
         })
         cpu.add("interrupt-controller", {
-            "#interrupt-cells": 1, "interrupt-controller": b"", "compatible": "riscv,cpu-intc", "phandle": 1,
+            "#interrupt-cells": 1, "#address-cells": 0, "interrupt-controller": b"", "compatible": "riscv,cpu-intc",
+            "phandle": 1,
         })
+        root.add("poweroff", {"compatible": "syscon-poweroff", "regmap": 4, "offset": 0, "value": 0x5555})
+        root.add("reboot", {"compatible": "syscon-reboot", "regmap": 4, "offset": 0, "value": 0x7777})
         soc = root.add("soc", {"#address-cells": 2, "#size-cells": 2, "compatible": "simple-bus", "ranges": b""})
         soc.add(f"test@{TEST:x}", {
             "compatible": ["sifive,test1", "sifive,test0", "syscon"], "reg": fdt.cells64(TEST, 0x1000), "phandle": 4,
         })
-        soc.add("poweroff", {"compatible": "syscon-poweroff", "regmap": 4, "offset": 0, "value": 0x5555})
-        soc.add("reboot", {"compatible": "syscon-reboot", "regmap": 4, "offset": 0, "value": 0x7777})
         soc.add(f"clint@{CLINT:x}", {
             "compatible": ["sifive,clint0", "riscv,clint0"], "reg": fdt.cells64(CLINT, 0x10000),
             "interrupts-extended": [1, 3, 1, 7],
@@ -168,6 +174,8 @@ class Virt:
 
 def _read(path: str, what: str) -> bytes:
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ImageError(f"{path}: not a regular file (the {what})")
         data = Path(path).read_bytes()
     except OSError as e:
         raise ImageError(f"{path}: cannot read the {what}: {e.strerror}") from None
