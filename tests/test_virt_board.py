@@ -97,7 +97,7 @@ def test_boot_registers_and_dtb_in_memory() -> None:
         (["--board", "virt", "--dtb", "README.md", "firmware/riscv64/kernel.elf"], 65, "not a device tree"),
         (["--drive", "README.md", "firmware/riscv64/kernel.elf"], 64, "--drive needs --board virt"),
         (["--board", "virt", "--memory", "3", "firmware/riscv64/kernel.elf"], 64, "--memory must be"),
-        (["--board", "virt", "--bios", "/nonexistent", "firmware/riscv64/kernel.elf"], 65, "cannot read the firmware"),
+        (["--board", "virt", "--bios", "/nonexistent", "firmware/riscv64/kernel.elf"], 65, "no such file"),
         (["--board", "virt", "--bios", "/dev/zero", "firmware/riscv64/kernel.bin"], 65, "not a regular file"),
         (["--board", "virt", "--bios", "/dev/null", "firmware/riscv64/kernel.bin"], 65, "not a regular file"),
     ],

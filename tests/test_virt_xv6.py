@@ -115,7 +115,7 @@ def test_probes_count_and_fetch_right_and_change_nothing(booted: tuple[Machine, 
     # the bytes written are the transcript's new bytes less the echo of the typed script.
     writes = events["fw"]
     assert len(writes) == sys_write.hits > 0
-    assert all(a["type"] == 3 and a["major"] == 1 for a in writes)
+    assert all(a["type"] == 3 and a["major"] == 1 for a in writes), writes[:4]
     session = len(unprobed.encode()) - len(snap.console)
     assert sum(a["n"] for a in writes) == session - len(SCRIPT)
     # kalloc returns distinct-at-the-time pages inside RAM; allocations less frees is what

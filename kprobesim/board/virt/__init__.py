@@ -6,8 +6,6 @@ test device for poweroff/reboot, and a generated device tree (a1; hart id in a0)
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +13,7 @@ from typing import TYPE_CHECKING
 from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_A1, UC_RISCV_REG_A2
 
 from ...errors import ImageError, UsageError
+from ...files import read_regular
 from .. import fdt
 from ..clint import Clint
 from ..console_input import ConsoleInput
@@ -33,6 +32,7 @@ UART_IRQ, VIRTIO_IRQ, VIRTIO_SLOTS = 10, 1, 8
 TIMEBASE = 10_000_000  # mtime ticks per second (one tick = one instruction)
 ISA = "rv64imafdc"  # what Unicorn's riscv64 CPU implements (no Zicsr/Zifencei names in priv 1.10 strings)
 KERNEL_OFFSET = 0x200000  # where a kernel goes behind an M-mode firmware
+MAX_FILE = 1 << 30  # firmware, initrd and device tree files are read whole, up to this
 
 
 @dataclass
@@ -173,12 +173,7 @@ class Virt:
 
 
 def _read(path: str, what: str) -> bytes:
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ImageError(f"{path}: not a regular file (the {what})")
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read the {what}: {e.strerror}") from None
+    data = read_regular(Path(path), MAX_FILE, what, ImageError)
     if not data:
         raise ImageError(f"{path}: the {what} is empty")
     return data
