@@ -15,6 +15,7 @@ from typing import Any
 from . import __version__
 from .arch import ARCH_NAMES, get_arch
 from .errors import GuestFault, ImageError, ProbeError, SimError, UsageError, exit_status_of_guest
+from .files import open_regular, read_regular
 from .image import Image
 from .image import load_image as _load_image
 from .machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, Machine
@@ -127,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     vb.add_argument("-m", "--memory", type=_size, help="virt RAM size, e.g. 256M (default 256M)")
     vb.add_argument(
         "--bios",
-        default="none",
-        help="virt firmware: none (the image starts in M-mode) or FILE (at 0x80000000, the image at 0x80200000)",
+        help="virt firmware: none (the image starts in M-mode), builtin (the simulator's SBI; the image starts in "
+        "S-mode at 0x80200000) or an M-mode FILE such as OpenSBI's fw_jump.bin (at 0x80000000, the image at "
+        "0x80200000); default: builtin for a Linux Image, else none",
     )
     vb.add_argument(
         "--drive", action="append", default=[], metavar="FILE",
@@ -223,10 +225,10 @@ def _virt_board(args: argparse.Namespace) -> Any:
     )
     if args.board != "virt":
         used = [name for name in virt_only if getattr(args, name) not in (None, [], False, "")]
-        if used or args.bios != "none":
+        if used or args.bios is not None:
             raise UsageError(f"--{(used or ['bios'])[0].replace('_', '-')} needs --board virt")
         return None
-    from .board.virt import DEFAULT_MEMORY, Virt, VirtOptions
+    from .board.virt import DEFAULT_MEMORY, Virt, VirtOptions, linux_image_offset
 
     if args.arch not in (None, "riscv64"):
         raise UsageError(f"--board virt is a riscv64 machine, not {args.arch}")
@@ -234,20 +236,27 @@ def _virt_board(args: argparse.Namespace) -> Any:
     data = None
     if text is not None:
         if text.startswith("@"):
-            try:
-                data = Path(text[1:]).read_bytes()
-            except OSError as e:
-                raise UsageError(f"--input {text}: {e.strerror}") from None
+            data = read_regular(Path(text[1:]), 16 << 20, "console input", UsageError)
         else:
             data = text.encode().decode("unicode_escape").encode("latin-1")
-    if args.bios == "builtin":
-        raise UsageError("--bios builtin is not implemented yet: use --bios none or an M-mode firmware FILE")
+    bios = args.bios
+    if bios is None:  # S-mode kernels (a Linux Image) get the builtin SBI, others start in M-mode
+        bios = "builtin" if linux_image_offset(_head(args.image)) is not None else "none"
     options = VirtOptions(
         memory=args.memory or DEFAULT_MEMORY, drives=args.drive, drive_writable=args.drive_writable,
         legacy_virtio=args.virtio_legacy, input=data, input_prompt=args.input_prompt.encode(), append=args.append,
-        initrd=args.initrd, dtb=args.dtb, bios=args.bios,
+        initrd=args.initrd, dtb=args.dtb, bios=bios,
     )
     return Virt(options)
+
+
+def _head(path: str) -> bytes:
+    """The first bytes of an image (empty when it cannot be read: loading it reports why)."""
+    try:
+        with open_regular(Path(path), "image", ImageError) as f:
+            return f.read(64)
+    except (ImageError, OSError):
+        return b""
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -255,7 +264,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if board is not None:
         args.arch = args.arch or "riscv64"
         if args.base is None:
-            args.base = board.image_base
+            args.base = board.image_base_for(_head(args.image))
     image = load_image(args)
     if board is not None and image.arch != "riscv64":
         raise ImageError(f"{image.path}: a {image.arch} image cannot run on the riscv64 virt board")

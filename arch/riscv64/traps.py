@@ -98,6 +98,11 @@ class Traps:
         uc = self.m.engine
         pc = uc.reg_read(UC_RISCV_REG_PC)
         if intno in ECALL_CAUSES:  # Unicorn says 8 whatever the privilege
+            sbi = getattr(self.m.board, "sbi", None)
+            if sbi is not None and uc.reg_read(UC_RISCV_REG_PRIV) & 3 == 1:  # the simulator is the firmware
+                sbi.ecall()
+                uc.reg_write(UC_RISCV_REG_PC, pc)
+                return
             self.exception(ECALL_BY_PRIV.get(uc.reg_read(UC_RISCV_REG_PRIV) & 3, intno), pc - 4, 0)
         elif intno == CAUSE_ILLEGAL:
             epc = self._illegal_pc(pc)

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_A1, UC_RISCV_REG_A2
+from unicorn.riscv_const import (
+    UC_RISCV_REG_A0,
+    UC_RISCV_REG_A1,
+    UC_RISCV_REG_A2,
+    UC_RISCV_REG_MCOUNTEREN,
+    UC_RISCV_REG_MEDELEG,
+    UC_RISCV_REG_MIDELEG,
+    UC_RISCV_REG_PRIV,
+)
 
 from ...errors import ImageError, UsageError
 from ...files import read_regular
@@ -20,6 +28,7 @@ from ..console_input import ConsoleInput
 from ..exit import TestExit
 from ..ns16550a import Ns16550a
 from ..plic import Plic
+from ..sbi import Sbi
 from ..virtio_blk import Disk, VirtioMmio
 
 if TYPE_CHECKING:
@@ -32,6 +41,11 @@ UART_IRQ, VIRTIO_IRQ, VIRTIO_SLOTS = 10, 1, 8
 TIMEBASE = 10_000_000  # mtime ticks per second (one tick = one instruction)
 ISA = "rv64imafdc"  # what Unicorn's riscv64 CPU implements (no Zicsr/Zifencei names in priv 1.10 strings)
 KERNEL_OFFSET = 0x200000  # where a kernel goes behind an M-mode firmware
+# What the builtin SBI delegates to S-mode, as OpenSBI does: every exception but ecall from
+# S/M-mode (misaligned, access and page faults, illegal instruction, breakpoint, user ecall),
+# and the supervisor software/timer/external interrupts.
+MEDELEG = 0x1FF | (1 << 12) | (1 << 13) | (1 << 15)
+MIDELEG = (1 << 1) | (1 << 5) | (1 << 9)
 MAX_FILE = 1 << 30  # firmware, initrd and device tree files are read whole, up to this
 
 
@@ -48,7 +62,7 @@ class VirtOptions:
     append: str = ""
     initrd: str | None = None
     dtb: str | None = None
-    bios: str = "none"  # none | FILE (an M-mode firmware at RAM_BASE, the image at +2 MiB)
+    bios: str = "none"  # none | builtin (our SBI) | FILE (an M-mode firmware); not none: the image at +2 MiB
 
 
 class Virt:
@@ -77,6 +91,7 @@ class Virt:
             ConsoleInput(options.input, self.uart, prompt=options.input_prompt) if options.input is not None else None
         )
         self.firmware = _read(options.bios, "firmware") if options.bios not in ("none", "builtin") else None
+        self.sbi = Sbi(self.uart) if options.bios == "builtin" else None
         self.initrd = _read(options.initrd, "initrd") if options.initrd else None
         self.dtb_blob = _read(options.dtb, "device tree") if options.dtb else None
         if self.dtb_blob is not None:
@@ -87,12 +102,17 @@ class Virt:
 
     def devices(self) -> list:
         devices = [self.clint, self.plic, self.uart, *self.virtio, self.test]
-        return devices + ([self.input] if self.input else [])
+        return devices + ([self.input] if self.input else []) + ([self.sbi] if self.sbi else [])
 
     @property
     def image_base(self) -> int:
         """Where a raw kernel image loads on this board."""
-        return RAM_BASE + (KERNEL_OFFSET if self.firmware is not None else 0)
+        return RAM_BASE + (KERNEL_OFFSET if self.options.bios != "none" else 0)
+
+    def image_base_for(self, head: bytes) -> int:
+        """Where a raw image with these first bytes loads (a Linux Image: by its header)."""
+        offset = linux_image_offset(head)
+        return RAM_BASE + offset if offset is not None and self.options.bios != "none" else self.image_base
 
     # -- boot ------------------------------------------------------------------------------
     def boot(self, machine: Machine) -> None:
@@ -122,6 +142,12 @@ class Virt:
             machine.write(info, b"".join(v.to_bytes(8, "little") for v in (0x4942534F, 2, kernel, 1, 0, 0)))
             engine.reg_write(UC_RISCV_REG_A2, info)
             machine.pc = base
+        elif self.sbi is not None:  # the state OpenSBI leaves for the kernel, in S-mode
+            with machine.traps.machine_mode():
+                engine.reg_write(UC_RISCV_REG_MEDELEG, MEDELEG)
+                engine.reg_write(UC_RISCV_REG_MIDELEG, MIDELEG)
+                engine.reg_write(UC_RISCV_REG_MCOUNTEREN, 7)
+            engine.reg_write(UC_RISCV_REG_PRIV, 1)
 
     def device_tree(self, initrd: tuple[int, int] | None = None) -> bytes:
         """The DTB describing exactly this machine."""
@@ -170,6 +196,13 @@ class Virt:
                 "interrupt-parent": 3, "interrupts": dev.irq,
             })
         return fdt.build(root)
+
+
+def linux_image_offset(head: bytes) -> int | None:
+    """The load offset a riscv Linux ``Image`` header gives (None when ``head`` is not one)."""
+    if len(head) < 0x40 or head[0x38:0x3C] != b"RSC\x05":
+        return None
+    return int.from_bytes(head[8:16], "little")
 
 
 def _read(path: str, what: str) -> bytes:
