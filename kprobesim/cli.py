@@ -250,6 +250,14 @@ def _virt_board(args: argparse.Namespace) -> Any:
     return Virt(options)
 
 
+def linux_image(image: Image) -> bool:
+    """A raw Linux ``Image`` without a real symbol table (Debian's System.map is a stub)?"""
+    from .board.virt import linux_image_offset
+
+    raw = image.segments[0].data[:64] if image.segments else b""
+    return linux_image_offset(raw) is not None and len(image.symbols) < 2
+
+
 def _head(path: str) -> bytes:
     """The first bytes of an image (empty when it cannot be read: loading it reports why)."""
     try:
@@ -268,11 +276,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     image = load_image(args)
     if board is not None and image.arch != "riscv64":
         raise ImageError(f"{image.path}: a {image.arch} image cannot run on the riscv64 virt board")
+    boot_map = None
+    if board is not None and linux_image(image):  # symbols from the kernel's own kallsyms
+        from .guest.linux import with_kallsyms
+
+        image, boot_map = with_kallsyms(image)
     console = _Console()
     arch = get_arch(image.arch or "")
     if args.step and not hasattr(arch.module("decode"), "VARIANTS"):
         raise UsageError(f"--step applies to x86_64 only, not {arch.name}")
     machine = Machine(arch, image, console=console.write, step_variant=args.step, board=board)
+    if boot_map is not None:
+        machine.boot_maps.append(boot_map)
     machine.trace_sink = console.line
     tracer = Tracer(machine, out=console.line, fmt=args.format)
     for text in args.probe:

@@ -137,6 +137,9 @@ class Machine:
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
         self.ram = board.ram if board is not None else arch.ram
+        #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
+        #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
+        self.boot_maps: list[tuple[int, int, int]] = []
         #: Where the target kernel's raw BTF comes from (see :attr:`btf`); a guest-OS module may
         #: replace it, e.g. to find a Linux image's ``.BTF`` in guest memory.
         self.btf_source: Callable[[], bytes | None] = image.btf_data
@@ -225,12 +228,16 @@ class Machine:
             return bytes(self.engine.mem_read(addr, size))
         except UcError:
             physical = getattr(self.traps, "physical", None)
-            if physical is None or (addr & 0xFFF) + size > 0x1000:
+            if physical is None:
                 raise
-            try:
-                return bytes(self.engine.mem_read(physical(addr), size))
-            except Exception:
-                raise UcError(UC_ERR_READ_UNMAPPED) from None
+            out = bytearray()
+            while len(out) < size:  # page by page: neighbouring virtual pages need not be
+                chunk = min(size - len(out), 0x1000 - ((addr + len(out)) & 0xFFF))
+                try:
+                    out += self.engine.mem_read(physical(addr + len(out)), chunk)
+                except Exception:
+                    raise UcError(UC_ERR_READ_UNMAPPED) from None
+            return bytes(out)
 
     def read_phys(self, addr: int, size: int) -> bytes:
         return bytes(self.engine.mem_read(addr, size))

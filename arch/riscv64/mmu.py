@@ -1,4 +1,4 @@
-"""Sv39/Sv48 page-table walks, as the hart does them (for the simulator's own accesses).
+"""Sv39/Sv48/Sv57 page-table walks, as the hart does them (for the simulator's own accesses).
 
 Used to read instruction bytes at a virtual PC (trap delivery), to find the physical page
 behind a probed virtual address (a break is written there, like Linux's ``text_poke``), and
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-SATP_MODES = {8: 3, 9: 4}  # Sv39: 3 levels, Sv48: 4
+SATP_MODES = {8: 3, 9: 4, 10: 5}  # Sv39: 3 levels, Sv48: 4, Sv57: 5 (Unicorn takes it; Linux probes for it)
 PTE_V, PTE_R, PTE_W, PTE_X = 1, 2, 4, 8
 PAGE_SHIFT = 12
 
@@ -25,7 +25,7 @@ def translate(satp: int, vaddr: int, read_phys: Callable[[int, int], bytes]) -> 
     if levels is None:
         if mode == 0:
             return vaddr
-        raise PageFault(f"satp mode {mode} is not Sv39 or Sv48")
+        raise PageFault(f"satp mode {mode} is not Sv39, Sv48 or Sv57")
     va_bits = PAGE_SHIFT + 9 * levels
     top = vaddr >> (va_bits - 1)
     if top not in (0, (1 << (64 - va_bits + 1)) - 1):

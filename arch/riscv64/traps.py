@@ -149,6 +149,10 @@ class Traps:
         uc = self.m.engine
         with self.machine_mode() as priv:
             satp = uc.reg_read(UC_RISCV_REG_SATP) if priv < 3 else 0
+        if satp >> 60 == 0:  # no paging yet: where the OS will map it, if known
+            for start, size, phys in self.m.boot_maps:
+                if start <= vaddr < start + size:
+                    return phys + vaddr - start
         return translate(satp, vaddr, self.m.read_phys)
 
     def fetch(self, vaddr: int, size: int) -> bytes:
