@@ -55,7 +55,7 @@ def available() -> str | None:
     """Why xv6 cannot be built here (None when it can)."""
     if not (SRC / "Makefile").is_file():
         return f"xv6 source not found at {SRC}"
-    for tool in ("clang", "make", "gcc", "perl", "llvm-objcopy", "llvm-objdump"):
+    for tool in ("clang", "make", "perl", "llvm-objcopy", "llvm-objdump"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     return None
