@@ -14,7 +14,8 @@ from typing import Any
 
 from . import __version__
 from .arch import ARCH_NAMES, get_arch
-from .errors import GuestFault, ProbeError, SimError, UsageError, exit_status_of_guest
+from .errors import GuestFault, ImageError, ProbeError, SimError, UsageError, exit_status_of_guest
+from .files import open_regular, read_regular
 from .image import Image
 from .image import load_image as _load_image
 from .machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, Machine
@@ -31,6 +32,16 @@ def _int(text: str) -> int:
         return int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    try:
+        if text[-1:].upper() in units:
+            return int(text[:-1], 0) * units[text[-1].upper()]
+        return int(text, 0) << 20  # a bare number is MiB, as QEMU's -m
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
 
 
 MAX_COUNT = (1 << 63) - 1
@@ -112,6 +123,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=("text", "json"), default="text", help="probe output format")
     run.add_argument("--stats", action="store_true", help="print hits/missed per probe at exit")
     run.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: tf)")
+    vb = run.add_argument_group("boards (riscv64 'virt', as QEMU's -machine virt)")
+    vb.add_argument(
+        "--board", choices=("default", "virt"), default="default", help="machine (default: the bundled firmware's)"
+    )
+    vb.add_argument("-m", "--memory", type=_size, help="virt RAM size, e.g. 256M (default 256M)")
+    vb.add_argument(
+        "--bios",
+        help="virt firmware: none (the image starts in M-mode), builtin (the simulator's SBI; the image starts in "
+        "S-mode at 0x80200000) or an M-mode FILE such as OpenSBI's fw_jump.bin (at 0x80000000, the image at "
+        "0x80200000); default: builtin for a Linux Image, else none",
+    )
+    vb.add_argument(
+        "--drive", action="append", default=[], metavar="FILE",
+        help="virtio-mmio block device backed by a copy of FILE (repeatable)",
+    )
+    vb.add_argument("--drive-writable", action="store_true", help="write the drives' files in place")
+    vb.add_argument("--virtio-legacy", action="store_true", help="legacy (version 1) virtio-mmio transport")
+    vb.add_argument(
+        "--input", metavar="TEXT|@FILE", help="console input typed into the UART; the run ends once it is answered"
+    )
+    vb.add_argument(
+        "--input-prompt", default="", metavar="TEXT",
+        help="type each --input line once the console ends with TEXT (e.g. '$ ')",
+    )
+    vb.add_argument("--append", default="", metavar="CMDLINE", help="kernel command line (/chosen/bootargs)")
+    vb.add_argument("--initrd", metavar="FILE", help="initial ramdisk (its range in /chosen)")
+    vb.add_argument("--dtb", metavar="FILE", help="device tree blob to pass instead of the generated one")
     run.add_argument(
         "--bpf",
         action="append",
@@ -190,13 +228,76 @@ class _Console:
         self.out.flush()
 
 
+def _virt_board(args: argparse.Namespace) -> Any:
+    """The riscv64 virt board the options describe (None for the default board)."""
+    virt_only = (
+        "memory", "drive", "drive_writable", "virtio_legacy", "input", "input_prompt", "append", "initrd", "dtb",
+    )
+    if args.board != "virt":
+        used = [name for name in virt_only if getattr(args, name) not in (None, [], False, "")]
+        if used or args.bios is not None:
+            raise UsageError(f"--{(used or ['bios'])[0].replace('_', '-')} needs --board virt")
+        return None
+    from .board.virt import DEFAULT_MEMORY, Virt, VirtOptions, linux_image_offset
+
+    if args.arch not in (None, "riscv64"):
+        raise UsageError(f"--board virt is a riscv64 machine, not {args.arch}")
+    text = args.input
+    data = None
+    if text is not None:
+        if text.startswith("@"):
+            data = read_regular(Path(text[1:]), 16 << 20, "console input", UsageError)
+        else:
+            data = text.encode().decode("unicode_escape").encode("latin-1")
+    bios = args.bios
+    if bios is None:  # S-mode kernels (a Linux Image) get the builtin SBI, others start in M-mode
+        bios = "builtin" if linux_image_offset(_head(args.image)) is not None else "none"
+    options = VirtOptions(
+        memory=args.memory or DEFAULT_MEMORY, drives=args.drive, drive_writable=args.drive_writable,
+        legacy_virtio=args.virtio_legacy, input=data, input_prompt=args.input_prompt.encode(), append=args.append,
+        initrd=args.initrd, dtb=args.dtb, bios=bios,
+    )
+    return Virt(options)
+
+
+def linux_image(image: Image) -> bool:
+    """A raw Linux ``Image`` without a real symbol table (Debian's System.map is a stub)?"""
+    from .board.virt import linux_image_offset
+
+    raw = image.segments[0].data[:64] if image.segments else b""
+    return linux_image_offset(raw) is not None and len(image.symbols) < 2
+
+
+def _head(path: str) -> bytes:
+    """The first bytes of an image (empty when it cannot be read: loading it reports why)."""
+    try:
+        with open_regular(Path(path), "image", ImageError) as f:
+            return f.read(64)
+    except (ImageError, OSError):
+        return b""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    board = _virt_board(args)
+    if board is not None:
+        args.arch = args.arch or "riscv64"
+        if args.base is None:
+            args.base = board.image_base_for(_head(args.image))
     image = load_image(args)
+    if board is not None and image.arch != "riscv64":
+        raise ImageError(f"{image.path}: a {image.arch} image cannot run on the riscv64 virt board")
+    boot_map = None
+    if board is not None and linux_image(image):  # symbols from the kernel's own kallsyms
+        from .guest.linux import with_kallsyms
+
+        image, boot_map = with_kallsyms(image)
     console = _Console()
     arch = get_arch(image.arch or "")
     if args.step and not hasattr(arch.module("decode"), "VARIANTS"):
         raise UsageError(f"--step applies to x86_64 only, not {arch.name}")
-    machine = Machine(arch, image, console=console.write, step_variant=args.step)
+    machine = Machine(arch, image, console=console.write, step_variant=args.step, board=board)
+    if boot_map is not None:
+        machine.boot_maps.append(boot_map)
     machine.trace_sink = console.line
     tracer = Tracer(machine, out=console.line, fmt=args.format)
     for text in args.probe:

@@ -8,6 +8,7 @@ Nothing is hooked per instruction: hooks fire only on traps, faults and device a
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import math
 import time
@@ -59,6 +60,14 @@ _MEM_ERRORS = {
 }
 
 
+def _device_state(device: object) -> dict[str, Any]:
+    """A device's state for a snapshot: its fields, without the machine and wired callbacks."""
+    fields = {k: v for k, v in vars(device).items() if k != "machine" and not callable(v)}
+    linked = {k: v for k, v in fields.items() if hasattr(v, "attach")}  # another device: keep the reference
+    state = copy.deepcopy({k: v for k, v in fields.items() if k not in linked})
+    return state | linked
+
+
 @dataclass
 class Snapshot:
     """Everything needed to put a machine back to a moment of its run (memory copy-on-write)."""
@@ -102,8 +111,10 @@ class Machine:
         image: Image,
         console: Callable[[bytes], None] | None = None,
         step_variant: str | None = None,
+        board: Any = None,
     ) -> None:
         self.arch = arch
+        self.board = board  # a machine description (e.g. board.virt.Virt); None: the arch's own board
         self.step_variant = step_variant
         self.trace_sink: Callable[[str], None] | None = None  # where trace lines go (the CLI's stdout)
         self.trace_lines: list[str] = []  # trace lines kept when there is no sink
@@ -128,6 +139,10 @@ class Machine:
         self._port_hooks = False
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
+        self.ram = board.ram if board is not None else arch.ram
+        #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
+        #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
+        self.boot_maps: list[tuple[int, int, int]] = []
         #: Where the target kernel's raw BTF comes from (see :attr:`btf`); a guest-OS module may
         #: replace it, e.g. to find a Linux image's ``.BTF`` in guest memory.
         self.btf_source: Callable[[], bytes | None] = image.btf_data
@@ -139,7 +154,8 @@ class Machine:
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
-        for device in arch.devices():
+        self.devices = list(board.devices() if board is not None else arch.devices())
+        for device in self.devices:
             device.attach(self)
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
@@ -150,6 +166,8 @@ class Machine:
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
+        if board is not None:
+            board.boot(self)
 
     @classmethod
     def load(
@@ -167,7 +185,7 @@ class Machine:
 
     # -- memory --------------------------------------------------------------------------------
     def _load_image(self) -> None:
-        base, size = self.arch.ram
+        base, size = self.ram
         self.engine.mem_map(base, size, UC_PROT_ALL)
         for seg in self.image.segments:
             if not (base <= seg.addr and seg.addr + seg.memsz <= base + size):
@@ -236,15 +254,57 @@ class Machine:
         return pool[0] - size
 
     def read(self, addr: int, size: int) -> bytes:
+        """Guest memory at ``addr``: physical, or else virtual through the hart's page tables."""
+        try:
+            return bytes(self.engine.mem_read(addr, size))
+        except UcError:
+            physical = getattr(self.traps, "physical", None)
+            if physical is None:
+                raise
+            out = bytearray()
+            while len(out) < size:  # page by page: neighbouring virtual pages need not be
+                chunk = min(size - len(out), 0x1000 - ((addr + len(out)) & 0xFFF))
+                try:
+                    out += self.engine.mem_read(physical(addr + len(out)), chunk)
+                except Exception:
+                    raise UcError(UC_ERR_READ_UNMAPPED) from None
+            return bytes(out)
+
+    def read_phys(self, addr: int, size: int) -> bytes:
         return bytes(self.engine.mem_read(addr, size))
 
     def write(self, addr: int, data: bytes) -> None:
         self.engine.mem_write(addr, data)
 
     def patch_code(self, addr: int, data: bytes) -> None:
-        """Write instructions and drop stale translations (the simulator's fence.i)."""
-        self.engine.mem_write(addr, data)
+        """Write instructions and drop stale translations (the simulator's fence.i).
+
+        A virtual address the engine does not back physically is written in the physical page
+        behind it (Linux's ``text_poke``: even a read-only kernel mapping gets the break)."""
+        try:
+            self.engine.mem_write(addr, data)
+        except UcError:
+            physical = getattr(self.traps, "physical", None)
+            if physical is None:
+                raise
+            self.patch_physical(physical(addr), addr, data)
+            return
         self.engine.ctl_remove_cache(addr, addr + len(data))
+
+    def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
+        """Write instructions at a physical address seen by the guest at ``vaddr``."""
+        self.engine.mem_write(phys, data)
+        self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
+        if phys != vaddr:
+            self.engine.ctl_remove_cache(phys, phys + len(data))
+
+    def in_sim_pages(self, addr: int) -> bool:
+        return self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values())
+
+    @property
+    def steps_in_place(self) -> bool:
+        """Probed instructions run where they are (the guest's page tables may not map slots)."""
+        return self.board is not None and hasattr(self.traps, "step_in_place")
 
     # -- registers -----------------------------------------------------------------------------
     @property
@@ -257,7 +317,8 @@ class Machine:
 
     def register_dump(self) -> str:
         """All interesting registers, four to a line."""
-        cells = [f"{name:>7}={self.engine.reg_read(rid):016x}" for name, rid in self.arch.dump_regs]
+        with self.traps.host_access():
+            cells = [f"{name:>7}={self.engine.reg_read(rid):016x}" for name, rid in self.arch.dump_regs]
         return "\n".join("  ".join(cells[i : i + 4]) for i in range(0, len(cells), 4))
 
     # -- devices -------------------------------------------------------------------------------
@@ -557,7 +618,9 @@ class Machine:
                 UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
             )
             self._memory_snapshots = True
-        devices = [{k: v for k, v in vars(t).items() if k != "machine"} for t in self._timers]
+        devices = [_device_state(t) for t in self._timers]
+        if self.board is not None:  # every device of the board, not only its timers
+            devices = [_device_state(d) for d in self.devices]
         pools = {p: list(v) for p, v in self._sim_pools.items()}
         return Snapshot(self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices)
 
@@ -579,8 +642,9 @@ class Machine:
         self._held = False
         self._run_exactly = 0
         self._storm = 0
-        for timer, state in zip(self._timers, snap.devices, strict=True):
-            vars(timer).update(state)
+        owners = self.devices if self.board is not None else self._timers
+        for device, state in zip(owners, snap.devices, strict=True):
+            vars(device).update({k: v if hasattr(v, "attach") else copy.deepcopy(v) for k, v in state.items()})
 
     # -- probes --------------------------------------------------------------------------------
     @property
