@@ -34,6 +34,7 @@ class Segment:
     addr: int
     data: bytes
     memsz: int
+    executable: bool | None = None  # from the ELF program header; None for raw bytes (unknown)
 
 
 @dataclass
@@ -109,7 +110,8 @@ class Image:
             content = bytes(seg.content)
             if len(content) < min(seg.physical_size, seg.virtual_size):
                 raise ImageError(f"{path}: truncated segment at {seg.virtual_address:#x}")
-            segments.append(Segment(seg.virtual_address, content, seg.virtual_size))
+            executable = bool(seg.flags & lief.ELF.Segment.FLAGS.X)
+            segments.append(Segment(seg.virtual_address, content, seg.virtual_size, executable))
         if not segments:
             raise ImageError(f"{path}: ELF has no loadable segments")
         syms = []
@@ -182,6 +184,20 @@ class Image:
         stop = self._by_name["__stop_kprobe_blacklist"].addr
         raw = self.read(start, stop - start)
         return {v for (v,) in struct.iter_unpack("<Q", raw[: len(raw) // 8 * 8])}
+
+    def code(self) -> list[tuple[int, bytes]]:
+        """The bytes known to be instructions: executable ELF segments; for raw bytes, the
+        functions of the symbol map; nothing when neither says (never data taken for code)."""
+        if any(s.executable is not None for s in self.segments):
+            return [(s.addr, s.data) for s in self.segments if s.executable]
+        out = []
+        for sym in self.symbols:
+            if sym.is_func and sym.size:
+                try:
+                    out.append((sym.addr, self.read(sym.addr, sym.size)))
+                except ImageError:
+                    continue
+        return out
 
     @property
     def span(self) -> tuple[int, int]:

@@ -99,7 +99,13 @@ class Machine:
         image: Image,
         console: Callable[[bytes], None] | None = None,
         step_variant: str | None = None,
+        board: Any = None,
     ) -> None:
+        if board is not None:  # a machine of its own (devices, RAM, loader): see kprobesim/board/
+            arch = board.arch(arch)
+        self.board = board
+        self._translate: Callable[[int], int | None] | None = None
+        self.reboot_requested = False  # the guest asked the board to reset (the run ended)
         self.arch = arch
         self.step_variant = step_variant
         self.trace_sink: Callable[[str], None] | None = None  # where trace lines go (the CLI's stdout)
@@ -134,6 +140,9 @@ class Machine:
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
+        self._translate = getattr(self.traps, "translate", None)  # virtual -> physical, if paging
+        if board is not None:
+            board.reset(self)
 
     @classmethod
     def load(
@@ -191,15 +200,41 @@ class Machine:
         pool[0] += size
         return pool[0] - size
 
+    def _pieces(self, addr: int, size: int, error: int) -> list[tuple[int, int]]:
+        """(physical address, length) pieces behind ``addr .. addr+size`` in the guest's current
+        address space (the page tables, when the arch has them and they are on)."""
+        if self._translate is None or self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values()):
+            return [(addr, size)]  # simulator pages are reached by their physical address
+        pieces = []
+        while size > 0:
+            n = min(size, PAGE - (addr & (PAGE - 1)))
+            phys = self._translate(addr)
+            if phys is None:
+                raise UcError(error)
+            pieces.append((phys, n))
+            addr, size = addr + n, size - n
+        return pieces
+
     def read(self, addr: int, size: int) -> bytes:
-        return bytes(self.engine.mem_read(addr, size))
+        """Guest memory at virtual address ``addr`` (through the page tables when they are on)."""
+        if self._translate is None:
+            return bytes(self.engine.mem_read(addr, size))
+        return b"".join(bytes(self.engine.mem_read(p, n)) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED))
 
     def write(self, addr: int, data: bytes) -> None:
-        self.engine.mem_write(addr, data)
+        """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
+        for read-only kernel text)."""
+        if self._translate is None:
+            self.engine.mem_write(addr, data)
+            return
+        off = 0
+        for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
+            self.engine.mem_write(phys, data[off : off + n])
+            off += n
 
     def patch_code(self, addr: int, data: bytes) -> None:
         """Write instructions and drop stale translations (the simulator's fence.i)."""
-        self.engine.mem_write(addr, data)
+        self.write(addr, data)
         self.engine.ctl_remove_cache(addr, addr + len(data))
 
     # -- registers -----------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from unicorn import x86_const as xc
 
 from kprobesim.engine import access_kind
 
+from . import paging
+
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
 
@@ -73,6 +75,26 @@ class Traps:
             xc.UC_X86_INS_OUT,
         )
 
+    def translate(self, vaddr: int) -> int | None:
+        """The physical address behind ``vaddr`` (the guest's page tables, when paging is on)."""
+        return paging.translate(self.m.engine, vaddr)
+
+    def _page_fault_error(self, cr2: int, rip: int) -> int:
+        """The #PF error code, from the page-table state (Unicorn does not report the one it
+        computed): not present -> P=0; present but the access was refused -> whichever right
+        is missing (user, execute, else write, the only access a present readable page refuses)."""
+        cpl = self._reg(xc.UC_X86_REG_CS) & 3
+        user = 4 if cpl == 3 else 0
+        w = paging.walk(self.m.engine, cr2)
+        fetch = rip <= cr2 < rip + 16
+        if w.phys is None:
+            return user | (0x10 if fetch else 0)
+        if user and not w.user:
+            return 1 | user | (0x10 if fetch else 0)
+        if fetch and not w.executable:
+            return 1 | user | 0x10
+        return 1 | 2 | user
+
     def _reg(self, rid: int) -> int:
         return self.m.engine.reg_read(rid)
 
@@ -88,6 +110,8 @@ class Traps:
             self.deliver(VEC_DB, rip)
         elif intno >= 32 or intno in TRAP_VECTORS:
             self.deliver(intno, rip)
+        elif intno == VEC_PF:
+            self.deliver(VEC_PF, rip, self._page_fault_error(self._reg(xc.UC_X86_REG_CR2), rip))
         else:
             self.deliver(intno, rip, 0 if intno in ERROR_CODE_VECTORS else None)
 
@@ -117,12 +141,14 @@ class Traps:
 
     def unmask_sites(self) -> dict[int, int]:
         """``sti`` (interrupts open after the next instruction), ``popf`` and ``iret``, by a linear
-        sweep of the image's code; maps each address to the instructions to run before checking."""
+        sweep of what the image says is code (never its data); maps each address to the
+        instructions to run before checking. An image with no known code has none: a held
+        interrupt is then looked at every POLL instructions."""
         md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         md.skipdata = True
         sites = {}
-        for seg in self.m.image.segments:
-            for addr, _, mnemonic, _ in md.disasm_lite(seg.data, seg.addr):
+        for start, code in self.m.image.code():
+            for addr, _, mnemonic, _ in md.disasm_lite(code, start):
                 if mnemonic == "sti":
                     sites[addr] = 2
                 elif mnemonic in ("popf", "popfq", "iretq", "iret", "iretd"):
