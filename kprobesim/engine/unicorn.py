@@ -52,6 +52,9 @@ class UnicornEngine(Uc):
     def icount(self) -> int:  # pragma: no cover - replaced per instance
         raise NotImplementedError
 
+    def stop_after_insn(self) -> None:  # pragma: no cover - replaced per instance
+        raise NotImplementedError
+
 
 def new_unicorn(arch: int, mode: int) -> Uc:
     """A Unicorn engine with ``icount()`` (instructions started by the last ``emu_start``).
@@ -62,22 +65,33 @@ def new_unicorn(arch: int, mode: int) -> Uc:
     uc = Uc(arch, mode)
     index = counter_word()
     words = _words(uc)
-    state = {"count": 0}
+    state: dict[str, int | None] = {"count": 0, "cut": None}
     real_start = uc.emu_start
 
     def emu_start(begin: int, until: int, timeout: int = 0, count: int = 0) -> None:
-        state["count"] = count
+        state["count"], state["cut"] = count, None
         words[index] = 0
         real_start(begin, until, timeout, count)
 
     def icount() -> int:
+        if state["cut"] is not None:
+            return state["cut"]
         started = words[index]
         count = state["count"]
         # A stop because `count` was reached leaves the counter one past it.
         return count if count and started == count + 1 else started
 
+    def stop_after_insn() -> None:
+        """From a device callback: let the running instruction complete (all of its accesses,
+        each once) and stop before the next one. ``emu_stop`` would instead leave an MMIO
+        access unretired, to run again, device side effects and all, on resume."""
+        if state["cut"] is None and state["count"]:
+            state["cut"] = words[index]  # started so far, the running instruction included
+            words[index] = words[index + 1]  # the count check before the next one stops there
+
     uc.emu_start = emu_start  # type: ignore[method-assign]
     uc.icount = icount  # type: ignore[attr-defined]
+    uc.stop_after_insn = stop_after_insn  # type: ignore[attr-defined]
     return uc
 
 

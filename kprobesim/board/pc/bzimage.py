@@ -135,7 +135,7 @@ def vmlinux_segments(path: Path, elf: bytes) -> tuple[int, list[Segment]]:
     for i in range(phnum):
         p_type, _, off, _, paddr, filesz, memsz, _ = struct.unpack_from("<IIQQQQQQ", elf, phoff + i * phentsize)
         if p_type == 1 and memsz:
-            segments.append(Segment(paddr, elf[off : off + filesz], memsz, False))
+            segments.append(Segment(paddr, elf[off : off + filesz], memsz))
     return entry, segments
 
 
@@ -240,7 +240,7 @@ def load_bzimage(
     for i, (addr, size, kind) in enumerate(table):
         struct.pack_into("<QQI", zp, BP_E820_TABLE + 20 * i, addr, size, kind)
     segments += [
-        Segment(layout.zero_page, bytes(zp), 0x1000, False),
+        Segment(layout.zero_page, bytes(zp), 0x1000),
         Segment(layout.gdt, struct.pack(f"<{len(GDT)}Q", *GDT), 8 * len(GDT)),
         Segment(layout.cmdline, raw_cmd, len(raw_cmd)),
     ]
