@@ -148,6 +148,7 @@ class Machine:
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
         self._translate = getattr(self.traps, "translate", None)  # virtual -> physical, if paging
+        self._before_slice: Callable[[], None] | None = getattr(self.traps, "before_slice", None)
         if board is not None:
             board.reset(self)
 
@@ -416,6 +417,8 @@ class Machine:
         self.event = None
         self._cut = self._stopped_before = False
         error: UcError | None = None
+        if self._before_slice is not None:
+            self._before_slice()
         try:
             self.engine.emu_start(self.pc, self.arch.until, 0, n)
         except UcError as e:

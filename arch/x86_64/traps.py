@@ -27,7 +27,7 @@ from unicorn import x86_const as xc
 from kprobesim.engine import access_kind
 from kprobesim.errors import ImageError
 
-from . import paging
+from . import exception_state, paging
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -102,12 +102,20 @@ class Traps:
             return 1 | user | 0x10
         return 1 | 2 | user
 
+    def before_slice(self) -> None:
+        """Under paging, forget the page fault ``emu_start`` records at its unmapped ``until``
+        address (see :mod:`.exception_state`)."""
+        if self._reg(xc.UC_X86_REG_CR0) & paging.PG:
+            exception_state.clear(self.m.engine, self.m._memory_snapshots)
+
     def _reg(self, rid: int) -> int:
         return self.m.engine.reg_read(rid)
 
     # -- Unicorn hooks -------------------------------------------------------------------------
     def _intr(self, uc: object, intno: int, ud: object) -> None:
         rip = self._reg(xc.UC_X86_REG_RIP)
+        if intno in CONTRIBUTORY or intno in (VEC_PF, VEC_DF):
+            exception_state.clear(self.m.engine, self.m._memory_snapshots)
         if intno == VEC_BP:
             self.m.on_break(rip - 1)
         elif intno == VEC_DB:
@@ -202,8 +210,17 @@ class Traps:
             vector, error = nested, code
 
     def _in_ram(self, addr: int, size: int) -> bool:
+        """Is ``addr .. addr+size`` backed by RAM (through the page tables when paging is on)?"""
         base, ram = self.m.arch.ram
-        return base <= addr and addr + size <= base + ram
+        if not self._reg(xc.UC_X86_REG_CR0) & paging.PG:
+            return base <= addr and addr + size <= base + ram
+        page = addr & ~0xFFF
+        while page < addr + size:
+            phys = paging.translate(self.m.engine, page)
+            if phys is None or not base <= phys < base + ram:
+                return False
+            page += 0x1000
+        return True
 
     def _enter(self, vector: int, rip: int, error: int | None) -> tuple[int, int, str] | None:
         """Enter ``vector``'s handler; or (the exception this raises, its error code, why)."""

@@ -51,7 +51,9 @@ class InterruptLine:
         machine.add_timer(self)
 
     def deadline(self) -> int:
-        return self.pit.deadline() if self.pic.pending_vector() is None else 0
+        """When a new request can appear: the next PIT edge (one already pending and held by
+        the CPU's IF is looked at again by the run loop's held-interrupt polling)."""
+        return self.pit.deadline()
 
     def pending(self, now: int) -> int | None:
         self.pit.update(now)
@@ -65,6 +67,7 @@ class PcBoard:
     """Devices, RAM size, the boot-protocol loader and the CPU state at the kernel's entry."""
 
     name = "pc"
+    relocates_kernel = True  # the kernel runs at virtual addresses of its own page tables
 
     def __init__(
         self,

@@ -85,7 +85,8 @@ class Cpu:
         leaf = eng.reg_read(xc.UC_X86_REG_EAX) & 0xFFFFFFFF
         sub = eng.reg_read(xc.UC_X86_REG_ECX) & 0xFFFFFFFF if leaf in _SUBLEAF_LEAVES else 0
         eax, ebx, ecx, edx = self.table.get((leaf, sub), (0, 0, 0, 0))
-        for reg, value in ((xc.UC_X86_REG_RAX, eax), (xc.UC_X86_REG_RBX, ebx), (xc.UC_X86_REG_RCX, ecx), (xc.UC_X86_REG_RDX, edx)):
+        regs = (xc.UC_X86_REG_RAX, xc.UC_X86_REG_RBX, xc.UC_X86_REG_RCX, xc.UC_X86_REG_RDX)
+        for reg, value in zip(regs, (eax, ebx, ecx, edx), strict=True):
             eng.reg_write(reg, value)
         return True  # skip Unicorn's own CPUID
 

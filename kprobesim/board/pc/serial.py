@@ -128,4 +128,5 @@ class Serial8250:
         self._update()
 
     def state(self) -> dict:
-        return {k: (bytes(v) if isinstance(v, bytearray) else v) for k, v in vars(self).items() if k not in ("pic", "machine")}
+        skip = ("pic", "machine")
+        return {k: (bytes(v) if isinstance(v, bytearray) else v) for k, v in vars(self).items() if k not in skip}
