@@ -15,6 +15,7 @@ from typing import Any
 from . import __version__
 from .arch import ARCH_NAMES, get_arch
 from .errors import GuestFault, ProbeError, SimError, UsageError, exit_status_of_guest
+from .files import read_regular
 from .image import Image
 from .image import load_image as _load_image
 from .machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, Machine
@@ -110,6 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=("text", "json"), default="text", help="probe output format")
     run.add_argument("--stats", action="store_true", help="print hits/missed per probe at exit")
     run.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: tf)")
+    pcb = run.add_argument_group("boards (x86_64 'pc', as QEMU's -kernel)")
+    pcb.add_argument(
+        "--board", choices=("default", "pc"), default="default", help="machine (default: the bundled firmware's)"
+    )
+    pcb.add_argument(
+        "--append", metavar="CMDLINE", help="pc: kernel command line (default: 'console=ttyS0 acpi=off nolapic "
+        "noapic nokaslr panic=-1')",
+    )
+    pcb.add_argument("--initrd", metavar="FILE", help="pc: initial ramdisk, placed as the boot protocol says")
+    pcb.add_argument("--input", metavar="TEXT|@FILE", help="pc: console input, offered to COM1 as the guest reads")
+    pcb.add_argument(
+        "--decompress", choices=("guest", "host"), default="host",
+        help="pc: unpack the bzImage's vmlinux on the host and enter its startup_64 (as the decompressor would "
+        "hand over with KASLR off), or run the bzImage's own decompressor in the guest (billions of instructions)",
+    )
     run.add_argument(
         "--bpf",
         action="append",
@@ -180,13 +196,41 @@ class _Console:
         self.out.flush()
 
 
+def _pc_board(args: argparse.Namespace) -> Any:
+    """The x86_64 pc board the options describe (None for the default board)."""
+    pc_only = ("append", "initrd", "input")
+    if args.board != "pc":
+        used = [name for name in pc_only if getattr(args, name) is not None]
+        if used:
+            raise UsageError(f"--{used[0]} needs --board pc")
+        return None
+    from .board.pc import PcBoard
+
+    if args.arch not in (None, "x86_64"):
+        raise UsageError(f"--board pc is an x86_64 machine, not {args.arch}")
+    for name in ("base", "entry", "symbols"):
+        if getattr(args, name) is not None:
+            raise UsageError(f"--{name} does not apply to --board pc (the boot protocol places the kernel)")
+    data = b""
+    if args.input is not None:
+        if args.input.startswith("@"):
+            data = read_regular(Path(args.input[1:]), 16 << 20, "console input", UsageError)
+        else:
+            try:
+                data = args.input.encode().decode("unicode_escape").encode("latin-1")
+            except (UnicodeDecodeError, UnicodeEncodeError) as e:
+                raise UsageError(f"--input: bad escape in {args.input!r}: {e.reason}") from None
+    return PcBoard(append=args.append, initrd=args.initrd, decompress=args.decompress, input=data)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    image = load_image(args)
+    board = _pc_board(args)
+    image = board.load(args.image) if board is not None else load_image(args)
     console = _Console()
     arch = get_arch(image.arch or "")
     if args.step and not hasattr(arch.module("decode"), "VARIANTS"):
         raise UsageError(f"--step applies to x86_64 only, not {arch.name}")
-    machine = Machine(arch, image, console=console.write, step_variant=args.step)
+    machine = Machine(arch, image, console=console.write, step_variant=args.step, board=board)
     machine.trace_sink = console.line
     tracer = Tracer(machine, out=console.line, fmt=args.format)
     for text in args.probe:

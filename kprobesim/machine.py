@@ -468,6 +468,8 @@ class Machine:
 
     def _idle(self) -> None:
         """The guest waits for an interrupt: jump virtual time to the next timer deadline."""
+        if any(timer.pending(self._time) is not None for timer in self._timers):
+            return  # one is pending already (a device raised it): the next slice delivers it
         deadline = self._next_deadline()
         if deadline >= NEVER:
             raise GuestFault("guest halted with no timer armed", self.pc, self.register_dump())

@@ -120,7 +120,7 @@ class PcBoard:
         for seg in (xc.UC_X86_REG_DS, xc.UC_X86_REG_ES, xc.UC_X86_REG_SS):
             uc.reg_write(seg, 0x18)
         uc.reg_write(xc.UC_X86_REG_RSI, self.boot.boot_params)
-        uc.reg_write(xc.UC_X86_REG_RSP, LAYOUT.zero_page)  # below boot_params; the kernel sets its own
+        uc.reg_write(xc.UC_X86_REG_RSP, LAYOUT.stack_top)
         uc.reg_write(xc.UC_X86_REG_RFLAGS, 2)
         uc.reg_write(xc.UC_X86_REG_RIP, self.boot.entry)
 

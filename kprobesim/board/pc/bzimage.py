@@ -15,16 +15,18 @@ Two ways to start it:
 
 from __future__ import annotations
 
-import lzma
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import ImageError
+from ...files import read_regular
+from ...guest import kimage
 from ...image import Image, Segment
 
 SECTOR = 512
 HDR = 0x1F1  # the setup header's place in the boot sector and in boot_params
+MAX_BZIMAGE = 256 << 20
 MIN_VERSION = 0x20C  # 2.12: xloadflags, the 64-bit entry
 XLF_KERNEL_64 = 1
 LOADED_HIGH = 1
@@ -108,21 +110,10 @@ def parse_header(path: Path, data: bytes) -> SetupHeader:
 def decompress_payload(path: Path, data: bytes, hdr: SetupHeader) -> bytes:
     """The vmlinux ELF inside the bzImage (XZ, LZMA or gzip payloads)."""
     start = hdr.pm_offset + hdr.payload_offset
-    blob = data[start : start + hdr.payload_length]
     try:
-        if blob[:6] == b"\xfd7zXZ\x00":
-            return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(blob)
-        if blob[:2] == b"\x1f\x8b":
-            import zlib
-
-            return zlib.decompressobj(31).decompress(blob)
-        if blob[:3] == b"\x5d\x00\x00":
-            return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(blob)
-    except (lzma.LZMAError, ValueError, EOFError) as e:
-        raise ImageError(f"{path}: corrupt compressed kernel: {e}") from None
-    raise ImageError(
-        f"{path}: payload compression {blob[:4].hex()} is not xz, lzma or gzip (use --decompress guest)"
-    )
+        return kimage.decompress(data[start : start + hdr.payload_length])
+    except ImageError as e:
+        raise ImageError(f"{path}: {e} (--decompress guest runs the kernel's own decompressor)") from None
 
 
 def vmlinux_segments(path: Path, elf: bytes) -> tuple[int, list[Segment]]:
@@ -149,6 +140,7 @@ class Layout:
     zero_page: int = 0x7000
     gdt: int = 0x8000
     cmdline: int = 0x20000
+    stack_top: int = 0x80000  # the entry's stack (Linux sets its own at once)
 
 
 LAYOUT = Layout()
@@ -194,10 +186,7 @@ def load_bzimage(
 ) -> Boot:
     """Lay out a bzImage (and initrd) in RAM as a boot-protocol loader would."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read: {e.strerror}") from None
+    data = read_regular(path, MAX_BZIMAGE, "bzImage", ImageError)
     hdr = parse_header(path, data)
     layout = LAYOUT
     raw_cmd = cmdline.encode() + b"\0"
@@ -207,7 +196,7 @@ def load_bzimage(
         entry, kernel = vmlinux_segments(path, decompress_payload(path, data, hdr))
     else:
         pm = data[hdr.pm_offset :]
-        kernel = [Segment(hdr.pref_address, pm, max(len(pm), hdr.init_size), False)]
+        kernel = [Segment(hdr.pref_address, pm, max(len(pm), hdr.init_size))]
         entry = hdr.pref_address + 0x200
     kernel_end = max(hdr.pref_address + hdr.init_size, *(s.addr + s.memsz for s in kernel))
     if kernel_end > ram_size:
@@ -222,10 +211,7 @@ def load_bzimage(
     segments = identity_tables(layout)
     if initrd is not None:
         initrd = Path(initrd)
-        try:
-            rd = initrd.read_bytes()
-        except OSError as e:
-            raise ImageError(f"{initrd}: cannot read: {e.strerror}") from None
+        rd = read_regular(initrd, ram_size, "initrd", ImageError)
         top = min(hdr.initrd_addr_max + 1, ram_size - 0x20000) & ~0xFFF
         addr = (top - len(rd)) & ~0xFFF
         if addr < kernel_end:
