@@ -225,6 +225,10 @@ def _pc_board(args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     board = _pc_board(args)
+    if board is not None and (args.probe or args.bpf):
+        raise UsageError(
+            "probes on --board pc are not supported yet (kprobe slots are not mapped in the kernel's page tables)"
+        )
     image = board.load(args.image) if board is not None else load_image(args)
     console = _Console()
     arch = get_arch(image.arch or "")

@@ -281,14 +281,20 @@ def test_initrd_that_does_not_fit(run_cli, tmp_path: Path) -> None:
     rd = tmp_path / "rd"
     with rd.open("wb") as f:
         f.truncate(30 << 20)  # sparse: 30 MiB more of the board's 128
-    status, _, err = run_cli("--board", "pc", "--initrd", str(rd), str(k))
+    status, _, err = run_cli("--board", "pc", "--decompress", "guest", "--initrd", str(rd), str(k))
     assert status == ImageError.exit_status and "does not fit" in _one_line(err)
 
 
 def test_kernel_larger_than_ram(run_cli, tmp_path: Path) -> None:
     k = g.write(tmp_path, "k", g.exit_with(0), init_size=200 << 20)
-    status, _, err = run_cli("--board", "pc", str(k))
+    status, _, err = run_cli("--board", "pc", "--decompress", "guest", str(k))
     assert status == ImageError.exit_status and "needs RAM up to" in _one_line(err)
+
+
+def test_host_decompression_needs_a_known_payload(run_cli, tmp_path: Path) -> None:
+    k = g.write(tmp_path, "k", g.exit_with(0))  # no compressed payload at all
+    status, _, err = run_cli("--board", "pc", str(k))
+    assert status == ImageError.exit_status and "unknown compression format" in _one_line(err)
 
 
 def test_pc_options_need_the_pc_board(run_cli, tmp_path: Path) -> None:
@@ -298,9 +304,15 @@ def test_pc_options_need_the_pc_board(run_cli, tmp_path: Path) -> None:
     assert status == UsageError.exit_status and "x86_64 machine" in _one_line(err)
 
 
+def test_probes_on_the_pc_board_are_refused_in_one_line(run_cli, tmp_path: Path) -> None:
+    k = g.write(tmp_path, "k", g.exit_with(0))
+    status, _, err = run_cli("--board", "pc", "-p", "p:x 0x100200", str(k))
+    assert status == UsageError.exit_status and "not supported yet" in _one_line(err)
+
+
 def test_cli_runs_a_pc_guest_with_input_and_append(run_cli, tmp_path: Path) -> None:
     k = g.write(tmp_path, "k", g.puts("ok\n") + g.exit_with(3))
-    status, out, _ = run_cli("--board", "pc", "--append", "quiet", "--input", "x\\n", str(k))
+    status, out, _ = run_cli("--board", "pc", "--decompress", "guest", "--append", "quiet", "--input", "x\\n", str(k))
     assert (status, out) == (3, b"ok\n")
 
 
