@@ -80,6 +80,7 @@ class Registry:
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
         self._busy = False
+        self._hitting: Site | None = None  # the site whose pre-handlers are running
         machine.break_handlers.append(self._on_break)
         machine.exception_fixups.append(self._on_exception)
         if hasattr(machine.traps, "debug_handlers"):
@@ -203,7 +204,7 @@ class Registry:
             self.m.patch_code(site.addr, site.orig)
             site.armed = False
         del self.sites[site.addr]
-        if site.slot is not None:
+        if site.slot is not None and site is not self._hitting:  # a hit in progress frees it after
             live = [st for st in self.steps if st.site is site]
             if live:
                 live[-1].orphan = True
@@ -273,22 +274,24 @@ class Registry:
         if real is None:
             self.m.fault("kretprobe instances of a frame all return to the trampoline", regs.pc)
             return
-        for inst in frame:  # the most recent first, as Linux
+        # Back to the real caller first (Linux sets the return address before the handlers run),
+        # so a handler that raises leaves no instance behind and the guest resumes correctly.
+        regs.pc = real
+        ra_reg = self.spec.RA_REG
+        if ra_reg is not None:
+            regs[ra_reg] = real  # as if never hijacked
+        else:
+            regs.write_mem(sp - 8, real.to_bytes(8, "little"))
+        for inst in frame:
             self.instances.remove(inst)
             inst.ret_addr = real
+            inst.kretprobe.active -= 1
+        for inst in frame:  # the most recent first, as Linux
             rp = inst.kretprobe
-            rp.active -= 1
             if rp.registry is not None and rp.enabled:
                 rp.hits += 1
                 if rp.handler is not None:
                     self._call("return", rp, rp.handler, inst, regs)
-        inst = frame[0]
-        regs.pc = inst.ret_addr
-        ra_reg = self.spec.RA_REG
-        if ra_reg is not None:
-            regs[ra_reg] = inst.ret_addr  # as if never hijacked
-        else:
-            regs.write_mem(sp - 8, inst.ret_addr.to_bytes(8, "little"))
 
     # -- traps ---------------------------------------------------------------------------------
     @property
@@ -364,6 +367,7 @@ class Registry:
             return
         skip = False
         self._busy = True
+        self._hitting = site
         try:
             for p in list(site.probes):
                 if p.enabled:
@@ -371,8 +375,20 @@ class Registry:
                     if p.pre is not None and self._call("pre", p, p.pre, p, regs):
                         skip = True  # like Linux's aggr_pre_handler: later handlers do not run
                         break
+        except BaseException:
+            regs.pc = site.addr  # as before the hit (x86: not one byte past the int3)
+            raise
         finally:
             self._busy = False
+            self._hitting = None
+        if site.addr not in self.sites or self.sites[site.addr] is not site:
+            # A pre-handler unregistered the site's last probe: its original instruction is
+            # back in place, so resume there; the slot it would have stepped is freed now.
+            if site.slot is not None:
+                self.slots.free(site.slot)
+            if not skip:
+                regs.pc = site.addr
+            return
         if not skip:
             self._execute(site, regs)
 
