@@ -113,8 +113,12 @@ class Machine:
         step_variant: str | None = None,
         board: Any = None,
     ) -> None:
+        # A machine of its own (RAM, devices, boot state: see kprobesim/board/virt and board/pc);
+        # None: the arch's own board.
+        self.board = board
+        self._translate: Callable[[int], int | None] | None = None
+        self.reboot_requested = False  # the guest asked the board to reset (the run ended)
         self.arch = arch
-        self.board = board  # a machine description (e.g. board.virt.Virt); None: the arch's own board
         self.step_variant = step_variant
         self.trace_sink: Callable[[str], None] | None = None  # where trace lines go (the CLI's stdout)
         self.trace_lines: list[str] = []  # trace lines kept when there is no sink
@@ -160,12 +164,15 @@ class Machine:
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
         self._held = False  # an interrupt is pending but the CPU masks it
+        self._refused = False  # the last delivery found an interrupt the CPU masks
         self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
         self._storm = 0  # entries since an instruction last retired
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
+        self._translate = getattr(self.traps, "translate", None)  # virtual -> physical, if paging
+        self._before_slice: Callable[[], None] | None = getattr(self.traps, "before_slice", None)
         if board is not None:
             board.boot(self)
 
@@ -253,8 +260,28 @@ class Machine:
         pool[0] += size
         return pool[0] - size
 
+    def _pieces(self, addr: int, size: int, error: int) -> list[tuple[int, int]]:
+        """(physical address, length) pieces behind ``addr .. addr+size`` in the guest's current
+        address space (the page tables, when the arch has them and they are on)."""
+        if self._translate is None or self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values()):
+            return [(addr, size)]  # simulator pages are reached by their physical address
+        pieces = []
+        while size > 0:
+            n = min(size, PAGE - (addr & (PAGE - 1)))
+            phys = self._translate(addr)
+            if phys is None:
+                raise UcError(error)
+            pieces.append((phys, n))
+            addr, size = addr + n, size - n
+        return pieces
+
     def read(self, addr: int, size: int) -> bytes:
-        """Guest memory at ``addr``: physical, or else virtual through the hart's page tables."""
+        """Guest memory at ``addr``: through the page tables when the arch translates them itself
+        (x86_64 paging), else physical, or virtual through the hart's tables (riscv64 virt)."""
+        if self._translate is not None:
+            return b"".join(
+                bytes(self.engine.mem_read(p, n)) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED)
+            )
         try:
             return bytes(self.engine.mem_read(addr, size))
         except UcError:
@@ -274,21 +301,32 @@ class Machine:
         return bytes(self.engine.mem_read(addr, size))
 
     def write(self, addr: int, data: bytes) -> None:
-        self.engine.mem_write(addr, data)
+        """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
+        for read-only kernel text)."""
+        if self._translate is None:
+            self.engine.mem_write(addr, data)
+            return
+        off = 0
+        for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
+            self.engine.mem_write(phys, data[off : off + n])
+            off += n
 
     def patch_code(self, addr: int, data: bytes) -> None:
         """Write instructions and drop stale translations (the simulator's fence.i).
 
         A virtual address the engine does not back physically is written in the physical page
         behind it (Linux's ``text_poke``: even a read-only kernel mapping gets the break)."""
-        try:
-            self.engine.mem_write(addr, data)
-        except UcError:
-            physical = getattr(self.traps, "physical", None)
-            if physical is None:
-                raise
-            self.patch_physical(physical(addr), addr, data)
-            return
+        if self._translate is not None:
+            self.write(addr, data)
+        else:
+            try:
+                self.engine.mem_write(addr, data)
+            except UcError:
+                physical = getattr(self.traps, "physical", None)
+                if physical is None:
+                    raise
+                self.patch_physical(physical(addr), addr, data)
+                return
         self.engine.ctl_remove_cache(addr, addr + len(data))
 
     def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
@@ -519,6 +557,8 @@ class Machine:
         self.event = None
         self._cut = self._stopped_before = False
         error: UcError | None = None
+        if self._before_slice is not None:
+            self._before_slice()
         try:
             self.engine.emu_start(self.pc, self.arch.until, 0, n)
         except UcError as e:
@@ -566,11 +606,14 @@ class Machine:
 
     def _idle(self) -> None:
         """The guest waits for an interrupt: jump virtual time to the next timer deadline."""
+        if any(timer.pending(self._time) is not None for timer in self._timers):
+            return  # one is pending already (a device raised it): the next slice delivers it
         deadline = self._next_deadline()
         if deadline >= NEVER:
             raise GuestFault("guest halted with no timer armed", self.pc, self.register_dump())
         self._time = max(self._time, deadline)
-        if self._deliver_interrupts() < SLICE:
+        self._deliver_interrupts()
+        if self._refused:  # a level-triggered line still high after delivery is not a refusal
             raise GuestFault("guest halted with interrupts masked", self.pc, self.register_dump())
 
     def _deliver_interrupts(self) -> int:
@@ -581,6 +624,7 @@ class Machine:
         a safety net for code the scan did not see.
         """
         held = SLICE
+        self._refused = False  # did the CPU mask one?
         for timer in self._timers:
             irq = timer.pending(self._time)
             if irq is None:
@@ -589,6 +633,8 @@ class Machine:
                 timer.delivered(self._time)
                 if timer.pending(self._time) is None:
                     continue
+            else:
+                self._refused = True
             held = min(held, POLL)  # masked, or (level-triggered) still pending in its handler
         return held
 
