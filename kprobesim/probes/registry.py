@@ -143,7 +143,7 @@ class Registry:
 
     def classify(self, addr: int) -> Decision:
         """The arch decoder's verdict on the (original) instruction at ``addr``."""
-        ram, size = self.m.arch.ram
+        ram, size = self.m.ram
         end = ram + size if ram <= addr < ram + size else addr + MAX_INSN
         try:
             return self.decode.decode(self.original(addr, min(MAX_INSN, end - addr)), addr, **self._decode_kw)
@@ -405,6 +405,9 @@ class Registry:
             if not quiet:
                 self._post(site, regs)
             return
+        if self.m.steps_in_place:
+            self._step_in_place(site, quiet)
+            return
         assert site.slot is not None
         saved = self.step.mask_interrupts(regs, d)
         end = self.step.step_break_addr(d, site.slot)
@@ -415,6 +418,14 @@ class Registry:
         begin = self._arch_hook("step_begin", d, regs)
         self.steps.append(Step(site, saved, end, quiet=quiet, backstop=backstop, begin=begin))
         regs.pc = site.slot
+
+    def _step_in_place(self, site: Site, quiet: bool) -> None:
+        """Run the original instruction at its own address (boards whose guests page: a slot
+        outside the guest's page tables could not be fetched), then put the break back."""
+        if self.m.traps.step_in_place(site.addr, site.orig, self.step.probe_break(site.decision)):
+            self.m.account(1)
+            if not quiet:
+                self._post(site, Regs(self.m))
 
     def _arch_hook(self, name: str, *args: Any) -> Any:
         """An optional function of the arch's step module (None when it has none)."""
