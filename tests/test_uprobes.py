@@ -431,3 +431,18 @@ def test_ebpf_bare_uprobe_section_attached_at_run_time(tmp_path, run_cli):
     code, out, err = run_cli(str(firmware("x86_64")), "--bpf", str(obj), "--attach", "count_it=init:u_rsum")
     assert code == 0, err
     assert b"@.bss: {calls=41}" in out
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_uretprobes_chained_through_a_tail_call(arch):
+    """u_puts tail-calls u_write: u_write's uretprobe finds the trampoline as its return address
+    (u_puts's was hijacked first); both returns are reported once, to the real caller."""
+    m = Machine.load(firmware(arch))
+    puts: list[tuple[int, int]] = []
+    write: list[tuple[int, int]] = []
+    p = m.uretprobe("init:u_puts", lambda inst, regs: puts.append((regs.retval, inst.ret_addr)))
+    w = m.uretprobe("init:u_write", lambda inst, regs: write.append((regs.retval, inst.ret_addr)))
+    assert m.run() == 0 and m.console == reference(arch)[0]
+    main = user_program(m.image).function("user_main")
+    assert p.hits == 1 and w.hits == 6 and puts == write[:1]
+    assert all(main.addr < ret < main.addr + main.size for _, ret in write)
