@@ -32,7 +32,9 @@ _ESCAPE = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")  # SeaBIOS clears the screen
 
 
 def _lines(transcript: str) -> list[str]:
-    text = _ESCAPE.sub("", transcript.replace("\r", ""))
+    # a bare carriage return starts a line too: QEMU's firmware output and the kernel's first line
+    # can share one ("... ok\r[    0.000000] Linux version ...")
+    text = _ESCAPE.sub("", transcript).replace("\r\n", "\n").replace("\r", "\n")
     return qemu.kernel_lines(text) + [line for line in text.splitlines() if line.startswith("  ")]
 
 
