@@ -588,6 +588,8 @@ class Machine:
         placed (restore drops the registry, as the pages it patched go back too)."""
         if self._registry is not None and (self._registry.sites or self._registry.kretprobes):
             raise SimError("snapshot with probes placed is not supported: take it before placing them")
+        if not getattr(self.board, "snapshots", True):
+            raise SimError(f"snapshots of the {self.board.name} board are not supported yet (its device state)")
         if not self._memory_snapshots:
             self.engine.ctl(
                 UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)

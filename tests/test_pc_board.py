@@ -245,6 +245,15 @@ def test_boot_params_command_line_e820_and_initrd(tmp_path: Path) -> None:
     assert addr + size <= max(a + s for a, s in usable)
 
 
+def test_snapshot_is_refused_rather_than_restoring_half_the_devices(tmp_path: Path) -> None:
+    from kprobesim.errors import SimError
+
+    b = PcBoard(decompress="guest")
+    m = Machine(get_arch("x86_64"), b.load(g.write(tmp_path, "k", g.exit_with(0))), board=b)
+    with pytest.raises(SimError, match="snapshots of the pc board are not supported yet"):
+        m.snapshot()
+
+
 # -- bad bzImages: one line, the image-error status -----------------------------------------------
 def _one_line(err: str) -> str:
     lines = err.strip().splitlines()
