@@ -31,10 +31,14 @@ SAME_AS_QEMU = re.compile(
 _ESCAPE = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")  # SeaBIOS clears the screen on the kernel's first line
 
 
+_INNER_TIMESTAMP = re.compile(r"(?<=.)(\[\s*\d+\.\d{6}\] )")
+
+
 def _lines(transcript: str) -> list[str]:
-    # a bare carriage return starts a line too: QEMU's firmware output and the kernel's first line
-    # can share one ("... ok\r[    0.000000] Linux version ...")
+    # QEMU's firmware output and the kernel's first line can share a line ("... ok[    0.000000]
+    # Linux version ...", the carriage return between them dropped): a timestamp starts a line
     text = _ESCAPE.sub("", transcript).replace("\r\n", "\n").replace("\r", "\n")
+    text = _INNER_TIMESTAMP.sub(r"\n\1", text)
     return qemu.kernel_lines(text) + [line for line in text.splitlines() if line.startswith("  ")]
 
 
