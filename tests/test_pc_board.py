@@ -218,9 +218,21 @@ def test_cpuid_is_a_plain_x86_64_without_apic(tmp_path: Path) -> None:
 
 
 def test_i8042_reset_line_ends_the_run(tmp_path: Path) -> None:
-    src = "mov al, 0x42\nout 0x80, al\nmov al, 0xfe\nout 0x64, al\n" + g.puts("not reached") + "hlt\n"
+    """Linux's keyboard-controller reboot: wait for the input buffer to drain (status bit 1), then
+    pulse the reset line; port 0x80 (I/O delay) takes writes."""
+    src = """
+    mov al, 0x42
+    out 0x80, al
+kb_wait:
+    in al, 0x64
+    test al, 2
+    jnz kb_wait
+    mov al, 0xfe
+    out 0x64, al
+    """ + g.puts("not reached") + "hlt\n"
     m, status = boot(g.write(tmp_path, "k", src))
     assert status == 0 and m.reboot_requested and m.console == ""
+    assert m.instructions < 20
 
 
 def test_boot_params_command_line_e820_and_initrd(tmp_path: Path) -> None:
