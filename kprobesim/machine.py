@@ -8,6 +8,7 @@ Nothing is hooked per instruction: hooks fire only on traps, faults and device a
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import math
 import time
@@ -36,6 +37,7 @@ from .errors import BudgetExhausted, GuestFault, ImageError, SimError, UsageErro
 from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
+from .probes.uprobes import Uprobe, UprobeHandler, Uprobes, UretHandler, Uretprobe
 
 SLICE = 200_000  # longest emu_start slice (instructions)
 POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact moment)
@@ -56,6 +58,14 @@ _MEM_ERRORS = {
     UC_ERR_WRITE_PROT: ("store", "protected"),
     UC_ERR_FETCH_PROT: ("fetch", "protected"),
 }
+
+
+def _device_state(device: object) -> dict[str, Any]:
+    """A device's state for a snapshot: its fields, without the machine and wired callbacks."""
+    fields = {k: v for k, v in vars(device).items() if k != "machine" and not callable(v)}
+    linked = {k: v for k, v in fields.items() if hasattr(v, "attach")}  # another device: keep the reference
+    state = copy.deepcopy({k: v for k, v in fields.items() if k not in linked})
+    return state | linked
 
 
 @dataclass
@@ -103,8 +113,8 @@ class Machine:
         step_variant: str | None = None,
         board: Any = None,
     ) -> None:
-        if board is not None:  # a machine of its own (devices, RAM, loader): see kprobesim/board/
-            arch = board.arch(arch)
+        # A machine of its own (RAM, devices, boot state: see kprobesim/board/virt and board/pc);
+        # None: the arch's own board.
         self.board = board
         self._translate: Callable[[int], int | None] | None = None
         self.reboot_requested = False  # the guest asked the board to reset (the run ended)
@@ -113,6 +123,7 @@ class Machine:
         self.trace_sink: Callable[[str], None] | None = None  # where trace lines go (the CLI's stdout)
         self.trace_lines: list[str] = []  # trace lines kept when there is no sink
         self._registry: Registry | None = None
+        self._uprobes: Uprobes | None = None
         self.image = image
         self.engine = arch.new_engine()
         self.console_bytes = bytearray()
@@ -132,6 +143,10 @@ class Machine:
         self._port_hooks = False
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
+        self.ram = board.ram if board is not None else arch.ram
+        #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
+        #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
+        self.boot_maps: list[tuple[int, int, int]] = []
         #: Where the target kernel's raw BTF comes from (see :attr:`btf`); a guest-OS module may
         #: replace it, e.g. to find a Linux image's ``.BTF`` in guest memory.
         self.btf_source: Callable[[], bytes | None] = image.btf_data
@@ -143,11 +158,13 @@ class Machine:
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
-        for device in arch.devices():
+        self.devices = list(board.devices() if board is not None else arch.devices())
+        for device in self.devices:
             device.attach(self)
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
         self._held = False  # an interrupt is pending but the CPU masks it
+        self._refused = False  # the last delivery found an interrupt the CPU masks
         self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
         self._storm = 0  # entries since an instruction last retired
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
@@ -157,7 +174,7 @@ class Machine:
         self._translate = getattr(self.traps, "translate", None)  # virtual -> physical, if paging
         self._before_slice: Callable[[], None] | None = getattr(self.traps, "before_slice", None)
         if board is not None:
-            board.reset(self)
+            board.boot(self)
 
     @classmethod
     def load(
@@ -175,7 +192,7 @@ class Machine:
 
     # -- memory --------------------------------------------------------------------------------
     def _load_image(self) -> None:
-        base, size = self.arch.ram
+        base, size = self.ram
         self.engine.mem_map(base, size, UC_PROT_ALL)
         for seg in self.image.segments:
             if not (base <= seg.addr and seg.addr + seg.memsz <= base + size):
@@ -259,10 +276,29 @@ class Machine:
         return pieces
 
     def read(self, addr: int, size: int) -> bytes:
-        """Guest memory at virtual address ``addr`` (through the page tables when they are on)."""
-        if self._translate is None:
+        """Guest memory at ``addr``: through the page tables when the arch translates them itself
+        (x86_64 paging), else physical, or virtual through the hart's tables (riscv64 virt)."""
+        if self._translate is not None:
+            return b"".join(
+                bytes(self.engine.mem_read(p, n)) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED)
+            )
+        try:
             return bytes(self.engine.mem_read(addr, size))
-        return b"".join(bytes(self.engine.mem_read(p, n)) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED))
+        except UcError:
+            physical = getattr(self.traps, "physical", None)
+            if physical is None:
+                raise
+            out = bytearray()
+            while len(out) < size:  # page by page: neighbouring virtual pages need not be
+                chunk = min(size - len(out), 0x1000 - ((addr + len(out)) & 0xFFF))
+                try:
+                    out += self.engine.mem_read(physical(addr + len(out)), chunk)
+                except Exception:
+                    raise UcError(UC_ERR_READ_UNMAPPED) from None
+            return bytes(out)
+
+    def read_phys(self, addr: int, size: int) -> bytes:
+        return bytes(self.engine.mem_read(addr, size))
 
     def write(self, addr: int, data: bytes) -> None:
         """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
@@ -276,9 +312,37 @@ class Machine:
             off += n
 
     def patch_code(self, addr: int, data: bytes) -> None:
-        """Write instructions and drop stale translations (the simulator's fence.i)."""
-        self.write(addr, data)
+        """Write instructions and drop stale translations (the simulator's fence.i).
+
+        A virtual address the engine does not back physically is written in the physical page
+        behind it (Linux's ``text_poke``: even a read-only kernel mapping gets the break)."""
+        if self._translate is not None:
+            self.write(addr, data)
+        else:
+            try:
+                self.engine.mem_write(addr, data)
+            except UcError:
+                physical = getattr(self.traps, "physical", None)
+                if physical is None:
+                    raise
+                self.patch_physical(physical(addr), addr, data)
+                return
         self.engine.ctl_remove_cache(addr, addr + len(data))
+
+    def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
+        """Write instructions at a physical address seen by the guest at ``vaddr``."""
+        self.engine.mem_write(phys, data)
+        self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
+        if phys != vaddr:
+            self.engine.ctl_remove_cache(phys, phys + len(data))
+
+    def in_sim_pages(self, addr: int) -> bool:
+        return self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values())
+
+    @property
+    def steps_in_place(self) -> bool:
+        """Probed instructions run where they are (the guest's page tables may not map slots)."""
+        return self.board is not None and hasattr(self.traps, "step_in_place")
 
     # -- registers -----------------------------------------------------------------------------
     @property
@@ -291,7 +355,8 @@ class Machine:
 
     def register_dump(self) -> str:
         """All interesting registers, four to a line."""
-        cells = [f"{name:>7}={self.engine.reg_read(rid):016x}" for name, rid in self.arch.dump_regs]
+        with self.traps.host_access():
+            cells = [f"{name:>7}={self.engine.reg_read(rid):016x}" for name, rid in self.arch.dump_regs]
         return "\n".join("  ".join(cells[i : i + 4]) for i in range(0, len(cells), 4))
 
     # -- devices -------------------------------------------------------------------------------
@@ -547,7 +612,8 @@ class Machine:
         if deadline >= NEVER:
             raise GuestFault("guest halted with no timer armed", self.pc, self.register_dump())
         self._time = max(self._time, deadline)
-        if self._deliver_interrupts() < SLICE:
+        self._deliver_interrupts()
+        if self._refused:  # a level-triggered line still high after delivery is not a refusal
             raise GuestFault("guest halted with interrupts masked", self.pc, self.register_dump())
 
     def _deliver_interrupts(self) -> int:
@@ -558,6 +624,7 @@ class Machine:
         a safety net for code the scan did not see.
         """
         held = SLICE
+        self._refused = False  # did the CPU mask one?
         for timer in self._timers:
             irq = timer.pending(self._time)
             if irq is None:
@@ -566,6 +633,8 @@ class Machine:
                 timer.delivered(self._time)
                 if timer.pending(self._time) is None:
                     continue
+            else:
+                self._refused = True
             held = min(held, POLL)  # masked, or (level-triggered) still pending in its handler
         return held
 
@@ -586,7 +655,9 @@ class Machine:
     def snapshot(self) -> Snapshot:
         """Save CPU, memory (copy-on-write), virtual time, console and devices; no probes may be
         placed (restore drops the registry, as the pages it patched go back too)."""
-        if self._registry is not None and (self._registry.sites or self._registry.kretprobes):
+        if (self._registry is not None and (self._registry.sites or self._registry.kretprobes)) or (
+            self._uprobes is not None and self._uprobes.placed
+        ):
             raise SimError("snapshot with probes placed is not supported: take it before placing them")
         if not getattr(self.board, "snapshots", True):
             raise SimError(f"snapshots of the {self.board.name} board are not supported yet (its device state)")
@@ -595,7 +666,9 @@ class Machine:
                 UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
             )
             self._memory_snapshots = True
-        devices = [{k: v for k, v in vars(t).items() if k != "machine"} for t in self._timers]
+        devices = [_device_state(t) for t in self._timers]
+        if self.board is not None:  # every device of the board, not only its timers
+            devices = [_device_state(d) for d in self.devices]
         pools = {p: list(v) for p, v in self._sim_pools.items()}
         return Snapshot(self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices)
 
@@ -604,6 +677,9 @@ class Machine:
         if self._registry is not None:
             self._registry.detach()
             self._registry = None
+        if self._uprobes is not None:
+            self._uprobes.detach()
+            self._uprobes = None
         self.engine.context_restore(snap.context)
         self.engine.ctl_flush_tb()  # translations of code the snapshot no longer has
         self._time = snap.time
@@ -614,8 +690,9 @@ class Machine:
         self._held = False
         self._run_exactly = 0
         self._storm = 0
-        for timer, state in zip(self._timers, snap.devices, strict=True):
-            vars(timer).update(state)
+        owners = self.devices if self.board is not None else self._timers
+        for device, state in zip(owners, snap.devices, strict=True):
+            vars(device).update({k: v if hasattr(v, "attach") else copy.deepcopy(v) for k, v in state.items()})
 
     # -- probes --------------------------------------------------------------------------------
     @property
@@ -641,6 +718,22 @@ class Machine:
     ) -> Kretprobe:
         """Place a kretprobe on a function."""
         return self.probes.register_kretprobe(spec, handler, entry, maxactive, name)
+
+    @property
+    def uprobes(self) -> Uprobes:
+        """The uprobe registry (created on first use)."""
+        if self._uprobes is None:
+            self._uprobes = Uprobes(self, self.step_variant)
+        return self._uprobes
+
+    def uprobe(self, target: str, handler: UprobeHandler | None = None, name: str = "") -> Uprobe:
+        """Place a uprobe at ``PATH:OFFSET`` or ``PATH:SYMBOL[+OFF]`` (the bundled firmware's
+        user program is ``init``); ``handler(probe, regs)`` runs before the instruction."""
+        return self.uprobes.register(target, handler, name)
+
+    def uretprobe(self, target: str, handler: UretHandler | None = None, name: str = "") -> Uretprobe:
+        """Place a uretprobe on a user function (``PATH:SYMBOL``); ``handler(instance, regs)``."""
+        return self.uprobes.register_uretprobe(target, handler, name)
 
     @property
     def btf(self) -> Any:

@@ -320,9 +320,13 @@ def test_host_decompression_needs_a_known_payload(run_cli, tmp_path: Path) -> No
 
 def test_pc_options_need_the_pc_board(run_cli, tmp_path: Path) -> None:
     status, _, err = run_cli("--arch", "x86_64", "--initrd", "x", str(tmp_path / "k"))
-    assert status == UsageError.exit_status and "--initrd needs --board pc" in _one_line(err)
+    assert status == UsageError.exit_status and "--initrd needs --board virt or pc" in _one_line(err)
     status, _, err = run_cli("--board", "pc", "--arch", "riscv64", str(tmp_path / "k"))
     assert status == UsageError.exit_status and "x86_64 machine" in _one_line(err)
+    status, _, err = run_cli("--board", "pc", "--drive", "x", str(tmp_path / "k"))
+    assert status == UsageError.exit_status and "--drive needs --board virt" in _one_line(err)
+    status, _, err = run_cli("--board", "virt", "--decompress", "host", str(tmp_path / "k"))
+    assert status == UsageError.exit_status and "--decompress needs --board pc" in _one_line(err)
 
 
 def test_probes_on_the_pc_board_are_refused_in_one_line(run_cli, tmp_path: Path) -> None:
@@ -342,4 +346,4 @@ def test_loader_places_the_protected_mode_kernel_at_its_preferred_address(tmp_pa
     k = g.write(tmp_path, "k", g.exit_with(0), pref=0x400000)
     b = PcBoard(decompress=decompress)
     image = b.load(k)
-    assert b.boot is not None and b.boot.entry == 0x400200 and image.entry == 0x400200
+    assert b.loaded is not None and b.loaded.entry == 0x400200 and image.entry == 0x400200

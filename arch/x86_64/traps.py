@@ -212,7 +212,7 @@ class Traps:
 
     def _in_ram(self, addr: int, size: int) -> bool:
         """Is ``addr .. addr+size`` backed by RAM (through the page tables when paging is on)?"""
-        base, ram = self.m.arch.ram
+        base, ram = self.m.ram
         if not self._reg(xc.UC_X86_REG_CR0) & paging.PG:
             return base <= addr and addr + size <= base + ram
         page = addr & ~0xFFF
@@ -294,6 +294,9 @@ class Traps:
         m.write(self._page + 8, struct.pack("<IH", 0, len(table) | 3))
         self._guest_gdtr, self._frame = gdtr, pending
         uc.reg_write(xc.UC_X86_REG_GDTR, (0, self._page + _SHADOW_GDT, len(table) + 15, 0))
+        # The CPU takes no single-step trap while delivering: a ring-3 TF (a uprobe's step) must
+        # not fire on the far call (the frame keeps the task's RFLAGS, TF included).
+        uc.reg_write(xc.UC_X86_REG_RFLAGS, self._reg(xc.UC_X86_REG_RFLAGS) & ~TF)
         uc.reg_write(xc.UC_X86_REG_RIP, self._page)
 
     def _land(self, uc: object, address: int, size: int, ud: object) -> None:

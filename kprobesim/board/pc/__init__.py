@@ -11,7 +11,6 @@ holds the command line the board is measured with.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,6 @@ from .pit import Pit8254
 from .serial import Serial8250
 
 if TYPE_CHECKING:
-    from ...arch import Arch
     from ...machine import Machine
 
 RAM_SIZE = 128 << 20
@@ -83,14 +81,16 @@ class PcBoard:
         self.decompress = decompress
         self.input = input
         self.ram_size = ram_size
-        self.boot: Boot | None = None
+        self.loaded: Boot | None = None  # what load() placed
 
     def load(self, path: str | Path) -> Image:
-        self.boot = load_bzimage(path, self.ram_size, self.append, self.initrd, self.decompress)
-        return self.boot.image
+        self.loaded = load_bzimage(path, self.ram_size, self.append, self.initrd, self.decompress)
+        return self.loaded.image
 
-    def arch(self, base: Arch) -> Arch:
-        return dataclasses.replace(base, ram=(0, self.ram_size), devices=self.devices)
+    @property
+    def ram(self) -> tuple[int, int]:
+        """RAM base and size (from address 0, as a PC's)."""
+        return 0, self.ram_size
 
     def devices(self) -> list:
         pic = Pic8259Pair()
@@ -108,9 +108,9 @@ class PcBoard:
             InterruptLine(pic, pit),
         ]
 
-    def reset(self, machine: Machine) -> None:
+    def boot(self, machine: Machine) -> None:
         """Long mode with paging on (identity map), the loader's GDT, ``rsi`` = boot_params."""
-        assert self.boot is not None
+        assert self.loaded is not None
         uc = machine.engine
         uc.reg_write(xc.UC_X86_REG_GDTR, (0, LAYOUT.gdt, 8 * len(GDT) - 1, 0))
         uc.msr_write(MSR_EFER, EFER_LME | EFER_LMA)
@@ -120,10 +120,10 @@ class PcBoard:
         uc.reg_write(xc.UC_X86_REG_CS, 0x10)
         for seg in (xc.UC_X86_REG_DS, xc.UC_X86_REG_ES, xc.UC_X86_REG_SS):
             uc.reg_write(seg, 0x18)
-        uc.reg_write(xc.UC_X86_REG_RSI, self.boot.boot_params)
+        uc.reg_write(xc.UC_X86_REG_RSI, self.loaded.boot_params)
         uc.reg_write(xc.UC_X86_REG_RSP, LAYOUT.stack_top)
         uc.reg_write(xc.UC_X86_REG_RFLAGS, 2)
-        uc.reg_write(xc.UC_X86_REG_RIP, self.boot.entry)
+        uc.reg_write(xc.UC_X86_REG_RIP, self.loaded.entry)
 
 
 __all__ = ["DEFAULT_APPEND", "NEVER", "PcBoard"]
