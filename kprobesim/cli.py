@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SPEC",
-        help="kprobe_events spec: 'p:NAME SYM[+OFF] [FETCHARGS]' or 'r[MAXACTIVE]:NAME SYM [$retval]'",
+        help="kprobe_events spec: 'p:NAME SYM[+OFF] [FETCHARGS]' or 'r[MAXACTIVE]:NAME SYM [$retval]'; "
+        "uprobe_events spec: 'p:NAME PATH:OFFSET|PATH:SYMBOL [FETCHARGS]' or 'r:NAME PATH:SYMBOL [$retval]' "
+        "(the bundled firmware's user program is 'init')",
     )
     run.add_argument("--format", choices=("text", "json"), default="text", help="probe output format")
     run.add_argument("--stats", action="store_true", help="print hits/missed per probe at exit")
@@ -155,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="eBPF object to load and attach by section (kprobe/SYM[+OFF], kretprobe/SYM); repeatable",
     )
+    for flag, meta, text in (
+        ("--attach", "PROG=FUNC", "attach eBPF program PROG (kprobe/kretprobe) to FUNC[+OFF]"),
+        ("--set", "NAME=VALUE", "set an eBPF global (const volatile, .data, .bss) before load"),
+        ("--map-size", "NAME=N", "set an eBPF map's max_entries before load"),
+    ):
+        run.add_argument(flag, action="append", default=[], metavar=meta, help=text + "; repeatable")
     cmp = sub.add_parser("compare", help="run the same probes on every arch's kernel, side by side")
     cmp.add_argument("--arch", action="append", choices=ARCH_NAMES, help="arches to compare (default: all)")
     cmp.add_argument("--image", action="append", default=[], metavar="ARCH=PATH", help="use PATH for ARCH")
@@ -172,12 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     fz = sub.add_parser("fuzz", help="fuzz probe placement on a kernel against its unprobed run")
     fz.add_argument("image", nargs="?", help="kernel image (default: the bundled kernel of --arch)")
     fz.add_argument("--arch", required=True, choices=ARCH_NAMES, help="architecture of the kernel")
-    fz.add_argument("--func", default="*", metavar="GLOB", help="only probe functions matching this")
+    fz.add_argument("--func", default="*", metavar="GLOB", help="probe only functions matching this")
     fz.add_argument("--seed", type=_int, default=0, help="random seed (the same seed draws the same placements)")
     fz.add_argument("--iterations", type=_count, default=100, help="placements to draw and check")
     fz.add_argument("--jobs", type=_count, default=1, help="worker processes")
     fz.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: tf)")
-    fz.add_argument("--replay", metavar="PLACEMENT", help="check one placement ('p:ADDR,...,r:FUNC')")
+    fz.add_argument(
+        "--replay", metavar="PLACEMENT", help="check one placement ('p:ADDR,...,r:FUNC,u:ADDR,ur:FUNC')"
+    )
     prb = sub.add_parser("probeable", help="list a function's instructions and how each would be probed")
     _image_args(prb)
     prb.add_argument("symbol", help="function name")
@@ -296,7 +306,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.bpf:
         from .ebpf.loader import load as load_bpf
 
-        objects = [load_bpf(machine, path, fmt=args.format) for path in args.bpf]
+        attach, globals_ = _pairs("--attach", args.attach), _pairs("--set", args.set)
+        sizes = {k: _number(f"--map-size {k}", v) for k, v in _pairs("--map-size", args.map_size).items()}
+        for path in args.bpf:
+            obj = load_bpf(machine, path, fmt=args.format, attach=attach, globals=globals_, map_sizes=sizes)
+            objects.append(obj)
+            for line in (*obj.skipped, *obj.unattached()):
+                print(f"kprobesim: {line}", file=sys.stderr)
     try:
         status = machine.run(max_insns=args.max_insns, timeout=args.timeout)
     finally:
@@ -310,6 +326,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr, flush=True)
     return code
+
+
+def _pairs(flag: str, items: Sequence[str]) -> dict[str, str]:
+    """``NAME=VALUE`` arguments of ``flag`` as a dict (UsageError naming a malformed one)."""
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise UsageError(f"{flag} {item}: expected NAME=VALUE")
+        out[name] = value
+    return out
+
+
+def _number(what: str, text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise UsageError(f"{what}={text}: not a number") from None
 
 
 def _print_stats(tracer: Tracer, objects: Sequence[Any], fmt: str) -> None:
@@ -408,6 +442,8 @@ def cmd_probeable(args: argparse.Namespace) -> int:
         if blacklisted:
             verdict = "rejected: function is blacklisted"
         where = f"{sym.name}+{addr - sym.addr:#x}"
+        if registry.user is not None and registry.user.contains(addr):
+            verdict = f"{verdict} (user text: uprobe {registry.user.describe(addr)})"
         print(f"{addr:#018x} {where:<24} {d.raw.hex():<16} {d.text:<36} {verdict}")
     return 0
 

@@ -217,6 +217,7 @@ class Traps:
                 reg = "stvec" if to_s else "mtvec"
                 self.m.fault(what or f"trap cause {code} with no trap vector ({reg}=0)", epc)
                 return
+            self.m.entered()
             status = uc.reg_read(UC_RISCV_REG_MSTATUS)
             if to_s:
                 sie = 1 if status & MSTATUS_SIE else 0
