@@ -231,6 +231,10 @@ class Image:
         raw = self.read(start, stop - start)
         return {v for (v,) in struct.iter_unpack("<Q", raw[: len(raw) // 8 * 8])}
 
+    def probe_site(self, addr: int) -> int:
+        """Where a probe asked for at ``addr`` goes (the address itself; a guest OS may move it)."""
+        return addr
+
     def add_text(self, lo: int, hi: int) -> None:
         """Declare ``[lo, hi)`` kernel text: code placed in memory at run time (as Linux's module
         text), where probes may then go."""

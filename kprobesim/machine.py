@@ -144,6 +144,7 @@ class Machine:
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
         self.ram = board.ram if board is not None else arch.ram
+        self._lines = bool(getattr(board, "interrupt_lines", False))  # devices drive the hart's pending bits
         #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
         #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
         self.boot_maps: list[tuple[int, int, int]] = []
@@ -631,7 +632,7 @@ class Machine:
                 continue
             if self.traps.interrupt(irq) is True:
                 timer.delivered(self._time)
-                if timer.pending(self._time) is None:
+                if timer.pending(self._time) is None or self._lines:  # lines: the hart takes it when it may
                     continue
             else:
                 self._refused = True

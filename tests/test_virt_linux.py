@@ -4,9 +4,11 @@ initramfs' ``init``, with probes by symbol from the kernel's own kallsyms.
 One boot per module (~1.1 G guest instructions, ~45 s of CPU: the suite's longest single run):
 the kernel, OpenSBI-free, brings up its console, unpacks the initramfs and runs init, which
 prints what it read and powers off. The QEMU oracle (``linux/test_qemu_oracle.py``) shows the
-same init lines. Known gap: after init forks, the parent's stack reads back zeroed bytes and
-the child prints nothing (under investigation), so only init's lines before the fork and its
-last line are compared.
+same init lines. Known gaps, open: after init forks, the parent's stack reads back 8 zeroed
+bytes and the child prints nothing, so only init's lines before the fork and its last line are
+compared; and with Linux's default paging mode (Sv57, which Unicorn accepts) and this command
+line, init dies at its first write, a user page again reading as zeros; the kernel command
+line adds ``no4lvl`` (Sv39) meanwhile.
 """
 
 from __future__ import annotations
@@ -20,34 +22,29 @@ from linux.qemu import APPEND, init_lines
 
 from kprobesim.arch import get_arch
 from kprobesim.board.virt import Virt, VirtOptions
-from kprobesim.errors import BudgetExhausted
 from kprobesim.guest.linux import with_kallsyms
 from kprobesim.image import load_image
 from kprobesim.machine import Machine
 from kprobesim.trace.tracer import Tracer
 
 pytestmark = pytest.mark.xdist_group("linux-virt")
+# Sv39 (no4lvl): with Linux's default pick, Sv57, and this command line, init dies at its first
+# write (a user page reads as zeros; see the module docstring).
+CMDLINE = APPEND + " no4lvl"
 
 
 @pytest.fixture(scope="module")
 def booted() -> tuple[Machine, Tracer]:
     kernel = obtain(debian.trixie_riscv64_kernel)
     image, boot_map = with_kallsyms(load_image(kernel.image, arch="riscv64", base=0x80200000))
-    board = Virt(VirtOptions(memory=128 << 20, bios="builtin", initrd=str(obtain(initramfs, "riscv64")), append=APPEND))
+    initrd = str(obtain(initramfs, "riscv64"))
+    board = Virt(VirtOptions(memory=128 << 20, bios="builtin", initrd=initrd, append=CMDLINE))
     m = Machine(get_arch("riscv64"), image, board=board)
     m.boot_maps.append(boot_map)
-    # Linux's ftrace_init rewrites every function's patchable entry early in start_kernel (our
-    # breaks there with it): place the probes once init memory is freed, just before /init runs.
-    while "Freeing unused kernel image" not in m.console:
-        assert m.instructions < 2_000_000_000, m.console[-3000:]
-        try:
-            m.run(max_insns=1_000_000, timeout=1200)
-        except BudgetExhausted:
-            pass
     tracer = Tracer(m)
     tracer.add("p:op do_sys_openat2 dfd=$arg1:s32 name=+0($arg2):ustring")
     tracer.add("r:vr vfs_read ret=$retval:s64")
-    m.run(max_insns=500_000_000, timeout=1200)
+    m.run(max_insns=2_500_000_000, timeout=1200)  # probes from reset: entries moved past ftrace's pad
     return m, tracer
 
 

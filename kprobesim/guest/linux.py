@@ -5,6 +5,7 @@ Linux runs at virtual addresses (``_start`` = KERNEL_LINK_ADDR, 0xffffffff800000
 over the physical pages it was loaded into; until its MMU is on, that mapping is known only
 from the image. ``boot_map`` gives it, so probes by symbol can be placed before the kernel
 runs (the break goes into the physical page behind the symbol, as ``text_poke`` would).
+A probe on a function's entry goes past its ftrace pad, which the kernel rewrites at boot.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..image import Image, Symbol
 from .kallsyms import find_kallsyms
 
 _TEXT_TYPES = "TtWw"
+FTRACE_PAD = bytes.fromhex("0100" * 4)  # riscv64 -fpatchable-function-entry: four c.nop
 
 
 @dataclass
@@ -30,6 +32,19 @@ class LinuxImage(Image):
         if self.vbase <= addr:
             addr = addr - self.vbase + self.pbase
         return super().read(addr, size)
+
+    def probe_site(self, addr: int) -> int:
+        """A function's entry is its ftrace pad (nops that ``ftrace_init`` rewrites early in boot,
+        a break there with them; Linux itself probes it through ftrace): probe the first
+        instruction after it, where the registers are still those of the entry."""
+        found = self.lookup(addr)
+        if found is None or found[1] != 0 or not found[0].is_func:
+            return addr
+        try:
+            head = self.read(addr, len(FTRACE_PAD))
+        except ImageError:
+            return addr
+        return addr + len(FTRACE_PAD) if head == FTRACE_PAD else addr
 
 
 def with_kallsyms(image: Image) -> tuple[Image, tuple[int, int, int]]:

@@ -115,6 +115,7 @@ class Registry:
             raise ProbeError(f"address {spec:#x} is not a 64-bit address")
         image = self.m.image
         addr = spec if isinstance(spec, int) else image.resolve(spec)
+        addr = image.probe_site(addr)  # e.g. past a Linux function's ftrace pad
         text = spec if isinstance(spec, str) else f"{addr:#x}"
         if self.m.arch.sim_base <= addr < self.m.sim_end:
             raise ProbeError(f"{text}: address {addr:#x} is in the simulator's own pages")
