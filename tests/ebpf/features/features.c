@@ -170,10 +170,17 @@ int features(struct pt_regs *ctx)
 	}
 
 	/* bloom filter: even numbers in, every inserted one found, odd ones mostly not */
-	for (u64 i = 0; i < 100; i += 2)
-		bloom_push += bpf_map_push_elem(&seen, &i, 0);
+	/* (a copy is handed to the helpers: Linux takes peek's value as written, so the loop's
+	 * own counter would lose its bound) */
+	for (u64 i = 0; i < 100; i += 2) {
+		u64 x = i;
+
+		bloom_push += bpf_map_push_elem(&seen, &x, 0);
+	}
 	for (u64 i = 0; i < 100; i++) {
-		if (bpf_map_peek_elem(&seen, &i) == 0) {
+		u64 x = i;
+
+		if (bpf_map_peek_elem(&seen, &x) == 0) {
 			if (i & 1)
 				bloom_false++;
 			else
