@@ -51,7 +51,7 @@ PROTOS: dict[int, Proto] = {
     3: Proto((MAP_PTR, MAP_KEY)),  # map_delete_elem
     4: _PROBE_READ,
     5: _NOARGS,  # ktime_get_ns
-    6: Proto((MEM, SIZE, ANYTHING, ANYTHING, ANYTHING), gpl_only=True),  # trace_printk
+    6: Proto((MEM, SIZE), gpl_only=True),  # trace_printk (its 3 arguments are not checked)
     7: _NOARGS,  # get_prandom_u32
     8: _NOARGS,  # get_smp_processor_id
     12: Proto((CTX, MAP_PTR, ANYTHING), VOID),  # tail_call

@@ -29,7 +29,7 @@ RISCV64_PT_REGS = 288
 
 def _maps(case) -> list[absint.MapInfo]:
     return [absint.MapInfo(f"m{i}", t, k, v, n, bool(flags & 0x80)) for i, (t, k, v, n, flags, _x, _init)
-            in enumerate(case.maps)]
+            in enumerate(case.map_specs)]
 
 
 def kprobesim_verdict(case) -> str | None:

@@ -10,8 +10,13 @@ guest and checks every one of them again.
 
 from __future__ import annotations
 
+import functools
+import shutil
 import struct
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kprobesim.ebpf import isa
 from kprobesim.ebpf.asm import assemble
@@ -39,10 +44,44 @@ class Case:
     maps: tuple[tuple, ...] = ()
     license: str = GPL
     tags: tuple[str, ...] = field(default=())
+    c: bool = False  # asm holds C source, compiled by Debian's clang (clang -target bpf -O2 -g)
 
     @property
     def insns(self):
-        return assemble(self.asm)
+        return _compiled(self.asm)[0] if self.c else assemble(self.asm)
+
+    @property
+    def map_specs(self) -> tuple[tuple, ...]:
+        return _compiled(self.asm)[1] if self.c else self.maps
+
+
+INCLUDE = Path(__file__).resolve().parents[2] / "kprobesim" / "ebpf" / "include"
+
+
+@functools.cache
+def _compiled(source: str) -> tuple[list, tuple[tuple, ...]]:
+    """The first program of a C source and its maps, as the ELF loader links them."""
+    from kprobesim.ebpf import isa as _isa
+    from kprobesim.ebpf.elf import load_object
+
+    cc = shutil.which("clang")
+    assert cc, "Debian's clang is missing (apt-get install clang)"
+    with tempfile.TemporaryDirectory() as d:
+        src, obj = Path(d) / "p.c", Path(d) / "p.o"
+        src.write_text(_C_HEAD + source)
+        res = subprocess.run([cc, "-target", "bpf", "-O2", "-g", "-c", "-D__TARGET_ARCH_riscv", f"-I{INCLUDE}",
+                              "-I/usr/include", "-Wall", str(src), "-o", str(obj)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        o = load_object(obj, None)
+    maps = tuple((m.map_type, m.key_size, m.value_size, m.max_entries, m.flags, m.extra.get("map_extra", 0),
+                  m.initial_value or b"") for m in o.maps)
+    return list(_isa.decode(o.programs[0].insns)), maps
+
+
+_C_HEAD = """#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+"""
 
 
 _LOOKUP = """
@@ -233,6 +272,48 @@ CASES: list[Case] = [
 ]
 
 
+CASES += [
+    # ---- C, compiled by clang: the seeds' loops and the shapes real programs take ----------------------
+    Case("seed_loop_bounded", "for (i = 0; i < 100; i++) terminates provably", None, """
+u64 total;
+SEC("kprobe/do_work") int p(void *ctx)
+{
+    for (int i = 0; i < 100; i++)
+        total += bpf_get_prandom_u32() & i;
+    return 0;
+}""", c=True),
+    Case("seed_loop_endless", "for (i = 0; 1; i++) does not (a run-time break proves nothing)",
+         "infinite loop detected", """
+SEC("kprobe/do_work") int p(void *ctx)
+{
+    for (int i = 0; 1; i++)
+        if (bpf_get_prandom_u32() & 1)
+            break;
+    return 0;
+}""", c=True),
+    Case("key_counter_at_slot_start", "a u64 loop counter passed by address keeps its bound", None, """
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 8); __type(key, u32); __type(value, u64); } a SEC(".maps");
+SEC("kprobe/do_work") int p(void *ctx)
+{
+    for (u64 k = 0; k < 8; k++) {
+        u64 *v = bpf_map_lookup_elem(&a, &k);
+        if (v)
+            *v += 1;
+    }
+    return 0;
+}""", c=True),
+    Case("key_counter_mid_slot", "a u32 counter mid-slot is data: its bound is lost", "infinite loop detected", """
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 8); __type(key, u32); __type(value, u64); } a SEC(".maps");
+SEC("kprobe/do_work") int p(void *ctx)
+{
+    u64 val = 1;
+    for (u32 k = 0; k < 8; k++)
+        bpf_map_update_elem(&a, &k, &val, BPF_ANY);
+    return 0;
+}""", c=True),
+]
+
+
 def _u16s(text: str) -> bytes:
     raw = text.encode()
     return struct.pack("<H", len(raw)) + raw
@@ -243,8 +324,8 @@ def corpus_bin(cases: list[Case] | None = None) -> bytes:
     cases = CASES if cases is None else cases
     out = bytearray(b"KPBF" + struct.pack("<I", len(cases)))
     for c in cases:
-        out += _u16s(c.name) + _u16s(c.license) + struct.pack("<I", len(c.maps))
-        for mtype, ksz, vsz, maxe, flags, extra, init in c.maps:
+        out += _u16s(c.name) + _u16s(c.license) + struct.pack("<I", len(c.map_specs))
+        for mtype, ksz, vsz, maxe, flags, extra, init in c.map_specs:
             out += struct.pack("<7I", mtype, ksz, vsz, maxe, flags, extra, len(init)) + init
         code = encode(c.insns)
         out += struct.pack("<I", len(code) // 8) + code
