@@ -1243,7 +1243,11 @@ def verify_program(insns: Sequence[Insn], maps: Sequence[MapInfo], ctx_size: int
     """Verify ``insns`` (already checked by :func:`.verifier.verify`); raises VerifierError.
     ``strict_alignment``: the target arch lacks efficient unaligned access (all but x86_64)."""
     v = Verifier(insns, maps, ctx_size, license in GPL_COMPATIBLE, helpers, log, insn_limit, strict_alignment)
-    return v.run()
+    try:
+        return v.run()
+    except VerifierError as e:
+        e.log = v.result.log  # type: ignore[attr-defined]  # what was walked before the refusal
+        raise
 
 
 LogSink = Callable[[str], None]

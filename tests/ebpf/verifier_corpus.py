@@ -207,7 +207,8 @@ CASES: list[Case] = [
     Case("ctx_misaligned", "context reads are aligned (riscv64: strict alignment)",
          "misaligned context access off 0+0+4 size 8",
          "ldxdw %r0, [%r1+4]\nexit"),
-    Case("ctx_modified", "the context pointer is used unmodified", "dereference of modified ctx ptr R1 off=8 disallowed",
+    Case("ctx_modified", "the context pointer is used unmodified",
+         "dereference of modified ctx ptr R1 off=8 disallowed",
          "add %r1, 8\nldxdw %r0, [%r1+0]\nexit"),
     Case("map_ptr_arith", "no arithmetic on a map pointer", "R1 pointer arithmetic on map_ptr prohibited",
          "lddw %r1, map_fd[0]\nadd %r1, 8\nmov %r0, 0\nexit", (HASH,)),
@@ -216,7 +217,8 @@ CASES: list[Case] = [
          _LOOKUP + "add %r0, 8\nmov %r0, 0\nexit", (HASH,)),
     Case("unbounded_min_arith", "pointer math with a register of unbounded minimum",
          "math between map_value pointer and register with unbounded min value is not allowed",
-         _LOOKUP + "jeq %r0, 0, out\nmov %r6, %r0\ncall 5\nadd %r6, %r0\nldxb %r0, [%r6+0]\nexit\nout: mov %r0, 0\nexit",
+         _LOOKUP + "jeq %r0, 0, out\nmov %r6, %r0\ncall 5\nadd %r6, %r0\nldxb %r0, [%r6+0]\nexit\n"
+         "out: mov %r0, 0\nexit",
          (ARRAY16,)),
     Case("unbounded_index", "a variable offset must be bounded",
          "R6 unbounded memory access, make sure to bounds check any such access",
@@ -292,7 +294,9 @@ SEC("kprobe/do_work") int p(void *ctx)
     return 0;
 }""", c=True),
     Case("key_counter_at_slot_start", "a u64 loop counter passed by address keeps its bound", None, """
-struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 8); __type(key, u32); __type(value, u64); } a SEC(".maps");
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 8); __type(key, u32); __type(value, u64);
+} a SEC(".maps");
 SEC("kprobe/do_work") int p(void *ctx)
 {
     for (u64 k = 0; k < 8; k++) {
@@ -303,7 +307,9 @@ SEC("kprobe/do_work") int p(void *ctx)
     return 0;
 }""", c=True),
     Case("key_counter_mid_slot", "a u32 counter mid-slot is data: its bound is lost", "infinite loop detected", """
-struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 8); __type(key, u32); __type(value, u64); } a SEC(".maps");
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 8); __type(key, u32); __type(value, u64);
+} a SEC(".maps");
 SEC("kprobe/do_work") int p(void *ctx)
 {
     u64 val = 1;
