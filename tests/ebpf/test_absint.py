@@ -63,7 +63,9 @@ def test_verdict_is_linuxs(case) -> None:
 VERIFY_SRC = r"""
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
-struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 4); __type(key, u64); __type(value, u64); } h SEC(".maps");
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 4); __type(key, u64); __type(value, u64);
+} h SEC(".maps");
 SEC("kprobe/do_work") int good(void *ctx)
 {
     u64 k = 1, *v = bpf_map_lookup_elem(&h, &k);

@@ -293,19 +293,6 @@ SEC("kprobe/do_work") int p(void *ctx)
             break;
     return 0;
 }""", c=True),
-    Case("key_counter_at_slot_start", "a u64 loop counter passed by address keeps its bound", None, """
-struct {
-    __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 8); __type(key, u32); __type(value, u64);
-} a SEC(".maps");
-SEC("kprobe/do_work") int p(void *ctx)
-{
-    for (u64 k = 0; k < 8; k++) {
-        u64 *v = bpf_map_lookup_elem(&a, &k);
-        if (v)
-            *v += 1;
-    }
-    return 0;
-}""", c=True),
     Case("key_counter_mid_slot", "a u32 counter mid-slot is data: its bound is lost", "infinite loop detected", """
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 8); __type(key, u32); __type(value, u64);
