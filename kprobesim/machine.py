@@ -8,6 +8,7 @@ Nothing is hooked per instruction: hooks fire only on traps, faults and device a
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import math
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UcError
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UcError
 from unicorn.unicorn_const import (
     UC_CTL_CONTEXT_CPU,
     UC_CTL_CONTEXT_MEMORY,
@@ -36,11 +37,13 @@ from .errors import BudgetExhausted, GuestFault, ImageError, SimError, UsageErro
 from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
+from .probes.uprobes import Uprobe, UprobeHandler, Uprobes, UretHandler, Uretprobe
 
 SLICE = 200_000  # longest emu_start slice (instructions)
 POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact moment)
 DEFAULT_BUDGET = 50_000_000
 DEFAULT_TIMEOUT = 120.0
+STORM = 1000  # trap and interrupt entries in a row with no instruction retired: a trap storm
 PAGE = 0x1000
 # Simulator-owned pages by permissions: read+execute kprobe slot pages (4096 16-byte slots), and a
 # little read/write/execute room for trap trampolines (x86's shadow GDT is written by the CPU).
@@ -55,6 +58,14 @@ _MEM_ERRORS = {
     UC_ERR_WRITE_PROT: ("store", "protected"),
     UC_ERR_FETCH_PROT: ("fetch", "protected"),
 }
+
+
+def _device_state(device: object) -> dict[str, Any]:
+    """A device's state for a snapshot: its fields, without the machine and wired callbacks."""
+    fields = {k: v for k, v in vars(device).items() if k != "machine" and not callable(v)}
+    linked = {k: v for k, v in fields.items() if hasattr(v, "attach")}  # another device: keep the reference
+    state = copy.deepcopy({k: v for k, v in fields.items() if k not in linked})
+    return state | linked
 
 
 @dataclass
@@ -100,12 +111,19 @@ class Machine:
         image: Image,
         console: Callable[[bytes], None] | None = None,
         step_variant: str | None = None,
+        board: Any = None,
     ) -> None:
+        # A machine of its own (RAM, devices, boot state: see kprobesim/board/virt and board/pc);
+        # None: the arch's own board.
+        self.board = board
+        self._translate: Callable[[int], int | None] | None = None
+        self.reboot_requested = False  # the guest asked the board to reset (the run ended)
         self.arch = arch
         self.step_variant = step_variant
         self.trace_sink: Callable[[str], None] | None = None  # where trace lines go (the CLI's stdout)
         self.trace_lines: list[str] = []  # trace lines kept when there is no sink
         self._registry: Registry | None = None
+        self._uprobes: Uprobes | None = None
         self.image = image
         self.engine = arch.new_engine()
         self.console_bytes = bytearray()
@@ -125,6 +143,10 @@ class Machine:
         self._port_hooks = False
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
+        self.ram = board.ram if board is not None else arch.ram
+        #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
+        #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
+        self.boot_maps: list[tuple[int, int, int]] = []
         #: Where the target kernel's raw BTF comes from (see :attr:`btf`); a guest-OS module may
         #: replace it, e.g. to find a Linux image's ``.BTF`` in guest memory.
         self.btf_source: Callable[[], bytes | None] = image.btf_data
@@ -136,15 +158,23 @@ class Machine:
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
-        for device in arch.devices():
+        self.devices = list(board.devices() if board is not None else arch.devices())
+        for device in self.devices:
             device.attach(self)
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
         self._held = False  # an interrupt is pending but the CPU masks it
+        self._refused = False  # the last delivery found an interrupt the CPU masks
+        self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
+        self._storm = 0  # entries since an instruction last retired
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
+        self._translate = getattr(self.traps, "translate", None)  # virtual -> physical, if paging
+        self._before_slice: Callable[[], None] | None = getattr(self.traps, "before_slice", None)
+        if board is not None:
+            board.boot(self)
 
     @classmethod
     def load(
@@ -162,7 +192,7 @@ class Machine:
 
     # -- memory --------------------------------------------------------------------------------
     def _load_image(self) -> None:
-        base, size = self.arch.ram
+        base, size = self.ram
         self.engine.mem_map(base, size, UC_PROT_ALL)
         for seg in self.image.segments:
             if not (base <= seg.addr and seg.addr + seg.memsz <= base + size):
@@ -176,22 +206,44 @@ class Machine:
 
     def _map_sim_pool(self) -> None:
         """Map every simulator-owned page now: after a memory snapshot the engine can neither map
-        nor re-protect pages, so the pool's permissions are fixed from the start."""
-        # One region (Unicorn's memory snapshots mishandle several adjacent ones), mapped RWX
-        # because engines refuse host writes to non-writable pages once snapshots are on; a write
-        # hook keeps the read+exec part read-only to the guest.
+        nor re-protect pages, so the pool's permissions are fixed from the start.
+
+        The guest may only execute these pages (slots: fetch only; the trap trampolines' data is
+        read by the trampoline's own instruction). An engine whose host writes ignore page
+        protection even under snapshots (the P-code engine) maps each part with those
+        permissions; Unicorn refuses host writes to non-writable pages once snapshots are on,
+        so there the pool is one read/write/execute region (its memory snapshots mishandle
+        several adjacent ones) and read and write hooks over it turn guest accesses into faults.
+        """
         addr = self.arch.sim_base
-        self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
         self._sim_pools: dict[int, list[int]] = {}
+        self.sim_data_readers: list[tuple[int, int]] = []  # PCs whose loads may read the pool
+        self._sim_undo: list[tuple[int, bytes]] = []  # pool bytes a refused guest store overwrote
+        protected = getattr(self.engine, "host_writes_ignore_protection", False)
+        if not protected:
+            self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
+            end = addr + sum(SIM_POOL.values()) - 1
+            self.engine.hook_add(UC_HOOK_MEM_WRITE, self._sim_write, None, addr, end)
+            self.engine.hook_add(UC_HOOK_MEM_READ, self._sim_read, None, addr, end)
         for perms, size in SIM_POOL.items():
             self._sim_pools[perms] = [addr, addr + size]
-            if perms == SLOT_PERMS:
-                self.engine.hook_add(UC_HOOK_MEM_WRITE, self._slot_write, None, addr, addr + size - 1)
+            if protected:
+                self.engine.mem_map(addr, size, UC_PROT_EXEC)
             addr += size
 
-    def _slot_write(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
-        """The guest stored into a kprobe page: a store fault; the slots are rewritten afterwards."""
+    def _sim_write(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
+        """The guest stored into a simulator page: a store fault; the bytes are put back afterwards."""
+        self._sim_undo.append((addr, bytes(self.engine.mem_read(addr, size))))
         self.on_mem_fault("store", addr, self.pc)
+        self.engine.emu_stop()
+
+    def _sim_read(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
+        """The guest loaded from a simulator page: a load fault, unless the simulator's own
+        trampoline is reading its data (x86's far pointer and shadow GDT)."""
+        pc = self.pc
+        if any(lo <= pc < hi for lo, hi in self.sim_data_readers):
+            return
+        self.on_mem_fault("load", addr, pc)
         self.engine.emu_stop()
 
     @property
@@ -208,16 +260,89 @@ class Machine:
         pool[0] += size
         return pool[0] - size
 
+    def _pieces(self, addr: int, size: int, error: int) -> list[tuple[int, int]]:
+        """(physical address, length) pieces behind ``addr .. addr+size`` in the guest's current
+        address space (the page tables, when the arch has them and they are on)."""
+        if self._translate is None or self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values()):
+            return [(addr, size)]  # simulator pages are reached by their physical address
+        pieces = []
+        while size > 0:
+            n = min(size, PAGE - (addr & (PAGE - 1)))
+            phys = self._translate(addr)
+            if phys is None:
+                raise UcError(error)
+            pieces.append((phys, n))
+            addr, size = addr + n, size - n
+        return pieces
+
     def read(self, addr: int, size: int) -> bytes:
+        """Guest memory at ``addr``: through the page tables when the arch translates them itself
+        (x86_64 paging), else physical, or virtual through the hart's tables (riscv64 virt)."""
+        if self._translate is not None:
+            return b"".join(
+                bytes(self.engine.mem_read(p, n)) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED)
+            )
+        try:
+            return bytes(self.engine.mem_read(addr, size))
+        except UcError:
+            physical = getattr(self.traps, "physical", None)
+            if physical is None:
+                raise
+            out = bytearray()
+            while len(out) < size:  # page by page: neighbouring virtual pages need not be
+                chunk = min(size - len(out), 0x1000 - ((addr + len(out)) & 0xFFF))
+                try:
+                    out += self.engine.mem_read(physical(addr + len(out)), chunk)
+                except Exception:
+                    raise UcError(UC_ERR_READ_UNMAPPED) from None
+            return bytes(out)
+
+    def read_phys(self, addr: int, size: int) -> bytes:
         return bytes(self.engine.mem_read(addr, size))
 
     def write(self, addr: int, data: bytes) -> None:
-        self.engine.mem_write(addr, data)
+        """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
+        for read-only kernel text)."""
+        if self._translate is None:
+            self.engine.mem_write(addr, data)
+            return
+        off = 0
+        for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
+            self.engine.mem_write(phys, data[off : off + n])
+            off += n
 
     def patch_code(self, addr: int, data: bytes) -> None:
-        """Write instructions and drop stale translations (the simulator's fence.i)."""
-        self.engine.mem_write(addr, data)
+        """Write instructions and drop stale translations (the simulator's fence.i).
+
+        A virtual address the engine does not back physically is written in the physical page
+        behind it (Linux's ``text_poke``: even a read-only kernel mapping gets the break)."""
+        if self._translate is not None:
+            self.write(addr, data)
+        else:
+            try:
+                self.engine.mem_write(addr, data)
+            except UcError:
+                physical = getattr(self.traps, "physical", None)
+                if physical is None:
+                    raise
+                self.patch_physical(physical(addr), addr, data)
+                return
         self.engine.ctl_remove_cache(addr, addr + len(data))
+
+    def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
+        """Write instructions at a physical address seen by the guest at ``vaddr``."""
+        self.engine.mem_write(phys, data)
+        self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
+        if phys != vaddr:
+            self.engine.ctl_remove_cache(phys, phys + len(data))
+
+    def in_sim_pages(self, addr: int) -> bool:
+        return self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values())
+
+    @property
+    def steps_in_place(self) -> bool:
+        """Probed instructions run where they are (the guest's page tables may not map slots)."""
+        return self.board is not None and hasattr(self.traps, "step_in_place")
 
     # -- registers -----------------------------------------------------------------------------
     @property
@@ -230,7 +355,8 @@ class Machine:
 
     def register_dump(self) -> str:
         """All interesting registers, four to a line."""
-        cells = [f"{name:>7}={self.engine.reg_read(rid):016x}" for name, rid in self.arch.dump_regs]
+        with self.traps.host_access():
+            cells = [f"{name:>7}={self.engine.reg_read(rid):016x}" for name, rid in self.arch.dump_regs]
         return "\n".join("  ".join(cells[i : i + 4]) for i in range(0, len(cells), 4))
 
     # -- devices -------------------------------------------------------------------------------
@@ -268,8 +394,13 @@ class Machine:
         self._timers.append(timer)
 
     def timer_changed(self) -> None:
-        """A timer was reprogrammed mid-slice: end the slice if it now fires sooner."""
-        if min(t.deadline() for t in self._timers) < self._slice_end:
+        """A timer was reprogrammed mid-slice: end the slice if it now fires sooner.
+
+        Nothing changes when an interrupt was already pending (and held) at the start of the
+        slice and a deadline in the past keeps one pending: the unmask points watch for it.
+        """
+        deadline = min(t.deadline() for t in self._timers)
+        if deadline < self._slice_end and not (self._held and deadline <= self.now()):
             self.cut_slice()
 
     def add_port(self, base: int, count: int, read: Callable, write: Callable) -> None:
@@ -325,6 +456,10 @@ class Machine:
         if self.event is None:
             self.event = MemFault(access, addr, pc)
 
+    def entered(self) -> None:
+        """The arch's trap layer entered the guest's vector (an exception or an interrupt)."""
+        self.entries += 1
+
     # -- the run loop --------------------------------------------------------------------------
     @property
     def instructions(self) -> int:
@@ -353,17 +488,46 @@ class Machine:
             self._running = False
 
     def _run(self, max_insns: int | None, timeout: float | None) -> int:
-        limit = self._time + (max_insns if max_insns is not None else DEFAULT_BUDGET)
+        start, entries = self._spent(), self._entries()
+        limit = start + (max_insns if max_insns is not None else DEFAULT_BUDGET)
         wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
+        self._storm = 0
         while self.exit_status is None:
-            if self._time >= limit:
+            if self._spent() >= limit:
+                taken = self._entries() - entries
+                also = f" and {taken} trap and interrupt entries" if taken else ""
                 raise BudgetExhausted(
-                    f"instruction budget exhausted after {self._time} instructions at {self.image.describe(self.pc)}"
+                    f"instruction budget exhausted after {self._time} instructions{also} "
+                    f"at {self.image.describe(self.pc)}"
                 )
             if time.monotonic() > wall:
                 raise BudgetExhausted(f"time limit reached after {self._time} instructions")
             self._step_slice(limit)
         return self.exit_status
+
+    def _entries(self) -> int:
+        """Trap and interrupt entries so far: the arch layer's and those an engine takes alone."""
+        return self.entries + getattr(self.engine, "interrupts_taken", 0)
+
+    def _spent(self) -> int:
+        """Budget spent: instructions retired, and one for every trap or interrupt entry (a trap
+        loop or an interrupt storm that retires little or nothing still ends on its budget)."""
+        return self._time + self._entries()
+
+    def _watch_storm(self, time_before: int, entries_before: int) -> None:
+        """A run of slices that enter traps or interrupts and retire nothing is a trap storm."""
+        if self._time > time_before:
+            self._storm = 0
+            return
+        self._storm += self._entries() - entries_before
+        if self._storm >= STORM:
+            pc = self.pc
+            raise GuestFault(
+                f"trap storm: {self._storm} trap and interrupt entries in a row with no instruction "
+                f"retired ({self.image.describe(pc)})",
+                pc,
+                self.register_dump(),
+            )
 
     def _unmask_point(self, uc: object, addr: int, size: int, count: int) -> None:
         """About to run an instruction that may unmask interrupts while one is held: stop
@@ -374,10 +538,18 @@ class Machine:
             self.engine.emu_stop()
 
     def _step_slice(self, limit: int) -> None:
+        now, entries = self._time, self._entries()
+        self._run_slice(limit)
+        if self.exit_status is None:
+            self._watch_storm(now, entries)
+
+    def _run_slice(self, limit: int) -> None:
         held = self._deliver_interrupts()
         self._held = held < SLICE
         now = self._time
-        n = min(SLICE, limit - now, max(1, self._next_deadline() - now), held)
+        n = min(SLICE, limit - self._spent(), max(1, self._next_deadline() - now), held)
+        if n <= 0:  # the interrupts just taken spent the rest of the budget
+            return
         if self._run_exactly:
             n, self._run_exactly = min(n, self._run_exactly), 0
         self._slice_start, self._slice_end = now, now + n
@@ -385,21 +557,23 @@ class Machine:
         self.event = None
         self._cut = self._stopped_before = False
         error: UcError | None = None
+        if self._before_slice is not None:
+            self._before_slice()
         try:
             self.engine.emu_start(self.pc, self.arch.until, 0, n)
         except UcError as e:
             error = e
         retired = self.engine.icount() - self.hidden
         event = self.event
-        if (
-            self._stopped_before
-            or isinstance(event, Break | MemFault | Deferred)
-            or (error is not None and event is None)
-        ):
+        trapped = isinstance(event, Break | MemFault | Deferred) or (error is not None and event is None)
+        if trapped or self._stopped_before:
             retired -= 1  # the trapping (or hook-stopped) instruction did not retire
         # An engine with its own clock knows best (it retires, traps and idles exactly).
         self._time = self.engine.vtime if self._engine_clock else now + max(0, retired)
         self._slice_end = 0
+        while self._sim_undo:  # a refused guest store into the simulator's pages: undo it
+            where, old = self._sim_undo.pop()
+            self.patch_code(where, old)
         if self._pending_fault is not None:
             fault, self._pending_fault = self._pending_fault, None
             raise fault
@@ -410,8 +584,6 @@ class Machine:
         elif isinstance(event, Deferred):
             event.action()
         elif isinstance(event, MemFault):
-            if self._registry is not None and self._sim_pools[SLOT_PERMS][1] > event.addr >= self.arch.sim_base:
-                self._registry.slots.repair()
             self.traps.memory_fault(event.access, event.addr, event.pc)
         elif error is not None:
             self._engine_error(error)
@@ -434,11 +606,14 @@ class Machine:
 
     def _idle(self) -> None:
         """The guest waits for an interrupt: jump virtual time to the next timer deadline."""
+        if any(timer.pending(self._time) is not None for timer in self._timers):
+            return  # one is pending already (a device raised it): the next slice delivers it
         deadline = self._next_deadline()
         if deadline >= NEVER:
             raise GuestFault("guest halted with no timer armed", self.pc, self.register_dump())
         self._time = max(self._time, deadline)
-        if self._deliver_interrupts() < SLICE:
+        self._deliver_interrupts()
+        if self._refused:  # a level-triggered line still high after delivery is not a refusal
             raise GuestFault("guest halted with interrupts masked", self.pc, self.register_dump())
 
     def _deliver_interrupts(self) -> int:
@@ -449,15 +624,18 @@ class Machine:
         a safety net for code the scan did not see.
         """
         held = SLICE
+        self._refused = False  # did the CPU mask one?
         for timer in self._timers:
             irq = timer.pending(self._time)
             if irq is None:
                 continue
-            verdict = self.traps.interrupt(irq)
-            if verdict is True:
+            if self.traps.interrupt(irq) is True:
                 timer.delivered(self._time)
+                if timer.pending(self._time) is None:
+                    continue
             else:
-                held = min(held, POLL)
+                self._refused = True
+            held = min(held, POLL)  # masked, or (level-triggered) still pending in its handler
         return held
 
     def account(self, instructions: int) -> None:
@@ -477,14 +655,18 @@ class Machine:
     def snapshot(self) -> Snapshot:
         """Save CPU, memory (copy-on-write), virtual time, console and devices; no probes may be
         placed (restore drops the registry, as the pages it patched go back too)."""
-        if self._registry is not None and (self._registry.sites or self._registry.kretprobes):
+        if (self._registry is not None and (self._registry.sites or self._registry.kretprobes)) or (
+            self._uprobes is not None and self._uprobes.placed
+        ):
             raise SimError("snapshot with probes placed is not supported: take it before placing them")
         if not self._memory_snapshots:
             self.engine.ctl(
                 UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
             )
             self._memory_snapshots = True
-        devices = [{k: v for k, v in vars(t).items() if k != "machine"} for t in self._timers]
+        devices = [_device_state(t) for t in self._timers]
+        if self.board is not None:  # every device of the board, not only its timers
+            devices = [_device_state(d) for d in self.devices]
         pools = {p: list(v) for p, v in self._sim_pools.items()}
         return Snapshot(self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices)
 
@@ -493,6 +675,9 @@ class Machine:
         if self._registry is not None:
             self._registry.detach()
             self._registry = None
+        if self._uprobes is not None:
+            self._uprobes.detach()
+            self._uprobes = None
         self.engine.context_restore(snap.context)
         self.engine.ctl_flush_tb()  # translations of code the snapshot no longer has
         self._time = snap.time
@@ -502,8 +687,10 @@ class Machine:
         self.exit_status = None
         self._held = False
         self._run_exactly = 0
-        for timer, state in zip(self._timers, snap.devices, strict=True):
-            vars(timer).update(state)
+        self._storm = 0
+        owners = self.devices if self.board is not None else self._timers
+        for device, state in zip(owners, snap.devices, strict=True):
+            vars(device).update({k: v if hasattr(v, "attach") else copy.deepcopy(v) for k, v in state.items()})
 
     # -- probes --------------------------------------------------------------------------------
     @property
@@ -529,6 +716,22 @@ class Machine:
     ) -> Kretprobe:
         """Place a kretprobe on a function."""
         return self.probes.register_kretprobe(spec, handler, entry, maxactive, name)
+
+    @property
+    def uprobes(self) -> Uprobes:
+        """The uprobe registry (created on first use)."""
+        if self._uprobes is None:
+            self._uprobes = Uprobes(self, self.step_variant)
+        return self._uprobes
+
+    def uprobe(self, target: str, handler: UprobeHandler | None = None, name: str = "") -> Uprobe:
+        """Place a uprobe at ``PATH:OFFSET`` or ``PATH:SYMBOL[+OFF]`` (the bundled firmware's
+        user program is ``init``); ``handler(probe, regs)`` runs before the instruction."""
+        return self.uprobes.register(target, handler, name)
+
+    def uretprobe(self, target: str, handler: UretHandler | None = None, name: str = "") -> Uretprobe:
+        """Place a uretprobe on a user function (``PATH:SYMBOL``); ``handler(instance, regs)``."""
+        return self.uprobes.register_uretprobe(target, handler, name)
 
     @property
     def btf(self) -> Any:

@@ -23,6 +23,7 @@ from .insn import Decision, DecodeError, Kind, SlotError
 from .kprobe import Instance, Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .regs import Regs
 from .slots import SlotPages
+from .userprog import user_program
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -76,10 +77,12 @@ class Registry:
         self.sites: dict[int, Site] = {}
         self.steps: list[Step] = []  # out-of-line steps in progress, innermost last
         self.blacklist = machine.image.blacklist()
+        self.user = user_program(machine.image)  # its text takes uprobes, not kprobes
         self.trampoline: int | None = None
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
         self._busy = False
+        self._hitting: Site | None = None  # the site whose pre-handlers are running
         machine.break_handlers.append(self._on_break)
         machine.exception_fixups.append(self._on_exception)
         if hasattr(machine.traps, "debug_handlers"):
@@ -116,6 +119,8 @@ class Registry:
         if self.m.arch.sim_base <= addr < self.m.sim_end:
             raise ProbeError(f"{text}: address {addr:#x} is in the simulator's own pages")
         found = image.lookup(addr)
+        if self.user is not None and self.user.contains(addr):
+            raise ProbeError(f"{text}: {self.user.describe(addr)} is user text, not kernel text: use a uprobe (EINVAL)")
         if found is not None and found[0].addr in self.blacklist:
             raise ProbeError(f"{text}: {found[0].name} is blacklisted (not probeable)")
         if not image.in_text(addr):
@@ -138,7 +143,7 @@ class Registry:
 
     def classify(self, addr: int) -> Decision:
         """The arch decoder's verdict on the (original) instruction at ``addr``."""
-        ram, size = self.m.arch.ram
+        ram, size = self.m.ram
         end = ram + size if ram <= addr < ram + size else addr + MAX_INSN
         try:
             return self.decode.decode(self.original(addr, min(MAX_INSN, end - addr)), addr, **self._decode_kw)
@@ -203,7 +208,7 @@ class Registry:
             self.m.patch_code(site.addr, site.orig)
             site.armed = False
         del self.sites[site.addr]
-        if site.slot is not None:
+        if site.slot is not None and site is not self._hitting:  # a hit in progress frees it after
             live = [st for st in self.steps if st.site is site]
             if live:
                 live[-1].orphan = True
@@ -273,22 +278,24 @@ class Registry:
         if real is None:
             self.m.fault("kretprobe instances of a frame all return to the trampoline", regs.pc)
             return
-        for inst in frame:  # the most recent first, as Linux
+        # Back to the real caller first (Linux sets the return address before the handlers run),
+        # so a handler that raises leaves no instance behind and the guest resumes correctly.
+        regs.pc = real
+        ra_reg = self.spec.RA_REG
+        if ra_reg is not None:
+            regs[ra_reg] = real  # as if never hijacked
+        else:
+            regs.write_mem(sp - 8, real.to_bytes(8, "little"))
+        for inst in frame:
             self.instances.remove(inst)
             inst.ret_addr = real
+            inst.kretprobe.active -= 1
+        for inst in frame:  # the most recent first, as Linux
             rp = inst.kretprobe
-            rp.active -= 1
             if rp.registry is not None and rp.enabled:
                 rp.hits += 1
                 if rp.handler is not None:
                     self._call("return", rp, rp.handler, inst, regs)
-        inst = frame[0]
-        regs.pc = inst.ret_addr
-        ra_reg = self.spec.RA_REG
-        if ra_reg is not None:
-            regs[ra_reg] = inst.ret_addr  # as if never hijacked
-        else:
-            regs.write_mem(sp - 8, inst.ret_addr.to_bytes(8, "little"))
 
     # -- traps ---------------------------------------------------------------------------------
     @property
@@ -364,6 +371,7 @@ class Registry:
             return
         skip = False
         self._busy = True
+        self._hitting = site
         try:
             for p in list(site.probes):
                 if p.enabled:
@@ -371,8 +379,20 @@ class Registry:
                     if p.pre is not None and self._call("pre", p, p.pre, p, regs):
                         skip = True  # like Linux's aggr_pre_handler: later handlers do not run
                         break
+        except BaseException:
+            regs.pc = site.addr  # as before the hit (x86: not one byte past the int3)
+            raise
         finally:
             self._busy = False
+            self._hitting = None
+        if site.addr not in self.sites or self.sites[site.addr] is not site:
+            # A pre-handler unregistered the site's last probe: its original instruction is
+            # back in place, so resume there; the slot it would have stepped is freed now.
+            if site.slot is not None:
+                self.slots.free(site.slot)
+            if not skip:
+                regs.pc = site.addr
+            return
         if not skip:
             self._execute(site, regs)
 
@@ -385,6 +405,9 @@ class Registry:
             if not quiet:
                 self._post(site, regs)
             return
+        if self.m.steps_in_place:
+            self._step_in_place(site, quiet)
+            return
         assert site.slot is not None
         saved = self.step.mask_interrupts(regs, d)
         end = self.step.step_break_addr(d, site.slot)
@@ -395,6 +418,14 @@ class Registry:
         begin = self._arch_hook("step_begin", d, regs)
         self.steps.append(Step(site, saved, end, quiet=quiet, backstop=backstop, begin=begin))
         regs.pc = site.slot
+
+    def _step_in_place(self, site: Site, quiet: bool) -> None:
+        """Run the original instruction at its own address (boards whose guests page: a slot
+        outside the guest's page tables could not be fetched), then put the break back."""
+        if self.m.traps.step_in_place(site.addr, site.orig, self.step.probe_break(site.decision)):
+            self.m.account(1)
+            if not quiet:
+                self._post(site, Regs(self.m))
 
     def _arch_hook(self, name: str, *args: Any) -> Any:
         """An optional function of the arch's step module (None when it has none)."""
