@@ -167,6 +167,21 @@ CASES: list[Case] = [
          "stw [%r10-8], 0\nl: ldxw %r1, [%r10-8]\nadd %r1, 1\nstxw [%r10-8], %r1\njlt %r1, 20, l\n"
          "mov %r0, 0\nexit"),
 
+    Case("ringbuf_output", "a record copied from the stack", None,
+         "stdw [%r10-8], 1\nlddw %r1, map_fd[0]\nmov %r2, %r10\nadd %r2, -8\nmov %r3, 8\nmov %r4, 0\ncall 130\n"
+         "mov %r0, 0\nexit", (RINGBUF,)),
+    Case("get_current_comm", "a helper fills an uninitialised stack buffer", None,
+         "mov %r1, %r10\nadd %r1, -16\nmov %r2, 16\ncall 16\nldxdw %r0, [%r10-16]\nexit"),
+    Case("snprintf_rodata_fmt", "bpf_snprintf's format is a string in a frozen read-only map", None,
+         "stdw [%r10-40], 42\nmov %r1, %r10\nadd %r1, -32\nmov %r2, 16\nlddw %r3, map_value[0]+0\n"
+         "mov %r4, %r10\nadd %r4, -40\nmov %r5, 8\ncall 165\nmov %r0, 0\nexit", (RODATA,)),
+    Case("trace_printk_stack_fmt", "bpf_trace_printk's format may live on the stack", None,
+         "lddw %r1, 0x0a6968\nstxdw [%r10-8], %r1\nmov %r1, %r10\nadd %r1, -8\nmov %r2, 8\ncall 6\n"
+         "mov %r0, 0\nexit"),
+    Case("alu32_masked_index", "a 32-bit and bounds the zero-extended index", None,
+         _LOOKUP + "jeq %r0, 0, out\nmov %r6, %r0\ncall 5\nand32 %r0, 15\nadd %r6, %r0\nldxb %r0, [%r6+0]\nexit\n"
+         "out: mov %r0, 0\nexit", (ARRAY16,)),
+
     # ---- refused -------------------------------------------------------------------------------------
     Case("r0_uninit", "r0 must be set before exit", "R0 !read_ok", "exit"),
     Case("r0_uninit_one_path", "every path sets r0", "R0 !read_ok",
