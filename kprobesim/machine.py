@@ -659,6 +659,8 @@ class Machine:
             self._uprobes is not None and self._uprobes.placed
         ):
             raise SimError("snapshot with probes placed is not supported: take it before placing them")
+        if not getattr(self.board, "snapshots", True):
+            raise SimError(f"snapshots of the {self.board.name} board are not supported yet (its device state)")
         if not self._memory_snapshots:
             self.engine.ctl(
                 UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)

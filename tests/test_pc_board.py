@@ -218,9 +218,21 @@ def test_cpuid_is_a_plain_x86_64_without_apic(tmp_path: Path) -> None:
 
 
 def test_i8042_reset_line_ends_the_run(tmp_path: Path) -> None:
-    src = "mov al, 0x42\nout 0x80, al\nmov al, 0xfe\nout 0x64, al\n" + g.puts("not reached") + "hlt\n"
+    """Linux's keyboard-controller reboot: wait for the input buffer to drain (status bit 1), then
+    pulse the reset line; port 0x80 (I/O delay) takes writes."""
+    src = """
+    mov al, 0x42
+    out 0x80, al
+kb_wait:
+    in al, 0x64
+    test al, 2
+    jnz kb_wait
+    mov al, 0xfe
+    out 0x64, al
+    """ + g.puts("not reached") + "hlt\n"
     m, status = boot(g.write(tmp_path, "k", src))
     assert status == 0 and m.reboot_requested and m.console == ""
+    assert m.instructions < 20
 
 
 def test_boot_params_command_line_e820_and_initrd(tmp_path: Path) -> None:
@@ -243,6 +255,15 @@ def test_boot_params_command_line_e820_and_initrd(tmp_path: Path) -> None:
     usable = [(a, s) for a, s, kind in table if kind == 1]
     assert (0, 0x9FC00) in usable and any(a == 0x100000 for a, _ in usable)
     assert addr + size <= max(a + s for a, s in usable)
+
+
+def test_snapshot_is_refused_rather_than_restoring_half_the_devices(tmp_path: Path) -> None:
+    from kprobesim.errors import SimError
+
+    b = PcBoard(decompress="guest")
+    m = Machine(get_arch("x86_64"), b.load(g.write(tmp_path, "k", g.exit_with(0))), board=b)
+    with pytest.raises(SimError, match="snapshots of the pc board are not supported yet"):
+        m.snapshot()
 
 
 # -- bad bzImages: one line, the image-error status -----------------------------------------------

@@ -354,17 +354,22 @@ char LICENSE[] SEC("license") = "GPL";
 BPF_TARGET = {"riscv64": "riscv", "x86_64": "x86", "loongarch64": "loongarch"}
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHES)
-def test_ebpf_uprobe_and_uretprobe_sections(arch, tmp_path):
-    """A libbpf-style object (clang, Debian's libbpf headers) with uprobe/uretprobe sections:
-    bpf_probe_read_user_str reads the user string, PT_REGS_RC the returns, the ids the task."""
+def _compile_bpf(source: str, arch: str, tmp_path) -> object:
     src, obj = tmp_path / "up.c", tmp_path / "up.o"
-    src.write_text(BPF_SOURCE)
+    src.write_text(source)
     cmd = [sys.executable, "-m", "ziglang", "cc", "-target", "bpfel-freestanding", "-O2", "-g", "-c",
            f"-I{ROOT / 'kprobesim' / 'ebpf' / 'include'}", "-I/usr/include", f"-D__TARGET_ARCH_{BPF_TARGET[arch]}",
            str(src), "-o", str(obj)]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+    return obj
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_ebpf_uprobe_and_uretprobe_sections(arch, tmp_path):
+    """A libbpf-style object (clang, Debian's libbpf headers) with uprobe/uretprobe sections:
+    bpf_probe_read_user_str reads the user string, PT_REGS_RC the returns, the ids the task."""
+    obj = _compile_bpf(BPF_SOURCE, arch, tmp_path)
     m = Machine.load(firmware(arch))
     loaded = m.load_bpf(obj)
     assert m.run() == 0 and m.console == reference(arch)[0]
@@ -413,3 +418,32 @@ def test_fault_inside_the_slot_is_reported_at_the_probed_instruction(arch, varia
     assert status != 0 and up.hits == 1
     assert "PANIC: unexpected trap cause=" in m.console and f"pc={store:x} task=init" in m.console, m.console[-200:]
     assert not m.uprobes.steps and all(area.in_use == {min(area.in_use)} for area in m.uprobes._xol.values())
+
+
+def test_ebpf_bare_uprobe_section_attached_at_run_time(tmp_path, run_cli):
+    """A bare ``SEC("uprobe")`` program loads unattached, as libbpf leaves it; ``--attach``
+    gives it a user function (bpf_program__attach_uprobe's part)."""
+    source = BPF_SOURCE.split("struct rec")[0] + (
+        'u64 calls;\nSEC("uprobe")\nint BPF_KPROBE(count_it) { __sync_fetch_and_add(&calls, 1); return 0; }\n'
+        'char LICENSE[] SEC("license") = "GPL";\n'
+    )
+    obj = _compile_bpf(source, "x86_64", tmp_path)
+    code, out, err = run_cli(str(firmware("x86_64")), "--bpf", str(obj), "--attach", "count_it=init:u_rsum")
+    assert code == 0, err
+    assert b"@.bss: {calls=41}" in out
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_uretprobes_chained_through_a_tail_call(arch):
+    """u_puts tail-calls u_write: u_write's uretprobe finds the trampoline as its return address
+    (u_puts's was hijacked first); both returns are reported once, to the real caller."""
+    m = Machine.load(firmware(arch))
+    puts: list[tuple[int, int]] = []
+    write: list[tuple[int, int]] = []
+    p = m.uretprobe("init:u_puts", lambda inst, regs: puts.append((regs.retval, inst.ret_addr)))
+    w = m.uretprobe("init:u_write", lambda inst, regs: write.append((regs.retval, inst.ret_addr)))
+    assert m.run() == 0 and m.console == reference(arch)[0]
+    prog = user_program(m.image)
+    callers = [prog.containing(ret).name for _, ret in write]
+    assert p.hits == 1 and w.hits == 6 and puts == write[:1]
+    assert callers == ["user_main"] + ["u_report"] * 5  # u_puts left no frame of its own

@@ -66,6 +66,7 @@ class PcBoard:
 
     name = "pc"
     relocates_kernel = True  # the kernel runs at virtual addresses of its own page tables
+    snapshots = False  # Machine.snapshot saves timers only; the PIC/PIT/UART state is not captured yet
 
     def __init__(
         self,
