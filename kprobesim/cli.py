@@ -24,7 +24,7 @@ from .trace.tracer import Tracer
 # Each board's load address of a raw image (Arch.default_base; spelled out so that building the
 # parser does not import every arch; a test keeps the two equal).
 RAW_BASES = "riscv64 0x80000000, loongarch64 0x200000, x86_64 0x100000"
-VERBS = ("run", "symbols", "probeable", "compare", "fuzz", "ebpf-test")
+VERBS = ("run", "symbols", "probeable", "compare", "fuzz", "ebpf-test", "verify")
 
 
 def _int(text: str) -> int:
@@ -213,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     sym.add_argument("glob", nargs="?", default="*", help="only names matching this glob (default: all)")
     et = sub.add_parser("ebpf-test", help="run bpf_conformance .data files in the interpreter and the translator")
     et.add_argument("files", nargs="+", metavar="FILE", help=".data files (or folders of them)")
+    vf = sub.add_parser("verify", help="the verifier's verdict on each kprobe program of an eBPF object")
+    vf.add_argument("object", help="eBPF object file (clang -target bpf -g)")
+    vf.add_argument("--arch", default="x86_64", help="target arch: struct pt_regs and alignment rules "
+                    "(default: x86_64, or the kernel's)")
+    vf.add_argument("--kernel", default=None, help="kernel image whose BTF and symbols resolve CO-RE "
+                    "relocations and __ksym externs (default: none)")
+    vf.add_argument("--log", action="store_true", help="print each processed instruction with the registers "
+                    "it defines, like the kernel's verifier log")
     return parser
 
 
@@ -497,6 +505,21 @@ def cmd_ebpf_test(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .ebpf.check import check_object
+
+    machine = Machine.load(args.kernel) if args.kernel else None
+    arch = machine.arch.name if machine is not None else args.arch
+    get_arch(arch)  # an unknown arch is a usage error
+    verdicts = check_object(args.object, arch, machine, args.log)
+    for v in verdicts:
+        if args.log:
+            for line in v.log:
+                print(line)
+        print(v.line())
+    return 0 if all(v.error is None for v in verdicts) else 1
+
+
 def cmd_probeable(args: argparse.Namespace) -> int:
     image = load_image(args)
     machine = Machine(get_arch(image.arch or ""), image)
@@ -533,6 +556,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "fuzz": cmd_fuzz,
     "ebpf-test": cmd_ebpf_test,
+    "verify": cmd_verify,
 }
 
 

@@ -66,8 +66,8 @@ def test_unknown_command_is_reported_as_one(run_cli, tmp_path):
     status, _, err = run_cli("frobnicate", "--arch", "riscv64")
     assert status == UsageError.exit_status
     assert err.strip().splitlines() == [
-        "kprobesim: unknown command 'frobnicate' (choose from run, symbols, probeable, compare, fuzz, ebpf-test; "
-        "or give an image path)"
+        "kprobesim: unknown command 'frobnicate' (choose from run, symbols, probeable, compare, fuzz, ebpf-test, "
+        "verify; or give an image path)"
     ]
     status, _, err = run_cli(str(tmp_path / "missing.elf"))  # a path: a missing image, as before
     assert status == ImageError.exit_status and "no such file" in err

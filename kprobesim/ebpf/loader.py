@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from kprobesim.errors import ProbeError, SimError
 
-from . import core, isa, userspace
+from . import absint, core, isa, userspace
 from .elf import ObjectError, ObjectFile, ProgramSpec, load_object
 from .errors import EbpfError, TailCall
 from .helpers import HELPER_MEMORY_ARGS, OVERRIDE_RETURN, TAIL_CALL, Hit, Runtime
@@ -191,6 +191,7 @@ def load(
     attach: Mapping[str, str] | None = None,
     globals: Mapping[str, str] | None = None,
     map_sizes: Mapping[str, int] | None = None,
+    verify: bool = True,
 ) -> LoadedObject:
     """Load ``path`` into ``machine`` and attach its programs (see the module docstring).
 
@@ -200,7 +201,8 @@ def load(
     False to build all of them on every hit. libbpf's user-space steps: ``attach`` maps program
     names to the function (``SYM[+OFF]``) each attaches to instead of its section's target;
     ``globals`` gives ``.rodata``/``.data``/``.bss`` variables values before load (text, parsed
-    by their BTF type); ``map_sizes`` sets maps' ``max_entries``.
+    by their BTF type); ``map_sizes`` sets maps' ``max_entries``. ``verify``: run the verifier
+    (:mod:`.absint`) on each program, as Linux does at load (False: the static checks only).
     """
     name = str(path)
     try:
@@ -233,6 +235,8 @@ def load(
     loaded = LoadedObject(machine, obj, {m.name: m for m in created}, runtime, out)
     loaded.maxactive, loaded.lazy_ctx = maxactive, lazy_ctx
     helpers = runtime.helpers()
+    infos = map_infos(created)
+    ctx_size = machine.arch.module("regs").PT_REGS_SIZE
 
     for spec in obj.programs:
         where = f"{name}: program '{spec.name}' ({spec.section})"
@@ -265,6 +269,9 @@ def load(
                 memory=memory,
                 name=spec.name,
             )
+            if verify:
+                absint.verify_program(vm.program.insns, infos, ctx_size, obj.license, frozenset(helpers),
+                                      strict_alignment=machine.arch.name != "x86_64")
         except EbpfError as e:
             raise BpfError(f"{where}: {e}") from None
         if OVERRIDE_RETURN in vm.program.helper_ids and kind != "kprobe":
@@ -287,6 +294,11 @@ def load(
         loaded.detach()
         raise
     return loaded
+
+
+def map_infos(maps: list[BpfMap]) -> list[absint.MapInfo]:
+    """What the verifier needs of each map, by index."""
+    return [absint.MapInfo(m.name, m.map_type, m.key_size, m.value_size, m.max_entries, m.rdonly_prog) for m in maps]
 
 
 def _fill_prog_arrays(loaded: LoadedObject) -> None:

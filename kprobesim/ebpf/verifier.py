@@ -322,12 +322,10 @@ def verify(insns: Sequence[Insn], helpers: Container[int] = (), resolver: Resolv
                             if insns[call_pc].opcode == isa.CALL_OP else
                             f"callback at insn {callee} may call itself (recursion)")
             if level + 1 > isa.MAX_CALL_FRAMES:
-                raise _fail(call_pc, f"call stack of {level + 1} frames is too deep "
-                                     f"(max {isa.MAX_CALL_FRAMES})")
+                raise _fail(call_pc, f"the call stack of {level + 1} frames is too deep !")
             d = depth[callee] if state.get(callee) == 2 else frames(callee, level + 1)
             if level + d > isa.MAX_CALL_FRAMES:
-                raise _fail(call_pc, f"call stack of {level + d} frames is too deep "
-                                     f"(max {isa.MAX_CALL_FRAMES})")
+                raise _fail(call_pc, f"the call stack of {level + d} frames is too deep !")
             best = max(best, d + 1)
         state[sub] = 2
         depth[sub] = best

@@ -177,7 +177,32 @@ char LICENSE[] SEC("license") = "GPL";
 """
 
 
+NON_GPL = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+SEC("kprobe/do_work") int p(void *ctx) { u64 v; bpf_probe_read_kernel(&v, 8, ctx); return v & 1; }
+char LICENSE[] SEC("license") = "Proprietary";
+"""
+
+UNBOUNDED = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+SEC("kprobe/do_work") int p(void *ctx)
+{
+    char buf[64];
+    u64 n = bpf_ktime_get_ns() >> 1;
+    bpf_probe_read_kernel(buf, n, ctx);
+    return buf[0];
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
 @pytest.mark.parametrize(("source", "message"), [
+    (NON_GPL, "program 'p' (kprobe/do_work): verifier: insn 4: cannot call GPL-restricted function from non-GPL "
+              "compatible program"),
+    (UNBOUNDED, "program 'p' (kprobe/do_work): verifier: insn 7: R2 unbounded memory access, use 'var &= const' "
+                "or 'if (var < const)'"),
     (MIXED_CALLS, "program 'p' (kprobe/do_work): mixing of tail_calls and bpf-to-bpf calls is not supported"),
     (UNIMPLEMENTED, "program 'p' (kprobe/do_work): verifier: insn 0: unknown func bpf_get_current_cgroup_id#80: "
                     "helper not implemented by kprobesim"),

@@ -103,7 +103,7 @@ def test_call_depth_limit():
     assert prog.max_frames == 8
     assert VM(chain(7)).run() == 7
     msg = reject(chain(8))
-    assert "call stack of 9 frames is too deep (max 8)" in msg
+    assert "the call stack of 9 frames is too deep !" in msg
     msg = reject(chain(300))  # long chains fail fast, no Python recursion blow-up
     assert "too deep" in msg
 

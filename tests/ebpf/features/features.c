@@ -130,19 +130,24 @@ int features(struct pt_regs *ctx)
 	loop_err = bpf_loop(10, add_index, &lc, 1);
 
 	/* for_each over a hash (3 elements) and an array (stops at key 4) */
-	for (k = 1; k <= 3; k++) {
-		val = k * 10;
+	/* keys are copies: a counter whose address a helper takes would lose its bound (a u32 on
+	 * the stack that is not at the start of an 8-byte slot is just data to Linux) */
+	for (u32 i = 1; i <= 3; i++) {
+		k = i;
+		val = i * 10;
 		bpf_map_update_elem(&h, &k, &val, BPF_ANY);
 	}
-	for (k = 0; k < 8; k++) {
-		val = k + 1;
+	for (u32 i = 0; i < 8; i++) {
+		k = i;
+		val = i + 1;
 		bpf_map_update_elem(&arr, &k, &val, BPF_ANY);
 	}
 	bpf_for_each_map_elem(&h, visit_hash, NULL, 0);
 	bpf_for_each_map_elem(&arr, visit_arr, NULL, 0);
 
 	/* queue and stack: push 1..4, a fifth fails, BPF_EXIST drops the oldest */
-	for (v = 1; v <= 4; v++) {
+	for (u32 i = 1; i <= 4; i++) {
+		v = i;
 		bpf_map_push_elem(&q, &v, 0);
 		bpf_map_push_elem(&st, &v, 0);
 	}
@@ -160,8 +165,12 @@ int features(struct pt_regs *ctx)
 
 	/* LPM: the user filled `routes` and `queries`; answer each query */
 	for (u32 i = 0; i < 16; i++) {
-		struct ipv4_key *qk = bpf_map_lookup_elem(&queries, &i);
-		u32 *hop, *ans = bpf_map_lookup_elem(&answers, &i);
+		struct ipv4_key *qk;
+		u32 *hop, *ans;
+
+		k = i;
+		qk = bpf_map_lookup_elem(&queries, &k);
+		ans = bpf_map_lookup_elem(&answers, &k);
 
 		if (!qk || !ans)
 			break;
@@ -170,10 +179,17 @@ int features(struct pt_regs *ctx)
 	}
 
 	/* bloom filter: even numbers in, every inserted one found, odd ones mostly not */
-	for (u64 i = 0; i < 100; i += 2)
-		bloom_push += bpf_map_push_elem(&seen, &i, 0);
+	/* (a copy is handed to the helpers: Linux takes peek's value as written, so the loop's
+	 * own counter would lose its bound) */
+	for (u64 i = 0; i < 100; i += 2) {
+		u64 x = i;
+
+		bloom_push += bpf_map_push_elem(&seen, &x, 0);
+	}
 	for (u64 i = 0; i < 100; i++) {
-		if (bpf_map_peek_elem(&seen, &i) == 0) {
+		u64 x = i;
+
+		if (bpf_map_peek_elem(&seen, &x) == 0) {
 			if (i & 1)
 				bloom_false++;
 			else
