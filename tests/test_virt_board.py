@@ -52,6 +52,7 @@ def _run(elf: Path) -> Machine:
         (2, 8, "ecall from U-mode, delegated by medeleg, reaches stvec as scause 8"),
         (3, 1, "two rdtime reads one instruction apart differ by one tick, without a trap"),
         (4, 0x4321, "a load access fault's mtval is the address (>> 12)"),
+        (5, 0x37, "Sv39 store (4- and 2-byte) and fetch page faults return to the faulting instruction"),
     ],
 )
 def test_cpu_behaviour(build_check, scenario: int, status: int, what: str) -> None:
@@ -122,3 +123,13 @@ def test_empty_firmware_one_line(run_cli, tmp_path: Path) -> None:
     bios.write_bytes(b"")
     got, _, err = run_cli("--board", "virt", "--bios", str(bios), "firmware/riscv64/kernel.bin", "--arch", "riscv64")
     assert got == 65 and "the firmware is empty" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_page_fault_scenario_matches_qemu(build_check) -> None:
+    """The page-fault scenario under qemu-system-riscv64's virt machine ends with the same status."""
+    qemu = shutil.which("qemu-system-riscv64")
+    assert qemu, "qemu-system-riscv64 (Debian qemu-system-misc) is the oracle"
+    elf = build_check(5)
+    done = subprocess.run([qemu, "-M", "virt", "-m", "128M", "-bios", "none", "-kernel", str(elf), "-nographic",
+                           "-monitor", "none", "-serial", "none"], capture_output=True, timeout=60)
+    assert done.returncode == _run(elf).exit_status == 0x37, done.stderr

@@ -4,7 +4,10 @@ We do what the hart would for exceptions: an exception medeleg delegates, taken 
 goes to S-mode (sepc/scause/stval, SIE stacked into SPIE, the privilege into SPP, stvec);
 otherwise to M-mode (mepc/mcause/mtval, MIE into MPIE, MPP, mtvec, vectored for interrupts
 when the mode bits are 1). Unicorn reports every ``ecall`` as cause 8: the cause is chosen by
-the current privilege. Instruction bytes and fault addresses are read through the MMU.
+the current privilege. Unicorn advances the PC by 4 before reporting any exception (whatever
+the instruction's length), so the faulting instruction is at ``pc - 4``: a page fault's epc is
+there and the guest retries the access after mapping the page. Instruction bytes and fault
+addresses are read through the MMU.
 
 Interrupts: on the bundled firmware's board the run loop delivers them here (M-mode). On
 boards with device-driven lines (``virt``) the lines are set in the hart's ``mip`` and Unicorn
@@ -111,9 +114,9 @@ class Traps:
         elif intno in (CAUSE_FETCH_FAULT, 12) and self.hart is not None and self.m.in_sim_pages(self.hart.badaddr):
             self.m.on_break(self.hart.badaddr)  # e.g. a kretprobe trampoline the guest's tables do not map
         elif intno in ADDRESS_CAUSES and self.hart is not None:
-            self.exception(intno, pc, self.hart.badaddr)
+            self.exception(intno, pc - 4, self.hart.badaddr)
         else:
-            self.exception(intno, pc, 0)
+            self.exception(intno, pc - 4, 0)
 
     def step_in_place(self, addr: int, original: bytes, patched: bytes) -> bool:
         """Execute the original instruction at ``addr`` where it is, with every interrupt

@@ -2,6 +2,7 @@
  * Each scenario ends through the SiFive test device with (value << 16) | 0x3333, so the run's
  * exit status carries what the trap handler saw. */
 #define TEST 0x100000
+#define PTE_RAM ((0x80000000 >> 12) << 10 | 0xcf)  /* gigapage at RAM: V R W X A D */
         .section .text
         .globl _start
 _start:
@@ -11,6 +12,14 @@ _start:
         csrw    stvec, t0
         li      t0, (1 << 8)            /* delegate ecall from U-mode to S-mode */
         csrw    medeleg, t0
+#if SCENARIO == 5
+        li      t0, (1 << 12) | (1 << 13) | (1 << 15)   /* and page faults */
+        csrs    medeleg, t0
+        li      t0, -1                  /* PMP: S-mode may reach all memory (QEMU checks it) */
+        csrw    pmpaddr0, t0
+        li      t0, 0x1f                /* NAPOT, R W X */
+        csrw    pmpcfg0, t0
+#endif
         li      t0, 7
         csrw    mcounteren, t0
         csrw    scounteren, t0
@@ -44,6 +53,52 @@ smain:
 #elif SCENARIO == 4                     /* load from an unmapped physical address: tval = address */
         li      t0, 0x4321000
         ld      t1, 0(t0)
+#elif SCENARIO == 5                     /* Sv39 page faults are retried at the faulting instruction */
+        la      t0, root
+        li      t1, PTE_RAM
+        sd      t1, 16(t0)              /* VPN[2] = 2: RAM, identity */
+        li      t1, 0xc7
+        sd      t1, 0(t0)               /* VPN[2] = 0: devices (the test device), identity */
+        srli    t0, t0, 12
+        li      t1, 8 << 60
+        or      t0, t0, t1
+        csrw    satp, t0
+        sfence.vma
+        li      s1, 0                   /* bit 0: 4-byte store, 1: 2-byte store, 2: fetch */
+        li      s2, 0                   /* page faults taken (strap counts them) */
+        li      t1, 0x1234
+        la      t2, scratch
+        li      t0, 0x40000000          /* VPN[2] = 3 aliases RAM, not mapped yet */
+        add     t0, t2, t0
+        sd      t1, 0(t0)               /* store page fault (4 bytes) */
+        ld      t3, 0(t2)               /* through the identity mapping */
+        bne     t3, t1, 2f
+        ori     s1, s1, 1
+2:      li      a2, 0x80000000          /* VPN[2] = 4 */
+        add     a2, t2, a2
+        li      a3, 0x5678
+        c.sd    a3, 8(a2)               /* store page fault (2 bytes) */
+        c.nop
+        ld      t3, 8(t2)
+        bne     t3, a3, 3f
+        ori     s1, s1, 2
+3:      la      t0, far
+        li      t1, 0xc0000000          /* VPN[2] = 5 */
+        add     t0, t0, t1
+        li      t3, 0
+        jalr    t0                      /* instruction page fault at the alias */
+        slli    t3, t3, 2
+        or      s1, s1, t3
+        slli    s2, s2, 4
+        or      a0, s1, s2              /* expected: 0x37 */
+        slli    a0, a0, 16
+        li      t0, 0x3333
+        or      a0, a0, t0
+        li      t0, TEST
+        sw      a0, 0(t0)
+1:      j       1b
+far:    li      t3, 1
+        ret
 #endif
 1:      j       1b
 
@@ -67,6 +122,19 @@ mtrap:
 
         .align 4
 strap:
+#if SCENARIO == 5                       /* map the faulting gigapage onto RAM and retry */
+        csrr    t4, stval
+        srli    t4, t4, 30
+        andi    t4, t4, 0x1ff
+        slli    t4, t4, 3
+        la      t5, root
+        add     t5, t5, t4
+        li      t6, PTE_RAM
+        sd      t6, 0(t5)
+        sfence.vma
+        addi    s2, s2, 1
+        sret
+#endif
         csrr    a0, scause
         slli    a0, a0, 16
         li      t0, 0x3333
@@ -74,3 +142,10 @@ strap:
         li      t0, TEST
         sw      a0, 0(t0)
 1:      j       1b
+
+#if SCENARIO == 5
+        .data
+        .align 12
+root:   .zero 4096
+scratch: .zero 16
+#endif
