@@ -53,6 +53,7 @@ def _run(elf: Path) -> Machine:
         (3, 1, "two rdtime reads one instruction apart differ by one tick, without a trap"),
         (4, 0x4321, "a load access fault's mtval is the address (>> 12)"),
         (5, 0x37, "Sv39 store (4- and 2-byte) and fetch page faults return to the faulting instruction"),
+        (6, 0x40, "a 2-byte illegal instruction's mepc is its own address (Unicorn reports it 4 bytes on)"),
     ],
 )
 def test_cpu_behaviour(build_check, scenario: int, status: int, what: str) -> None:
@@ -125,11 +126,12 @@ def test_empty_firmware_one_line(run_cli, tmp_path: Path) -> None:
     assert got == 65 and "the firmware is empty" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_page_fault_scenario_matches_qemu(build_check) -> None:
-    """The page-fault scenario under qemu-system-riscv64's virt machine ends with the same status."""
+@pytest.mark.parametrize(("scenario", "status"), [(5, 0x37), (6, 0x40)])
+def test_trap_pc_scenarios_match_qemu(build_check, scenario: int, status: int) -> None:
+    """The exception-PC scenarios under qemu-system-riscv64's virt machine end with the same status."""
     qemu = shutil.which("qemu-system-riscv64")
     assert qemu, "qemu-system-riscv64 (Debian qemu-system-misc) is the oracle"
-    elf = build_check(5)
+    elf = build_check(scenario)
     done = subprocess.run([qemu, "-M", "virt", "-m", "128M", "-bios", "none", "-kernel", str(elf), "-nographic",
                            "-monitor", "none", "-serial", "none"], capture_output=True, timeout=60)
-    assert done.returncode == _run(elf).exit_status == 0x37, done.stderr
+    assert done.returncode == _run(elf).exit_status == status, done.stderr

@@ -108,7 +108,7 @@ class Traps:
                 return
             self.exception(ECALL_BY_PRIV.get(uc.reg_read(UC_RISCV_REG_PRIV) & 3, intno), pc - 4, 0)
         elif intno == CAUSE_ILLEGAL:
-            epc = self._illegal_pc(pc)
+            epc = pc - 4  # even for a 2-byte instruction
             insn = self.fetch(epc, 4)
             self.exception(CAUSE_ILLEGAL, epc, int.from_bytes(insn if insn[0] & 3 == 3 else insn[:2], "little"))
         elif intno in (CAUSE_FETCH_FAULT, 12) and self.hart is not None and self.m.in_sim_pages(self.hart.badaddr):
@@ -141,11 +141,6 @@ class Traps:
             with self.machine_mode():
                 uc.reg_write(UC_RISCV_REG_MIE, mie)
         return uc.reg_read(UC_RISCV_REG_PC) == addr + len(original) and self.m.event is None
-
-    def _illegal_pc(self, pc: int) -> int:
-        """Unicorn reports illegal instructions at pc+4, even 2-byte ones: find the start."""
-        low = self.fetch(pc - 4, 2)
-        return pc - 4 if low[0] & 3 == 3 else pc - 2
 
     def physical(self, vaddr: int) -> int:
         """The physical address the hart would use for ``vaddr`` now (its page tables below M)."""

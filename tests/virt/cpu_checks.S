@@ -15,6 +15,8 @@ _start:
 #if SCENARIO == 5
         li      t0, (1 << 12) | (1 << 13) | (1 << 15)   /* and page faults */
         csrs    medeleg, t0
+#endif
+#if SCENARIO >= 5
         li      t0, -1                  /* PMP: S-mode may reach all memory (QEMU checks it) */
         csrw    pmpaddr0, t0
         li      t0, 0x1f                /* NAPOT, R W X */
@@ -99,6 +101,9 @@ smain:
 1:      j       1b
 far:    li      t3, 1
         ret
+#elif SCENARIO == 6                     /* a 2-byte illegal instruction: mepc is its address */
+        c.nop
+illegal: .2byte 0                       /* c.unimp */
 #endif
 1:      j       1b
 
@@ -109,6 +114,12 @@ umain:
         .align 4
 mtrap:
         csrr    a0, mcause
+#if SCENARIO == 6                       /* 0x40 + (mepc - the instruction's address) */
+        csrr    a0, mepc
+        la      t0, illegal
+        sub     a0, a0, t0
+        addi    a0, a0, 0x40
+#endif
 #if SCENARIO == 4
         csrr    a0, mtval
         srli    a0, a0, 12
