@@ -1,7 +1,7 @@
 """Debian's Linux 6.12 riscv64 on the ``virt`` board under the builtin SBI, to the test
 initramfs' ``init``, with probes by symbol from the kernel's own kallsyms.
 
-One boot per module (~1.1 G guest instructions, ~45 s of CPU: the suite's longest single run):
+One boot per module (~1.3 G guest instructions, ~55 s of CPU: the suite's longest single run):
 the kernel, OpenSBI-free, brings up its console, unpacks the initramfs and runs init, which
 prints what it read, forks and execs ``/bin/child``, waits for it and powers off. Every line
 init and its child print equals QEMU's transcript of the same kernel and initramfs
