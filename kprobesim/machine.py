@@ -284,10 +284,23 @@ class Machine:
         return min((d for t in self._timers if (d := t.deadline()) > now), default=NEVER)
 
     # -- events from the arch's trap hooks -------------------------------------------------------
-    def on_break(self, pc: int) -> None:
-        """A break instruction trapped at ``pc``; handled after the slice ends."""
+    def on_break(self, pc: int, inline: bool = True) -> bool:
+        """A break instruction trapped at ``pc`` (called from the engine's trap hook).
+
+        A break handler that claims it (a probe hit, a step's end, the kretprobe trampoline)
+        runs at once, inside the slice: it sets the PC and the engine goes on, with no
+        ``emu_start`` restart (True is returned; the break itself is not a guest instruction).
+        Any other break, or every break when ``inline`` is False (the engine cannot go on
+        after this trap), is handled after the slice ends (False).
+        """
+        if inline and self.event is None and self._slice_end and not self._pending_fault:
+            for handler in self.break_handlers:
+                if handler(self, pc):
+                    self.hidden += 1
+                    return True
         self.event = Break(pc)
         self.engine.emu_stop()
+        return False
 
     def defer(self, action: Callable[[], None]) -> None:
         """Run ``action`` after the slice (for traps a hook cannot resume from)."""
@@ -374,7 +387,7 @@ class Machine:
             self.traps.memory_fault(event.access, event.addr, event.pc)
         elif error is not None:
             self._engine_error(error)
-        elif self._time - now < n and self.traps.halted():
+        elif self.engine.icount() < n and self.traps.halted():  # stopped early, not by the count
             self._idle()
 
     def _handle_break(self, pc: int) -> None:
@@ -408,6 +421,10 @@ class Machine:
         a safety net for code the scan did not see.
         """
         held = SLICE
+        if self._registry is not None and self._registry.steps:
+            # A probe's out-of-line step is in flight: interrupts wait until it ends (Linux
+            # masks them for the step; the registry's step end stops the slice to let them in).
+            return POLL if any(t.pending(self._time) is not None for t in self._timers) else SLICE
         for timer in self._timers:
             irq = timer.pending(self._time)
             if irq is None:
@@ -419,10 +436,18 @@ class Machine:
                 held = min(held, POLL)
         return held
 
+    def interrupts_unmasked(self) -> None:
+        """A hook gave the guest back its interrupts (a probe step ended): when one is waiting,
+        end the slice so it is delivered right here, as between slices."""
+        if self._slice_end and self._held:
+            self.engine.emu_stop()
+
     def account(self, instructions: int) -> None:
         """Count guest instructions the host performed (a simulated probed instruction)."""
         if self._slice_end:  # inside a slice (a hook): credit it when the slice is counted
             self.hidden -= instructions
+            if self._engine_clock:
+                self.engine.vtime += instructions
         else:
             self._time += instructions
             self._sync_engine_clock()

@@ -26,6 +26,9 @@ ADEM = 1  # EsubCode of ADE for a data access
 class Traps:
     """Intercepts breaks for the kprobe layer and lets the engine enter everything else."""
 
+    #: The engine takes interrupts itself at the exact instruction (not only between slices).
+    engine_delivers_interrupts = True
+
     def __init__(self, machine: Machine) -> None:
         self.m = machine
         self.engine = machine.engine

@@ -50,6 +50,10 @@ class Traps:
         uc.hook_add(UC_HOOK_INTR, self._intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
+        # Unicorn flags an ebreak as an error before its hook runs; engines that can clear it
+        # let a handled break go on in the same emu_start.
+        go_on = getattr(uc, "continue_after_trap", None)
+        self._continue = go_on if go_on is not None and go_on() else None
 
     @contextmanager
     def machine_mode(self) -> Iterator[int]:
@@ -66,6 +70,10 @@ class Traps:
             uc.reg_write(UC_RISCV_REG_PRIV, prev)
 
     host_access = machine_mode
+
+    def host_access_needed(self) -> bool:
+        """Must host CSR access lift the privilege now (the hart is below M-mode)?"""
+        return self.m.engine.reg_read(UC_RISCV_REG_PRIV) != 3
 
     # -- Unicorn hooks -------------------------------------------------------------------------
     def _intr(self, uc: object, intno: int, ud: object) -> None:
@@ -84,7 +92,11 @@ class Traps:
         return pc - 4 if low[0] & 3 == 3 else pc - 2
 
     def _invalid(self, uc: object, ud: object) -> bool:
-        self.m.on_break(self.m.engine.reg_read(UC_RISCV_REG_PC))
+        """An ebreak (Unicorn's only report of it). True: handled at once, go on at the new PC."""
+        engine = self.m.engine
+        inline = self._continue is not None
+        if self.m.on_break(engine.reg_read(UC_RISCV_REG_PC), inline) and self._continue is not None:
+            return self._continue()
         return False
 
     def _mem_invalid(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> bool:

@@ -35,6 +35,10 @@ SLOT_ALIGN = 1
 
 TF = 1 << 8
 IF = 1 << 9
+#: The registry always saves the flags around a step (mask_interrupts/restore_interrupts), even
+#: where the machine holds interrupts itself: the saved word also keeps the guest's own TF, which
+#: the TF variant's disarm_single_step() clears.
+ALWAYS_SAVE_FLAGS = True
 
 
 def _check_variant(variant: str) -> None:

@@ -80,7 +80,7 @@ class Traps:
     def _intr(self, uc: object, intno: int, ud: object) -> None:
         rip = self._reg(xc.UC_X86_REG_RIP)
         if intno == VEC_BP:
-            self.m.on_break(rip - 1)
+            self.m.on_break(rip - 1)  # handled at once (RIP set by the handler) or after the slice
         elif intno == VEC_DB:
             for handler in self.debug_handlers:
                 if handler(rip):

@@ -4,6 +4,12 @@ Unicorn counts instructions for ``emu_start(count=N)`` in a C-level hook (``uc->
 which is far cheaper than any Python hook but not exposed by its API. We find that counter's
 word inside the engine handle once per process by running a calibration program with known
 counts, then read it with ctypes: exact virtual time with nothing hooked per instruction.
+
+Registers are read and written straight through libunicorn's ``uc_reg_read``/``uc_reg_write``
+with one preallocated buffer (the Python binding allocates and converts on every call: ~3x the
+cost). A second calibration finds ``uc->invalid_error``, which Unicorn sets for a riscv
+``ebreak`` *before* asking the INSN_INVALID hooks: clearing it lets a hook that handled the
+break (and moved the PC) go on in the same ``emu_start`` instead of ending it.
 """
 
 from __future__ import annotations
@@ -11,12 +17,16 @@ from __future__ import annotations
 import ctypes
 from functools import cache
 
-from unicorn import UC_ARCH_RISCV, UC_MODE_RISCV64, Uc, UcError
-from unicorn.riscv_const import UC_RISCV_REG_PC
+from unicorn import UC_ARCH_RISCV, UC_HOOK_INSN_INVALID, UC_MODE_RISCV64, Uc, UcError
+from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_PC
+from unicorn.unicorn_const import UC_ERR_EXCEPTION
 
 _CAL_BASE = 0x10000
 _NOP = bytes.fromhex("13000000")  # riscv addi x0, x0, 0
+_EBREAK = bytes.fromhex("73001000")
+_ADDI_A0 = bytes.fromhex("13051500")  # addi a0, a0, 1
 _SCAN_WORDS = 4096
+_ERROR_SEARCH = 16  # invalid_error sits a few words after emu_counter in struct uc_struct
 
 
 def _words(uc: Uc) -> ctypes.Array:
@@ -46,6 +56,55 @@ def counter_word() -> int:
     return candidates[0]
 
 
+def _error_run(offset: int | None) -> tuple[list[int], int, bool]:
+    """Run ``ebreak; addi a0, a0, 1`` with an INSN_INVALID hook that moves the PC past the
+    ebreak. With ``offset`` None the hook snapshots the handle's words and lets Unicorn stop;
+    otherwise it clears the int at ``offset`` (bytes) and asks Unicorn to go on.
+
+    Returns (the snapshot, a0 at the end, whether emu_start raised)."""
+    uc = Uc(UC_ARCH_RISCV, UC_MODE_RISCV64)
+    uc.mem_map(_CAL_BASE, 0x1000)
+    uc.mem_write(_CAL_BASE, _EBREAK + _ADDI_A0)
+    snap: list[int] = []
+
+    def hook(uc_: Uc, ud: object) -> bool:
+        uc.reg_write(UC_RISCV_REG_PC, _CAL_BASE + 4)
+        if offset is None:
+            snap.extend(_words(uc))
+            return False
+        ctypes.c_int.from_address(uc._uch.value + offset).value = 0
+        return True
+
+    uc.hook_add(UC_HOOK_INSN_INVALID, hook)
+    try:
+        uc.emu_start(_CAL_BASE, _CAL_BASE + 8, count=10)
+        raised = False
+    except UcError:
+        raised = True
+    return snap, uc.reg_read(UC_RISCV_REG_A0), raised
+
+
+@cache
+def error_offset() -> int | None:
+    """Byte offset of Unicorn's ``invalid_error`` in the engine handle, or None when it cannot
+    be found and proven (then breaks are handled after ``emu_start`` returns, as before)."""
+    base = counter_word()
+    snap, _, raised = _error_run(None)
+    if not raised or not snap:
+        return None
+    found = [
+        8 * i + half
+        for i in range(base + 1, base + _ERROR_SEARCH)
+        for half in (0, 4)
+        if (snap[i] >> (8 * half)) & 0xFFFF_FFFF == UC_ERR_EXCEPTION
+    ]
+    for offset in found:
+        _, a0, raised = _error_run(offset)
+        if not raised and a0 == 1:
+            return offset
+    return None
+
+
 class UnicornEngine(Uc):
     """Placeholder for typing: engines are plain ``Uc`` objects with ``icount`` attached."""
 
@@ -53,8 +112,17 @@ class UnicornEngine(Uc):
         raise NotImplementedError
 
 
+@cache
+def _raw_lib() -> ctypes.CDLL:
+    """libunicorn's functions without argument conversion (the binding's copy declares them)."""
+    from unicorn.unicorn_py3.unicorn import uclib
+
+    return ctypes.CDLL(uclib._name)
+
+
 def new_unicorn(arch: int, mode: int) -> Uc:
-    """A Unicorn engine with ``icount()`` (instructions started by the last ``emu_start``).
+    """A Unicorn engine with ``icount()`` (instructions started by the last ``emu_start``),
+    fast ``reg_read``/``reg_write`` for 64-bit registers and ``continue_after_trap()``.
 
     Always pass ``count > 0`` to ``emu_start``: Unicorn only counts in blocks translated
     while a count was active.
@@ -78,7 +146,60 @@ def new_unicorn(arch: int, mode: int) -> Uc:
 
     uc.emu_start = emu_start  # type: ignore[method-assign]
     uc.icount = icount  # type: ignore[attr-defined]
+    _fast_registers(uc)
+    offset = error_offset() if arch == UC_ARCH_RISCV else None
+    error = ctypes.c_int.from_address(uc._uch.value + offset) if offset is not None else None
+
+    def continue_after_trap() -> bool:
+        """A trap hook handled the trap and set the PC: let this ``emu_start`` go on (Unicorn
+        marks a riscv ebreak as an error before asking the hooks). False if it cannot."""
+        if error is None:
+            return arch != UC_ARCH_RISCV
+        error.value = 0
+        return True
+
+    uc.continue_after_trap = continue_after_trap  # type: ignore[attr-defined]
     return uc
 
 
-__all__ = ["UcError", "new_unicorn", "counter_word"]
+def _fast_registers(uc: Uc) -> None:
+    """Replace ``reg_read``/``reg_write`` by direct libunicorn calls for the registers the
+    binding itself passes as one u64 (all but x86's MSR, descriptor-table and vector ones)."""
+    lib = _raw_lib()
+    read, write = lib.uc_reg_read, lib.uc_reg_write
+    handle = ctypes.c_void_p(uc._uch.value)
+    buf = ctypes.c_uint64()
+    ref = ctypes.byref(buf)
+    slow_read, slow_write = uc.reg_read, uc.reg_write
+    select = type(uc)._select_reg_class
+    plain: dict[int, bool] = {}
+
+    def is_plain(rid: int) -> bool:
+        known = plain.get(rid)
+        if known is None:
+            known = plain[rid] = select(rid) is ctypes.c_uint64
+        return known
+
+    def reg_read(rid: int, aux: object = None) -> object:
+        if aux is None and (plain.get(rid) or is_plain(rid)):
+            buf.value = 0  # some registers fill fewer bytes (x86 selectors)
+            err = read(handle, rid, ref)
+            if err:
+                raise UcError(err)
+            return buf.value
+        return slow_read(rid, aux)
+
+    def reg_write(rid: int, value: object) -> None:
+        if isinstance(value, int) and (plain.get(rid) or is_plain(rid)):
+            buf.value = value & 0xFFFF_FFFF_FFFF_FFFF
+            err = write(handle, rid, ref)
+            if err:
+                raise UcError(err)
+            return
+        slow_write(rid, value)
+
+    uc.reg_read = reg_read  # type: ignore[method-assign]
+    uc.reg_write = reg_write  # type: ignore[method-assign]
+
+
+__all__ = ["UcError", "new_unicorn", "counter_word", "error_offset"]

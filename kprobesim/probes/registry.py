@@ -43,7 +43,7 @@ class Step:
     """An out-of-line step in progress."""
 
     site: Site
-    saved_irq: int
+    saved_irq: int | None  # None: interrupts were not masked (the machine holds them instead)
     end: int | None  # address of the step break; None when single-stepping with TF
     orphan: bool = False  # the site was unregistered meanwhile: free its slot at the end
     quiet: bool = False  # a re-entered hit (counted missed): no post-handlers
@@ -69,12 +69,26 @@ class Registry:
         self._decode_kw = {"variant": self.variant} if len(variants) > 1 else {}
         self.slots = SlotPages(machine, self.step.SLOT_SIZE)
         self.sites: dict[int, Site] = {}
+        self._boundaries: dict[tuple[int, int], frozenset[int]] = {}  # per function (addr, size)
         self.steps: list[Step] = []  # out-of-line steps in progress, innermost last
         self.blacklist = machine.image.blacklist()
         self.trampoline: int | None = None
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
         self._busy = False
+        self.regs = Regs(machine)  # the view handlers get, reset at every trap
+        # Where only the machine delivers interrupts (between slices), it holds them while a
+        # step is in flight (Machine._deliver_interrupts): the guest's interrupt state is left
+        # alone, as no instruction in a slot can read it (the arch's fix-ups see to pushf). An
+        # engine that takes interrupts itself (the P-code engine) needs them masked for real.
+        # x86 also saves them for its TF (see its step module's ALWAYS_SAVE_FLAGS).
+        self._mask_irqs = getattr(machine.traps, "engine_delivers_interrupts", False) or getattr(
+            self.step, "ALWAYS_SAVE_FLAGS", False
+        )
+        self._step_hooks = {
+            name: getattr(self.step, name, None)
+            for name in ("backstop_addr", "step_begin", "step_extra_count")
+        }
         machine.break_handlers.append(self._on_break)
         machine.exception_fixups.append(self._on_exception)
         if hasattr(machine.traps, "debug_handlers"):
@@ -91,12 +105,30 @@ class Registry:
     def original(self, addr: int, size: int) -> bytes:
         """Guest bytes as the image has them, with our patched breaks taken out."""
         data = bytearray(self.m.read(addr, size))
-        for site in self.sites.values():
-            if site.armed and addr - len(site.orig) < site.addr < addr + size:
+        sites = self.sites
+        if not sites:
+            return bytes(data)
+        # Look up the few addresses a patch covering [addr, addr+size) can start at, or walk the
+        # sites when there are fewer of them: linear in the range either way, whatever is armed.
+        if len(sites) <= size + MAX_INSN:
+            near = [s for s in sites.values() if addr - len(s.orig) < s.addr < addr + size]
+        else:
+            near = [s for a in range(addr - MAX_INSN + 1, addr + size) if (s := sites.get(a)) is not None]
+        for site in near:
+            if site.armed and addr - len(site.orig) < site.addr:
                 for i, b in enumerate(site.orig):
                     if 0 <= site.addr + i - addr < size:
                         data[site.addr + i - addr] = b
         return bytes(data)
+
+    def _starts(self, sym: Any) -> frozenset[int]:
+        """Instruction boundaries of a function's original code (decoded once per function)."""
+        key = (sym.addr, sym.size)
+        starts = self._boundaries.get(key)
+        if starts is None:
+            starts = frozenset(self.decode.boundaries(self.original(sym.addr, sym.size), sym.addr))
+            self._boundaries[key] = starts
+        return starts
 
     def locate(self, spec: str | int) -> tuple[int, str]:
         """Resolve ``SYM``, ``SYM+OFF`` or an address; check boundary and blacklist."""
@@ -110,7 +142,7 @@ class Registry:
                 raise ProbeError(f"{text}: {sym.name} is blacklisted (not probeable)")
             if sym.is_func and sym.size:
                 try:
-                    starts = self.decode.boundaries(self.original(sym.addr, sym.size), sym.addr)
+                    starts = self._starts(sym)
                 except DecodeError as e:
                     raise ProbeError(f"{text}: cannot decode {sym.name}: {e}") from None
                 if addr not in starts:
@@ -285,7 +317,7 @@ class Registry:
             self._finish_step()
             return True
         if pc == self.trampoline:
-            self._kret_return(Regs(self.m))
+            self._kret_return(self._fresh_regs())
             return True
         site = self.sites.get(pc)
         if site is None or not site.armed:
@@ -303,7 +335,8 @@ class Registry:
         regs = Regs(self.m)
         if step.end is None:
             self.step.disarm_single_step(regs, step.site.decision)
-        self.step.restore_interrupts(regs, step.saved_irq)
+        if step.saved_irq is not None:
+            self.step.restore_interrupts(regs, step.saved_irq)
         if step.orphan:
             self.slots.free(step.site.slot)
         return step.site.addr
@@ -313,13 +346,18 @@ class Registry:
         if step is None or step.end is not None:
             return False
         assert step.site.slot is not None
-        if self.step.step_incomplete(step.site.decision, Regs(self.m), step.site.slot):
+        if self.step.step_incomplete(step.site.decision, self._fresh_regs(), step.site.slot):
             return True  # between iterations of a rep string op: TF stays set, step on
         self._finish_step()
         return True
 
+    def _fresh_regs(self) -> Regs:
+        regs = self.regs
+        regs.reset()
+        return regs
+
     def _hit(self, site: Site) -> None:
-        regs = Regs(self.m)
+        regs = self._fresh_regs()
         if self._busy or self.steps:
             # Re-entered (e.g. the stepped instruction trapped into probed code): like Linux,
             # count it missed and execute the instruction without handlers.
@@ -351,7 +389,7 @@ class Registry:
                 self._post(site, regs)
             return
         assert site.slot is not None
-        saved = self.step.mask_interrupts(regs, d)
+        saved = self.step.mask_interrupts(regs, d) if self._mask_irqs else None
         end = self.step.step_break_addr(d, site.slot)
         backstop = None
         if end is None:  # single-step with the trap flag
@@ -363,12 +401,12 @@ class Registry:
 
     def _arch_hook(self, name: str, *args: Any) -> Any:
         """An optional function of the arch's step module (None when it has none)."""
-        fn = getattr(self.step, name, None)
+        fn = self._step_hooks[name]
         return fn(*args) if fn is not None else None
 
     def _finish_step(self) -> None:
         step = self.steps.pop()
-        site, regs = step.site, Regs(self.m)
+        site, regs = step.site, self._fresh_regs()
         assert site.slot is not None
         if step.end is None:
             self.step.disarm_single_step(regs, site.decision)
@@ -376,7 +414,9 @@ class Registry:
         if extra:
             self.m.account(extra)
         self.step.after_step(site.decision, regs, site.slot, step.saved_irq)
-        self.step.restore_interrupts(regs, step.saved_irq)
+        if step.saved_irq is not None:
+            self.step.restore_interrupts(regs, step.saved_irq)
+        self.m.interrupts_unmasked()
         if not step.quiet:
             self._post(site, regs)
         if step.orphan:

@@ -235,6 +235,7 @@ class PcodeEngine:
         self._deadline: float | None = None
         self._stop = False
         self._running = False
+        self._trapped = False  # inside _on_trap (a trap hook runs between blocks)
         self._start_vt = 0
         self._icount = 0
         self._last_fault: tuple[int, int, int] | None = None
@@ -273,7 +274,7 @@ class PcodeEngine:
     def _live_vt(self) -> int:
         """Instructions done so far, also from inside a callback of a running block (the
         executing instruction not included)."""
-        if self._running:
+        if self._running and not self._trapped:
             at = self._block_position()
             if at is not None:
                 return at[0] + at[1]
@@ -287,6 +288,8 @@ class PcodeEngine:
         """
         if not self._running:
             return self._icount
+        if self._trapped:
+            return self._vt - self._start_vt
         at = self._block_position()
         if at is None:
             return self._vt - self._start_vt
@@ -1107,7 +1110,11 @@ class PcodeEngine:
                 self._vt = vt
                 if t.idx >= 0 and not self.arch.trap_retires(t.kind):
                     self._toff -= 1  # started (icount) but not retired: no virtual time
-                npc = self._on_trap(t, ipc)
+                self._trapped = True  # no block is running: _vt is exact (no stack walk)
+                try:
+                    npc = self._on_trap(t, ipc)
+                finally:
+                    self._trapped = False
                 vt = self._vt
                 if npc is None or self._stop:
                     return
