@@ -9,6 +9,10 @@ from the lowest load address, gaps zero-filled, .bss left out) and System.map (n
 "%016x <type> <name>" lines sorted by address).  Without --out the files are written in place
 (firmware/<arch>/).  The output is byte-for-byte reproducible: sources are compiled from the
 firmware directory with relative paths, without debug information, in sorted order.
+
+kernel.btf is the kernel's BTF (the types CO-RE relocations are resolved against): the C sources
+are compiled a second time with DWARF, linked the same way, and Debian's ``pahole -J`` (package
+``dwarves``) converts that DWARF to BTF; the raw ``.BTF`` section is written out.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 
 FIRMWARE = Path(__file__).resolve().parent
 ARCHES = ("riscv64", "loongarch64", "x86_64")
-OUTPUTS = ("kernel.elf", "kernel.bin", "System.map")
+OUTPUTS = ("kernel.elf", "kernel.bin", "System.map", "kernel.btf")
 
 ZIG = [sys.executable, "-m", "ziglang"]
 
@@ -134,13 +138,15 @@ def _run(cmd: Sequence[str]) -> None:
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
 
 
-def compile_and_link(arch: str, elf_path: Path, objdir: Path) -> None:
+def compile_and_link(arch: str, elf_path: Path, objdir: Path, debug: bool = False) -> None:
+    """Compile and link one port (``debug``: with DWARF, for the BTF only)."""
     cfg = CONFIGS[arch]
-    cflags = [*COMMON_CFLAGS, "-I" + arch, "-target", cfg.target, *cfg.cflags]
+    common = [("-g" if f == "-g0" and debug else f) for f in COMMON_CFLAGS]
+    cflags = [*common, "-I" + arch, "-target", cfg.target, *cfg.cflags]
     jobs: list[list[str]] = []
     objects: list[str] = []
     for src in sources(arch):
-        obj = str(objdir / (src.replace("/", "__") + ".o"))
+        obj = str(objdir / (src.replace("/", "__") + (".g.o" if debug else ".o")))
         extra = list(cfg.asflags) if src.endswith(".S") else []
         jobs.append([*ZIG, "cc", *cflags, *extra, "-c", src, "-o", obj])
         objects.append(obj)
@@ -252,6 +258,24 @@ def system_map(data: bytes) -> str:
     return "".join(lines)
 
 
+def section_bytes(data: bytes, name: str) -> bytes:
+    """The contents of section ``name`` of an ELF image."""
+    for sec in _sections(data):
+        if sec.name == name:
+            return data[sec.offset : sec.offset + sec.size]
+    raise RuntimeError(f"no {name} section")
+
+
+def kernel_btf(arch: str, tmp: Path) -> bytes:
+    """The kernel's BTF: a DWARF build of the same sources, converted by ``pahole -J``."""
+    debug_elf = tmp / "kernel.debug.elf"
+    compile_and_link(arch, debug_elf, tmp, debug=True)
+    proc = subprocess.run(["pahole", "-J", str(debug_elf)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pahole -J failed ({proc.returncode}): {proc.stderr.strip()[:500]}")
+    return section_bytes(debug_elf.read_bytes(), ".BTF")
+
+
 def build(arch: str, out: Path | None = None) -> Path:
     """Build one architecture; returns the directory holding its three output files."""
     if arch not in CONFIGS:
@@ -262,7 +286,9 @@ def build(arch: str, out: Path | None = None) -> Path:
         elf_tmp = Path(tmp) / "kernel.elf"
         compile_and_link(arch, elf_tmp, Path(tmp))
         data = elf_tmp.read_bytes()
+        btf = kernel_btf(arch, Path(tmp))
     (dest / "kernel.elf").write_bytes(data)
+    (dest / "kernel.btf").write_bytes(btf)
     (dest / "kernel.bin").write_bytes(raw_image(data))
     (dest / "System.map").write_text(system_map(data))
     return dest

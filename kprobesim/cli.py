@@ -5,17 +5,24 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from . import __version__
 from .arch import ARCH_NAMES, get_arch
-from .errors import GuestFault, ProbeError, SimError, UsageError
+from .errors import GuestFault, ProbeError, SimError, UsageError, exit_status_of_guest
 from .image import Image
+from .image import load_image as _load_image
 from .machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, Machine
 from .trace.tracer import Tracer
 
+# Each board's load address of a raw image (Arch.default_base; spelled out so that building the
+# parser does not import every arch; a test keeps the two equal).
+RAW_BASES = "riscv64 0x80000000, loongarch64 0x200000, x86_64 0x100000"
 VERBS = ("run", "symbols", "probeable", "compare", "fuzz", "ebpf-test")
 
 
@@ -26,7 +33,48 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+MAX_COUNT = (1 << 63) - 1
+
+
+def _count(text: str) -> int:
+    """A positive count (instruction budget, iterations, jobs) that fits in 63 bits."""
+    n = _int(text)
+    if not 0 < n <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count from 1 to 2**63-1")
+    return n
+
+
+def _seconds(text: str) -> float:
+    """A finite, positive number of seconds (nan, inf and overflowing values are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to {MAX_SECONDS:g}")
+    return value
+
+
+MAX_SECONDS = 1e9
+
+
+class _Help(argparse.HelpFormatter):
+    """Help text with each option's default shown (when it has one worth showing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        if "%(default)" in text or unset or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, usage status
         raise UsageError(message)
 
@@ -34,18 +82,23 @@ class _Parser(argparse.ArgumentParser):
 def _image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="kernel image: ELF, or raw bytes with --arch")
     p.add_argument("--arch", help=f"architecture ({', '.join(ARCH_NAMES)}); inferred from an ELF")
-    p.add_argument("--base", type=_int, help="load address of a raw image")
+    p.add_argument("--base", type=_int, help=f"load address of a raw image (default: the board's: {RAW_BASES})")
     p.add_argument("--entry", type=_int, help="entry point (default: ELF entry, or --base)")
     p.add_argument("--symbols", help="System.map for a raw image (default: one beside it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kprobesim", description="kprobes and eBPF on real kernel images")
+    parser = _Parser(
+        prog="kprobesim",
+        description="kprobes and eBPF on real kernel images. Without a command, 'run' is meant: "
+        "kprobesim IMAGE [options] is kprobesim run IMAGE [options].",
+    )
+    parser.add_argument("--version", action="version", version=f"kprobesim {__version__}")
     sub = parser.add_subparsers(dest="verb", parser_class=_Parser)
     run = sub.add_parser("run", help="run an image to its exit (the default verb)")
     _image_args(run)
-    run.add_argument("--max-insns", type=_int, default=DEFAULT_BUDGET, help="instruction budget")
-    run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="wall-clock limit (s)")
+    run.add_argument("--max-insns", type=_count, default=DEFAULT_BUDGET, help="instruction budget")
+    run.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, help="wall-clock limit (s)")
     run.add_argument(
         "-p",
         "--probe",
@@ -68,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--arch", action="append", choices=ARCH_NAMES, help="arches to compare (default: all)")
     cmp.add_argument("--image", action="append", default=[], metavar="ARCH=PATH", help="use PATH for ARCH")
     cmp.add_argument("-p", "--probe", action="append", default=[], metavar="SPEC", help="kprobe_events spec")
-    cmp.add_argument("--format", choices=("text", "json"), default="text")
+    cmp.add_argument("--format", choices=("text", "json"), default="text", help="table or one JSON object")
     cmp.add_argument(
         "--ignore",
         action="append",
@@ -76,41 +129,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EVENT[.FIELD]",
         help="show but do not judge a row (e.g. scheduling-dependent counts)",
     )
-    cmp.add_argument("--max-insns", type=_int, default=DEFAULT_BUDGET)
-    cmp.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    cmp.add_argument("--max-insns", type=_count, default=DEFAULT_BUDGET, help="instruction budget of each run")
+    cmp.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, help="wall-clock limit of each run (s)")
     fz = sub.add_parser("fuzz", help="fuzz probe placement on a kernel against its unprobed run")
     fz.add_argument("image", nargs="?", help="kernel image (default: the bundled kernel of --arch)")
-    fz.add_argument("--arch", required=True, choices=ARCH_NAMES)
+    fz.add_argument("--arch", required=True, choices=ARCH_NAMES, help="architecture of the kernel")
     fz.add_argument("--func", default="*", metavar="GLOB", help="only probe functions matching this")
-    fz.add_argument("--seed", type=_int, default=0)
-    fz.add_argument("--iterations", type=_int, default=100)
-    fz.add_argument("--jobs", type=_int, default=1, help="worker processes")
-    fz.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant")
+    fz.add_argument("--seed", type=_int, default=0, help="random seed (the same seed draws the same placements)")
+    fz.add_argument("--iterations", type=_count, default=100, help="placements to draw and check")
+    fz.add_argument("--jobs", type=_count, default=1, help="worker processes")
+    fz.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: tf)")
     fz.add_argument("--replay", metavar="PLACEMENT", help="check one placement ('p:ADDR,...,r:FUNC')")
     prb = sub.add_parser("probeable", help="list a function's instructions and how each would be probed")
     _image_args(prb)
     prb.add_argument("symbol", help="function name")
     sym = sub.add_parser("symbols", help="list an image's symbols")
     _image_args(sym)
-    sym.add_argument("glob", nargs="?", default="*", help="only names matching this glob")
+    sym.add_argument("glob", nargs="?", default="*", help="only names matching this glob (default: all)")
     et = sub.add_parser("ebpf-test", help="run bpf_conformance .data files in the interpreter and the translator")
     et.add_argument("files", nargs="+", metavar="FILE", help=".data files (or folders of them)")
     return parser
 
 
 def load_image(args: argparse.Namespace) -> Image:
-    """The image named on the command line, with raw-image defaults from the arch's board."""
-    path = Path(args.image)
-    if args.arch is not None:
-        get_arch(args.arch)  # unknown arch: one clear line before touching the file
-    symbols = args.symbols
-    raw = path.is_file() and path.read_bytes()[:4] != b"\x7fELF"
-    if raw and symbols is None and (path.parent / "System.map").is_file():
-        symbols = path.parent / "System.map"
-    base = args.base
-    if raw and base is None and args.arch is not None:
-        base = get_arch(args.arch).default_base
-    return Image.load(path, arch=args.arch, base=base, entry=args.entry, symbols=symbols)
+    """The image named on the command line, with raw-image defaults from the arch's board (the
+    same as ``Machine.load``'s)."""
+    return _load_image(args.image, arch=args.arch, base=args.base, entry=args.entry, symbols=args.symbols)
 
 
 class _Console:
@@ -159,9 +203,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         for obj in objects:
             sys.stdout.write(obj.format_maps(args.format))
         if args.stats:
-            print("\n".join([*tracer.stats(), *(line for obj in objects for line in obj.stats())]), flush=True)
+            _print_stats(tracer, objects, args.format)
         sys.stdout.flush()
-    return status
+    code, note = exit_status_of_guest(status)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    return code
+
+
+def _print_stats(tracer: Tracer, objects: Sequence[Any], fmt: str) -> None:
+    """Hits and misses per probe and per eBPF program (text like kprobe_profile, or JSON lines)."""
+    if fmt == "json":
+        rows = [(spec.event, p.hits, p.missed) for spec, p in tracer.probes]
+        rows += [(f"bpf:{p.name}", p.hits, p.missed) for obj in objects for p in obj.programs.values()]
+        for name, hits, missed in rows:
+            print(json.dumps({"type": "stats", "event": name, "hits": hits, "missed": missed}, sort_keys=True))
+    else:
+        print("\n".join([*tracer.stats(), *(line for obj in objects for line in obj.stats())]))
+    sys.stdout.flush()
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -182,7 +241,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     from .compare import bundled_kernel
     from .fuzz.placement import Failure, Placement, PlacementFuzzer, fuzz, reproducer
 
-    image = args.image or bundled_kernel(args.arch)
+    image = args.image or bundled_kernel(args.arch, hint="give the kernel image as fuzz's IMAGE argument")
     Image.load(image, arch=args.arch)  # a bad or foreign image: one clear line first
     if args.replay:
         fz = PlacementFuzzer(image, args.func, args.step)
@@ -271,11 +330,20 @@ COMMANDS = {
 }
 
 
+def _no_unknown_command(word: str) -> None:
+    """``kprobesim WORD ...`` runs the image WORD; a WORD that is no file and does not look like a
+    path is a mistyped command, and said to be one."""
+    if word.startswith("-") or Path(word).exists() or any(c in word for c in "/\\."):
+        return
+    raise UsageError(f"unknown command '{word}' (choose from {', '.join(VERBS)}; or give an image path)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in VERBS and argv[0] not in ("-h", "--help"):
-        argv.insert(0, "run")
     try:
+        if argv and argv[0] not in VERBS and argv[0] not in ("-h", "--help", "--version"):
+            _no_unknown_command(argv[0])
+            argv.insert(0, "run")
         args = build_parser().parse_args(argv)
         if args.verb is None:
             raise UsageError("no image given (try 'kprobesim --help')")

@@ -21,13 +21,14 @@ from .trace.tracer import Tracer
 SHOW_VALUES = 4  # longer value sequences are shown as a digest
 
 
-def bundled_kernel(arch: str) -> Path:
-    """The project's kernel for ``arch``: ./firmware, else the checkout this package runs from."""
+def bundled_kernel(arch: str, hint: str = "") -> Path:
+    """The project's kernel for ``arch``: ./firmware, else the checkout this package runs from.
+    ``hint`` says how the calling command takes another image (compare's ``--image`` by default)."""
     for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
         path = root / "firmware" / arch / "kernel.elf"
         if path.is_file():
             return path
-    raise ImageError(f"no bundled kernel for {arch} (pass --image {arch}=PATH)")
+    raise ImageError(f"no bundled kernel for {arch} ({hint or f'pass --image {arch}=PATH'})")
 
 
 @dataclass

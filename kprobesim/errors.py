@@ -37,6 +37,16 @@ class SpecError(SimError):
     exit_status = 67
 
 
+class HandlerError(SimError):
+    """A probe handler of the user's raised: the run ends, naming the handler, the probe and the
+    error in one line (the original exception is the ``__cause__``)."""
+
+    exit_status = 68
+
+    def line(self) -> str:
+        return f"kprobesim: handler error: {self}"
+
+
 class BudgetExhausted(SimError):
     """The run used its instruction budget or its wall-clock time limit."""
 
@@ -55,3 +65,20 @@ class GuestFault(SimError):
 
     def line(self) -> str:
         return f"kprobesim: guest fault: {self} at pc={self.pc:#x}"
+
+
+# Exit statuses of the command: the guest's own status when it can be told apart from the ones
+# above, else GUEST_STATUS_OTHER with the real status on stderr. 64..79 are kprobesim's own,
+# 124/125 its budget and fault statuses, 128+ what shells report for signals, and the OS keeps
+# only the low 8 bits of a status.
+GUEST_STATUS_OTHER = 79
+
+
+def exit_status_of_guest(status: int) -> tuple[int, str | None]:
+    """The command's exit status for a guest exit ``status``, and the stderr line when remapped."""
+    if 0 <= status <= 63 or 80 <= status <= 123:
+        return status, None
+    return GUEST_STATUS_OTHER, (
+        f"kprobesim: guest exited with status {status}, reported as {GUEST_STATUS_OTHER} "
+        "(outside 0..63 and 80..123, which pass through)"
+    )

@@ -9,6 +9,7 @@ Nothing is hooked per instruction: hooks fire only on traps, faults and device a
 from __future__ import annotations
 
 import ctypes
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ from unicorn.unicorn_const import (
 
 from .arch import Arch, get_arch
 from .board import NEVER, Timer
-from .errors import BudgetExhausted, GuestFault, ImageError, SimError
-from .image import Image
+from .errors import BudgetExhausted, GuestFault, ImageError, SimError, UsageError
+from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
 
@@ -110,18 +111,24 @@ class Machine:
         self.console_bytes = bytearray()
         self._console_sink = console
         self.exit_status: int | None = None
+        self._running = False  # inside run(): a handler calling run() again is refused
         self._time = 0
         self._slice_start = 0
         self._slice_end = 0
         self.hidden = 0  # instructions of the current slice that are not the guest's
         self.event: Break | MemFault | Deferred | None = None
         self._pending_fault: GuestFault | None = None
-        self._cut = False
+        self._cut = False  # the slice is ending early (a device or an unmask point stopped it)
+        self._stopped_before = False  # ... before an instruction, which did not run
         self._timers: list[Timer] = []
         self._ports: dict[int, tuple[Callable, Callable, int]] = {}
         self._port_hooks = False
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
+        #: Where the target kernel's raw BTF comes from (see :attr:`btf`); a guest-OS module may
+        #: replace it, e.g. to find a Linux image's ``.BTF`` in guest memory.
+        self.btf_source: Callable[[], bytes | None] = image.btf_data
+        self._btf: Any = None
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
@@ -144,8 +151,9 @@ class Machine:
         step_variant: str | None = None,
         **image_args: Any,
     ) -> Machine:
-        """Load an image (ELF: arch inferred and checked; raw: ``arch`` and ``base`` needed)."""
-        image = Image.load(path, arch=arch, **image_args)
+        """Load an image (ELF: arch inferred and checked; raw: ``arch`` needed, and like the command
+        line ``base`` defaults to the board's and ``symbols`` to a ``System.map`` beside it)."""
+        image = load_image(path, arch=arch, **image_args)
         return cls(get_arch(image.arch or ""), image, console=console, step_variant=step_variant)
 
     # -- memory --------------------------------------------------------------------------------
@@ -181,6 +189,11 @@ class Machine:
         """The guest stored into a kprobe page: a store fault; the slots are rewritten afterwards."""
         self.on_mem_fault("store", addr, self.pc)
         self.engine.emu_stop()
+
+    @property
+    def sim_end(self) -> int:
+        """The end of the simulator-owned pages (they start at the arch's ``sim_base``)."""
+        return self.arch.sim_base + sum(SIM_POOL.values())
 
     def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
         """Simulator-owned pages outside RAM (kprobe slots: read+execute, never guest-writable)."""
@@ -234,15 +247,18 @@ class Machine:
         self.cut_slice()
 
     def cut_slice(self) -> None:
-        """End the current slice from a device callback.
+        """End the current slice from a device callback, once the accessing instruction is done.
 
-        Unicorn stops a device access in one of two ways: an MMIO store is left unretired and
-        runs again on resume (idempotent for our devices), and a port OUT retires but the next
-        instruction is already counted. Either way one counted instruction did not retire.
+        The instruction completes (each of its device accesses happens once: ``emu_stop`` would
+        leave an MMIO access unretired, to be replayed with its side effects on resume) and the
+        engine stops before the next one. Inside a kprobe slot the step thus completes as it
+        would unprobed; what the device changed (a timer deadline, an interrupt, the exit) is
+        acted on between slices, where the step's masked interrupts hold it back until the step
+        break has run.
         """
         if self._slice_end and not self._cut:
             self._cut = True
-            self.engine.emu_stop()
+            self.engine.stop_after_insn()
 
     def add_timer(self, timer: Timer) -> None:
         self._timers.append(timer)
@@ -328,8 +344,24 @@ class Machine:
         """Run until the guest exits; returns its exit status.
 
         Raises BudgetExhausted when ``max_insns`` guest instructions or ``timeout`` seconds
-        pass first, GuestFault when the guest cannot continue.
+        pass first, GuestFault when the guest cannot continue; UsageError for a budget or time
+        limit that is not a positive finite number, or when called from inside a handler.
         """
+        if self._running:
+            raise UsageError("Machine.run called while the machine is already running (from inside a handler)")
+        if max_insns is not None and (isinstance(max_insns, bool) or not isinstance(max_insns, int) or max_insns <= 0):
+            raise UsageError(f"max_insns must be a positive number of instructions, not {max_insns!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf
+        ):
+            raise UsageError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+        self._running = True
+        try:
+            return self._run(max_insns, timeout)
+        finally:
+            self._running = False
+
+    def _run(self, max_insns: int | None, timeout: float | None) -> int:
         limit = self._time + (max_insns if max_insns is not None else DEFAULT_BUDGET)
         wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
         while self.exit_status is None:
@@ -345,9 +377,10 @@ class Machine:
     def _unmask_point(self, uc: object, addr: int, size: int, count: int) -> None:
         """About to run an instruction that may unmask interrupts while one is held: stop
         before it, run exactly it (``count`` instructions), then look at interrupts again."""
-        if self._held and not self._run_exactly and self._slice_end - self._slice_start > count:
+        if self._held and not self._run_exactly and not self._cut and self._slice_end - self._slice_start > count:
             self._run_exactly = count
-            self.cut_slice()
+            self._cut = self._stopped_before = True
+            self.engine.emu_stop()
 
     def _step_slice(self, limit: int) -> None:
         held = self._deliver_interrupts()
@@ -359,7 +392,7 @@ class Machine:
         self._slice_start, self._slice_end = now, now + n
         self.hidden = 0
         self.event = None
-        self._cut = False
+        self._cut = self._stopped_before = False
         error: UcError | None = None
         try:
             self.engine.emu_start(self.pc, self.arch.until, 0, n)
@@ -367,8 +400,12 @@ class Machine:
             error = e
         retired = self.engine.icount() - self.hidden
         event = self.event
-        if self._cut or isinstance(event, Break | MemFault | Deferred) or (error is not None and event is None):
-            retired -= 1  # the trapping (or device-stopped) instruction did not retire
+        if (
+            self._stopped_before
+            or isinstance(event, Break | MemFault | Deferred)
+            or (error is not None and event is None)
+        ):
+            retired -= 1  # the trapping (or hook-stopped) instruction did not retire
         # An engine with its own clock knows best (it retires, traps and idles exactly).
         self._time = self.engine.vtime if self._engine_clock else now + max(0, retired)
         self._slice_end = 0
@@ -387,7 +424,7 @@ class Machine:
             self.traps.memory_fault(event.access, event.addr, event.pc)
         elif error is not None:
             self._engine_error(error)
-        elif self.engine.icount() < n and self.traps.halted():  # stopped early, not by the count
+        elif self.engine.icount() < n and not self._cut and self.traps.halted():  # stopped early, not by the count
             self._idle()
 
     def _handle_break(self, pc: int) -> None:
@@ -513,6 +550,26 @@ class Machine:
     ) -> Kretprobe:
         """Place a kretprobe on a function."""
         return self.probes.register_kretprobe(spec, handler, entry, maxactive, name)
+
+    @property
+    def btf(self) -> Any:
+        """The target kernel's BTF (a :class:`~kprobesim.ebpf.btf.Btf`), or None when it has none.
+
+        The one place that answers "the target's BTF" (CO-RE relocations, typed globals, ksyms):
+        it parses what :attr:`btf_source` returns once (by default the image's ``.BTF`` section
+        or the ``kernel.btf`` beside it). Malformed BTF raises :class:`ImageError`.
+        """
+        if self._btf is None:
+            from .ebpf.btf import Btf, BtfError
+
+            raw = self.btf_source()
+            if raw is None:
+                return None
+            try:
+                self._btf = Btf.parse(raw)
+            except BtfError as e:
+                raise ImageError(f"{self.image.path}: kernel BTF: {e}") from None
+        return self._btf
 
     def load_bpf(self, path: str | Path) -> Any:
         """Load an eBPF object and attach its programs by section (``kprobe/SYM``, ...)."""

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 
+def translation_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This test run's P-code cache folder. Under pytest-xdist every worker is a session of its own
+    with its own temporary folder below the run's: the workers share one cache in the run's folder
+    (the cache file is replaced atomically, so concurrent writers are safe), and one run's
+    translations help its other worker."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "pcode-cache"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _translation_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The P-code engine's disk cache lives in this session's temporary folder: the suite
-    neither reads nor fills the user's cache, and starts cold like a fresh machine.
-    Subprocesses (CLI tests) inherit the setting."""
+    """The P-code engine's disk cache lives in this run's temporary folder: the suite neither
+    reads nor fills the user's cache, and starts cold like a fresh machine. Subprocesses (CLI
+    tests) inherit the setting."""
     from kprobesim.engine.pcode import diskcache
 
-    os.environ["KPROBESIM_CACHE_DIR"] = str(tmp_path_factory.mktemp("pcode-cache"))
+    os.environ["KPROBESIM_CACHE_DIR"] = str(translation_cache_dir(tmp_path_factory))
     diskcache.reset()
 
 

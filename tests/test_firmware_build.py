@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 ARCHES = ("riscv64", "loongarch64", "x86_64")
-OUTPUTS = ("kernel.elf", "kernel.bin", "System.map")
+OUTPUTS = ("kernel.elf", "kernel.bin", "System.map", "kernel.btf")
 BASES = {"riscv64": 0x80000000, "loongarch64": 0x200000, "x86_64": 0x100000}
 
 C_TARGETS = (

@@ -68,3 +68,32 @@ def test_fuzz_cli(run_cli):
     assert (status, out) == (0, b"replay: pass\n")
     status, _, err = run_cli("fuzz", "--arch", "riscv64", "--func", "no_such_*")
     assert status == 64 and "no probeable instruction" in err
+
+
+def _plant_internal_error(reg):
+    """A registry whose out-of-line step of a store crashes (an internal error, not a guest's)."""
+    real = reg._execute
+
+    def crashing(site, regs, quiet=False):
+        if site.decision.text.startswith("sd "):
+            raise RuntimeError(f"planted crash stepping {site.decision.text!r}")
+        real(site, regs, quiet)
+
+    reg._execute = crashing
+
+
+def test_internal_error_in_a_placement_is_a_finding(run_cli):
+    """An exception inside a placement is shrunk and reported like any failure; the campaign
+    goes on and the placements after it still pass or fail on their own."""
+    report = fuzz("riscv64", firmware("riscv64"), seed=7, iterations=12, plant=_plant_internal_error)
+    assert report.iterations == 12 and report.failures
+    fz = PlacementFuzzer(firmware("riscv64"), plant=_plant_internal_error)
+    for failure in report.failures:
+        assert failure.reason.startswith("internal error: RuntimeError: planted crash stepping 'sd ")
+        (addr,) = failure.placement.kprobes or (fz.m.image.symbol(failure.placement.kretprobes[0]).addr,)
+        assert fz.m.probes.classify(addr).text.startswith("sd ")
+    failed = {f.iteration for f in report.failures}
+    # placements after a crash pass: the fuzzer carried on with a machine set up afresh
+    assert any(i > min(failed) for i in set(range(12)) - failed)
+    status, out, _ = run_cli("fuzz", "--arch", "riscv64", "--replay", report.failures[0].placement.text())
+    assert status == 0 and out == b"replay: pass\n"  # without the planted crash it passes

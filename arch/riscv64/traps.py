@@ -47,8 +47,8 @@ class Traps:
     def __init__(self, machine: Machine) -> None:
         self.m = machine
         uc = machine.engine
-        uc.hook_add(UC_HOOK_INTR, self._intr)
-        uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid)
+        uc.hook_direct(UC_HOOK_INTR, self._intr)
+        uc.hook_direct(UC_HOOK_INSN_INVALID, self._invalid)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
         # Unicorn flags an ebreak as an error before its hook runs; engines that can clear it
         # let a handled break go on in the same emu_start.
@@ -76,7 +76,7 @@ class Traps:
         return self.m.engine.reg_read(UC_RISCV_REG_PRIV) != 3
 
     # -- Unicorn hooks -------------------------------------------------------------------------
-    def _intr(self, uc: object, intno: int, ud: object) -> None:
+    def _intr(self, intno: int) -> None:
         pc = self.m.engine.reg_read(UC_RISCV_REG_PC)
         if intno in ECALL_CAUSES:
             self.exception(intno, pc - 4, 0)
@@ -91,7 +91,7 @@ class Traps:
         low = self.m.read(pc - 4, 2)
         return pc - 4 if low[0] & 3 == 3 else pc - 2
 
-    def _invalid(self, uc: object, ud: object) -> bool:
+    def _invalid(self) -> bool:
         """An ebreak (Unicorn's only report of it). True: handled at once, go on at the new PC."""
         engine = self.m.engine
         inline = self._continue is not None

@@ -20,6 +20,7 @@ from unicorn import (
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
     UC_HOOK_MEM_INVALID,
+    UcError,
 )
 from unicorn import x86_const as xc
 
@@ -29,8 +30,13 @@ if TYPE_CHECKING:
     from kprobesim.machine import Machine
 
 IF, TF, NT, RF = 1 << 9, 1 << 8, 1 << 14, 1 << 16
-VEC_DB, VEC_BP, VEC_UD, VEC_GP, VEC_PF = 1, 3, 6, 13, 14
+VEC_DB, VEC_BP, VEC_UD, VEC_DF, VEC_TS, VEC_NP, VEC_SS, VEC_GP, VEC_PF = 1, 3, 6, 8, 10, 11, 12, 13, 14
 ERROR_CODE_VECTORS = {8, 10, 11, 12, 13, 14, 17, 21, 29, 30}
+# A contributory exception (or a page fault) raised while delivering one of these becomes a
+# double fault (Intel SDM vol. 3, "Interrupt 8"); a fault while delivering #DF shuts the CPU down.
+CONTRIBUTORY = {0, VEC_TS, VEC_NP, VEC_SS, VEC_GP}
+MNEMONICS = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF", 10: "#TS",
+             11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC", 19: "#XM"}
 TRAP_VECTORS = {VEC_BP, 4}  # return to the next instruction
 HLT = 0xF4
 
@@ -45,8 +51,8 @@ class Traps:
     def __init__(self, machine: Machine) -> None:
         self.m = machine
         uc = machine.engine
-        uc.hook_add(UC_HOOK_INTR, self._intr)
-        uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid)
+        uc.hook_direct(UC_HOOK_INTR, self._intr)
+        uc.hook_direct(UC_HOOK_INSN_INVALID, self._invalid)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
         # The ring-3 entry trampoline: allocated and written now, before any snapshot is taken.
         self._page = machine.sim_alloc(0x2000)
@@ -77,7 +83,7 @@ class Traps:
         return self.m.engine.reg_read(rid)
 
     # -- Unicorn hooks -------------------------------------------------------------------------
-    def _intr(self, uc: object, intno: int, ud: object) -> None:
+    def _intr(self, intno: int) -> None:
         rip = self._reg(xc.UC_X86_REG_RIP)
         if intno == VEC_BP:
             self.m.on_break(rip - 1)  # handled at once (RIP set by the handler) or after the slice
@@ -91,7 +97,7 @@ class Traps:
         else:
             self.deliver(intno, rip, 0 if intno in ERROR_CODE_VECTORS else None)
 
-    def _invalid(self, uc: object, ud: object) -> bool:
+    def _invalid(self) -> bool:
         rip = self._reg(xc.UC_X86_REG_RIP)
         self.m.defer(lambda: self.deliver(VEC_UD, rip))
         return False
@@ -130,44 +136,83 @@ class Traps:
         return sites
 
     def halted(self) -> bool:
-        return self.m.read(self.m.pc - 1, 1)[0] == HLT
+        try:
+            return self.m.read(self.m.pc - 1, 1)[0] == HLT
+        except (UcError, OverflowError):  # the instruction before is not in memory: no hlt
+            return False
 
     # -- delivery ------------------------------------------------------------------------------
     def deliver(self, vector: int, rip: int, error: int | None = None, what: str = "") -> None:
-        """Enter the handler of ``vector`` with return address ``rip``."""
+        """Enter the handler of ``vector`` with return address ``rip``.
+
+        A fault while entering (an IDT entry beyond the limit, outside memory or not present, a
+        frame that cannot be pushed, a missing TSS) is delivered in its place as the CPU does:
+        #GP, #NP, #SS or #TS, promoted to a double fault (#DF) when it follows a contributory
+        exception. A fault while entering #DF is a triple fault: the CPU shuts down, and the run
+        ends as a guest fault that says so and why.
+        """
         m = self.m
         if vector < 32 and vector not in TRAP_VECTORS:
             rip = m.exception_pc(rip)
+        failures = []
+        while True:
+            failure = self._enter(vector, rip, error)
+            if failure is None:
+                return
+            nested, code, reason = failure
+            failures.append(f"{_describe(vector)}: {reason}")
+            if vector == VEC_DF:
+                m.fault("triple fault, CPU shut down: " + "; then ".join([what, *failures] if what else failures), rip)
+                return
+            if nested in CONTRIBUTORY and (vector in CONTRIBUTORY or vector == VEC_PF):
+                nested, code = VEC_DF, 0
+            vector, error = nested, code
+
+    def _in_ram(self, addr: int, size: int) -> bool:
+        base, ram = self.m.arch.ram
+        return base <= addr and addr + size <= base + ram
+
+    def _enter(self, vector: int, rip: int, error: int | None) -> tuple[int, int, str] | None:
+        """Enter ``vector``'s handler; or (the exception this raises, its error code, why)."""
+        m = self.m
+        selector_error = vector * 8 + 2 + (vector != VEC_BP)  # IDT bit, EXT unless software int3
         _, idt_base, idt_limit, _ = self._reg(xc.UC_X86_REG_IDTR)
         if idt_limit < vector * 16 + 15:
-            m.fault(what or f"exception {vector} with no IDT entry", rip)
-            return
-        lo, sel, ist, attr, mid, hi, _ = struct.unpack("<HHBBHII", m.read(idt_base + vector * 16, 16))
+            return VEC_GP, selector_error, f"vector {vector} beyond the IDT limit {idt_limit:#x}"
+        entry = idt_base + vector * 16
+        if not self._in_ram(entry, 16):
+            return VEC_GP, selector_error, f"IDT entry at {entry:#x} outside memory"
+        lo, sel, ist, attr, mid, hi, _ = struct.unpack("<HHBBHII", m.read(entry, 16))
         if not attr & 0x80:
-            m.fault(what or f"exception {vector}: IDT gate not present", rip)
-            return
+            return VEC_NP, selector_error, "IDT gate not present"
         handler = lo | mid << 16 | hi << 32
         cs, ss = self._reg(xc.UC_X86_REG_CS), self._reg(xc.UC_X86_REG_SS)
         rsp, rflags = self._reg(xc.UC_X86_REG_RSP), self._reg(xc.UC_X86_REG_RFLAGS)
         cpl = cs & 3
-        tss = self._reg(xc.UC_X86_REG_TR)[1]
-        if ist & 7:
-            stack = struct.unpack("<Q", m.read(tss + 0x24 + 8 * ((ist & 7) - 1), 8))[0]
-        elif cpl:
+        tr, tss = self._reg(xc.UC_X86_REG_TR)[:2]
+        if ist & 7 or cpl:
             if not tss:
-                m.fault("ring change with no TSS loaded", rip)
-                return
-            stack = struct.unpack("<Q", m.read(tss + 4, 8))[0]
+                return VEC_TS, tr & ~3, "stack switch with no TSS loaded"
+            where = tss + 0x24 + 8 * ((ist & 7) - 1) if ist & 7 else tss + 4
+            if not self._in_ram(where, 8):
+                return VEC_TS, tr & ~3, f"TSS stack pointer at {where:#x} outside memory"
+            stack = struct.unpack("<Q", m.read(where, 8))[0]
         else:
             stack = rsp
         stack &= ~0xF
         words = [ss, rsp, rflags, cs, rip] + ([error] if error is not None else [])
         frame = struct.pack(f"<{len(words)}Q", *reversed(words))
+        if not self._in_ram(stack - len(frame), len(frame)):
+            return VEC_SS, 0, f"exception frame push at {(stack - len(frame)) & (1 << 64) - 1:#x} outside memory"
         new_flags = rflags & ~(TF | NT | RF | (IF if attr & 0xF == 0xE else 0))
         if cpl == 0:
             self._complete(stack - len(frame), handler, frame, new_flags, sel)
-        else:
-            self._raise_privilege(sel, (stack - len(frame), handler, frame, new_flags))
+            return None
+        _, gdt_base, gdt_limit, _ = self._reg(xc.UC_X86_REG_GDTR)
+        if not self._in_ram(gdt_base, min(gdt_limit + 1, (sel & ~7) + 8)):
+            return VEC_GP, sel & ~3, f"GDT at {gdt_base:#x} outside memory"
+        self._raise_privilege(sel, (stack - len(frame), handler, frame, new_flags))
+        return None
 
     def _complete(self, rsp: int, handler: int, frame: bytes, rflags: int, sel: int | None) -> None:
         uc = self.m.engine
@@ -206,3 +251,11 @@ class Traps:
         rsp, handler, frame, rflags = self._frame
         self._frame = self._guest_gdtr = None
         self._complete(rsp, handler, frame, rflags, None)
+
+
+def _describe(vector: int) -> str:
+    """``exception 13 (#GP)``; ``interrupt 32`` for the external vectors."""
+    if vector >= 32:
+        return f"interrupt {vector}"
+    name = MNEMONICS.get(vector)
+    return f"exception {vector} ({name})" if name else f"exception {vector}"

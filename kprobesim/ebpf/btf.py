@@ -176,6 +176,10 @@ class Btf:
     def __len__(self) -> int:
         return len(self.types)
 
+    def string(self, offset: int) -> str:
+        """The string at ``offset`` of the string section."""
+        return _str_at(self.strings, offset)
+
     def type(self, type_id: int) -> BtfType:
         """The record of ``type_id`` (0 is ``void``)."""
         if not 0 <= type_id < len(self.types):

@@ -14,17 +14,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import read_regular
 from . import isa
 from .asm import assemble, parse_int
 from .errors import AsmError, EbpfError, StopProgram
 from .isa import Insn
 from .vm import VM
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "tests" / "ebpf" / "conformance"
+#: Where a checkout finds the suite by default: ``../shared/ebpf-conformance`` beside the
+#: repository root (the suite is third-party text and is not part of the repository).
+DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "ebpf-conformance"
 
 
 def conformance_dir() -> Path:
-    """The suite's folder: ``$KPROBESIM_CONFORMANCE_DIR``, else the copy in the repository's tests."""
+    """The suite's folder: ``$KPROBESIM_CONFORMANCE_DIR``, else ``../shared/ebpf-conformance``
+    relative to the repository root."""
     env = os.environ.get("KPROBESIM_CONFORMANCE_DIR")
     return Path(env) if env else DEFAULT_DIR
 
@@ -170,13 +174,15 @@ def run_case(case: TestCase) -> Result:
         res.problem = f"engines disagree: interp {a}, translator {b}"
     return res
 
+MAX_DATA_FILE = 16 << 20  # bytes of a .data file
+
 
 def run_file(path: str | os.PathLike[str]) -> Result:
     """Parse and run one ``.data`` file."""
     p = Path(path)
     name = p.name
     try:
-        case = parse(p.read_text(), name)
+        case = parse(read_regular(p, MAX_DATA_FILE, ".data file", ValueError).decode(), name)
     except (EbpfError, OSError, ValueError) as e:
         return Result(name, "?", None, None, False, f"cannot load: {e}")
     return run_case(case)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..files import read_regular
+from . import core
 from .btf import BTF_KIND_ARRAY, BTF_KIND_PTR, BTF_KIND_STRUCT, Btf, BtfError, BtfVarSecinfo
 from .maps import (
     BPF_F_MMAPABLE,
@@ -130,6 +132,8 @@ class ProgramSpec:
     map_refs: list[tuple[int, MapRef]] = field(default_factory=list)
     #: ``(function name, first instruction index)``: the entry at 0, then appended subprograms.
     functions: list[tuple[str, int]] = field(default_factory=list)
+    #: Instructions CO-RE poisoned (``call 0xbad2310``): pc -> the relocation libbpf names.
+    poisoned: dict[int, str] = field(default_factory=dict)
 
     @property
     def insn_count(self) -> int:
@@ -160,6 +164,8 @@ class ObjectFile:
     license: str
     btf: Btf | None
     kern_version: int = 0
+    #: What the CO-RE relocations did, one line each in libbpf's debug-log words.
+    core_log: list[str] = field(default_factory=list)
 
     def program(self, name: str) -> ProgramSpec:
         """A program by function name or section name."""
@@ -222,23 +228,28 @@ class _Func:
     start: int  # instruction index in its section
     end: int
 
+MAX_OBJECT = 64 << 20  # bytes of an eBPF object file
 
-def load_object(path: str | Path) -> ObjectFile:
-    """Read an eBPF object file; raises :class:`ObjectError` on any malformed input."""
+
+def load_object(path: str | Path, target_btf: Btf | None = None) -> ObjectFile:
+    """Read an eBPF object file; raises :class:`ObjectError` on any malformed input.
+
+    ``target_btf``: the kernel's BTF, against which CO-RE relocations are resolved; an object
+    with CO-RE relocations and no target BTF is refused (as libbpf does without kernel BTF).
+    """
     name = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise ObjectError(f"{name}: cannot read: {e.strerror or e}") from e
-    return parse_object(data, name)
+    data = read_regular(Path(path), MAX_OBJECT, "eBPF object", ObjectError)
+    return parse_object(data, name, target_btf)
 
 
-def parse_object(data: bytes, name: str = "<memory>") -> ObjectFile:
+def parse_object(data: bytes, name: str = "<memory>", target_btf: Btf | None = None) -> ObjectFile:
     """Parse an eBPF object held in memory (``name`` prefixes error messages)."""
     try:
-        return _Reader(bytes(data), name).run()
+        return _Reader(bytes(data), name, target_btf).run()
     except ObjectError:
         raise
+    except core.CoreError as e:
+        raise ObjectError(f"{name}: {e}") from e
     except BtfError as e:
         raise ObjectError(f"{name}: .BTF: {e}") from e
     except (struct.error, IndexError, KeyError, ValueError, UnicodeDecodeError, OverflowError,
@@ -247,9 +258,12 @@ def parse_object(data: bytes, name: str = "<memory>") -> ObjectFile:
 
 
 class _Reader:
-    def __init__(self, data: bytes, name: str) -> None:
+    def __init__(self, data: bytes, name: str, target_btf: Btf | None = None) -> None:
         self.data = data
         self.name = name
+        self.target_btf = target_btf
+        self.poisons: dict[tuple[int, int], str] = {}
+        self.core_log: list[str] = []
 
     def err(self, what: str) -> ObjectError:
         return ObjectError(f"{self.name}: {what}")
@@ -267,9 +281,10 @@ class _Reader:
         self._btf_maps()
         self._data_sections()
         self._collect_code()
+        self._core_relocate()
         programs = [self._link(f) for f in self.entry_funcs]
         lic = self._license()
-        return ObjectFile(self.name, programs, self.maps, lic, self.btf, self._kern_version())
+        return ObjectFile(self.name, programs, self.maps, lic, self.btf, self._kern_version(), self.core_log)
 
     def _header(self) -> None:
         d = self.data
@@ -565,6 +580,36 @@ class _Reader:
                     continue
                 table[r_off // INSN_SIZE] = (rtype, self.symbols[sym_idx])
 
+    def _core_relocate(self) -> None:
+        """Apply the ``.BTF.ext`` CO-RE relocations to the code sections (see :mod:`.core`)."""
+        ext = next((s for s in self.sections if s.name == ".BTF.ext" and s.type == SHT_PROGBITS), None)
+        if ext is None or self.btf is None:
+            return
+        relos = core.parse_btf_ext(self.sec_data(ext), self.btf)
+        total = sum(len(v) for v in relos.values())
+        if not total:
+            return
+        if self.target_btf is None:
+            raise self.err(f"{total} CO-RE relocations need the kernel's BTF, and the target kernel has none")
+        by_name = {s.name: s.index for s in self.sections if s.index in self.code}
+        for sec_name, items in relos.items():
+            shndx = by_name.get(sec_name)
+            if shndx is None:
+                raise self.err(f".BTF.ext: CO-RE relocations for section {sec_name!r}, which holds no code")
+            code = bytearray(self.code[shndx])
+            for n, relo in enumerate(items):
+                if relo.insn_off % INSN_SIZE or relo.insn_off >= len(code):
+                    raise self.err(f".BTF.ext: CO-RE relocation #{n} at bad offset {relo.insn_off:#x}")
+                idx = relo.insn_off // INSN_SIZE
+                func = next((f for f in self.funcs[shndx] if f.start <= idx < f.end), None)
+                where = f"prog '{func.name if func else sec_name}'"
+                res, spec = core.resolve(self.btf, relo, self.target_btf, where, n, self.core_log)
+                done = core.patch(code, idx, res, where, n, idx - (func.start if func else 0))
+                self.core_log.extend(done)
+                if code[idx * INSN_SIZE] == OP_CALL and done and "invalid insn" in done[-1]:
+                    self.poisons[(shndx, idx)] = f"failed to resolve CO-RE relocation {spec.format()}"
+            self.code[shndx] = bytes(code)
+
     def _func_at(self, shndx: int, idx: int, what: str) -> _Func:
         for f in self.funcs.get(shndx, []):
             if f.start <= idx < f.end:
@@ -581,6 +626,7 @@ class _Reader:
         placed: dict[tuple[int, int], int] = {}
         functions: list[tuple[str, int]] = []
         map_refs: list[tuple[int, MapRef]] = []
+        poisoned: dict[int, str] = {}
         queue = [entry]
 
         placed[(entry.shndx, entry.start)] = 0
@@ -603,6 +649,9 @@ class _Reader:
             code = bytearray(self.code[f.shndx][f.start * INSN_SIZE : f.end * INSN_SIZE])
             relocs = self.relocs.get(f.shndx, {})
             functions.append((f.name, base))
+            for (pshndx, pidx), msg in self.poisons.items():
+                if pshndx == f.shndx and f.start <= pidx < f.end:
+                    poisoned[base + pidx - f.start] = msg
             i = 0
             n = f.end - f.start
             while i < n:
@@ -654,7 +703,7 @@ class _Reader:
                     self._call(code, i, base, f, f.shndx, sec_idx + imm + 1, where, place)
                 i += 2 if op == OP_LDDW else 1
             out += code
-        return ProgramSpec(entry.name, sec_name, bytes(out), map_refs, functions)
+        return ProgramSpec(entry.name, sec_name, bytes(out), map_refs, functions, poisoned)
 
     def _call(self, code: bytearray, i: int, base: int, f: _Func, tsec: int, tidx: int,
               where: str, place: Callable[[_Func], int]) -> None:

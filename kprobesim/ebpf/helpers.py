@@ -674,6 +674,9 @@ def _ip6(raw: bytes, colons: bool) -> str:
     words = [raw[i : i + 2].hex() for i in range(0, 16, 2)]
     return ":".join(words) if colons else "".join(words)
 
+# Linux's vsprintf keeps a field width in 24 signed bits (FIELD_WIDTH_MAX); a wider one is an error.
+FIELD_WIDTH_MAX = (1 << 23) - 1
+
 
 def bprintf(
     fmt: bytes,
@@ -722,7 +725,10 @@ def bprintf(
             j = i
             while 0x30 <= at(i) <= 0x39:
                 i += 1
-            width = int(fmt[j:i])
+            if i - j > 7 or int(fmt[j:i]) > FIELD_WIDTH_MAX:
+                raise ValueError(f"field width {fmt[j:i].decode()} is larger than {FIELD_WIDTH_MAX}")
+            # The message never exceeds the buffer: padding past it would only be cut off again.
+            width = min(int(fmt[j:i]), MAX_BPRINTF_BUF)
         conv = at(i)
         if conv == ord("p"):
             nxt = at(i + 1)

@@ -70,7 +70,7 @@ def _value_count(value: bytes | list[bytes]) -> int:
 def log2_hist_counts(m: BpfMap) -> dict[int, int]:
     """Read a histogram map (u32/u64 bucket keys, u64 counts; per-CPU counts are summed)."""
     out: dict[int, int] = {}
-    for k, v in m.items():
+    for k, v in m.nonzero_items():
         c = _value_count(v)
         if c:
             out[_int(k)] = out.get(_int(k), 0) + c
@@ -100,10 +100,7 @@ def format_map(m: BpfMap, title: str | None = None, sort: str | None = "key",
     ``sort`` is ``"key"`` (numeric for integer keys), ``"value"`` or None (map order);
     ``skip_zero`` drops all-zero values (useful for arrays).
     """
-    rows = m.items()
-    if skip_zero:
-        rows = [(k, v) for k, v in rows
-                if any(any(x) for x in (v if isinstance(v, list) else [v]))]
+    rows = m.nonzero_items() if skip_zero else m.items()
     if sort == "key":
         rows.sort(key=lambda kv: (_int(kv[0]) if len(kv[0]) in _INT_SIZES else 0, kv[0]))
     elif sort == "value":

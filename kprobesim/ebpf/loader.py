@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from kprobesim.errors import ProbeError, SimError
 
-from . import isa
+from . import core, isa
 from .elf import ObjectError, ObjectFile, ProgramSpec, load_object
 from .errors import EbpfError
 from .helpers import HELPER_MEMORY_ARGS, OVERRIDE_RETURN, Hit, Runtime
@@ -154,7 +154,7 @@ def load(
     """
     name = str(path)
     try:
-        obj = load_object(path)
+        obj = load_object(path, machine.btf)
     except ObjectError as e:
         raise BpfError(str(e)) from None
     if not obj.programs:
@@ -177,10 +177,16 @@ def load(
         target = _target(spec)
         if kind == "kretprobe" and "+" in target:
             raise BpfError(f"{where}: a kretprobe attaches to a function, not an offset")
+        insns = isa.decode(spec.insns)
+        if spec.poisoned:
+            live = sorted(set(spec.poisoned) & core.reachable(insns))
+            if live:
+                raise BpfError(f"{name}: prog '{spec.name}': insn {live[0]}: <invalid CO-RE relocation>: "
+                               f"{spec.poisoned[live[0]]}")
         try:
             vm = VM(
-                isa.decode(spec.insns),
-                helpers,
+                insns,
+                {**helpers, core.POISON_HELPER: _poisoned} if spec.poisoned else helpers,
                 resolver=runtime.resolve,
                 engine=engine,
                 budget=budget,
@@ -225,7 +231,8 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
             prog.vm.run(ctx)
             prog.insns += prog.vm.last_count or 0
         except EbpfError as e:
-            _fault(loaded, prog, str(e))
+            poison = loaded.object.program(prog.name).poisoned.get(e.pc) if e.pc is not None else None
+            _fault(loaded, prog, f"insn {e.pc}: <invalid CO-RE relocation>: {poison}" if poison else str(e))
         finally:
             if rt.end_run():
                 _fault(loaded, prog, "ring buffer record reserved but neither submitted nor discarded")
@@ -270,6 +277,11 @@ def _context_builder(m: Machine, program: Verified | None) -> Callable[[Regs, in
         return buf
 
     return partial
+
+
+def _poisoned(vm: VM, *_: int) -> int:
+    """The helper behind a CO-RE-poisoned instruction (``call 0xbad2310``): reaching it is fatal."""
+    raise EbpfError("invalid func unknown#195896080")
 
 
 def _fault(loaded: LoadedObject, prog: Program, error: str) -> None:

@@ -6,7 +6,10 @@ same object for the lifetime of an element, so the VM can map the buffer returne
 overwriting an existing element through :meth:`BpfMap.update` copies into that same buffer.
 
 Errors follow the kernel: operations return 0 or a negative errno; invalid map parameters raise
-:class:`MapError` at creation time.
+:class:`MapError` at creation time. Sizes are refused as Linux refuses them (E2BIG for a key or
+value too large to copy, ENOMEM for a map whose up-front kernel memory cannot be had: more than
+:data:`MAP_MEMORY_LIMIT`), at once. Storage is allocated lazily: an array element or a hash
+element takes host memory when first touched, so a large map that fits costs what it holds.
 """
 
 from __future__ import annotations
@@ -109,7 +112,16 @@ RINGBUF_DATA_PGOFF = 3
 #: The kernel-internal ENOTSUPP errno returned by unsupported map operations.
 ENOTSUPP = 524
 
-_MAX_VALUE_SIZE = 1 << 20  # sanity cap, far above anything a program uses
+#: Linux's limits on what one map may ask for (x86_64/riscv64/loongarch64 defaults).
+KMALLOC_MAX_SIZE = 1 << 22  # the largest kmalloc: bound of key + value sizes (E2BIG beyond)
+PCPU_MIN_UNIT_SIZE = 32 << 10  # bound of a per-CPU value (E2BIG beyond)
+MAX_BPF_STACK = 512  # bound of a hash key (programs build keys on the stack)
+RINGBUF_MAX_DATA_SZ = ((1 << 24) - 3 - 1) * PAGE_SIZE  # 32-bit page offsets in record headers
+#: The kernel memory one map may take at creation (arrays, hash buckets and preallocated
+#: elements, ring buffers): beyond it the map is refused with ENOMEM, as a kernel whose vmalloc
+#: cannot satisfy the request refuses it.
+MAP_MEMORY_LIMIT = 1 << 30
+_HTAB_ELEM = 48  # struct htab_elem before the key (hash maps' per-element overhead)
 
 
 class MapError(ValueError):
@@ -122,6 +134,14 @@ class MapError(ValueError):
 
 def _round8(n: int) -> int:
     return (n + 7) & ~7
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB" if n < 1 << 40 else f"{n / (1 << 40):.0f} TiB"
 
 
 def _key_bytes(key: bytes | bytearray | memoryview) -> bytes:
@@ -175,10 +195,26 @@ class BpfMap:
     def _check_basic(self, key_size_ok: bool = True) -> None:
         if not key_size_ok:
             raise MapError(errno.EINVAL, f"map {self.name!r}: bad key_size {self.key_size}")
-        if self.value_size <= 0 or self.value_size > _MAX_VALUE_SIZE:
+        if self.value_size <= 0:
             raise MapError(errno.EINVAL, f"map {self.name!r}: bad value_size {self.value_size}")
         if self.max_entries <= 0:
             raise MapError(errno.EINVAL, f"map {self.name!r}: bad max_entries {self.max_entries}")
+        if self.max_entries > 0xFFFFFFFF:
+            raise MapError(errno.E2BIG, f"map {self.name!r}: max_entries {self.max_entries} is not a u32 (E2BIG)")
+        if self.percpu and _round8(self.value_size) > PCPU_MIN_UNIT_SIZE:
+            raise MapError(
+                errno.E2BIG,
+                f"map {self.name!r}: per-CPU value_size {self.value_size} is over {PCPU_MIN_UNIT_SIZE} bytes (E2BIG)",
+            )
+
+    def _charge(self, nbytes: int) -> None:
+        """Refuse (ENOMEM) a map whose kernel memory at creation would be ``nbytes`` > the limit."""
+        if nbytes > MAP_MEMORY_LIMIT:
+            raise MapError(
+                errno.ENOMEM,
+                f"map {self.name!r}: {self.type_name} of {self.max_entries} entries needs {_mib(nbytes)} "
+                f"of kernel memory at creation, more than the {_mib(MAP_MEMORY_LIMIT)} a map may take (ENOMEM)",
+            )
 
     def _check_key(self, key: bytes) -> bool:
         return len(key) == self.key_size
@@ -225,6 +261,10 @@ class BpfMap:
             return ks[0] if ks else None
         return ks[i + 1] if i + 1 < len(ks) else None
 
+    def nonzero_items(self) -> list[tuple[bytes, bytes | list[bytes]]]:
+        """:meth:`items` without the entries whose every value is all zero bytes (cheap for big arrays)."""
+        return [(k, v) for k, v in self.items() if any(any(x) for x in (v if isinstance(v, list) else [v]))]
+
     def __len__(self) -> int:
         return len(self.keys())
 
@@ -251,10 +291,21 @@ class ArrayMap(BpfMap):
             raise MapError(errno.EINVAL, f"map {self.name!r}: bad flags {self.flags:#x}")
         if self.percpu and self.flags & BPF_F_MMAPABLE:
             raise MapError(errno.EINVAL, f"map {self.name!r}: per-CPU arrays are not mmapable")
-        n = self.ncpus if self.percpu else 1
-        self._values: list[list[bytearray]] = [
-            [bytearray(self.value_size) for _ in range(n)] for _ in range(self.max_entries)
-        ]
+        if self.value_size > KMALLOC_MAX_SIZE:
+            raise MapError(
+                errno.E2BIG, f"map {self.name!r}: value_size {self.value_size} is over {KMALLOC_MAX_SIZE} bytes (E2BIG)"
+            )
+        elem = _round8(self.value_size)
+        self._charge(self.max_entries * (8 + self.ncpus * elem if self.percpu else elem))
+        # Elements are zero until touched: each is made on first access (and then kept, so a
+        # pointer a program holds stays valid).
+        self._values: dict[int, list[bytearray]] = {}
+
+    def _slots(self, i: int) -> list[bytearray]:
+        slots = self._values.get(i)
+        if slots is None:
+            slots = self._values[i] = [bytearray(self.value_size) for _ in range(self.ncpus if self.percpu else 1)]
+        return slots
 
     def _index(self, key: bytes) -> int | None:
         if len(key) != 4:
@@ -266,14 +317,14 @@ class ArrayMap(BpfMap):
         if i is None or i >= self.max_entries:
             return None
         if not self.percpu:
-            return self._values[i][0]
-        return self._values[i][cpu] if 0 <= cpu < self.ncpus else None
+            return self._slots(i)[0]
+        return self._slots(i)[cpu] if 0 <= cpu < self.ncpus else None
 
     def lookup_percpu(self, key: bytes) -> list[bytearray] | None:
         i = self._index(_key_bytes(key))
         if i is None or i >= self.max_entries:
             return None
-        return self._values[i]
+        return self._slots(i)
 
     def update(self, key: bytes, value: bytes, flags: int = BPF_ANY, cpu: int = 0) -> int:
         if flags > BPF_EXIST:  # BPF_F_LOCK needs a bpf_spin_lock in the value: unsupported
@@ -287,9 +338,9 @@ class ArrayMap(BpfMap):
             return -errno.E2BIG
         if flags == BPF_NOEXIST:
             return -errno.EEXIST
-        slots = self._values[i]
         if self.percpu and not 0 <= cpu < self.ncpus:
             return -errno.EINVAL
+        slots = self._slots(i)
         slots[cpu if self.percpu else 0][:] = value
         return 0
 
@@ -310,6 +361,23 @@ class ArrayMap(BpfMap):
 
     def keys(self) -> list[bytes]:
         return [struct.pack("<I", i) for i in range(self.max_entries)]
+
+    def items(self) -> list[tuple[bytes, bytes | list[bytes]]]:
+        zero = bytes(self.value_size)
+        out: list[tuple[bytes, bytes | list[bytes]]] = []
+        for i in range(self.max_entries):
+            slots = self._values.get(i)
+            vals = [bytes(v) for v in slots] if slots is not None else [zero] * (self.ncpus if self.percpu else 1)
+            out.append((struct.pack("<I", i), vals if self.percpu else vals[0]))
+        return out
+
+    def nonzero_items(self) -> list[tuple[bytes, bytes | list[bytes]]]:
+        out: list[tuple[bytes, bytes | list[bytes]]] = []
+        for i in sorted(self._values):
+            vals = [bytes(v) for v in self._values[i]]
+            if any(any(v) for v in vals):
+                out.append((struct.pack("<I", i), vals if self.percpu else vals[0]))
+        return out
 
     def get_next_key(self, key: bytes | None) -> bytes | None:
         if key is None:
@@ -338,12 +406,26 @@ class HashMap(BpfMap):
     """
 
     def _validate(self) -> None:
-        self._check_basic(0 < self.key_size <= 512)
+        self._check_basic(self.key_size > 0)
+        if self.key_size > MAX_BPF_STACK:
+            raise MapError(errno.E2BIG, f"map {self.name!r}: key_size {self.key_size} is over {MAX_BPF_STACK} (E2BIG)")
+        if self.key_size + self.value_size >= KMALLOC_MAX_SIZE - _HTAB_ELEM:
+            raise MapError(
+                errno.E2BIG,
+                f"map {self.name!r}: key_size + value_size {self.key_size + self.value_size} is over "
+                f"{KMALLOC_MAX_SIZE - _HTAB_ELEM} bytes (E2BIG)",
+            )
         allowed = _ACCESS_FLAGS | BPF_F_NO_PREALLOC | BPF_F_NUMA_NODE | BPF_F_ZERO_SEED
         if self.lru:
             allowed = (allowed & ~BPF_F_NO_PREALLOC) | BPF_F_NO_COMMON_LRU
         if self.flags & ~allowed:
             raise MapError(errno.EINVAL, f"map {self.name!r}: bad flags {self.flags:#x}")
+        # Linux allocates the bucket array, and unless BPF_F_NO_PREALLOC every element, at
+        # creation: that is what must fit. Elements here are made on insertion either way.
+        elem = _HTAB_ELEM + _round8(self.key_size) + (8 if self.percpu else _round8(self.value_size))
+        prealloc = not self.flags & BPF_F_NO_PREALLOC or self.lru
+        per_elem = elem + (self.ncpus * _round8(self.value_size) if self.percpu else 0)
+        self._charge(_pow2(self.max_entries) * 16 + (self.max_entries * per_elem if prealloc else 0))
         self._elems: OrderedDict[bytes, list[bytearray]] = OrderedDict()
         #: Number of elements evicted so far (LRU maps).
         self.evictions = 0
@@ -483,6 +565,9 @@ class RingBufMap(BpfMap):
             )
         if self.flags & ~_ACCESS_FLAGS & ~BPF_F_NUMA_NODE:
             raise MapError(errno.EINVAL, f"map {self.name!r}: bad flags {self.flags:#x}")
+        if size > RINGBUF_MAX_DATA_SZ:
+            raise MapError(errno.E2BIG, f"map {self.name!r}: ringbuf size {size} is over {RINGBUF_MAX_DATA_SZ} (E2BIG)")
+        self._charge(size)
         self.data = bytearray(size)
         self.mask = size - 1
         self.producer_pos = 0
@@ -613,6 +698,7 @@ class PerfEventArrayMap(BpfMap):
             self.max_entries = self.ncpus
         if self.max_entries < 0:
             raise MapError(errno.EINVAL, f"map {self.name!r}: bad max_entries")
+        self._charge(self.max_entries * 8)  # one pointer a slot
         self._records: list[tuple[int, bytes]] = []
         self.lost = 0
 
@@ -709,7 +795,10 @@ class StackTraceMap(BpfMap):
             raise MapError(errno.EINVAL, f"map {self.name!r}: bad flags {self.flags:#x}")
         if self.flags & BPF_F_STACK_BUILD_ID:
             raise MapError(errno.EINVAL, f"map {self.name!r}: build-id stacks are not supported")
-        self.n_buckets = 1 << max(0, (self.max_entries - 1).bit_length())
+        if self.max_entries > 1 << 31:
+            raise MapError(errno.E2BIG, f"map {self.name!r}: max_entries {self.max_entries} is over 2^31 (E2BIG)")
+        self.n_buckets = _pow2(self.max_entries)
+        self._charge(self.n_buckets * 8 + self.max_entries * (16 + self.value_size))  # buckets, preallocated
         self._buckets: dict[int, tuple[tuple[int, ...], bytearray]] = {}
 
     def get_stackid(self, ips: Sequence[int], flags: int = 0) -> int:

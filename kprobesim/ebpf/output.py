@@ -207,10 +207,9 @@ def map_json(m: BpfMap, machine: Machine | None = None) -> dict[str, Any]:
         }
     else:
         entries = []
-        for k, v in m.items():
+        arrays = (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY)
+        for k, v in m.nonzero_items() if m.map_type in arrays else m.items():
             vals = v if isinstance(v, list) else [v]
-            if m.map_type in (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY) and not any(any(x) for x in vals):
-                continue
             value = [format_bytes(x, m.btf, m.btf_value_type_id) for x in vals]
             entries.append(
                 {"key": format_bytes(k, m.btf, m.btf_key_type_id), "value": value if isinstance(v, list) else value[0]}

@@ -15,9 +15,10 @@ break (and moved the PC) go on in the same ``emu_start`` instead of ending it.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from functools import cache
 
-from unicorn import UC_ARCH_RISCV, UC_HOOK_INSN_INVALID, UC_MODE_RISCV64, Uc, UcError
+from unicorn import UC_ARCH_RISCV, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_MODE_RISCV64, Uc, UcError
 from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_PC
 from unicorn.unicorn_const import UC_ERR_EXCEPTION
 
@@ -111,6 +112,9 @@ class UnicornEngine(Uc):
     def icount(self) -> int:  # pragma: no cover - replaced per instance
         raise NotImplementedError
 
+    def stop_after_insn(self) -> None:  # pragma: no cover - replaced per instance
+        raise NotImplementedError
+
 
 @cache
 def _raw_lib() -> ctypes.CDLL:
@@ -130,23 +134,43 @@ def new_unicorn(arch: int, mode: int) -> Uc:
     uc = Uc(arch, mode)
     index = counter_word()
     words = _words(uc)
-    state = {"count": 0}
+    state: dict[str, int | None] = {"count": 0, "cut": None}
     real_start = uc.emu_start
 
     def emu_start(begin: int, until: int, timeout: int = 0, count: int = 0) -> None:
-        state["count"] = count
+        state["count"], state["cut"] = count, None
         words[index] = 0
-        real_start(begin, until, timeout, count)
+        try:
+            real_start(begin, until, timeout, count)
+        except UcError:
+            # A hook that raised stops the engine, and a riscv trap hook that could not finish
+            # then leaves an error status: the binding reports that instead of the cause.
+            pending = uc._hook_exception
+            if pending is not None:
+                pending.__suppress_context__ = True  # keep its own __cause__, hide the status
+                raise pending  # noqa: B904
+            raise
 
     def icount() -> int:
+        if state["cut"] is not None:
+            return state["cut"]
         started = words[index]
         count = state["count"]
         # A stop because `count` was reached leaves the counter one past it.
         return count if count and started == count + 1 else started
 
+    def stop_after_insn() -> None:
+        """From a device callback: let the running instruction complete (all of its accesses,
+        each once) and stop before the next one. ``emu_stop`` would instead leave an MMIO
+        access unretired, to run again, device side effects and all, on resume."""
+        if state["cut"] is None and state["count"]:
+            state["cut"] = words[index]  # started so far, the running instruction included
+            words[index] = words[index + 1]  # the count check before the next one stops there
+
     uc.emu_start = emu_start  # type: ignore[method-assign]
     uc.icount = icount  # type: ignore[attr-defined]
     _fast_registers(uc)
+    uc.hook_direct = lambda htype, fn: _hook_direct(uc, htype, fn)  # type: ignore[attr-defined]
     offset = error_offset() if arch == UC_ARCH_RISCV else None
     error = ctypes.c_int.from_address(uc._uch.value + offset) if offset is not None else None
 
@@ -159,6 +183,7 @@ def new_unicorn(arch: int, mode: int) -> Uc:
         return True
 
     uc.continue_after_trap = continue_after_trap  # type: ignore[attr-defined]
+    uc.stop_after_insn = stop_after_insn  # type: ignore[attr-defined]
     return uc
 
 
@@ -200,6 +225,54 @@ def _fast_registers(uc: Uc) -> None:
 
     uc.reg_read = reg_read  # type: ignore[method-assign]
     uc.reg_write = reg_write  # type: ignore[method-assign]
+
+
+_DIRECT_TYPES = {
+    UC_HOOK_INTR: ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p),
+    UC_HOOK_INSN_INVALID: ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p),
+}
+
+
+def _hook_direct(uc: Uc, htype: int, fn: Callable[..., object]) -> int:
+    """Hook a trap with ``fn(intno)`` (INTR) or ``fn() -> handled`` (INSN_INVALID), called
+    straight from libunicorn: no binding wrappers, engine or user-data arguments on the trap
+    path. As with ``hook_add``, an exception stops the engine and ``emu_start`` raises it."""
+    stop = uc.emu_stop
+
+    def failed(e: BaseException) -> None:
+        if uc._hook_exception is None:
+            uc._hook_exception = e
+        stop()
+
+    if htype == UC_HOOK_INTR:
+
+        def cb(handle: int, intno: int, ud: int) -> None:
+            try:
+                fn(intno)
+            except BaseException as e:
+                failed(e)
+
+    elif htype == UC_HOOK_INSN_INVALID:
+
+        def cb(handle: int, ud: int) -> bool:  # type: ignore[misc]
+            try:
+                return bool(fn())
+            except BaseException as e:
+                failed(e)
+                return False
+
+    else:
+        raise ValueError(f"no direct hook for hook type {htype}")
+    fptr = _DIRECT_TYPES[htype](cb)
+    handle = ctypes.c_size_t()
+    err = _raw_lib().uc_hook_add(
+        ctypes.c_void_p(uc._uch.value), ctypes.byref(handle), ctypes.c_int(htype), fptr, None,
+        ctypes.c_uint64(1), ctypes.c_uint64(0),
+    )  # fmt: skip
+    if err:
+        raise UcError(err)
+    uc._callbacks[handle.value] = fptr  # kept alive (and deleted) like the binding's own hooks
+    return handle.value
 
 
 __all__ = ["UcError", "new_unicorn", "counter_word", "error_offset"]

@@ -4,7 +4,9 @@ from a snapshot and checked against the unprobed run.
 A placement passes when the kernel's transcript, exit status, checksum and virtual time equal
 the reference, every kprobe's hit count equals how often its address executed there, every
 kretprobe accounts for every call of its function, and nothing stays armed after unregistering.
-A failing placement is shrunk to a minimal one and printed as a one-line reproducer.
+A failing placement is shrunk to a minimal one and printed as a one-line reproducer; an
+internal error (a bug of the simulator, not a guest's) is a failure like any other, and the
+campaign goes on from a freshly loaded machine.
 """
 
 from __future__ import annotations
@@ -104,7 +106,10 @@ class PlacementFuzzer:
         if not self.candidates:
             raise UsageError(f"no probeable instruction in functions matching {func!r}")
         self._reference()
-        self.m = Machine.load(self.image, step_variant=variant)
+        self._fresh_machine()
+
+    def _fresh_machine(self) -> None:
+        self.m = Machine.load(self.image, step_variant=self.variant)
         self.snap = self.m.snapshot()
 
     def _reference(self) -> None:
@@ -115,7 +120,7 @@ class PlacementFuzzer:
 
         def count(uc: object, addr: int, size: int, ud: object) -> None:
             key = (addr, ref.now())
-            if key != last[0]:  # Unicorn re-runs a device-stopped store: twice in a row
+            if key != last[0]:  # an unmask point stops before its instruction, which then runs
                 self.counts[addr] = self.counts.get(addr, 0) + 1
             last[0] = key
 
@@ -139,6 +144,13 @@ class PlacementFuzzer:
 
     def check(self, p: Placement) -> str | None:
         """Run ``p`` from the snapshot; the first broken property, or None."""
+        try:
+            return self._check(p)
+        except Exception as e:  # noqa: BLE001 - a simulator bug is a finding, not the end
+            self._fresh_machine()  # the machine may be left anywhere: start over clean
+            return f"internal error: {type(e).__name__}: {e}"
+
+    def _check(self, p: Placement) -> str | None:
         m = self.m
         m.restore(self.snap)
         reg = m.probes

@@ -262,6 +262,7 @@ class SynthHarness:
         self._final: dict[str, int] | None = None
         self._counts: dict[int, int] | None = None
         m.write(self.stub, self.synth.exit_stub(self.stub))
+        m.image.add_text(self.base, self.base + CODE_SPACE)  # the functions are probed as kernel code
         m.engine.hook_add(UC_HOOK_CODE, self._at_stub, None, self.stub, self.stub)
         self.clean = m.snapshot()
 

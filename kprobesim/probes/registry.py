@@ -9,10 +9,15 @@ resume PC; post-handlers run; interrupts are restored. A probe that is not hit c
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kprobesim.errors import ProbeError
+from unicorn import UcError
+
+from kprobesim.errors import HandlerError, ProbeError, SimError
+from kprobesim.numbers import MASK64
 
 from .insn import Decision, DecodeError, Kind, SlotError
 from .kprobe import Instance, Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
@@ -131,15 +136,27 @@ class Registry:
         return starts
 
     def locate(self, spec: str | int) -> tuple[int, str]:
-        """Resolve ``SYM``, ``SYM+OFF`` or an address; check boundary and blacklist."""
+        """Resolve ``SYM``, ``SYM+OFF`` or an address; like Linux's ``check_kprobe_address_safe``
+        only kernel text outside the blacklist, on an instruction boundary, may be probed."""
+        if isinstance(spec, bool) or not isinstance(spec, str | int):
+            raise ProbeError(f"a probe location is 'SYM[+OFF]' or an address, not {type(spec).__name__} {spec!r}")
+        if isinstance(spec, int) and not 0 <= spec <= MASK64:
+            raise ProbeError(f"address {spec:#x} is not a 64-bit address")
         image = self.m.image
         addr = spec if isinstance(spec, int) else image.resolve(spec)
         text = spec if isinstance(spec, str) else f"{addr:#x}"
+        if self.m.arch.sim_base <= addr < self.m.sim_end:
+            raise ProbeError(f"{text}: address {addr:#x} is in the simulator's own pages")
         found = image.lookup(addr)
+        if found is not None and found[0].addr in self.blacklist:
+            raise ProbeError(f"{text}: {found[0].name} is blacklisted (not probeable)")
+        if not image.in_text(addr):
+            named = spec.split("+")[0] if isinstance(spec, str) and image.has_symbol(spec.split("+")[0]) else None
+            name = named or (found[0].name if found is not None else None)
+            what = f"{name} is data, not" if name else f"address {addr:#x} is not in"
+            raise ProbeError(f"{text}: {what} kernel text (EINVAL)")
         if found is not None:
             sym, off = found
-            if sym.addr in self.blacklist:
-                raise ProbeError(f"{text}: {sym.name} is blacklisted (not probeable)")
             if sym.is_func and sym.size:
                 try:
                     starts = self._starts(sym)
@@ -149,15 +166,17 @@ class Registry:
                     raise ProbeError(
                         f"{text}: offset {off:#x} is not on an instruction boundary of {sym.name} (EILSEQ)"
                     )
-        elif self.m.arch.sim_base <= addr:
-            raise ProbeError(f"{text}: address {addr:#x} is in the simulator's own pages")
         return addr, image.describe(addr)
 
     def classify(self, addr: int) -> Decision:
         """The arch decoder's verdict on the (original) instruction at ``addr``."""
+        ram, size = self.m.arch.ram
+        end = ram + size if ram <= addr < ram + size else addr + MAX_INSN
         try:
-            return self.decode.decode(self.original(addr, MAX_INSN), addr, **self._decode_kw)
-        except DecodeError as e:
+            return self.decode.decode(self.original(addr, min(MAX_INSN, end - addr)), addr, **self._decode_kw)
+        except UcError:
+            raise ProbeError(f"{self.m.image.describe(addr)}: address {addr:#x} cannot be read (EINVAL)") from None
+        except (DecodeError, IndexError, struct.error) as e:
             raise ProbeError(f"{self.m.image.describe(addr)}: {e}") from None
 
     def _new_site(self, addr: int, text: str) -> Site:
@@ -233,6 +252,8 @@ class Registry:
         name: str = "",
     ) -> Kretprobe:
         """Place a return probe: its entry kprobe hijacks the return address."""
+        if maxactive is not None and (isinstance(maxactive, bool) or not isinstance(maxactive, int) or maxactive <= 0):
+            raise ProbeError(f"{spec}: maxactive must be a positive number of instances, not {maxactive!r}")
         if self.trampoline is None:
             self.trampoline = self.slots.alloc()
             self.slots.write(self.trampoline, self.step.PROBE_BREAK)
@@ -260,7 +281,7 @@ class Registry:
             inst = Instance(rp, regs[ra_reg], sp)
         else:  # the return address is on the stack
             inst = Instance(rp, int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8)
-        if rp.entry is not None and rp.entry(inst, regs):
+        if rp.entry is not None and self._call("entry", rp, rp.entry, inst, regs):
             return 0
         assert self.trampoline is not None
         if ra_reg is not None:
@@ -292,7 +313,7 @@ class Registry:
             if rp.registry is not None and rp.enabled:
                 rp.hits += 1
                 if rp.handler is not None:
-                    rp.handler(inst, regs)
+                    self._call("return", rp, rp.handler, inst, regs)
         inst = frame[0]
         regs.pc = inst.ret_addr
         ra_reg = self.spec.RA_REG
@@ -356,6 +377,20 @@ class Registry:
         regs.reset()
         return regs
 
+    def _call(self, kind: str, probe: Kprobe | Kretprobe, handler: Callable[..., Any], *args: Any) -> Any:
+        """Run a handler; an exception it raises ends the run as a HandlerError naming it."""
+        try:
+            return handler(*args)
+        except (SimError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            name = getattr(handler, "__qualname__", None) or type(handler).__name__
+            detail = (str(e).strip().splitlines() or [""])[0]
+            raise HandlerError(
+                f"{kind} handler {name}() of {type(probe).__name__.lower()} '{probe.name}' at "
+                f"{self.m.image.describe(probe.addr)} raised {type(e).__name__}" + (f": {detail}" if detail else "")
+            ) from e
+
     def _hit(self, site: Site) -> None:
         regs = self._fresh_regs()
         if self._busy or self.steps:
@@ -371,7 +406,7 @@ class Registry:
             for p in list(site.probes):
                 if p.enabled:
                     p.hits += 1
-                    if p.pre is not None and p.pre(p, regs):
+                    if p.pre is not None and self._call("pre", p, p.pre, p, regs):
                         skip = True  # like Linux's aggr_pre_handler: later handlers do not run
                         break
         finally:
@@ -425,4 +460,4 @@ class Registry:
     def _post(self, site: Site, regs: Regs) -> None:
         for p in list(site.probes):
             if p.enabled and p.post is not None:
-                p.post(p, regs)
+                self._call("post", p, p.post, p, regs)

@@ -44,7 +44,7 @@ def _check_arg(arg: Arg, text: str, machine: Machine) -> None:
 
 def _address(target: str, machine: Machine, text: str = "") -> int:
     try:
-        return machine.image.resolve(target.replace("-", "+-", 1) if "-" in target else target)
+        return machine.image.resolve(target, signed=True)
     except Exception as e:  # ProbeError from the image: unknown symbol
         raise SpecError(f"'{text or target}': {e}") from None
 

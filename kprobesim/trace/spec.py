@@ -15,14 +15,19 @@ import re
 from dataclasses import dataclass, field
 
 from kprobesim.errors import SpecError
+from kprobesim.numbers import NUMBER, kernel_number
 
 TYPES = {f"{k}{n}" for k in "usx" for n in (8, 16, 32, 64)} | {"string", "ustring", "symbol"}
 _HEAD = re.compile(
-    r"^(?P<kind>[pr])(?P<max>\d+)?(?::(?:(?P<group>[A-Za-z_]\w*)/)?(?P<event>[A-Za-z_][\w.]*))?$"
+    r"^(?P<kind>[pr])(?P<max>[0-9]+)?(?::(?:(?P<group>[A-Za-z_]\w*)/)?(?P<event>[A-Za-z_][\w.]*))?$", re.ASCII
 )
-_NAME = re.compile(r"^[A-Za-z_]\w*$")
-_DEREF = re.compile(r"^(?P<off>[+-](?:0x[0-9a-fA-F]+|\d+))\((?P<inner>.+)\)$")
-_NUM = r"(?:0x[0-9a-fA-F]+|\d+)"
+_NAME = re.compile(r"^[A-Za-z_]\w*$", re.ASCII)
+_DEREF = re.compile(rf"^(?P<sign>[+-])(?P<off>{NUMBER})\((?P<inner>.+)\)$", re.ASCII)
+_NUM = NUMBER
+# Linux compiles a fetch argument into at most FETCH_INSN_MAX (16) fetch operations and refuses
+# longer ones ("Too many operations"); the base fetch and the final store take two of them.
+MAX_DEREF = 14
+MAX_MAXACTIVE = 4096  # Linux's KRETPROBE_MAXACTIVE_MAX
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,20 @@ class ProbeSpec:
         return self.kind == "r"
 
 
-def _parse_arg(text: str, is_return: bool, whole: str) -> Arg:
+def _parse_arg(text: str, is_return: bool, whole: str, depth: int = 0) -> Arg:
     if not text:
         raise SpecError(f"'{whole}': empty fetch argument")
     m = _DEREF.match(text)
     if m:
-        return Arg("deref", int(m.group("off"), 0), _parse_arg(m.group("inner"), is_return, whole))
+        if depth >= MAX_DEREF:
+            raise SpecError(f"'{whole}': more than {MAX_DEREF} nested dereferences (too many operations, as Linux)")
+        off = kernel_number(m.group("off"))
+        if off is None:
+            raise SpecError(f"'{whole}': bad dereference offset '{m.group('sign')}{m.group('off')}'")
+        inner = _parse_arg(m.group("inner"), is_return, whole, depth + 1)
+        if inner.kind == "comm":
+            raise SpecError(f"'{whole}': $comm is a string and cannot be dereferenced")
+        return Arg("deref", -off if m.group("sign") == "-" else off, inner)
     if text.startswith("%"):
         if not _NAME.match(text[1:]):
             raise SpecError(f"'{whole}': bad register name '{text}'")
@@ -79,22 +92,22 @@ def _parse_arg(text: str, is_return: bool, whole: str) -> Arg:
         return Arg("stackptr")
     if text == "$comm":
         return Arg("comm")
-    if m := re.fullmatch(r"\$arg(\d+)", text):
-        if int(m.group(1)) < 1:
-            raise SpecError(f"'{whole}': arguments count from $arg1")
+    if m := re.fullmatch(r"\$arg([1-9][0-9]{0,3})", text, re.ASCII):
         return Arg("arg", int(m.group(1)))
-    if m := re.fullmatch(r"\$stack(\d+)", text):
+    if re.fullmatch(r"\$arg[0-9]+", text, re.ASCII):
+        raise SpecError(f"'{whole}': bad argument number '{text}' (arguments count from $arg1)")
+    if m := re.fullmatch(r"\$stack([0-9]{1,4})", text, re.ASCII):
         return Arg("stack", int(m.group(1)))
     if text.startswith("$"):
         raise SpecError(f"'{whole}': unknown variable '{text}'")
     if text.startswith("\\"):
-        try:
-            return Arg("imm", int(text[1:], 0))
-        except ValueError:
-            raise SpecError(f"'{whole}': bad immediate '{text}'") from None
+        imm = kernel_number(text[1:])
+        if imm is None:
+            raise SpecError(f"'{whole}': bad immediate '{text}'")
+        return Arg("imm", imm)
     if text.startswith("@"):
         target = text[1:]
-        if re.fullmatch(_NUM, target) or re.fullmatch(rf"[A-Za-z_][\w.]*(?:[+-]{_NUM})?", target):
+        if re.fullmatch(_NUM, target, re.ASCII) or re.fullmatch(rf"[A-Za-z_][\w.]*(?:[+-]{_NUM})?", target, re.ASCII):
             return Arg("mem", target)
         raise SpecError(f"'{whole}': bad memory reference '{text}'")
     raise SpecError(f"'{whole}': cannot parse fetch argument '{text}'")
@@ -129,17 +142,24 @@ def parse(text: str) -> ProbeSpec:
     if m.group("max") and kind != "r":
         raise SpecError(f"'{text}': MAXACTIVE is only valid on return probes")
     target = words[1]
-    if not re.fullmatch(rf"(?:[A-Za-z_][\w.]*(?:\+{_NUM})?|{_NUM})", target):
+    if not re.fullmatch(rf"(?:[A-Za-z_][\w.]*(?:\+{_NUM})?|{_NUM})", target, re.ASCII) or (
+        target[0].isdigit() and kernel_number(target) is None
+    ):
         raise SpecError(f"'{text}': bad probe location '{target}'")
-    if kind == "r" and "+" in target and int(target.split("+", 1)[1], 0) != 0:
+    if "+" in target and kernel_number(target.split("+", 1)[1]) is None:
+        raise SpecError(f"'{text}': bad offset in probe location '{target}'")
+    if kind == "r" and "+" in target and kernel_number(target.split("+", 1)[1]) != 0:
         raise SpecError(f"'{text}': return probes go on a function entry (offset must be 0)")
+    maxactive = int(m.group("max")) if m.group("max") else None
+    if maxactive is not None and not 0 < maxactive <= MAX_MAXACTIVE:
+        raise SpecError(f"'{text}': MAXACTIVE must be 1..{MAX_MAXACTIVE} (Linux rejects r0 and larger values)")
     event = m.group("event") or f"{kind}_{re.sub(r'[^A-Za-z0-9_]', '_', target)}_0"
     spec = ProbeSpec(
         kind,
         event,
         m.group("group") or "kprobes",
         target,
-        int(m.group("max")) if m.group("max") else None,
+        maxactive,
         text=text,
     )
     names = set()

@@ -1,25 +1,25 @@
 """The bpf_conformance suite: every file passes in the interpreter and in the translator.
 
-The folder is ``$KPROBESIM_CONFORMANCE_DIR``, by default the copy of the suite kept in
-``tests/ebpf/conformance`` (bpf_conformance's tests, unchanged, with their licence).
+The folder is ``$KPROBESIM_CONFORMANCE_DIR``, by default ``../shared/ebpf-conformance`` beside
+the repository root (third-party text, kept out of the repository); see ``conformance_suite.py``.
 """
 
 from __future__ import annotations
 
 import pytest
+from conformance_suite import SUITE_SIZE, require_suite, suite_files
 
 from kprobesim.ebpf.asm import assemble
 from kprobesim.ebpf.conformance import conformance_dir, parse, run_case, run_file, run_files
 from kprobesim.ebpf.disasm import disassemble
 
-DIR = conformance_dir()
-FILES = sorted(DIR.glob("*.data"))
-assert len(FILES) == 313, f"the conformance suite is missing from {DIR}"  # never an empty (skipped) set
+FILES = suite_files()
 
 
 def test_suite_present():
-    assert DIR.is_dir(), f"conformance suite not found at {DIR}"
-    assert len(FILES) == 313
+    """Fails under CI=true (skips elsewhere) when the suite is missing; else it is complete."""
+    folder = require_suite()
+    assert folder == conformance_dir() and len(FILES) == SUITE_SIZE
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
@@ -61,3 +61,22 @@ def test_raw_section_checked_against_asm():
     case = parse("-- asm\nmov %r0, 2\nexit\n-- raw\n0x00000001000000b7\n0x0000000000000095\n"
                  "-- result\n0x2\n")
     assert "raw" in run_case(case).line()
+
+
+def test_missing_suite_fails_in_ci_and_skips_elsewhere(monkeypatch, tmp_path):
+    monkeypatch.setenv("KPROBESIM_CONFORMANCE_DIR", str(tmp_path / "absent"))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="not found at .*absent"):
+        require_suite()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="KPROBESIM_CONFORMANCE_DIR"):
+        require_suite()
+    monkeypatch.setenv("KPROBESIM_CONFORMANCE_DIR", str(tmp_path))
+    (tmp_path / "one.data").write_text("-- asm\nexit\n-- result\n0x0\n")
+    assert require_suite() == tmp_path
+
+
+def test_the_repository_holds_no_copy_of_the_suite():
+    from fwpaths import ROOT
+
+    assert not list((ROOT / "tests").rglob("*.data")), "third-party suite files belong outside the repository"

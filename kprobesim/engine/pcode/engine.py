@@ -234,6 +234,9 @@ class PcodeEngine:
         self._count_end = INF
         self._deadline: float | None = None
         self._stop = False
+        self._finish = False  # stop_after_insn() was called: stop once this instruction is done
+        self._mmio_log: list[int] = []  # device accesses of one instruction: (live vt, values...)
+        self._replay: list[int] | None = None  # re-running it: its device accesses, already done
         self._running = False
         self._trapped = False  # inside _on_trap (a trap hook runs between blocks)
         self._start_vt = 0
@@ -478,15 +481,19 @@ class PcodeEngine:
         if r.buf is None:
             if r.read_cb is None:
                 return 0
-            was = self._stop
+            if self._replay:
+                return self._replay.pop(0)
+            was, was_finish = self._stop, self._finish
             self._sync_due = True  # registers are synced if the device looks at them
             try:
                 v = r.read_cb(self, pa - r.mmio_base, size, r.read_ud)
             finally:
                 self._sync_due = False
-            if self._stop and not was:  # as Unicorn: the access stays unretired, the PC at it
-                raise Trap(T_STOP, idx)
-            return int(v) & ((1 << (8 * size)) - 1)
+            v = int(v) & ((1 << (8 * size)) - 1)
+            self._log_mmio(v)
+            if self._stop and not was or self._finish and not was_finish:
+                raise Trap(T_STOP, idx)  # as Unicorn: the access stays unretired, the PC at it
+            return v
         if not r.perms & UC_PROT_READ:
             raise Trap(T_MEM, idx, UC_MEM_READ_PROT, a, (size, 0))
         o = pa - r.begin
@@ -519,14 +526,18 @@ class PcodeEngine:
             raise Trap(T_MEM, idx, UC_MEM_WRITE_UNMAPPED, a, (size, v))
         if r.buf is None:
             if r.write_cb is not None:
-                was = self._stop
+                if self._replay:
+                    self._replay.pop(0)
+                    return
+                was, was_finish = self._stop, self._finish
                 self._sync_due = True
                 try:
                     r.write_cb(self, pa - r.mmio_base, size, int(v), r.write_ud)
                 finally:
                     self._sync_due = False
-                if self._stop and not was:  # as Unicorn: the store runs again on resume
-                    raise Trap(T_STOP, idx)
+                self._log_mmio(0)
+                if self._stop and not was or self._finish and not was_finish:
+                    raise Trap(T_STOP, idx)  # as Unicorn: the store runs again on resume
             return
         if not r.perms & UC_PROT_WRITE:
             raise Trap(T_MEM, idx, UC_MEM_WRITE_PROT, a, (size, v))
@@ -552,6 +563,32 @@ class PcodeEngine:
                 self._wrev.setdefault(p, set()).add(a >> 12)
         if stopped:  # a write hook stopped: the store is done, the PC stays at it
             raise Trap(T_STOP, idx)
+
+    def _log_mmio(self, value: int) -> None:
+        """Note a device access of the executing instruction (what a re-run replays)."""
+        at = self._live_vt()
+        if not self._mmio_log or self._mmio_log[0] != at:
+            self._mmio_log = [at]
+        self._mmio_log.append(value)
+
+    def _finish_insn(self, ipc: int) -> None:
+        """``stop_after_insn`` was called from a device access of the instruction at ``ipc``,
+        which left its block unretired: run it again alone, its device accesses served from
+        what they did (each device sees each access once), and count it retired."""
+        log, self._mmio_log = self._mmio_log, []
+        self._finish = False
+        self._replay = log[1:]
+        vt = self._vt - 1  # the instruction counts as started already
+        try:
+            b = self._blocks.get((ipc, 1)) or self._translate(ipc, 1)
+            npc = b.fn(self._R, vt)
+        except Trap:  # it faults after its access: it stays unretired, the PC at it
+            self._R[self.arch.pc_word] = ipc
+            return
+        finally:
+            self._replay = None
+        self._R[self.arch.pc_word] = npc
+        self._toff += 1
 
     def _access_hooks(self, hooks: list[_Hook], access: int, a: int, size: int, v: int,
                       idx: int) -> bool:
@@ -756,6 +793,8 @@ class PcodeEngine:
         return frozenset(a for a in pcs if any(h.covers(a) for h in near))
 
     def _code_hook(self, addr: int, size: int) -> bool:
+        if self._replay is not None:  # _finish_insn: this instruction's hooks already ran
+            return False
         R = self._R
         pcw = self.arch.pc_word
         for h in list(self._code_hooks):
@@ -766,6 +805,8 @@ class PcodeEngine:
         return self._stop or R[pcw] != addr
 
     def _block_hook(self, addr: int, size: int) -> bool:
+        if self._replay is not None:
+            return False
         R = self._R
         pcw = self.arch.pc_word
         for h in list(self._block_hooks):
@@ -1029,6 +1070,13 @@ class PcodeEngine:
         self._stop = True
         self._chk = -1
 
+    def stop_after_insn(self) -> None:
+        """From a device callback: complete the executing instruction (each of its device
+        accesses once) and stop before the next one, unlike ``emu_stop``, which leaves the
+        access unretired to run again on resume."""
+        self._finish = True
+        self._chk = -1
+
     def emu_start(self, begin: int, until: int, timeout: int = 0, count: int = 0) -> None:
         arch = self.arch
         R = self._R
@@ -1036,7 +1084,7 @@ class PcodeEngine:
         if until != self._until:
             self._until = until
             self._drop_containing(until)
-        self._stop = False
+        self._stop = self._finish = False
         self.halted = False
         self._start_vt = self._vt
         self._icount = 0
@@ -1110,6 +1158,9 @@ class PcodeEngine:
                 self._vt = vt
                 if t.idx >= 0 and not self.arch.trap_retires(t.kind):
                     self._toff -= 1  # started (icount) but not retired: no virtual time
+                if t.kind == T_STOP and self._finish:
+                    self._finish_insn(ipc)
+                    return
                 self._trapped = True  # no block is running: _vt is exact (no stack walk)
                 try:
                     npc = self._on_trap(t, ipc)
@@ -1138,7 +1189,7 @@ class PcodeEngine:
         timer reaches zero, however the code happens to be split into blocks or slices.
         """
         vt = self._vt
-        if self._stop:
+        if self._stop or self._finish:
             return 0
         if self._deadline is not None and time.monotonic() >= self._deadline:
             return 0

@@ -1,0 +1,145 @@
+/* The initramfs's /init for the Linux-guest tests (built static with zig cc for
+ * riscv64-linux-musl and x86_64-linux-musl). Its console lines all start with "kpsim-init: "
+ * (the child's with "kpsim-child: ") and depend only on the initramfs, never on timing, pids
+ * or the arch, so a transcript can be compared across machines and arches.
+ *
+ * What it does: reads the files of /data (printing each file's name, the count of every
+ * read(2) call and the total), tries one file that does not exist, forks, execs /bin/child
+ * and waits for it, and powers off with reboot(2). With "kallsyms" among its arguments (kernel
+ * command line "... -- kallsyms") it also mounts /proc and prints a digest of /proc/kallsyms
+ * before powering off: the oracle for the kallsyms reader. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void say(const char *fmt, ...)
+{
+    char line[512];
+    int n = snprintf(line, sizeof line, "kpsim-init: ");
+    va_list ap;
+    va_start(ap, fmt);
+    n += vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof line - 2)
+        n = sizeof line - 2;
+    line[n++] = '\n';
+    write(1, line, n); /* one write per line, so kernel messages cannot split it */
+}
+
+static const char *errname(int e)
+{
+    switch (e) {
+    case ENOENT: return "ENOENT";
+    case EACCES: return "EACCES";
+    case ENOTDIR: return "ENOTDIR";
+    case EISDIR: return "EISDIR";
+    default: return "errno";
+    }
+}
+
+/* Open and read one file in 256-byte reads; prints "read NAME: a b c 0 = TOTAL bytes". */
+static void read_file(const char *path)
+{
+    char buf[256], counts[256];
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        say("open %s: %s", path, errname(errno));
+        return;
+    }
+    long total = 0;
+    int used = 0;
+    for (;;) {
+        ssize_t got = read(fd, buf, sizeof buf);
+        used += snprintf(counts + used, sizeof counts - used, "%ld ", (long)got);
+        if (got <= 0 || used >= (int)sizeof counts - 24)
+            break;
+        total += got;
+    }
+    close(fd);
+    say("read %s: %s= %ld bytes", path, counts, total);
+}
+
+/* Digest /proc/kallsyms: its line count, byte count and FNV-1a 64-bit hash over every byte,
+ * plus every 1000th line as a sample (a full copy over the UART would take minutes). */
+static void digest_kallsyms(void)
+{
+    static char buf[65536];
+    char line[256];
+    int used = 0;
+    unsigned long long hash = 0xcbf29ce484222325ULL, bytes = 0, lines = 0;
+    if (mount("proc", "/proc", "proc", 0, NULL) != 0) {
+        say("mount /proc: %s", errname(errno));
+        return;
+    }
+    int fd = open("/proc/kallsyms", O_RDONLY);
+    if (fd < 0) {
+        say("open /proc/kallsyms: %s", errname(errno));
+        return;
+    }
+    ssize_t got;
+    while ((got = read(fd, buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < got; i++) {
+            unsigned char c = buf[i];
+            hash = (hash ^ c) * 0x100000001b3ULL;
+            bytes++;
+            if (c != '\n') {
+                if (used < (int)sizeof line - 1)
+                    line[used++] = c;
+                continue;
+            }
+            line[used] = 0;
+            if (lines % 1000 == 0)
+                say("kallsyms line %llu: %s", lines, line);
+            lines++;
+            used = 0;
+        }
+    close(fd);
+    say("kallsyms %llu lines %llu bytes fnv1a64 %016llx", lines, bytes, hash);
+}
+
+int main(int argc, char **argv)
+{
+    say("hello from init"); /* not the argument count: kernels differ in what they pass on */
+    int kallsyms = 0;
+    for (int i = 1; i < argc; i++)
+        kallsyms |= strcmp(argv[i], "kallsyms") == 0;
+
+    static const char *const files[] = {"/data/hello.txt", "/data/lines.txt", "/data/blob.bin",
+                                        "/data/missing.txt"};
+    for (unsigned i = 0; i < sizeof files / sizeof files[0]; i++)
+        read_file(files[i]);
+
+    say("fork and exec /bin/child");
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *const child_argv[] = {"/bin/child", "from-init", "/data/hello.txt", NULL};
+        char *const child_envp[] = {"KPSIM=1", NULL};
+        execve("/bin/child", child_argv, child_envp);
+        say("execve /bin/child: %s", errname(errno));
+        _exit(127);
+    }
+    if (pid < 0) {
+        say("fork: %s", errname(errno));
+    } else {
+        int status = 0;
+        if (waitpid(pid, &status, 0) != pid)
+            say("waitpid: %s", errname(errno));
+        else if (WIFEXITED(status))
+            say("child exited with status %d", WEXITSTATUS(status));
+        else
+            say("child ended by signal %d", WTERMSIG(status));
+    }
+    if (kallsyms)
+        digest_kallsyms();
+    say("power off");
+    sync();
+    reboot(RB_POWER_OFF);
+    say("reboot: %s", errname(errno));
+    return 1;
+}

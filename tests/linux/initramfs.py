@@ -1,0 +1,71 @@
+"""The test initramfs: ``init.c`` and ``child.c`` (this folder) built static with zig's
+``cc`` for the guest arch, packed with a few data files into a newc cpio. Products are cached
+under ``initramfs/`` in the test cache, keyed by a hash of everything that goes into them."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+from . import cpio
+from .cache import FetchError, cache_dir, locked, publish
+
+HERE = Path(__file__).resolve().parent
+ARCHES = ("riscv64", "x86_64")
+CFLAGS = ("-static", "-Os", "-fno-sanitize=all")
+
+#: The files under /data that init reads (and their exact contents).
+DATA_FILES: dict[str, bytes] = {
+    "data/hello.txt": b"hello from the kprobesim initramfs\n",
+    "data/lines.txt": b"".join(b"line %02d: the quick brown fox jumps over the lazy dog\n" % i for i in range(12)),
+    "data/blob.bin": bytes(range(256)) * 4,
+}
+
+
+def _key(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(hashlib.sha256(p).digest())
+    return h.hexdigest()[:16]
+
+
+def program(name: str, arch: str) -> Path:
+    """``name``.c of this folder compiled for ``arch`` (``riscv64`` or ``x86_64``), cached."""
+    if arch not in ARCHES:
+        raise ValueError(f"no initramfs programs for arch {arch!r}")
+    source = HERE / f"{name}.c"
+    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", f"{arch}-linux-musl", *CFLAGS]
+    target = cache_dir() / "initramfs" / f"{name}-{arch}-{_key(source.read_bytes(), ' '.join(cmd).encode())}"
+
+    def build(out: Path) -> None:
+        proc = subprocess.run([*cmd, "-o", str(out), str(source)], capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise FetchError(f"zig cc -target {arch}-linux-musl {source.name} failed: {last}")
+
+    with locked("initramfs"):
+        return publish(target, build)
+
+
+def entries(arch: str) -> list[cpio.Entry]:
+    """The initramfs members: /init, /bin/child, /data/*, /dev/console, an empty /proc."""
+    return [
+        cpio.directory("dev"),
+        cpio.char_device("dev/console", 5, 1),
+        cpio.directory("proc"),
+        cpio.directory("bin"),
+        cpio.regular("init", program("init", arch).read_bytes(), 0o755),
+        cpio.regular("bin/child", program("child", arch).read_bytes(), 0o755),
+        cpio.directory("data"),
+        *(cpio.regular(name, data) for name, data in DATA_FILES.items()),
+    ]
+
+
+def initramfs(arch: str) -> Path:
+    """Path of the packed initramfs (uncompressed newc cpio) for ``arch``."""
+    archive = cpio.newc(entries(arch))
+    target = cache_dir() / "initramfs" / f"initramfs-{arch}-{_key(archive)}.cpio"
+    with locked("initramfs"):
+        return publish(target, lambda out: out.write_bytes(archive))
