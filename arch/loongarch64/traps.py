@@ -26,9 +26,6 @@ ADEM = 1  # EsubCode of ADE for a data access
 class Traps:
     """Intercepts breaks for the kprobe layer and lets the engine enter everything else."""
 
-    #: The engine takes interrupts itself at the exact instruction (not only between slices).
-    engine_delivers_interrupts = True
-
     def __init__(self, machine: Machine) -> None:
         self.m = machine
         self.engine = machine.engine
@@ -38,6 +35,11 @@ class Traps:
     def host_access(self) -> contextlib.AbstractContextManager:
         """The engine lets the host read and write CSRs at any privilege."""
         return contextlib.nullcontext()
+
+    def hold_interrupts(self, hold: bool) -> None:
+        """The engine takes interrupts itself, at any instruction: while a probe steps out of
+        line it holds them (CRMD/PRMD stay as the guest set them)."""
+        self.engine.hold_interrupts(hold)
 
     def install_port_hooks(self, port_in: object, port_out: object) -> None:
         raise NotImplementedError("loongarch64 has no I/O ports")

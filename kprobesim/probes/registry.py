@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from unicorn import UcError
@@ -41,9 +42,11 @@ class Site:
     slot_code: bytes = b""
     probes: list[Kprobe] = field(default_factory=list)
     armed: bool = False
+    #: (step break address, TF backstop address) of the slot, worked out at the first hit.
+    plan: tuple[int | None, int | None] | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Step:
     """An out-of-line step in progress."""
 
@@ -82,14 +85,13 @@ class Registry:
         self.kretprobes: list[Kretprobe] = []
         self._busy = False
         self.regs = Regs(machine)  # the view handlers get, reset at every trap
-        # Where only the machine delivers interrupts (between slices), it holds them while a
-        # step is in flight (Machine._deliver_interrupts): the guest's interrupt state is left
-        # alone, as no instruction in a slot can read it (the arch's fix-ups see to pushf). An
-        # engine that takes interrupts itself (the P-code engine) needs them masked for real.
-        # x86 also saves them for its TF (see its step module's ALWAYS_SAVE_FLAGS).
-        self._mask_irqs = getattr(machine.traps, "engine_delivers_interrupts", False) or getattr(
-            self.step, "ALWAYS_SAVE_FLAGS", False
-        )
+        # Interrupts wait while a step is in flight without touching the guest's enable bits
+        # (no instruction in a slot can read them; the arch's fix-ups see to pushf): where the
+        # machine delivers them (between slices) it holds them itself (_deliver_interrupts);
+        # an engine that takes them at any instruction (the P-code engine) is told to hold.
+        # x86 still saves and masks its flags, for its TF (its step's ALWAYS_SAVE_FLAGS).
+        self._hold: Callable[[bool], None] | None = getattr(machine.traps, "hold_interrupts", None)
+        self._mask_irqs = getattr(self.step, "ALWAYS_SAVE_FLAGS", False)
         self._step_hooks = {
             name: getattr(self.step, name, None)
             for name in ("backstop_addr", "step_begin", "step_extra_count")
@@ -258,7 +260,7 @@ class Registry:
             self.trampoline = self.slots.alloc()
             self.slots.write(self.trampoline, self.step.PROBE_BREAK)
         rp = Kretprobe("", 0, "", handler, entry, maxactive if maxactive is not None else 10, registry=self)
-        kp = self.register(spec, pre=lambda p, regs: self._kret_entry(rp, regs), name=name)
+        kp = self.register(spec, pre=partial(self._kret_entry, rp), name=name)
         rp.name, rp.addr, rp.symbol, rp.kprobe = kp.name, kp.addr, kp.symbol, kp
         self.kretprobes.append(rp)
         return rp
@@ -271,7 +273,7 @@ class Registry:
         if rp in self.kretprobes:
             self.kretprobes.remove(rp)
 
-    def _kret_entry(self, rp: Kretprobe, regs: Regs) -> int:
+    def _kret_entry(self, rp: Kretprobe, kp: Kprobe, regs: Regs) -> int:
         if rp.active >= rp.maxactive:
             rp.missed += 1
             return 0
@@ -329,14 +331,15 @@ class Registry:
         return self.steps[-1] if self.steps else None
 
     def _on_break(self, machine: Machine, pc: int) -> bool:
-        step = self.stepping
-        if step is not None and pc == step.end:
-            self._finish_step()
-            return True
-        if step is not None and pc == step.backstop:
-            self.m.pc = pc  # undo the backstop break's advance: the copy ended right there
-            self._finish_step()
-            return True
+        if self.steps:
+            step = self.steps[-1]
+            if pc == step.end:
+                self._finish_step()
+                return True
+            if pc == step.backstop:
+                self.m.pc = pc  # undo the backstop break's advance: the copy ended right there
+                self._finish_step()
+                return True
         if pc == self.trampoline:
             self._kret_return(self._fresh_regs())
             return True
@@ -353,6 +356,8 @@ class Registry:
         if step is None or step.site.slot is None or not 0 <= pc - step.site.slot < self.slots.size:
             return pc
         self.steps.pop()
+        if self._hold is not None:
+            self._hold(bool(self.steps))
         regs = Regs(self.m)
         if step.end is None:
             self.step.disarm_single_step(regs, step.site.decision)
@@ -384,15 +389,21 @@ class Registry:
         except (SimError, KeyboardInterrupt):
             raise
         except Exception as e:
-            name = getattr(handler, "__qualname__", None) or type(handler).__name__
-            detail = (str(e).strip().splitlines() or [""])[0]
-            raise HandlerError(
-                f"{kind} handler {name}() of {type(probe).__name__.lower()} '{probe.name}' at "
-                f"{self.m.image.describe(probe.addr)} raised {type(e).__name__}" + (f": {detail}" if detail else "")
-            ) from e
+            raise self._handler_error(kind, probe, handler, e) from e
+
+    def _handler_error(
+        self, kind: str, probe: Kprobe | Kretprobe, handler: Callable[..., Any], e: Exception
+    ) -> HandlerError:
+        name = getattr(handler, "__qualname__", None) or type(handler).__name__
+        detail = (str(e).strip().splitlines() or [""])[0]
+        return HandlerError(
+            f"{kind} handler {name}() of {type(probe).__name__.lower()} '{probe.name}' at "
+            f"{self.m.image.describe(probe.addr)} raised {type(e).__name__}" + (f": {detail}" if detail else "")
+        )
 
     def _hit(self, site: Site) -> None:
-        regs = self._fresh_regs()
+        regs = self.regs
+        regs.reset()
         if self._busy or self.steps:
             # Re-entered (e.g. the stepped instruction trapped into probed code): like Linux,
             # count it missed and execute the instruction without handlers.
@@ -400,19 +411,24 @@ class Registry:
                 p.missed += p.enabled
             self._execute(site, regs, quiet=True)
             return
-        skip = False
         self._busy = True
         try:
-            for p in list(site.probes):
+            for p in site.probes.copy():  # a handler may (un)register probes here
                 if p.enabled:
                     p.hits += 1
-                    if p.pre is not None and self._call("pre", p, p.pre, p, regs):
-                        skip = True  # like Linux's aggr_pre_handler: later handlers do not run
-                        break
+                    pre = p.pre
+                    if pre is not None:
+                        try:
+                            moved = pre(p, regs)
+                        except (SimError, KeyboardInterrupt):
+                            raise
+                        except Exception as e:
+                            raise self._handler_error("pre", p, pre, e) from e
+                        if moved:
+                            return  # like Linux's aggr_pre_handler: later handlers do not run
         finally:
             self._busy = False
-        if not skip:
-            self._execute(site, regs)
+        self._execute(site, regs)
 
     def _execute(self, site: Site, regs: Regs, quiet: bool = False) -> None:
         """Simulate the probed instruction, or start its out-of-line step."""
@@ -424,24 +440,31 @@ class Registry:
                 self._post(site, regs)
             return
         assert site.slot is not None
+        plan = site.plan
+        if plan is None:
+            end = self.step.step_break_addr(d, site.slot)
+            plan = site.plan = (end, self._arch_hook("backstop_addr", d, site.slot) if end is None else None)
+        end, backstop = plan
         saved = self.step.mask_interrupts(regs, d) if self._mask_irqs else None
-        end = self.step.step_break_addr(d, site.slot)
-        backstop = None
         if end is None:  # single-step with the trap flag
             self.step.arm_single_step(regs)
-            backstop = self._arch_hook("backstop_addr", d, site.slot)
         begin = self._arch_hook("step_begin", d, regs)
         self.steps.append(Step(site, saved, end, quiet=quiet, backstop=backstop, begin=begin))
+        if self._hold is not None:
+            self._hold(True)
         regs.pc = site.slot
 
     def _arch_hook(self, name: str, *args: Any) -> Any:
         """An optional function of the arch's step module (None when it has none)."""
         fn = self._step_hooks[name]
-        return fn(*args) if fn is not None else None
+        return None if fn is None else fn(*args)
 
     def _finish_step(self) -> None:
         step = self.steps.pop()
-        site, regs = step.site, self._fresh_regs()
+        if self._hold is not None:
+            self._hold(bool(self.steps))
+        site, regs = step.site, self.regs
+        regs.reset()
         assert site.slot is not None
         if step.end is None:
             self.step.disarm_single_step(regs, site.decision)
@@ -458,6 +481,6 @@ class Registry:
             self.slots.free(site.slot)
 
     def _post(self, site: Site, regs: Regs) -> None:
-        for p in list(site.probes):
+        for p in site.probes.copy():
             if p.enabled and p.post is not None:
                 self._call("post", p, p.post, p, regs)

@@ -239,6 +239,7 @@ class PcodeEngine:
         self._replay: list[int] | None = None  # re-running it: its device accesses, already done
         self._running = False
         self._trapped = False  # inside _on_trap (a trap hook runs between blocks)
+        self.irq_hold = False  # interrupts wait (a kprobe's out-of-line step is in flight)
         self._start_vt = 0
         self._icount = 0
         self._last_fault: tuple[int, int, int] | None = None
@@ -323,6 +324,13 @@ class PcodeEngine:
     def _resched(self) -> None:
         """Something may need the dispatcher's attention at the next block boundary."""
         self._chk = -1
+
+    def hold_interrupts(self, hold: bool) -> None:
+        """Take no interrupt while ``hold`` (the guest's own enable bits untouched); on release
+        one that is pending is taken before the next instruction."""
+        self.irq_hold = hold
+        if not hold:
+            self._chk = -1
 
     # ------------------------------------------------------------------ memory API
     def mem_map(self, address: int, size: int, perms: int = UC_PROT_ALL) -> None:
@@ -1198,7 +1206,7 @@ class PcodeEngine:
         if ev is not None and vt + self._toff >= ev:
             arch.tick(vt + self._toff)
             ev = arch.next_event()
-        if arch.irq_pending():
+        if not self.irq_hold and arch.irq_pending():
             arch.take_interrupt()
             self._chk = -1
             return 1
