@@ -152,7 +152,11 @@ def bench(arch: str, repeat: int, step: str | None) -> None:
     for p in probes:
         p.unregister()
     disarm = CLOCK() - t0
-    _row(label, f"arm {len(every)} probes", f"{arm * 1e3:.0f} ms", f"(disarm {disarm * 1e3:.0f} ms)")
+    each = arm / len(every)
+    _row(
+        label, f"arm {len(every)} probes", f"{arm * 1e3:.0f} ms",
+        f"({each * 1e6:.0f} us a probe: 10,000 in {each * 1e4 * 1e3:.0f} ms; disarm {disarm * 1e3:.0f} ms)",
+    )  # fmt: skip
     everywhere: list = []
 
     def arm_all(m: Machine) -> None:

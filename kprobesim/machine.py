@@ -44,7 +44,8 @@ DEFAULT_TIMEOUT = 120.0
 PAGE = 0x1000
 # Simulator-owned pages by permissions: read+execute kprobe slot pages (4096 16-byte slots), and a
 # little read/write/execute room for trap trampolines (x86's shadow GDT is written by the CPU).
-SIM_POOL = {UC_PROT_READ | UC_PROT_EXEC: 0x10000, UC_PROT_ALL: 0x4000}
+# Slots: 512 KiB, room for 32,768 x86 slots (a whole kernel armed, plus boosted copies).
+SIM_POOL = {UC_PROT_READ | UC_PROT_EXEC: 0x80000, UC_PROT_ALL: 0x4000}
 SLOT_PERMS = UC_PROT_READ | UC_PROT_EXEC
 
 _MEM_ERRORS = {
@@ -137,6 +138,9 @@ class Machine:
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
         self._held = False  # an interrupt is pending but the CPU masks it
+        #: A boosted probe slot entered and its jump back not yet accounted: (copy, jump, resume).
+        self._boost: tuple[int, int, int] | None = None
+        self._carry = 0  # hidden instructions the next slice owes (a boost's jump back)
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
@@ -291,8 +295,54 @@ class Machine:
         if self._engine_clock:
             return self.engine.vtime
         if self._slice_end:
-            return self._slice_start + max(0, self.engine.icount() - 1 - self.hidden)
+            done = self.engine.icount() - 1 - self.hidden
+            boost = self._boost
+            if boost is not None and boost[0] <= self.pc < boost[1]:
+                done += 1  # inside a boosted copy: its jump back, already hidden, has not run
+            return self._slice_start + max(0, done)
         return self._time
+
+    # -- boosted probe slots (the step ends with a jump back, not a trap) ---------------------
+    def boost_entered(self, copy: int, jump: int, resume: int) -> None:
+        """A probe hit goes on in a boosted slot: the engine will count its jump back, which is
+        not a guest instruction. It is hidden now and put right where the slice ends before it."""
+        self._boost = (copy, jump, resume)
+        if self._slice_end:
+            self.hidden += 1
+        else:
+            self._carry += 1
+
+    @property
+    def boost_copy(self) -> int | None:
+        """The copy address of the boosted slot still open, if any."""
+        return self._boost[0] if self._boost is not None else None
+
+    def boost_abandoned(self) -> None:
+        """The boosted copy faulted: its jump back never runs."""
+        if self._boost is not None:
+            self._boost = None
+            if self._slice_end:
+                self.hidden -= 1
+            else:
+                self._carry -= 1
+
+    def _settle_boost(self, faulted: bool) -> None:
+        """The slice ended with a boost open: if it stopped at the jump back, take the jump here
+        (no instruction); if before the copy ran, the jump is owed to the next slice."""
+        copy, jump, resume = self._boost  # type: ignore[misc]
+        pc = self.pc
+        if pc == jump:
+            self.hidden -= 1
+            self.pc = resume
+            self._boost = None
+        elif copy <= pc < jump:
+            self.hidden -= 1
+            if faulted:
+                self._boost = None
+            else:
+                self._carry += 1  # the boost stays open: the next slice runs the copy and jump
+        else:
+            self._boost = None  # the jump ran
 
     def _next_deadline(self) -> int:
         """The earliest timer deadline still ahead (a passed one is pending, not a bound)."""
@@ -383,14 +433,15 @@ class Machine:
             self.engine.emu_stop()
 
     def _step_slice(self, limit: int) -> None:
-        held = self._deliver_interrupts()
+        # Interrupts come between the guest's instructions, never inside a boosted slot.
+        held = SLICE if self._boost is not None else self._deliver_interrupts()
         self._held = held < SLICE
         now = self._time
         n = min(SLICE, limit - now, max(1, self._next_deadline() - now), held)
         if self._run_exactly:
             n, self._run_exactly = min(n, self._run_exactly), 0
         self._slice_start, self._slice_end = now, now + n
-        self.hidden = 0
+        self.hidden, self._carry = self._carry, 0
         self.event = None
         self._cut = self._stopped_before = False
         error: UcError | None = None
@@ -398,8 +449,10 @@ class Machine:
             self.engine.emu_start(self.pc, self.arch.until, 0, n)
         except UcError as e:
             error = e
-        retired = self.engine.icount() - self.hidden
         event = self.event
+        if self._boost is not None:
+            self._settle_boost(isinstance(event, MemFault))
+        retired = self.engine.icount() - self.hidden
         if (
             self._stopped_before
             or isinstance(event, Break | MemFault | Deferred)
@@ -522,6 +575,7 @@ class Machine:
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None
         self._held = False
+        self._boost, self._carry = None, 0
         self._run_exactly = 0
         for timer, state in zip(self._timers, snap.devices, strict=True):
             vars(timer).update(state)

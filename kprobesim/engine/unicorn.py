@@ -20,7 +20,7 @@ from functools import cache
 
 from unicorn import UC_ARCH_RISCV, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_MODE_RISCV64, Uc, UcError
 from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_PC
-from unicorn.unicorn_const import UC_ERR_EXCEPTION
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_ERR_EXCEPTION
 
 _CAL_BASE = 0x10000
 _NOP = bytes.fromhex("13000000")  # riscv addi x0, x0, 0
@@ -170,6 +170,7 @@ def new_unicorn(arch: int, mode: int) -> Uc:
     uc.emu_start = emu_start  # type: ignore[method-assign]
     uc.icount = icount  # type: ignore[attr-defined]
     _fast_registers(uc)
+    _fast_memory(uc)
     uc.hook_direct = lambda htype, fn: _hook_direct(uc, htype, fn)  # type: ignore[attr-defined]
     offset = error_offset() if arch == UC_ARCH_RISCV else None
     error = ctypes.c_int.from_address(uc._uch.value + offset) if offset is not None else None
@@ -225,6 +226,37 @@ def _fast_registers(uc: Uc) -> None:
 
     uc.reg_read = reg_read  # type: ignore[method-assign]
     uc.reg_write = reg_write  # type: ignore[method-assign]
+
+
+_SMALL = 64  # reads up to this many bytes go through one preallocated buffer
+
+
+def _fast_memory(uc: Uc) -> None:
+    """Replace small ``mem_read``s and ``ctl_remove_cache`` by direct libunicorn calls (probe
+    hits read and write stack words, placing a probe reads and patches a few bytes)."""
+    lib = _raw_lib()
+    read, ctl = lib.uc_mem_read, lib.uc_ctl
+    handle = ctypes.c_void_p(uc._uch.value)
+    buf = ctypes.create_string_buffer(_SMALL)
+    slow_read = uc.mem_read
+    u64 = ctypes.c_uint64
+    remove = (UC_CTL_IO_WRITE << 30) | (2 << 26) | UC_CTL_TB_REMOVE_CACHE  # a write, two arguments
+
+    def mem_read(address: int, size: int) -> bytearray:
+        if 0 < size <= _SMALL and 0 <= address:
+            err = read(handle, u64(address), buf, ctypes.c_size_t(size))
+            if err:
+                raise UcError(err)
+            return bytearray(buf.raw[:size])
+        return slow_read(address, size)
+
+    def ctl_remove_cache(lbound: int, ubound: int) -> None:
+        err = ctl(handle, ctypes.c_int(remove), u64(lbound), u64(ubound))
+        if err:
+            raise UcError(err)
+
+    uc.mem_read = mem_read  # type: ignore[method-assign]
+    uc.ctl_remove_cache = ctl_remove_cache  # type: ignore[method-assign]
 
 
 _DIRECT_TYPES = {

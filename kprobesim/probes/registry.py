@@ -44,6 +44,7 @@ class Site:
     armed: bool = False
     #: (step break address, TF backstop address) of the slot, worked out at the first hit.
     plan: tuple[int | None, int | None] | None = None
+    boost: int | None = None  # the boosted slot (copy + jump back); 0: none; None: not yet asked
 
 
 @dataclass(eq=False, slots=True)
@@ -90,6 +91,11 @@ class Registry:
         # machine delivers them (between slices) it holds them itself (_deliver_interrupts);
         # an engine that takes them at any instruction (the P-code engine) is told to hold.
         # x86 still saves and masks its flags, for its TF (its step's ALWAYS_SAVE_FLAGS).
+        self._sp_name: str = self.spec.SP_REG
+        # Boosted slots (x86): the copy jumps back, no trap ends the step (see _boosted).
+        self._boost_fn: Callable[[Decision, int], bytes | None] | None = getattr(self.step, "boost_slot", None)
+        self._boost_sites: dict[int, Site] = {}  # boosted slot -> its site
+        self._boost_orphans: list[int] = []  # boosted slots of removed sites, freed once left
         self._hold: Callable[[bool], None] | None = getattr(machine.traps, "hold_interrupts", None)
         self._mask_irqs = getattr(self.step, "ALWAYS_SAVE_FLAGS", False)
         self._step_hooks = {
@@ -237,6 +243,12 @@ class Registry:
             self.m.patch_code(site.addr, site.orig)
             site.armed = False
         del self.sites[site.addr]
+        if site.boost:
+            del self._boost_sites[site.boost]
+            if self.m.boost_copy == site.boost:
+                self._boost_orphans.append(site.boost)  # the CPU may be inside it: free it later
+            else:
+                self.slots.free(site.boost)
         if site.slot is not None:
             live = [st for st in self.steps if st.site is site]
             if live:
@@ -278,7 +290,7 @@ class Registry:
             rp.missed += 1
             return 0
         ra_reg = self.spec.RA_REG
-        sp = regs.sp
+        sp = regs[self._sp_name]
         if ra_reg is not None:
             inst = Instance(rp, regs[ra_reg], sp)
         else:  # the return address is on the stack
@@ -298,31 +310,46 @@ class Registry:
         """The probed function returned to the trampoline: run the return handlers of every
         instance of this frame (several kretprobes on one function hijack it in turn, the
         later ones saving the trampoline's address), then go back to the real caller."""
-        sp = regs.sp
-        frame = [inst for inst in reversed(self.instances) if inst.return_sp == sp]
-        if not frame:
-            self.m.fault("kretprobe trampoline reached with no matching instance", regs.pc)
-            return
-        real = next((inst.ret_addr for inst in frame if inst.ret_addr != self.trampoline), None)
-        if real is None:
-            self.m.fault("kretprobe instances of a frame all return to the trampoline", regs.pc)
-            return
+        sp = regs[self._sp_name]
+        instances = self.instances
+        last = instances[-1] if instances else None
+        if (
+            last is not None and last.return_sp == sp and last.ret_addr != self.trampoline
+            and (len(instances) < 2 or instances[-2].return_sp != sp)
+        ):  # fmt: skip
+            frame = [instances.pop()]  # the common case: one instance, the newest
+        else:
+            frame = [inst for inst in reversed(instances) if inst.return_sp == sp]
+            if not frame:
+                self.m.fault("kretprobe trampoline reached with no matching instance", regs.pc)
+                return
+            real = next((inst.ret_addr for inst in frame if inst.ret_addr != self.trampoline), None)
+            if real is None:
+                self.m.fault("kretprobe instances of a frame all return to the trampoline", regs.pc)
+                return
+            for inst in frame:
+                instances.remove(inst)
+                inst.ret_addr = real
         for inst in frame:  # the most recent first, as Linux
-            self.instances.remove(inst)
-            inst.ret_addr = real
             rp = inst.kretprobe
             rp.active -= 1
             if rp.registry is not None and rp.enabled:
                 rp.hits += 1
-                if rp.handler is not None:
-                    self._call("return", rp, rp.handler, inst, regs)
-        inst = frame[0]
-        regs.pc = inst.ret_addr
+                handler = rp.handler
+                if handler is not None:
+                    try:
+                        handler(inst, regs)
+                    except (SimError, KeyboardInterrupt):
+                        raise
+                    except Exception as e:
+                        raise self._handler_error("return", rp, handler, e) from e
+        ret = frame[0].ret_addr
+        regs.pc = ret
         ra_reg = self.spec.RA_REG
         if ra_reg is not None:
-            regs[ra_reg] = inst.ret_addr  # as if never hijacked
+            regs[ra_reg] = ret  # as if never hijacked
         else:
-            regs.write_mem(sp - 8, inst.ret_addr.to_bytes(8, "little"))
+            regs.write_mem(sp - 8, ret.to_bytes(8, "little"))
 
     # -- traps ---------------------------------------------------------------------------------
     @property
@@ -352,6 +379,10 @@ class Registry:
     def _on_exception(self, pc: int) -> int:
         """A fault inside a slot (Linux's kprobe_fault_handler): abandon the step, restore the
         interrupt state and report the fault at the probed instruction."""
+        boosted = self._boost_sites.get(pc)
+        if boosted is not None:  # a boosted copy faulted: its jump back never runs
+            self.m.boost_abandoned()
+            return boosted.addr
         step = self.stepping
         if step is None or step.site.slot is None or not 0 <= pc - step.site.slot < self.slots.size:
             return pc
@@ -440,6 +471,10 @@ class Registry:
                 self._post(site, regs)
             return
         assert site.slot is not None
+        if self._boost_fn is not None and self._boosted(site, regs):
+            self.m.boost_entered(site.boost, site.boost + d.length, d.addr + d.length)  # type: ignore[operator]
+            regs.pc = site.boost  # type: ignore[assignment]
+            return
         plan = site.plan
         if plan is None:
             end = self.step.step_break_addr(d, site.slot)
@@ -453,6 +488,41 @@ class Registry:
         if self._hold is not None:
             self._hold(True)
         regs.pc = site.slot
+
+    def _boosted(self, site: Site, regs: Regs) -> bool:
+        """May this hit run the site's boosted slot (Linux: no post-handler, and here the arch
+        agrees for this instruction and register state)? Its slot is made at the first hit."""
+        for p in site.probes:
+            if p.post is not None and p.enabled:
+                return False
+        boost = site.boost
+        if boost is None:
+            if self._boost_orphans:
+                self._free_boost_orphans()
+            try:
+                slot = self.slots.alloc()
+            except SimError:  # out of slot pages: this site steps with a trap, as unboosted
+                site.boost = 0
+                return False
+            code = self._boost_fn(site.decision, slot)  # type: ignore[misc]
+            if code is None:
+                self.slots.free(slot)
+                site.boost = 0
+                return False
+            self.slots.write(slot, code)
+            site.boost = slot
+            self._boost_sites[slot] = site
+        elif not boost:
+            return False
+        return bool(self.step.boost_allowed(regs))
+
+    def _free_boost_orphans(self) -> None:
+        open_copy = self.m.boost_copy
+        keep = [slot for slot in self._boost_orphans if slot == open_copy]
+        for slot in self._boost_orphans:
+            if slot != open_copy:
+                self.slots.free(slot)
+        self._boost_orphans = keep
 
     def _arch_hook(self, name: str, *args: Any) -> Any:
         """An optional function of the arch's step module (None when it has none)."""
