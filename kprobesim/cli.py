@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="eBPF object to load and attach by section (kprobe/SYM[+OFF], kretprobe/SYM); repeatable",
     )
+    for flag, meta, text in (
+        ("--attach", "PROG=FUNC", "attach eBPF program PROG (kprobe/kretprobe) to FUNC[+OFF]"),
+        ("--set", "NAME=VALUE", "set an eBPF global (const volatile, .data, .bss) before load"),
+        ("--map-size", "NAME=N", "set an eBPF map's max_entries before load"),
+    ):
+        run.add_argument(flag, action="append", default=[], metavar=meta, help=text + "; repeatable")
     cmp = sub.add_parser("compare", help="run the same probes on every arch's kernel, side by side")
     cmp.add_argument("--arch", action="append", choices=ARCH_NAMES, help="arches to compare (default: all)")
     cmp.add_argument("--image", action="append", default=[], metavar="ARCH=PATH", help="use PATH for ARCH")
@@ -195,7 +201,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.bpf:
         from .ebpf.loader import load as load_bpf
 
-        objects = [load_bpf(machine, path, fmt=args.format) for path in args.bpf]
+        attach, globals_ = _pairs("--attach", args.attach), _pairs("--set", args.set)
+        sizes = {k: _number(f"--map-size {k}", v) for k, v in _pairs("--map-size", args.map_size).items()}
+        for path in args.bpf:
+            obj = load_bpf(machine, path, fmt=args.format, attach=attach, globals=globals_, map_sizes=sizes)
+            objects.append(obj)
+            for line in (*obj.skipped, *obj.unattached()):
+                print(f"kprobesim: {line}", file=sys.stderr)
     try:
         status = machine.run(max_insns=args.max_insns, timeout=args.timeout)
     finally:
@@ -209,6 +221,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr, flush=True)
     return code
+
+
+def _pairs(flag: str, items: Sequence[str]) -> dict[str, str]:
+    """``NAME=VALUE`` arguments of ``flag`` as a dict (UsageError naming a malformed one)."""
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise UsageError(f"{flag} {item}: expected NAME=VALUE")
+        out[name] = value
+    return out
+
+
+def _number(what: str, text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise UsageError(f"{what}={text}: not a number") from None
 
 
 def _print_stats(tracer: Tracer, objects: Sequence[Any], fmt: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UcError
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UcError
 from unicorn.unicorn_const import (
     UC_CTL_CONTEXT_CPU,
     UC_CTL_CONTEXT_MEMORY,
@@ -41,6 +41,7 @@ SLICE = 200_000  # longest emu_start slice (instructions)
 POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact moment)
 DEFAULT_BUDGET = 50_000_000
 DEFAULT_TIMEOUT = 120.0
+STORM = 1000  # trap and interrupt entries in a row with no instruction retired: a trap storm
 PAGE = 0x1000
 # Simulator-owned pages by permissions: read+execute kprobe slot pages (4096 16-byte slots), and a
 # little read/write/execute room for trap trampolines (x86's shadow GDT is written by the CPU).
@@ -130,6 +131,10 @@ class Machine:
         #: replace it, e.g. to find a Linux image's ``.BTF`` in guest memory.
         self.btf_source: Callable[[], bytes | None] = image.btf_data
         self._btf: Any = None
+        #: The kernel's configuration (``.config`` text) for ``__kconfig`` externs, and its
+        #: version (``KERNEL_VERSION(a, b, c)``) when known; the bundled kernels have neither.
+        self.kconfig_source: Callable[[], str | None] = lambda: None
+        self.kernel_version: int | None = None
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
@@ -141,6 +146,8 @@ class Machine:
         #: A boosted probe slot entered and its jump back not yet accounted: (copy, jump, resume).
         self._boost: tuple[int, int, int] | None = None
         self._carry = 0  # hidden instructions the next slice owes (a boost's jump back)
+        self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
+        self._storm = 0  # entries since an instruction last retired
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
@@ -176,22 +183,44 @@ class Machine:
 
     def _map_sim_pool(self) -> None:
         """Map every simulator-owned page now: after a memory snapshot the engine can neither map
-        nor re-protect pages, so the pool's permissions are fixed from the start."""
-        # One region (Unicorn's memory snapshots mishandle several adjacent ones), mapped RWX
-        # because engines refuse host writes to non-writable pages once snapshots are on; a write
-        # hook keeps the read+exec part read-only to the guest.
+        nor re-protect pages, so the pool's permissions are fixed from the start.
+
+        The guest may only execute these pages (slots: fetch only; the trap trampolines' data is
+        read by the trampoline's own instruction). An engine whose host writes ignore page
+        protection even under snapshots (the P-code engine) maps each part with those
+        permissions; Unicorn refuses host writes to non-writable pages once snapshots are on,
+        so there the pool is one read/write/execute region (its memory snapshots mishandle
+        several adjacent ones) and read and write hooks over it turn guest accesses into faults.
+        """
         addr = self.arch.sim_base
-        self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
         self._sim_pools: dict[int, list[int]] = {}
+        self.sim_data_readers: list[tuple[int, int]] = []  # PCs whose loads may read the pool
+        self._sim_undo: list[tuple[int, bytes]] = []  # pool bytes a refused guest store overwrote
+        protected = getattr(self.engine, "host_writes_ignore_protection", False)
+        if not protected:
+            self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
+            end = addr + sum(SIM_POOL.values()) - 1
+            self.engine.hook_add(UC_HOOK_MEM_WRITE, self._sim_write, None, addr, end)
+            self.engine.hook_add(UC_HOOK_MEM_READ, self._sim_read, None, addr, end)
         for perms, size in SIM_POOL.items():
             self._sim_pools[perms] = [addr, addr + size]
-            if perms == SLOT_PERMS:
-                self.engine.hook_add(UC_HOOK_MEM_WRITE, self._slot_write, None, addr, addr + size - 1)
+            if protected:
+                self.engine.mem_map(addr, size, UC_PROT_EXEC)
             addr += size
 
-    def _slot_write(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
-        """The guest stored into a kprobe page: a store fault; the slots are rewritten afterwards."""
+    def _sim_write(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
+        """The guest stored into a simulator page: a store fault; the bytes are put back afterwards."""
+        self._sim_undo.append((addr, bytes(self.engine.mem_read(addr, size))))
         self.on_mem_fault("store", addr, self.pc)
+        self.engine.emu_stop()
+
+    def _sim_read(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
+        """The guest loaded from a simulator page: a load fault, unless the simulator's own
+        trampoline is reading its data (x86's far pointer and shadow GDT)."""
+        pc = self.pc
+        if any(lo <= pc < hi for lo, hi in self.sim_data_readers):
+            return
+        self.on_mem_fault("load", addr, pc)
         self.engine.emu_stop()
 
     @property
@@ -268,8 +297,13 @@ class Machine:
         self._timers.append(timer)
 
     def timer_changed(self) -> None:
-        """A timer was reprogrammed mid-slice: end the slice if it now fires sooner."""
-        if min(t.deadline() for t in self._timers) < self._slice_end:
+        """A timer was reprogrammed mid-slice: end the slice if it now fires sooner.
+
+        Nothing changes when an interrupt was already pending (and held) at the start of the
+        slice and a deadline in the past keeps one pending: the unmask points watch for it.
+        """
+        deadline = min(t.deadline() for t in self._timers)
+        if deadline < self._slice_end and not (self._held and deadline <= self.now()):
             self.cut_slice()
 
     def add_port(self, base: int, count: int, read: Callable, write: Callable) -> None:
@@ -384,6 +418,10 @@ class Machine:
         if self.event is None:
             self.event = MemFault(access, addr, pc)
 
+    def entered(self) -> None:
+        """The arch's trap layer entered the guest's vector (an exception or an interrupt)."""
+        self.entries += 1
+
     # -- the run loop --------------------------------------------------------------------------
     @property
     def instructions(self) -> int:
@@ -412,17 +450,46 @@ class Machine:
             self._running = False
 
     def _run(self, max_insns: int | None, timeout: float | None) -> int:
-        limit = self._time + (max_insns if max_insns is not None else DEFAULT_BUDGET)
+        start, entries = self._spent(), self._entries()
+        limit = start + (max_insns if max_insns is not None else DEFAULT_BUDGET)
         wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
+        self._storm = 0
         while self.exit_status is None:
-            if self._time >= limit:
+            if self._spent() >= limit:
+                taken = self._entries() - entries
+                also = f" and {taken} trap and interrupt entries" if taken else ""
                 raise BudgetExhausted(
-                    f"instruction budget exhausted after {self._time} instructions at {self.image.describe(self.pc)}"
+                    f"instruction budget exhausted after {self._time} instructions{also} "
+                    f"at {self.image.describe(self.pc)}"
                 )
             if time.monotonic() > wall:
                 raise BudgetExhausted(f"time limit reached after {self._time} instructions")
             self._step_slice(limit)
         return self.exit_status
+
+    def _entries(self) -> int:
+        """Trap and interrupt entries so far: the arch layer's and those an engine takes alone."""
+        return self.entries + getattr(self.engine, "interrupts_taken", 0)
+
+    def _spent(self) -> int:
+        """Budget spent: instructions retired, and one for every trap or interrupt entry (a trap
+        loop or an interrupt storm that retires little or nothing still ends on its budget)."""
+        return self._time + self._entries()
+
+    def _watch_storm(self, time_before: int, entries_before: int) -> None:
+        """A run of slices that enter traps or interrupts and retire nothing is a trap storm."""
+        if self._time > time_before:
+            self._storm = 0
+            return
+        self._storm += self._entries() - entries_before
+        if self._storm >= STORM:
+            pc = self.pc
+            raise GuestFault(
+                f"trap storm: {self._storm} trap and interrupt entries in a row with no instruction "
+                f"retired ({self.image.describe(pc)})",
+                pc,
+                self.register_dump(),
+            )
 
     def _unmask_point(self, uc: object, addr: int, size: int, count: int) -> None:
         """About to run an instruction that may unmask interrupts while one is held: stop
@@ -433,11 +500,19 @@ class Machine:
             self.engine.emu_stop()
 
     def _step_slice(self, limit: int) -> None:
+        now, entries = self._time, self._entries()
+        self._run_slice(limit)
+        if self.exit_status is None:
+            self._watch_storm(now, entries)
+
+    def _run_slice(self, limit: int) -> None:
         # Interrupts come between the guest's instructions, never inside a boosted slot.
         held = SLICE if self._boost is not None else self._deliver_interrupts()
         self._held = held < SLICE
         now = self._time
-        n = min(SLICE, limit - now, max(1, self._next_deadline() - now), held)
+        n = min(SLICE, limit - self._spent(), max(1, self._next_deadline() - now), held)
+        if n <= 0:  # the interrupts just taken spent the rest of the budget
+            return
         if self._run_exactly:
             n, self._run_exactly = min(n, self._run_exactly), 0
         self._slice_start, self._slice_end = now, now + n
@@ -453,15 +528,15 @@ class Machine:
         if self._boost is not None:
             self._settle_boost(isinstance(event, MemFault))
         retired = self.engine.icount() - self.hidden
-        if (
-            self._stopped_before
-            or isinstance(event, Break | MemFault | Deferred)
-            or (error is not None and event is None)
-        ):
+        trapped = isinstance(event, Break | MemFault | Deferred) or (error is not None and event is None)
+        if trapped or self._stopped_before:
             retired -= 1  # the trapping (or hook-stopped) instruction did not retire
         # An engine with its own clock knows best (it retires, traps and idles exactly).
         self._time = self.engine.vtime if self._engine_clock else now + max(0, retired)
         self._slice_end = 0
+        while self._sim_undo:  # a refused guest store into the simulator's pages: undo it
+            where, old = self._sim_undo.pop()
+            self.patch_code(where, old)
         if self._pending_fault is not None:
             fault, self._pending_fault = self._pending_fault, None
             raise fault
@@ -472,8 +547,6 @@ class Machine:
         elif isinstance(event, Deferred):
             event.action()
         elif isinstance(event, MemFault):
-            if self._registry is not None and self._sim_pools[SLOT_PERMS][1] > event.addr >= self.arch.sim_base:
-                self._registry.slots.repair()
             self.traps.memory_fault(event.access, event.addr, event.pc)
         elif error is not None:
             self._engine_error(error)
@@ -519,11 +592,11 @@ class Machine:
             irq = timer.pending(self._time)
             if irq is None:
                 continue
-            verdict = self.traps.interrupt(irq)
-            if verdict is True:
+            if self.traps.interrupt(irq) is True:
                 timer.delivered(self._time)
-            else:
-                held = min(held, POLL)
+                if timer.pending(self._time) is None:
+                    continue
+            held = min(held, POLL)  # masked, or (level-triggered) still pending in its handler
         return held
 
     def interrupts_unmasked(self) -> None:
@@ -577,6 +650,7 @@ class Machine:
         self._held = False
         self._boost, self._carry = None, 0
         self._run_exactly = 0
+        self._storm = 0
         for timer, state in zip(self._timers, snap.devices, strict=True):
             vars(timer).update(state)
 
@@ -625,11 +699,12 @@ class Machine:
                 raise ImageError(f"{self.image.path}: kernel BTF: {e}") from None
         return self._btf
 
-    def load_bpf(self, path: str | Path) -> Any:
-        """Load an eBPF object and attach its programs by section (``kprobe/SYM``, ...)."""
+    def load_bpf(self, path: str | Path, **options: Any) -> Any:
+        """Load an eBPF object and attach its programs by section (``kprobe/SYM``, ...);
+        ``options`` are :func:`kprobesim.ebpf.loader.load`'s (``attach``, ``globals``, ...)."""
         from .ebpf.loader import load
 
-        return load(self, path)
+        return load(self, path, **options)
 
     def trace_line(self, text: str) -> None:
         """One line of trace output (probe events, bpf_trace_printk, ring buffer records)."""

@@ -562,7 +562,7 @@ def test_load_errors_are_one_line(objs, run_cli, tmp_path):
         (
             "bad_helper",
             BpfError.exit_status,
-            "program 'bad' (kprobe/do_work): verifier: insn 0: unknown helper function id 9999",
+            "program 'bad' (kprobe/do_work): verifier: insn 0: invalid func unknown#9999",
         ),
         (
             "bad_fp",

@@ -390,3 +390,163 @@ def test_bpf_sections_off_kernel_text(run_cli, tmp_path, section, says):
     obj = _bpf(tmp_path, "riscv64", f'SEC("{section}")\nint prog(struct pt_regs *ctx) {{ return 0; }}\n')
     line = _refused(run_cli, ProbeError.exit_status, str(firmware("riscv64")), "--bpf", obj)
     assert says in line and "program 'prog'" in line
+
+
+# -- 9. API safety --------------------------------------------------------------------------------
+_PLAIN: dict[str, tuple[int, str]] = {}
+
+
+def _plain_run(arch: str) -> tuple[int, str]:
+    """Status and console of the unprobed kernel."""
+    if arch not in _PLAIN:
+        m = Machine.load(firmware(arch))
+        _PLAIN[arch] = (m.run(), m.console)
+    return _PLAIN[arch]
+
+
+def _ool_site(m: Machine, func: str = "do_work") -> int:
+    """The first instruction of ``func`` stepped out of line."""
+    from kprobesim.probes.insn import Kind
+
+    sym = m.image.symbol(func)
+    for addr in m.probes.decode.boundaries(m.probes.original(sym.addr, sym.size), sym.addr):
+        if m.probes.classify(addr).kind is Kind.OOL:
+            return addr
+    raise AssertionError(f"no out-of-line instruction in {func}")
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_pre_handler_unregistering_its_own_probe(arch):
+    m = Machine.load(firmware(arch))
+    addr = _ool_site(m)
+    seen = []
+
+    def pre(p, regs):
+        seen.append(regs.pc)
+        p.unregister()
+        return 0
+
+    kp = m.kprobe(addr, pre=pre)
+    assert (m.run(), m.console) == _plain_run(arch)
+    assert kp.hits == 1 and len(seen) == 1 and not m.probes.sites and not m.probes.slots.in_use
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_handler_exception_leaves_the_pc_at_the_probe(arch):
+    from kprobesim.errors import HandlerError
+
+    m = Machine.load(firmware(arch))
+    addr = _ool_site(m)
+
+    def pre(p, regs):
+        raise RuntimeError("boom")
+
+    kp = m.kprobe(addr, pre=pre)
+    with pytest.raises(HandlerError, match="raised RuntimeError: boom"):
+        m.run()
+    assert m.pc == addr  # x86: not one byte past the int3
+    kp.unregister()
+    assert (m.run(), m.console) == _plain_run(arch)  # the kernel resumes where it was
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_kretprobe_handler_exception_keeps_the_kernel_consistent(arch):
+    from kprobesim.errors import HandlerError
+
+    m = Machine.load(firmware(arch))
+    calls = []
+
+    def handler(inst, regs):
+        calls.append(regs.pc)
+        if len(calls) == 1:
+            raise ValueError("once")
+
+    rp = m.kretprobe("do_work", handler=handler)
+    with pytest.raises(HandlerError, match="raised ValueError: once"):
+        m.run()
+    assert rp.active == 0 and not m.probes.instances  # the instance is not lost mid-return
+    assert m.image.lookup(m.pc)[0].name != "do_work"  # back in the caller
+    assert (m.run(), m.console) == _plain_run(arch)
+    assert len(calls) == rp.hits >= 2
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_run_from_a_handler_refused(arch):
+    m = Machine.load(firmware(arch))
+    m.kprobe("do_work", pre=lambda p, regs: m.run(max_insns=10))
+    with pytest.raises(UsageError, match="already running"):
+        m.run()
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_regs_memory_access_errors(arch):
+    from kprobesim.errors import GuestFault
+
+    m = Machine.load(firmware(arch))
+    outcomes: list[tuple[str, str]] = []
+    base, size = m.arch.ram
+    calls = [
+        lambda r: r.read_mem(base + size, 8),  # just past RAM
+        lambda r: r.read_mem(base + size - 4, 8),  # straddling the end of RAM
+        lambda r: r.write_mem(m.arch.ram[0] + size + 0x10000, b"x"),
+        lambda r: r.read_mem(0xFFFF_FFFF_FFFF_FFF8, 16),
+        lambda r: r.read_mem(base, -1),
+        lambda r: r.read_mem(base, 1 << 40),
+        lambda r: r.read_mem("0", 1),
+        lambda r: r.write_mem(base, "text"),
+    ]
+
+    def pre(p, regs):
+        for call in calls:
+            try:
+                call(regs)
+                outcomes.append(("ok", ""))
+            except (GuestFault, ProbeError) as e:
+                outcomes.append((type(e).__name__, str(e)))
+        p.unregister()
+
+    m.kprobe("do_work", pre=pre)
+    assert m.run() == 0
+    kinds = [k for k, _ in outcomes]
+    assert kinds == ["GuestFault"] * 3 + ["ProbeError"] * 5, outcomes
+    assert f"read_mem of 8 bytes at {base + size:#x}: not guest memory" == outcomes[0][1]
+    assert "run past the end of the address space" in outcomes[3][1]
+    assert "size -1 is not 0..16777216 bytes" in outcomes[4][1]
+    assert "write_mem takes bytes, not str" in outcomes[7][1]
+
+
+# -- 10. simulator pages --------------------------------------------------------------------------
+def _sim_access_guest(arch: str, addr: int, store: bool) -> bytes:
+    """A raw guest that loads from or stores to ``addr`` (no trap vector), then spins."""
+    if arch == "riscv64":  # lui t0, addr >> 13; slli t0, t0, 1 (no sign extension); ld/sd t1, 0(t0)
+        words = [(addr >> 13) << 12 | 5 << 7 | 0x37, 0x00129293, 0x0062B023 if store else 0x0002B303, 0x6F]
+    elif arch == "loongarch64":  # lu12i.w $t0, addr >> 12; st.d/ld.d $t1, $t0, 0; b .
+        access = (0x29C00000 if store else 0x28C00000) | 12 << 5 | 13
+        words = [0x14000000 | (addr >> 12 & 0xFFFFF) << 5 | 12, access, 0x50000000]
+    else:  # movabs rax, addr; mov [rax], rbx / mov rbx, [rax]; jmp .
+        return b"\x48\xb8" + struct.pack("<Q", addr) + (b"\x48\x89\x18" if store else b"\x48\x8b\x18") + b"\xeb\xfe"
+    return struct.pack(f"<{len(words)}I", *words)
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+@pytest.mark.parametrize("part", ["slots", "trampolines"])
+@pytest.mark.parametrize("store", [False, True], ids=["load", "store"])
+def test_guest_cannot_read_or_write_simulator_pages(tmp_path, arch, part, store):
+    """Kprobe slot pages and the read/write/execute pool behind them (x86's ring-change
+    trampoline and shadow GDT) are execute-only to the guest: a load or a store there is the
+    guest's own access fault, and the pages keep their bytes."""
+    from kprobesim.arch import get_arch
+    from kprobesim.errors import GuestFault
+    from kprobesim.image import Image
+    from kprobesim.machine import SIM_POOL, SLOT_PERMS
+
+    a = get_arch(arch)
+    addr = a.sim_base + (0x2000 if part == "slots" else SIM_POOL[SLOT_PERMS])  # x86: its trampoline
+    (tmp_path / "g.bin").write_bytes(_sim_access_guest(arch, addr, store))
+    m = Machine(a, Image.load(tmp_path / "g.bin", arch=arch, base=a.default_base))
+    size = sum(SIM_POOL.values())
+    m.engine.mem_write(a.sim_base, bytes(range(256)) * (size // 256))  # the simulator's own bytes
+    with pytest.raises(GuestFault) as info:
+        m.run(max_insns=1000)
+    assert f"{'store' if store else 'load'} access fault at {addr:#x}" in str(info.value)
+    assert bytes(m.engine.mem_read(a.sim_base, size)) == bytes(range(256)) * (size // 256)

@@ -247,3 +247,28 @@ def test_known_bug_pcode_riscv_c_jalr_ra_reads_the_new_ra() -> None:
     e.emu_start(0x10000, 0, count=3)
     assert e.reg_read(rc.UC_RISCV_REG_RA) == 0x1000A
     assert e.reg_read(rc.UC_RISCV_REG_PC) == 0x1000A  # right: 0x1000c, the ra before the link
+
+
+# (sequences: each is probed at every instruction, so a few dozen runs apiece)
+DEVICE_CAMPAIGNS = [("riscv64", None, 10), ("x86_64", "tf", 8), ("x86_64", "int3", 8), ("loongarch64", None, 6)]
+
+
+@pytest.mark.parametrize("arch, variant, count", DEVICE_CAMPAIGNS)
+def test_device_access_campaign(arch: str, variant: str | None, count: int) -> None:
+    """Functions that read and write the board's devices in random sequences (UART transmit and
+    status, riscv's mtime/mtimecmp, x86's PIT and PIC), each instruction probed in turn: the
+    console, registers, memory and virtual time equal the unprobed run's (issue 17)."""
+    report = run_synthetic(arch, SEED, count, variant=variant, devices=True)
+    assert not report.failures, "\n\n".join(f"{f}\n{f.listing}" for f in report.failures[:3])
+    assert report.sequences == count and report.executed > 10 * count
+    assert report.printed >= count // 4  # the device groups ran
+
+
+def test_device_groups_only_when_asked() -> None:
+    """The default campaigns' functions stay what they were (same seeds, same code)."""
+    for gen in (rv, x86, la):
+        plain = gen.generate(random.Random("same"), 40, SCRATCH["riscv64"])
+        again = gen.generate(random.Random("same"), 40, SCRATCH["riscv64"], devices=False)
+        assert plain.code == again.code
+        mixed = gen.generate(random.Random("same"), 40, SCRATCH["riscv64"], devices=True)
+        assert mixed.code != plain.code

@@ -21,6 +21,7 @@ from .regs import GPR_NAMES
 
 FRAME = 256
 ZERO, RA, SP = 0, 1, 3
+UART = 0x1FE0_01E0  # the board's NS16550
 
 R3 = {  # op[31:15]
     "add.w": 0x20, "add.d": 0x21, "sub.w": 0x22, "sub.d": 0x23, "slt": 0x24, "sltu": 0x25,
@@ -149,12 +150,13 @@ NOP = _w(0x03400000, "nop")
 class _Gen:
     """The random choices of one function."""
 
-    def __init__(self, rng: random.Random, data: int) -> None:
+    def __init__(self, rng: random.Random, data: int, devices: bool = False) -> None:
         self.rng = rng
         self.dp = rng.choice([r for r in range(4, 32) if r != 21])
         self.data = data
         self.a = Asm(rng)
         self.avoid: set[int] = set()
+        self.devices = devices
 
     def dst(self, *extra: int, zero: bool = True) -> int:
         bad = {SP, self.dp, *self.avoid, *extra}
@@ -354,13 +356,29 @@ class _Gen:
             name = "bne" if k == 1 else "blt"
             a.fixup([4], lambda pc, t: [br16(name, ZERO, cnt, t - pc)], target=top)
 
+    def device(self) -> list[Insn]:
+        """A load or store on the board's UART (its registers sit inside an MMIO page):
+        transmit (the byte reaches the console) or the line status register."""
+        r = self.rng
+        t = self.dst(zero=False)
+        addr = [i20("lu12i.w", t, UART >> 12), i12("ori", t, t, UART & 0xFFF)]
+        k = r.randrange(4)
+        if k == 0:
+            return [*addr, i12("st.b", self.src(), t, 0)]
+        if k == 1:
+            return [*addr, i14("stptr.w", self.src(), t, 0)]
+        if k == 2:
+            return [*addr, i12(r.choice(["ld.bu", "ld.b"]), self.dst(), t, 5)]
+        return [*addr, r3("ldx.bu", self.dst(), t, ZERO)]
+
     def group(self) -> None:
         r, a = self.rng, self.a
         a.boundary()
-        k = r.choices(
-            ["alu", "div", "mem", "stack", "pcrel", "atomic", "branch", "call", "loop"],
-            weights=[36, 4, 12, 5, 6, 3, 14, 4, 3],
-        )[0]
+        groups = ["alu", "div", "mem", "stack", "pcrel", "atomic", "branch", "call", "loop"]
+        weights = [36, 4, 12, 5, 6, 3, 14, 4, 3]
+        if self.devices:
+            groups, weights = [*groups, "device"], [*weights, 25]
+        k = r.choices(groups, weights=weights)[0]
         if k == "branch":
             self.branch()
         elif k == "call":
@@ -373,14 +391,17 @@ class _Gen:
             a.add(getattr(self, k)())
 
 
-def generate(rng: random.Random, length: int, base: int, data: int | None = None) -> SynthFunction:
+def generate(
+    rng: random.Random, length: int, base: int, data: int | None = None, devices: bool = False
+) -> SynthFunction:
     """A random function for ``base`` with about ``length`` body instructions.
 
     ``data`` is the data buffer (default ``base + DATA_OFFSET``); the data register holds its
     middle at the call, ``ra`` the return address, ``sp`` a stack with ``FRAME`` bytes free.
+    ``devices`` adds loads and stores on the board's devices to the mix.
     """
     data = base + DATA_OFFSET if data is None else data
-    g = _Gen(rng, data)
+    g = _Gen(rng, data, devices)
     a = g.a
     a.add(i12("addi.d", SP, SP, -FRAME))
     a.add(i12("st.d", RA, SP, FRAME - 8) if rng.random() < 0.5 else i14("stptr.d", RA, SP, FRAME - 8))

@@ -67,6 +67,7 @@ class Traps:
         if not self.engine.reg_read(LA_REG_CSR_EENTRY):
             self.m.fault(what or f"exception {ecode:#x} with no exception entry (EENTRY=0)", pc)
             return
+        self.m.entered()
         self.engine.reg_write(LA_REG_PC, pc)
         self.engine.raise_exception(ecode, subcode, badv)
 

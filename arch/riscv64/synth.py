@@ -18,6 +18,7 @@ from .regs import GPR_NAMES as N
 
 FRAME = 256
 SP, RA, ZERO = 2, 1, 0
+UART, MTIMECMP, MTIME = 0x1000_0000, 0x200_4000, 0x200_BFF8  # the board's device registers
 CREGS = range(8, 16)  # registers the 3-bit compressed fields reach
 
 R_OPS = {  # name: (opcode, funct3, funct7)
@@ -203,12 +204,13 @@ def _split(off: int) -> tuple[int, int]:
 class _Gen:
     """The random choices of one function."""
 
-    def __init__(self, rng: random.Random, data: int) -> None:
+    def __init__(self, rng: random.Random, data: int, devices: bool = False) -> None:
         self.rng = rng
         self.dp = rng.choice(list(CREGS))
         self.data = data
         self.a = Asm(rng)
         self.avoid: set[int] = set()  # extra registers a group must not write (loop counters)
+        self.devices = devices
 
     # registers
     def dst(self, *extra: int, zero: bool = True) -> int:
@@ -401,13 +403,47 @@ class _Gen:
             name = r.choice(["bne", "bltu"])
             a.fixup([4], lambda pc, t: [branch(name, 0, cnt, t - pc)], target=top)
 
+    def device(self) -> list[Insn]:
+        """A load or store on the board's devices: UART transmit and status, the CLINT's
+        ``mtime`` (virtual time) and ``mtimecmp`` (a store reprograms the timer, often to a
+        moment just ahead or behind, which ends the slice there; ``mie`` stays 0, so the
+        interrupt only becomes pending)."""
+        r = self.rng
+        t = self.dst(zero=False)
+        k = r.randrange(6)
+        if k == 5:  # mtimecmp = mtime + a little
+            v = self.dst(t, zero=False)
+            return [
+                lui(t, (MTIME + 8) >> 12),
+                load("ld", v, t, -8),
+                i_op("addi", v, v, r.randrange(-8, 40)),
+                lui(t, MTIMECMP >> 12),
+                store("sd", v, t, 0),
+            ]
+        if k == 0:
+            return [lui(t, UART >> 12), store("sb", self.src(), t, 0)]
+        if k == 1:
+            return [lui(t, UART >> 12), load(r.choice(["lbu", "lb"]), self.dst(), t, 5)]
+        if k == 2:
+            name = r.choice(["ld", "lw", "lwu"])
+            return [
+                lui(t, (MTIME + 8) >> 12),
+                load(name, self.dst(), t, -8 + (4 if name != "ld" and r.random() < 0.5 else 0)),
+            ]
+        name = r.choice(["sd", "sw"])
+        off = 4 if name == "sw" and r.random() < 0.5 else 0
+        if k == 3:
+            return [lui(t, MTIMECMP >> 12), load("ld" if name == "sd" else "lwu", self.dst(), t, off)]
+        return [lui(t, MTIMECMP >> 12), store(name, self.src(), t, off)]
+
     def group(self) -> None:
         r, a = self.rng, self.a
         a.boundary()
-        k = r.choices(
-            ["alu", "mem", "c_mem", "stack", "sp_adjust", "pcrel", "atomic", "branch", "call", "loop", "fence"],
-            weights=[30, 10, 6, 5, 2, 5, 4, 14, 4, 3, 1],
-        )[0]
+        groups = ["alu", "mem", "c_mem", "stack", "sp_adjust", "pcrel", "atomic", "branch", "call", "loop", "fence"]
+        weights = [30, 10, 6, 5, 2, 5, 4, 14, 4, 3, 1]
+        if self.devices:
+            groups, weights = [*groups, "device"], [*weights, 25]
+        k = r.choices(groups, weights=weights)[0]
         if k == "branch":
             self.branch()
         elif k == "call":
@@ -420,14 +456,17 @@ class _Gen:
             a.add(getattr(self, k)())
 
 
-def generate(rng: random.Random, length: int, base: int, data: int | None = None) -> SynthFunction:
+def generate(
+    rng: random.Random, length: int, base: int, data: int | None = None, devices: bool = False
+) -> SynthFunction:
     """A random function for ``base`` with about ``length`` body instructions.
 
     ``data`` is the data buffer (default ``base + DATA_OFFSET``); the data register holds its
     middle at the call, ``ra`` the return address, ``sp`` a stack with ``FRAME`` bytes free.
+    ``devices`` adds loads and stores on the board's devices to the mix.
     """
     data = base + DATA_OFFSET if data is None else data
-    g = _Gen(rng, data)
+    g = _Gen(rng, data, devices)
     a = g.a
     a.add(c_addi16sp(-FRAME) if rng.random() < 0.5 else i_op("addi", SP, SP, -FRAME))
     a.add(c_sp_ls("c.sdsp", RA, FRAME - 8) if rng.random() < 0.5 else store("sd", RA, SP, FRAME - 8))

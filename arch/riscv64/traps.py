@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from unicorn import UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_INVALID
+from unicorn import UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_INVALID, UcError
 from unicorn.riscv_const import (
     UC_RISCV_REG_MCAUSE,
     UC_RISCV_REG_MEPC,
@@ -138,6 +138,7 @@ class Traps:
             if mtvec == 0:
                 self.m.fault(what or f"trap cause {cause & 0xFF} with no trap vector (mtvec=0)", epc)
                 return
+            self.m.entered()
             status = uc.reg_read(UC_RISCV_REG_MSTATUS)
             mie = 1 if status & MSTATUS_MIE else 0
             status = (status & ~(MSTATUS_MIE | MSTATUS_MPIE | MSTATUS_MPP)) | (mie << 7) | (priv << 11)
@@ -176,7 +177,10 @@ class Traps:
     def halted(self) -> bool:
         """Did the slice end on a ``wfi``?"""
         pc = self.m.pc
-        return int.from_bytes(self.m.read(pc - 4, 4), "little") == WFI
+        try:
+            return int.from_bytes(self.m.read(pc - 4, 4), "little") == WFI
+        except UcError:  # the PC at the start of mapped memory: nothing ran before it
+            return False
 
     def install_port_hooks(self, port_in: object, port_out: object) -> None:
         raise NotImplementedError("riscv64 has no I/O ports")

@@ -21,6 +21,7 @@ from .regs import GPR_NAMES
 RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI = range(8)
 FRAME = 64
 DATA_REGS = (RBX, RBP, 12, 13, 14, 15, 8, 9, 10, 11)
+COM1 = 0x3F8
 HIGH8 = 16  # register ids 16..19: ah, ch, dh, bh (encodings 4..7 without REX)
 ALU = ("add", "or", "adc", "sbb", "and", "sub", "xor", "cmp")
 SHIFT = {"rol": 0, "ror": 1, "rcl": 2, "rcr": 3, "shl": 4, "shr": 5, "sar": 7}
@@ -205,12 +206,13 @@ def _sx(v: int, bits: int) -> int:
 class _Gen:
     """The random choices of one function."""
 
-    def __init__(self, rng: random.Random, data: int) -> None:
+    def __init__(self, rng: random.Random, data: int, devices: bool = False) -> None:
         self.rng = rng
         self.dp = rng.choice(DATA_REGS)
         self.data = data
         self.a = Asm(rng)
         self.avoid: set[int] = set()
+        self.devices = devices
         self.pushed = 0  # bytes pushed by an open group ([rsp+off] operands stay in the frame)
 
     # -- operands ---------------------------------------------------------------------------------
@@ -681,6 +683,26 @@ class _Gen:
         out.append(plain(*r.choice(ops)))
         return out
 
+    def device(self, pre: list[X86Insn]) -> list[X86Insn]:
+        """Port I/O on the board's devices: COM1 transmit and line status, the PIC's mask, and
+        the PIT reprogrammed (the slice may end there) with a count of at least 0x1000, which
+        cannot expire before the function returns (no IDT is set up here)."""
+        if {RAX, RDX} & ({self.dp} | self.avoid):
+            raise ValueError("port I/O needs rax and rdx")
+        r = self.rng
+        k = r.randrange(5)
+        if k < 2:
+            port = COM1 + 5 * k
+            out = [short_reg(0xB8, RDX, 4, f"mov edx, {port:#x}", imm_bytes(port, 4))]
+            return out + [plain(b"\xee", "out dx, al") if k == 0 else plain(b"\xec", "in al, dx")]
+        if k == 2:
+            return [r.choice([plain(b"\xe4\x21", "in al, 0x21"), plain(b"\xe6\x21", "out 0x21, al")])]
+        low, high = r.randrange(256), r.randrange(0x10, 0x100)
+        out = [plain(b"\xb0\x34", "mov al, 0x34"), plain(b"\xe6\x43", "out 0x43, al")] if k == 3 else []
+        for byte in (low, high):
+            out += [plain(bytes([0xB0, byte]), f"mov al, {byte:#x}"), plain(b"\xe6\x40", "out 0x40, al")]
+        return out
+
     def frame(self, pre: list[X86Insn]) -> list[X86Insn]:
         """enter/leave around a store into the new frame."""
         n = 8 * self.rng.randrange(1, 5)
@@ -795,8 +817,9 @@ class _Gen:
                 "branch",
                 "call",
                 "loop",
-            ],
-            weights=[16, 4, 5, 5, 8, 4, 4, 8, 4, 4, 5, 4, 4, 2, 2, 1, 12, 4, 3],
+            ]
+            + (["device"] if self.devices else []),
+            weights=[16, 4, 5, 5, 8, 4, 4, 8, 4, 4, 5, 4, 4, 2, 2, 1, 12, 4, 3] + ([25] if self.devices else []),
         )[0]
         if k == "branch":
             self.branch()
@@ -808,14 +831,17 @@ class _Gen:
             self.emit(self.try_(getattr(self, k)))
 
 
-def generate(rng: random.Random, length: int, base: int, data: int | None = None) -> SynthFunction:
+def generate(
+    rng: random.Random, length: int, base: int, data: int | None = None, devices: bool = False
+) -> SynthFunction:
     """A random function for ``base`` with about ``length`` body instructions.
 
     ``data`` is the data buffer (default ``base + DATA_OFFSET``, within RIP reach); the data
-    register holds its middle at the call, ``[rsp]`` the return address.
+    register holds its middle at the call, ``[rsp]`` the return address. ``devices`` adds port
+    I/O on the board's devices to the mix.
     """
     data = base + DATA_OFFSET if data is None else data
-    g = _Gen(rng, data)
+    g = _Gen(rng, data, devices)
     a = g.a
     a.add(Insn(bytes([0x48, 0x83, 0xEC, FRAME]), f"sub rsp, {FRAME}"))
     while len(a.items) < length + 1:

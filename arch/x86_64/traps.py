@@ -58,6 +58,7 @@ class Traps:
         self._page = machine.sim_alloc(0x2000)
         machine.write(self._page, _LCALL)
         machine.write(self._page + _LAND, b"\x90")
+        machine.sim_data_readers.append((self._page, self._page + len(_LCALL)))  # the far call's reads
         uc.hook_add(UC_HOOK_CODE, self._land, None, self._page + _LAND, self._page + _LAND)
         self._frame: tuple[int, int, bytes, int] | None = None  # rsp, rip, frame, rflags
         self._guest_gdtr: tuple[int, int, int, int] | None = None
@@ -206,11 +207,13 @@ class Traps:
             return VEC_SS, 0, f"exception frame push at {(stack - len(frame)) & (1 << 64) - 1:#x} outside memory"
         new_flags = rflags & ~(TF | NT | RF | (IF if attr & 0xF == 0xE else 0))
         if cpl == 0:
+            m.entered()
             self._complete(stack - len(frame), handler, frame, new_flags, sel)
             return None
         _, gdt_base, gdt_limit, _ = self._reg(xc.UC_X86_REG_GDTR)
         if not self._in_ram(gdt_base, min(gdt_limit + 1, (sel & ~7) + 8)):
             return VEC_GP, sel & ~3, f"GDT at {gdt_base:#x} outside memory"
+        m.entered()
         self._raise_privilege(sel, (stack - len(frame), handler, frame, new_flags))
         return None
 

@@ -29,6 +29,8 @@ from .maps import (
     BPF_F_RDONLY_PROG,
     BPF_MAP_TYPE_ARRAY,
     BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+    BPF_MAP_TYPE_PROG_ARRAY,
+    MAP_TYPE_NAMES,
     BpfMap,
     create_map,
 )
@@ -99,6 +101,8 @@ class MapSpec:
     #: Initial contents of a global data section map (``.rodata``/``.data``; zeros for ``.bss``).
     initial_value: bytes | None = None
     extra: dict[str, int] = field(default_factory=dict)
+    #: A prog array's declared slots: index -> program name (``.values = { [i] = &prog }``).
+    init_slots: dict[int, str] = field(default_factory=dict)
 
     @property
     def is_data(self) -> bool:
@@ -111,7 +115,7 @@ class MapSpec:
         if self.map_type == BPF_MAP_TYPE_PERF_EVENT_ARRAY and max_entries == 0:
             max_entries = ncpus
         m = create_map(self.map_type, self.key_size, self.value_size, max_entries, self.flags,
-                       self.name, ncpus)
+                       self.name, ncpus, self.extra.get("map_extra", 0))
         m.btf = btf
         m.btf_key_type_id = self.btf_key_type_id
         m.btf_value_type_id = self.btf_value_type_id
@@ -120,6 +124,19 @@ class MapSpec:
             if buf is not None:
                 buf[:] = self.initial_value
         return m
+
+
+@dataclass
+class Extern:
+    """An ``extern`` variable the loader resolves: ``__kconfig`` (a value in the ``.kconfig``
+    map at ``offset``) or ``__ksym`` (a kernel symbol's address, patched into ``lddw``'s)."""
+
+    name: str
+    kind: Literal["kconfig", "ksym"]
+    type_id: int
+    weak: bool
+    offset: int = 0
+    size: int = 0
 
 
 @dataclass
@@ -134,6 +151,8 @@ class ProgramSpec:
     functions: list[tuple[str, int]] = field(default_factory=list)
     #: Instructions CO-RE poisoned (``call 0xbad2310``): pc -> the relocation libbpf names.
     poisoned: dict[int, str] = field(default_factory=dict)
+    #: ``lddw`` instructions that load a ``__ksym`` extern's address: (pc, extern name).
+    ksym_refs: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def insn_count(self) -> int:
@@ -166,6 +185,8 @@ class ObjectFile:
     kern_version: int = 0
     #: What the CO-RE relocations did, one line each in libbpf's debug-log words.
     core_log: list[str] = field(default_factory=list)
+    #: ``__kconfig`` and ``__ksym`` externs, by name.
+    externs: dict[str, Extern] = field(default_factory=dict)
 
     def program(self, name: str) -> ProgramSpec:
         """A program by function name or section name."""
@@ -280,11 +301,14 @@ class _Reader:
         self._legacy_maps()
         self._btf_maps()
         self._data_sections()
+        self._externs()
         self._collect_code()
+        self._map_initialisers()
         self._core_relocate()
         programs = [self._link(f) for f in self.entry_funcs]
         lic = self._license()
-        return ObjectFile(self.name, programs, self.maps, lic, self.btf, self._kern_version(), self.core_log)
+        return ObjectFile(self.name, programs, self.maps, lic, self.btf, self._kern_version(), self.core_log,
+                          self.externs)
 
     def _header(self) -> None:
         d = self.data
@@ -482,6 +506,7 @@ class _Reader:
                     value_id, vals["value_size_btf"] = tid, size
                 continue
             if m.name == "values":  # __array(values, ...): inner map / prog array initialisers
+                vals["values_offset"] = m.bit_offset // 8
                 continue
             if ptr.kind != BTF_KIND_PTR:
                 raise self.err(f"map {name!r}: {m.name} is not a __uint() pointer")
@@ -491,6 +516,10 @@ class _Reader:
             vals[m.name] = arr.nelems
         ksz = vals.get("key_size", vals.get("key_size_btf", 0))
         vsz = vals.get("value_size", vals.get("value_size_btf", 0))
+        if "values_offset" in vals:  # slots hold fds (libbpf's rule)
+            if vsz not in (0, 4):
+                raise self.err(f"map {name!r}: conflicting value size {vsz} != 4")
+            vsz = 4
         for what in ("key", "value"):
             explicit, typed = vals.get(f"{what}_size"), vals.get(f"{what}_size_btf")
             if explicit is not None and typed is not None and explicit != typed:
@@ -498,7 +527,7 @@ class _Reader:
         if "type" not in vals:
             raise self.err(f"map {name!r}: no map type")
         extra = {k: v for k, v in vals.items()
-                 if k in ("pinning", "numa_node", "map_extra")}
+                 if k in ("pinning", "numa_node", "map_extra", "values_offset")}
         return MapSpec(name, vals["type"], ksz, vsz, vals.get("max_entries", 0),
                        vals.get("map_flags", 0), ".maps", key_id, value_id, None, extra)
 
@@ -519,6 +548,38 @@ class _Reader:
             spec = MapSpec(n, BPF_MAP_TYPE_ARRAY, 4, sec.size, 1, flags, n, 0, vid,
                            self.sec_data(sec))
             self.data_maps[sec.index] = self._add_map(spec, sec.index, 0)
+
+    def _externs(self) -> None:
+        """``extern`` variables: ``__kconfig`` ones get a read-only ``.kconfig`` map (laid out in
+        BTF order, each at its natural alignment, as libbpf does); ``__ksym`` ones are kept for
+        the loader to resolve against the kernel's symbols."""
+        self.externs: dict[str, Extern] = {}
+        undefined = {s.name: s for s in self.symbols
+                     if s.shndx == SHN_UNDEF and s.name and s.type in (STT_NOTYPE, STT_OBJECT)}
+        if not undefined:
+            return
+        if self.btf is None:
+            raise self.err(f"extern {next(iter(undefined))!r} needs BTF (compile with -g)")
+        offset = 0
+        for sec_name, kind in ((".kconfig", "kconfig"), (".ksyms", "ksym")):
+            ds = self.btf.datasec(sec_name)
+            for si in ds.secinfos if ds is not None else ():
+                var = self.btf.type(si.type_id)
+                sym = undefined.get(var.name)
+                if sym is None:
+                    continue
+                ext = Extern(var.name, kind, var.type_id, sym.info >> 4 == 2)  # STB_WEAK
+                if kind == "kconfig":
+                    size = self.btf.size_of(var.type_id)
+                    align = 1 if self.btf.resolved(var.type_id).kind == BTF_KIND_ARRAY else min(size, 8)
+                    offset = (offset + align - 1) // align * align
+                    ext.offset, ext.size = offset, size
+                    offset += size
+                self.externs[var.name] = ext
+        if offset:
+            spec = MapSpec(".kconfig", BPF_MAP_TYPE_ARRAY, 4, offset, 1, BPF_F_MMAPABLE | BPF_F_RDONLY_PROG,
+                           ".kconfig", 0, 0, bytes(offset))
+            self.kconfig_map = self._add_map(spec, -1, 0)
 
     # -- code ------------------------------------------------------------------------------
     def _collect_code(self) -> None:
@@ -580,6 +641,43 @@ class _Reader:
                     continue
                 table[r_off // INSN_SIZE] = (rtype, self.symbols[sym_idx])
 
+    def _map_initialisers(self) -> None:
+        """``.rel.maps``: the slots a prog array declares with ``.values = { [i] = &prog }``
+        (libbpf fills them after load); map-in-map initialisers are refused by name."""
+        maps_sec = next((s for s in self.sections if s.name == ".maps"), None)
+        if maps_sec is None:
+            return
+        starts = sorted((off, idx) for (shndx, off), idx in self.map_at.items() if shndx == maps_sec.index)
+        entries = {f.name for f in self.entry_funcs}
+        for rs in self.sections:
+            if rs.type != SHT_REL or rs.info != maps_sec.index:
+                continue
+            body = self.sec_data(rs)
+            for i in range(rs.size // 16):
+                r_off, r_info = struct.unpack_from("<QQ", body, 16 * i)
+                sym_idx = r_info >> 32
+                if sym_idx >= len(self.symbols):
+                    raise self.err(f"{rs.name}: relocation {i} refers to unknown symbol #{sym_idx}")
+                sym = self.symbols[sym_idx]
+                owner = [(off, idx) for off, idx in starts if off <= r_off]
+                if not owner:
+                    raise self.err(f"{rs.name}: relocation {i} at {r_off:#x} is in no map")
+                off, idx = owner[-1]
+                spec = self.maps[idx]
+                vo = spec.extra.get("values_offset")
+                if vo is None or (r_off - off - vo) % 8 or r_off - off < vo:
+                    raise self.err(f"map {spec.name!r}: relocation at {r_off:#x} is not in its .values")
+                slot = (r_off - off - vo) // 8
+                if spec.map_type != BPF_MAP_TYPE_PROG_ARRAY:
+                    raise self.err(f"map {spec.name!r} slot [{slot}]: initialising a "
+                                   f"{MAP_TYPE_NAMES.get(spec.map_type, spec.map_type)} map "
+                                   f"(map-in-map) is not supported")
+                if sym.name not in entries:
+                    raise self.err(f"map {spec.name!r} slot [{slot}]: {sym.name!r} is not a program")
+                if slot >= spec.max_entries:
+                    raise self.err(f"map {spec.name!r} slot [{slot}]: past max_entries {spec.max_entries}")
+                spec.init_slots[slot] = sym.name
+
     def _core_relocate(self) -> None:
         """Apply the ``.BTF.ext`` CO-RE relocations to the code sections (see :mod:`.core`)."""
         ext = next((s for s in self.sections if s.name == ".BTF.ext" and s.type == SHT_PROGBITS), None)
@@ -626,6 +724,7 @@ class _Reader:
         placed: dict[tuple[int, int], int] = {}
         functions: list[tuple[str, int]] = []
         map_refs: list[tuple[int, MapRef]] = []
+        ksym_refs: list[tuple[int, str]] = []
         poisoned: dict[int, str] = {}
         queue = [entry]
 
@@ -667,7 +766,11 @@ class _Reader:
                         if op != OP_LDDW or i + 1 >= n:
                             raise self.err(f"{where}: R_BPF_64_64 on a non-lddw instruction")
                         ref = self._lddw_target(sym, imm, where)
-                        if isinstance(ref, _Func):
+                        if isinstance(ref, str):  # a __ksym extern: the loader writes its address
+                            self._set(code, i, 0, 0)
+                            struct.pack_into("<i", code, (i + 1) * INSN_SIZE + 4, 0)
+                            ksym_refs.append((base + i, ref))
+                        elif isinstance(ref, _Func):
                             target = place(ref)
                             self._set(code, i, BPF_PSEUDO_FUNC, target - (base + i) - 1)
                         else:
@@ -685,8 +788,8 @@ class _Reader:
                                            f"{sym.name!r} is not a bpf-to-bpf call")
                         tsec = sym.shndx
                         if tsec == SHN_UNDEF:
-                            raise self.err(f"{where}: call to unknown (extern) symbol "
-                                           f"{sym.name!r}")
+                            raise self.err(f"{where}: call to kernel function (kfunc) {sym.name!r}: "
+                                           f"kfuncs are not supported")
                         if tsec not in self.code:
                             raise self.err(f"{where}: call to {sym.name!r} outside code")
                         if sym.value % INSN_SIZE:
@@ -703,7 +806,7 @@ class _Reader:
                     self._call(code, i, base, f, f.shndx, sec_idx + imm + 1, where, place)
                 i += 2 if op == OP_LDDW else 1
             out += code
-        return ProgramSpec(entry.name, sec_name, bytes(out), map_refs, functions, poisoned)
+        return ProgramSpec(entry.name, sec_name, bytes(out), map_refs, functions, poisoned, ksym_refs)
 
     def _call(self, code: bytearray, i: int, base: int, f: _Func, tsec: int, tidx: int,
               where: str, place: Callable[[_Func], int]) -> None:
@@ -719,10 +822,16 @@ class _Reader:
         code[i * INSN_SIZE + 1] = (code[i * INSN_SIZE + 1] & 0x0F) | (src << 4)
         struct.pack_into("<i", code, i * INSN_SIZE + 4, imm)
 
-    def _lddw_target(self, sym: _Symbol, imm: int, where: str) -> _Func | tuple[int, str, int]:
+    def _lddw_target(self, sym: _Symbol, imm: int, where: str) -> _Func | tuple[int, str, int] | str:
         shndx = sym.shndx
         if shndx == SHN_UNDEF:
-            raise self.err(f"{where}: reference to unknown (extern) symbol {sym.name!r}")
+            ext = self.externs.get(sym.name)
+            if ext is None:
+                raise self.err(f"{where}: reference to unknown (extern) symbol {sym.name!r} "
+                               f"(neither __kconfig nor __ksym)")
+            if ext.kind == "ksym":
+                return ext.name
+            return self.kconfig_map, "value", ext.offset + imm
         if shndx >= SHN_LORESERVE or shndx >= len(self.sections):
             raise self.err(f"{where}: symbol {sym.name!r} has bad section index {shndx}")
         if shndx in self.code:

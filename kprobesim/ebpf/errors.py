@@ -68,3 +68,12 @@ class StopProgram(Exception):
     def __init__(self, value: int = 0) -> None:
         super().__init__(value)
         self.value = value
+
+
+class TailCall(Exception):  # noqa: N818 - a control transfer, not an error
+    """Raised by ``bpf_tail_call`` to end the program and run ``target`` (a VM) in its place,
+    with the same context; whoever ran the program runs the target (see the loader)."""
+
+    def __init__(self, target: object) -> None:
+        super().__init__(target)
+        self.target = target

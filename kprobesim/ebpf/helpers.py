@@ -39,6 +39,8 @@ from kprobesim.task import current_task
 
 from . import isa
 from .errors import EbpfError, HelperError
+from .helper_ids import NAMES
+from .helpers_extra import ExtraHelpers
 from .maps import (
     BPF_F_SKIP_FIELD_MASK,
     BPF_F_USER_STACK,
@@ -48,6 +50,7 @@ from .maps import (
     RingBufMap,
     StackTraceMap,
 )
+from .maps_extra import BloomFilterMap, FdArrayMap, QueueStackMap
 from .memory import Memory
 
 if TYPE_CHECKING:
@@ -92,25 +95,17 @@ KTIME_GET_COARSE_NS = 160
 GET_FUNC_IP = 173
 GET_ATTACH_COOKIE = 174
 TRACE_VPRINTK = 177
+TAIL_CALL = 12
+CURRENT_TASK_UNDER_CGROUP = 37
+MAP_PUSH_ELEM = 87
+MAP_POP_ELEM = 88
+MAP_PEEK_ELEM = 89
+FOR_EACH_MAP_ELEM = 164
+SNPRINTF = 165
+LOOP = 181
+STRNCMP = 182
 
-HELPER_NAMES: dict[int, str] = {
-    MAP_LOOKUP_ELEM: "map_lookup_elem", MAP_UPDATE_ELEM: "map_update_elem",
-    MAP_DELETE_ELEM: "map_delete_elem", PROBE_READ: "probe_read", KTIME_GET_NS: "ktime_get_ns",
-    TRACE_PRINTK: "trace_printk", GET_PRANDOM_U32: "get_prandom_u32",
-    GET_SMP_PROCESSOR_ID: "get_smp_processor_id", GET_CURRENT_PID_TGID: "get_current_pid_tgid",
-    GET_CURRENT_UID_GID: "get_current_uid_gid", GET_CURRENT_COMM: "get_current_comm",
-    PERF_EVENT_OUTPUT: "perf_event_output", GET_STACKID: "get_stackid",
-    GET_CURRENT_TASK: "get_current_task", GET_NUMA_NODE_ID: "get_numa_node_id",
-    PROBE_READ_STR: "probe_read_str", OVERRIDE_RETURN: "override_return", GET_STACK: "get_stack",
-    PROBE_READ_USER: "probe_read_user", PROBE_READ_KERNEL: "probe_read_kernel",
-    PROBE_READ_USER_STR: "probe_read_user_str", PROBE_READ_KERNEL_STR: "probe_read_kernel_str",
-    JIFFIES64: "jiffies64", KTIME_GET_BOOT_NS: "ktime_get_boot_ns",
-    RINGBUF_OUTPUT: "ringbuf_output", RINGBUF_RESERVE: "ringbuf_reserve",
-    RINGBUF_SUBMIT: "ringbuf_submit", RINGBUF_DISCARD: "ringbuf_discard",
-    RINGBUF_QUERY: "ringbuf_query", GET_CURRENT_TASK_BTF: "get_current_task_btf",
-    KTIME_GET_COARSE_NS: "ktime_get_coarse_ns", GET_FUNC_IP: "get_func_ip",
-    GET_ATTACH_COOKIE: "get_attach_cookie", TRACE_VPRINTK: "trace_vprintk",
-}  # fmt: skip
+HELPER_NAMES: dict[int, str] = {i + 1: n for i, n in enumerate(NAMES)}
 
 #: Argument registers each helper dereferences (reads or writes memory through); the others are
 #: values, map handles, or the context used only to find the live registers.
@@ -122,13 +117,15 @@ HELPER_MEMORY_ARGS: dict[int, frozenset[int]] = {
     PROBE_READ_USER_STR: frozenset({1, 3}), TRACE_PRINTK: frozenset({1, 3, 4, 5}),
     TRACE_VPRINTK: frozenset({1, 3}), GET_CURRENT_COMM: frozenset({1}),
     PERF_EVENT_OUTPUT: frozenset({4}), GET_STACK: frozenset({2}), RINGBUF_OUTPUT: frozenset({2}),
-    RINGBUF_SUBMIT: frozenset({1}), RINGBUF_DISCARD: frozenset({1}),
+    RINGBUF_SUBMIT: frozenset({1}), RINGBUF_DISCARD: frozenset({1}), MAP_PUSH_ELEM: frozenset({2}),
+    MAP_POP_ELEM: frozenset({2}), MAP_PEEK_ELEM: frozenset({2}), SNPRINTF: frozenset({1, 3, 4}),
+    STRNCMP: frozenset({1, 3}),
     **{h: frozenset() for h in (KTIME_GET_NS, GET_PRANDOM_U32, GET_SMP_PROCESSOR_ID,
                                 GET_CURRENT_PID_TGID, GET_CURRENT_UID_GID, GET_STACKID,
                                 GET_CURRENT_TASK, GET_NUMA_NODE_ID, OVERRIDE_RETURN, JIFFIES64,
                                 KTIME_GET_BOOT_NS, RINGBUF_RESERVE, RINGBUF_QUERY,
                                 GET_CURRENT_TASK_BTF, KTIME_GET_COARSE_NS, GET_FUNC_IP,
-                                GET_ATTACH_COOKIE)},
+                                GET_ATTACH_COOKIE, CURRENT_TASK_UNDER_CGROUP)},
 }  # fmt: skip
 MAX_BPRINTF_BUF = 512  # Linux: the formatted message, NUL included
 MAX_TRACE_PRINTK_VARARGS = 3
@@ -139,6 +136,8 @@ TASK_FLAGS_OFFSET = 28
 TASK_KSTACK_TOP_OFFSET = 40
 TASK_FLAG_USER = 2
 _PAGE = 0x1000
+#: Maps whose elements programs cannot look up, update or delete by key.
+_NO_KEYED_OPS = (QueueStackMap, BloomFilterMap, FdArrayMap)
 _M64 = isa.MASK64
 
 
@@ -183,7 +182,7 @@ def _signed(v: int, bits: int) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
-class Runtime:
+class Runtime(ExtraHelpers):
     """The helpers of one loaded object, bound to its machine, maps and shared VM memory."""
 
     def __init__(self, machine: Machine, memory: Memory, maps: Sequence[BpfMap], out: Output) -> None:
@@ -197,6 +196,7 @@ class Runtime:
         self._map_addr: dict[int, int] = {}
         self._reserved: dict[int, tuple[RingBufMap, int]] = {}
         self.unsubmitted = 0  # ring buffer records a run left reserved (discarded at its end)
+        self.tail_calls = 0  # tail calls made by the current run
         self.rng = prandom(machine)
         # Frame layout: return address and caller's frame pointer relative to the frame pointer.
         # With a link register (riscv, loongarch): ra at fp-8, previous fp at fp-16; with the
@@ -242,6 +242,15 @@ class Runtime:
             RINGBUF_SUBMIT: self.ringbuf_submit,
             RINGBUF_DISCARD: self.ringbuf_discard,
             RINGBUF_QUERY: self.ringbuf_query,
+            TAIL_CALL: self.tail_call,
+            LOOP: self.loop,
+            FOR_EACH_MAP_ELEM: self.for_each_map_elem,
+            MAP_PUSH_ELEM: self.map_push_elem,
+            MAP_POP_ELEM: self.map_pop_elem,
+            MAP_PEEK_ELEM: self.map_peek_elem,
+            SNPRINTF: self.snprintf,
+            STRNCMP: self.strncmp,
+            CURRENT_TASK_UNDER_CGROUP: self.current_task_under_cgroup,
         }
 
     def map_handle(self, index: int) -> int:
@@ -286,15 +295,19 @@ class Runtime:
         self._reserved.clear()
         self.unsubmitted += left
         self.hit = None
+        self.tail_calls = 0
         return left
 
     # -- plumbing -------------------------------------------------------------------------------
-    def _map(self, addr: int, hid: int, kinds: tuple[type, ...] | None = None) -> BpfMap:
+    def _map(self, addr: int, hid: int, kinds: tuple[type, ...] | None = None, reg: int = 1) -> BpfMap:
         m = self._handles.get(addr)
         if m is None:
-            raise HelperError(f"{HELPER_NAMES[hid]}: r1 ({addr:#x}) is not a map")
+            raise HelperError(f"{HELPER_NAMES[hid]}: r{reg} ({addr:#x}) is not a map")
         if kinds is not None and not isinstance(m, kinds):
             raise HelperError(f"{HELPER_NAMES[hid]}: map {m.name!r} is a {m.type_name} map")
+        if kinds is None and isinstance(m, _NO_KEYED_OPS):  # Linux's verifier refuses these
+            raise HelperError(f"cannot pass map_type {m.map_type} ({m.type_name} {m.name!r}) into func "
+                              f"bpf_{HELPER_NAMES[hid]}#{hid}")
         return m
 
     def _hit(self, hid: int) -> Hit:

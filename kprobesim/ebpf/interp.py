@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import alu, isa
 from .errors import BudgetExhausted, HelperError
+from .helper_ids import TAKES_CALLBACK
 from .memory import PACK, UNPACK
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ _ZERO_STACK = bytes(isa.STACK_SIZE)
 
 # decoded instruction kinds
 (K_ALU, K_END, K_JA, K_JCOND, K_LDX, K_ST, K_STX, K_ATOMIC, K_LDDW, K_CALL, K_CALLX, K_LOCAL,
- K_EXIT) = range(13)
+ K_EXIT, K_CALLBACK) = range(14)
 
 
 def _decode(prog, pc: int) -> tuple:
@@ -56,7 +57,7 @@ def _decode(prog, pc: int) -> tuple:
                 return (K_CALLX, dst, 0, 0, 0, 0)
             if src == isa.CALL_LOCAL:
                 return (K_LOCAL, pc + 1 + imm, 0, 0, 0, 0)
-            return (K_CALL, imm, 0, 0, 0, 0)
+            return (K_CALLBACK if imm in TAKES_CALLBACK else K_CALL, imm, 0, 0, 0, 0)
         k = imm & (M64 if bits == 64 else M32)
         return (K_JCOND, dst, src if op & isa.X else -1, k, pc + 1 + off, (bits, code))
     size = isa.SIZE_BYTES[op & 0x18]
@@ -86,18 +87,22 @@ class Interpreter:
 
     def run(self, r1: int, r2: int, r3: int, r4: int, r5: int, budget: int) -> tuple[int, int]:
         """Execute from pc 0; return ``(r0, remaining budget)``."""
+        return self.call(0, r1, r2, r3, r4, r5, 0, budget)
+
+    def call(self, pc: int, r1: int, r2: int, r3: int, r4: int, r5: int, depth: int,
+             n: int) -> tuple[int, int]:
+        """Run the subprogram at ``pc`` in frame ``depth`` with ``n`` instructions of budget;
+        return ``(r0, remaining budget)`` (the program itself, or a callback)."""
         vm = self.vm
         mem = vm.memory
         frames = vm.frames
         code, cost, helper_fns = self.code, self.cost, self.helper_fns
         call_helper = vm.call_helper
-        stack, top = frames[0]
+        stack, top = frames[depth]
         stack[:] = _ZERO_STACK
         regs = [0, r1, r2, r3, r4, r5, 0, 0, 0, 0, top]
         calls: list[tuple[int, list[int], int]] = []
-        depth = 0
-        n = budget
-        pc = 0
+        budget = vm.current_budget
         while True:
             c = cost[pc]
             if c:
@@ -138,6 +143,10 @@ class Interpreter:
             elif kind == K_CALL:
                 regs[0] = call_helper(pc, helper_fns[a], a, regs[1], regs[2], regs[3], regs[4],
                                       regs[5])
+                pc += 1
+            elif kind == K_CALLBACK:
+                regs[0], n = vm.call_with_callback(self, pc, helper_fns[a], a, regs[1], regs[2], regs[3],
+                                                   regs[4], regs[5], depth, n)
                 pc += 1
             elif kind == K_CALLX:
                 hid = regs[a]

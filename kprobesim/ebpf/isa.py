@@ -73,6 +73,9 @@ NREGS = 11  # r0..r10; r10 is the read-only frame pointer
 FP = 10
 STACK_SIZE = 512  # bytes per frame
 MAX_CALL_FRAMES = 8  # the main program plus up to 7 nested bpf-to-bpf calls
+#: What ``lddw PSEUDO_FUNC`` loads: this tag in the high half, the subprogram's pc in the low half
+#: (an address no memory region has, so a load through it faults).
+FUNC_TAG = 0xFFFF_FFF0_0000_0000
 MAX_INSNS = 1_000_000  # Linux's limit for privileged programs
 
 MASK64 = (1 << 64) - 1

@@ -10,9 +10,16 @@ and translates each program once, and attaches it by its section:
   ignores a kprobe program's return value: only ``bpf_override_return`` changes the flow;
 - ``kretprobe/SYM``: run in the kretprobe's return handler; the context is ``pt_regs`` at the
   return (``PT_REGS_RC`` is the return value, IP the return address);
-- a bare ``kprobe``/``kretprobe`` section attaches to the function the program is named after
-  (bcc's ``kprobe__SYM`` convention, or the name itself);
-- anything else (``uprobe``, ``tracepoint``, ...) is refused.
+- a bare ``kprobe``/``kretprobe`` section attaches to ``SYM`` when the program is named
+  ``kprobe__SYM`` (bcc's convention); otherwise it is loaded and left unattached, as libbpf
+  leaves it, until ``attach={"prog": "FUNC"}`` (``--attach prog=FUNC``) or
+  :meth:`LoadedObject.attach` gives it a function (which also moves any kprobe program);
+- programs of other types (``tracepoint``, ``raw_tp``, ``tp_btf``, ``perf_event``, ``uprobe``,
+  ...) are not loaded, one line each in ``LoadedObject.skipped``, as libbpf's ``autoload=false``;
+
+Before load, libbpf's user-space steps (:mod:`.userspace`): CO-RE relocations against the
+machine's BTF, ``globals`` (``--set``), ``map_sizes`` (``--map-size``), ``__kconfig`` and
+``__ksym`` externs.
 
 Every load error is one line: a bad object, a map that cannot be created, a verifier refusal
 naming the instruction, an unsupported section (:class:`BpfError`), or an attach point that
@@ -26,18 +33,19 @@ program only: it is counted in ``Program.errors`` and the first one is reported 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kprobesim.errors import ProbeError, SimError
 
-from . import core, isa
+from . import core, isa, userspace
 from .elf import ObjectError, ObjectFile, ProgramSpec, load_object
-from .errors import EbpfError
-from .helpers import HELPER_MEMORY_ARGS, OVERRIDE_RETURN, Hit, Runtime
+from .errors import EbpfError, TailCall
+from .helpers import HELPER_MEMORY_ARGS, OVERRIDE_RETURN, TAIL_CALL, Hit, Runtime
 from .maps import BpfMap, MapError
+from .maps_extra import ProgArrayMap
 from .memory import Memory
 from .output import Record, TraceOutput, format_maps
 from .verifier import Program as Verified
@@ -51,6 +59,8 @@ if TYPE_CHECKING:
 #: Kretprobe instances per program. Linux's default, max(10, 2 * NR_CPUS), drops the returns of
 #: deep recursion (the firmware's fib() with three tasks in it); 64 catches every one.
 DEFAULT_MAXACTIVE = 64
+#: The first program fd (later programs count up from it, in load order).
+PROG_FD_BASE = 100
 SUPPORTED = ("kprobe", "kretprobe")
 
 
@@ -75,6 +85,7 @@ class Program:
     errors: int = 0  # runs stopped by a fault
     insns: int = 0  # instructions executed by the runs that completed
     last_error: str | None = None
+    fd: int = 0  # what user space puts in a prog array slot for it
 
     @property
     def hits(self) -> int:
@@ -100,6 +111,24 @@ class LoadedObject:
         self.programs: dict[str, Program] = {}
         self.runtime = runtime
         self.output = out
+        self.skipped: list[str] = []  # programs not loaded (libbpf's autoload=false), one line each
+        self.maxactive = DEFAULT_MAXACTIVE
+        self.lazy_ctx = True
+
+    def attach(self, prog: str, target: str) -> Program:
+        """Attach program ``prog`` (a kprobe or kretprobe) to ``target`` (``SYM``, ``SYM+OFF``),
+        as ``bpf_program__attach_kprobe`` does at run time; a program attached before is moved."""
+        p = self.programs.get(prog)
+        if p is None:
+            known = ", ".join(self.programs) or "none"
+            raise BpfError(f"{self.path}: no loaded program {prog!r} (loaded: {known})")
+        _check_target(self, p, target)
+        if p.probe is not None:
+            p.probe.unregister()
+            p.probe = None
+        p.target = target
+        _attach(self, p, self.maxactive, self.lazy_ctx)
+        return p
 
     @property
     def records(self) -> list[Record]:
@@ -114,6 +143,14 @@ class LoadedObject:
         """Hits and misses per program, in ``--stats``'s layout."""
         return [f"  {'bpf:' + p.name:<40} {p.hits:>15} {p.missed:>15}" for p in self.programs.values()]
 
+    def unattached(self) -> list[str]:
+        """One line per loaded program attached nowhere (a bare section given no ``--attach``)
+        and not in a prog array slot (a tail call's target)."""
+        slots = {id(t) for m in self.maps.values() if isinstance(m, ProgArrayMap) for _, t in m.slots.values()}
+        return [f"{self.path}: program '{p.name}' ({p.section}): loaded, not attached (give it a function: "
+                f"--attach {p.name}=FUNC)" for p in self.programs.values()
+                if p.probe is None and id(p.vm) not in slots]
+
     def detach(self) -> None:
         """Unregister every probe the object placed (maps stay readable)."""
         for p in self.programs.values():
@@ -126,13 +163,14 @@ class LoadedObject:
 
 
 def _target(spec: ProgramSpec) -> str:
+    """Where a program attaches by itself: its section's target, or bcc's ``kprobe__SYM`` name;
+    "" for a bare ``kprobe``/``kretprobe`` section (attached at run time, as libbpf leaves it)."""
     if spec.attach_point:
         return spec.attach_point
-    name = spec.name
     for prefix in ("kprobe__", "kretprobe__"):
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return name
+        if spec.name.startswith(prefix):
+            return spec.name[len(prefix) :]
+    return ""
 
 
 def load(
@@ -144,13 +182,19 @@ def load(
     maxactive: int = DEFAULT_MAXACTIVE,
     budget: int = DEFAULT_BUDGET,
     lazy_ctx: bool = True,
+    attach: Mapping[str, str] | None = None,
+    globals: Mapping[str, str] | None = None,
+    map_sizes: Mapping[str, int] | None = None,
 ) -> LoadedObject:
     """Load ``path`` into ``machine`` and attach its programs (see the module docstring).
 
     ``engine``: ``translate`` (default) or ``interp``; ``fmt``: trace lines as ``text`` or
     ``json``; ``maxactive``: kretprobe instances per program; ``budget``: instructions per run;
     ``lazy_ctx``: fill only the ``pt_regs`` fields a program can read (see :func:`ctx_reads`),
-    False to build all of them on every hit.
+    False to build all of them on every hit. libbpf's user-space steps: ``attach`` maps program
+    names to the function (``SYM[+OFF]``) each attaches to instead of its section's target;
+    ``globals`` gives ``.rodata``/``.data``/``.bss`` variables values before load (text, parsed
+    by their BTF type); ``map_sizes`` sets maps' ``max_entries``.
     """
     name = str(path)
     try:
@@ -159,6 +203,20 @@ def load(
         raise BpfError(str(e)) from None
     if not obj.programs:
         raise BpfError(f"{name}: no programs")
+    attach = dict(attach or {})
+    try:
+        for var, text in (globals or {}).items():
+            userspace.set_global(obj, var, text)
+        for map_name, entries in (map_sizes or {}).items():
+            userspace.resize_map(obj, map_name, entries)
+        userspace.fill_kconfig(obj, machine)
+        for prog_name in attach:
+            if not any(p.name == prog_name for p in obj.programs):
+                known = ", ".join(p.name for p in obj.programs)
+                raise BpfError(f"--attach {prog_name}={attach[prog_name]}: {name} has no program {prog_name!r} "
+                               f"(its programs: {known})")
+    except userspace.UserspaceError as e:
+        raise BpfError(f"{name}: {e}") from None
     try:
         created = obj.create_maps(1)
     except MapError as e:
@@ -167,17 +225,25 @@ def load(
     out = TraceOutput(machine, obj.btf, fmt)
     runtime = Runtime(machine, memory, created, out)
     loaded = LoadedObject(machine, obj, {m.name: m for m in created}, runtime, out)
+    loaded.maxactive, loaded.lazy_ctx = maxactive, lazy_ctx
     helpers = runtime.helpers()
 
     for spec in obj.programs:
         where = f"{name}: program '{spec.name}' ({spec.section})"
         kind = spec.prog_type
         if kind not in SUPPORTED:
-            raise BpfError(f"{where}: section type '{kind}' is not supported (only kprobe/SYM[+OFF] and kretprobe/SYM)")
-        target = _target(spec)
-        if kind == "kretprobe" and "+" in target:
-            raise BpfError(f"{where}: a kretprobe attaches to a function, not an offset")
+            # libbpf's autoload=false: the object loads, this program does not
+            loaded.skipped.append(f"{where}: not loaded: section type '{kind}' is not supported "
+                                  f"(only kprobe and kretprobe programs attach)")
+            continue
         insns = isa.decode(spec.insns)
+        try:
+            for pc, ksym in spec.ksym_refs:
+                addr = userspace.ksym_address(obj, machine, ksym)
+                lo, hi = isa.lddw(insns[pc].dst, addr)
+                insns[pc], insns[pc + 1] = lo, hi
+        except userspace.UserspaceError as e:
+            raise BpfError(f"{where}: {e}") from None
         if spec.poisoned:
             live = sorted(set(spec.poisoned) & core.reachable(insns))
             if live:
@@ -197,15 +263,46 @@ def load(
             raise BpfError(f"{where}: {e}") from None
         if OVERRIDE_RETURN in vm.program.helper_ids and kind != "kprobe":
             raise BpfError(f"{where}: bpf_override_return needs a kprobe at a function's entry")
-        loaded.programs[spec.name] = Program(spec.name, spec.section, kind, target, vm)
+        if TAIL_CALL in vm.program.helper_ids and set(vm.program.subprogs) - {0} - vm.program.callbacks:
+            raise BpfError(f"{where}: mixing of tail_calls and bpf-to-bpf calls is not supported")
+        loaded.programs[spec.name] = Program(spec.name, spec.section, kind, attach.get(spec.name, _target(spec)), vm,
+                                             fd=PROG_FD_BASE + len(loaded.programs))
 
+    if not loaded.programs:
+        raise BpfError(loaded.skipped[0] if len(loaded.skipped) == 1 else
+                       f"{name}: no program the machine can attach ({len(loaded.skipped)} of other types)")
+    _fill_prog_arrays(loaded)
     try:
         for prog in loaded.programs.values():
-            _attach(loaded, prog, maxactive, lazy_ctx)
+            if prog.target:
+                _check_target(loaded, prog, prog.target)
+                _attach(loaded, prog, maxactive, lazy_ctx)
     except (ProbeError, BpfError):
         loaded.detach()
         raise
     return loaded
+
+
+def _fill_prog_arrays(loaded: LoadedObject) -> None:
+    """Prog arrays take program fds (from user space: ``obj.programs[name].fd``); the slots the
+    object declares (``.values = { [i] = &prog }``) are filled as libbpf fills them after load."""
+    by_fd = {p.fd: p for p in loaded.programs.values()}
+    for spec in loaded.object.maps:
+        m = loaded.maps[spec.name]
+        if not isinstance(m, ProgArrayMap):
+            continue
+        m.resolve_fd = lambda fd: (p.vm if (p := by_fd.get(fd)) is not None else None)
+        for slot, prog_name in sorted(spec.init_slots.items()):
+            p = loaded.programs.get(prog_name)
+            if p is None:
+                raise BpfError(f"{loaded.path}: map {spec.name!r} slot [{slot}]: program {prog_name!r} is not loaded")
+            m.update(struct.pack("<I", slot), struct.pack("<i", p.fd))
+
+
+def _check_target(loaded: LoadedObject, prog: Program, target: str) -> None:
+    if prog.kind == "kretprobe" and "+" in target:
+        raise BpfError(f"{loaded.path}: program '{prog.name}' ({prog.section}): a kretprobe attaches to a "
+                       f"function, not an offset")
 
 
 def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool) -> None:
@@ -219,7 +316,9 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
     entry = found is not None and found[1] == 0 and found[0].is_func
     if OVERRIDE_RETURN in prog.vm.program.helper_ids and not entry:
         raise BpfError(f"{where}: bpf_override_return needs a kprobe at a function's entry, not {prog.target}")
-    make_ctx = _context_builder(m, prog.vm.program if lazy_ctx else None)
+    # a tail call may reach a program that reads other fields: then every field is built
+    tails = any(isinstance(mp, ProgArrayMap) for mp in loaded.maps.values())
+    make_ctx = _context_builder(m, prog.vm.program if lazy_ctx and not tails else None)
     rt = loaded.runtime
 
     def run(regs: Regs, kind: str, ip: int) -> int:
@@ -227,12 +326,19 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
         ctx = make_ctx(regs, ip)
         rt.hit = hit
         prog.runs += 1
+        vm = prog.vm
         try:
-            prog.vm.run(ctx)
-            prog.insns += prog.vm.last_count or 0
+            while True:
+                try:
+                    vm.run(ctx)
+                    prog.insns += vm.last_count or 0
+                    break
+                except TailCall as t:
+                    vm = t.target  # type: ignore[assignment]
         except EbpfError as e:
-            poison = loaded.object.program(prog.name).poisoned.get(e.pc) if e.pc is not None else None
-            _fault(loaded, prog, f"insn {e.pc}: <invalid CO-RE relocation>: {poison}" if poison else str(e))
+            poison = loaded.object.program(vm.name).poisoned.get(e.pc) if e.pc is not None else None
+            text = f"insn {e.pc}: <invalid CO-RE relocation>: {poison}" if poison else str(e)
+            _fault(loaded, prog, text if vm is prog.vm else f"tail call to '{vm.name}': {text}")
         finally:
             if rt.end_run():
                 _fault(loaded, prog, "ring buffer record reserved but neither submitted nor discarded")

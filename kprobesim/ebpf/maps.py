@@ -875,10 +875,18 @@ def create_map(
     flags: int = 0,
     name: str = "",
     ncpus: int = 1,
+    map_extra: int = 0,
 ) -> BpfMap:
-    """Create a map like ``BPF_MAP_CREATE``; raises :class:`MapError` on invalid parameters."""
-    cls = _MAP_CLASSES.get(map_type)
+    """Create a map like ``BPF_MAP_CREATE``; raises :class:`MapError` on invalid parameters.
+    ``map_extra``: the bloom filter's number of hashes (0 elsewhere, as Linux requires)."""
+    from .maps_extra import MAP_CLASSES, BloomFilterMap
+
+    cls = _MAP_CLASSES.get(map_type) or MAP_CLASSES.get(map_type)
     if cls is None:
         kind = MAP_TYPE_NAMES.get(map_type, f"type {map_type}")
         raise MapError(errno.EINVAL, f"map {name!r}: unsupported map type {kind}")
+    if cls is BloomFilterMap:
+        return BloomFilterMap(map_type, key_size, value_size, max_entries, flags, name, ncpus, map_extra=map_extra)
+    if map_extra:
+        raise MapError(errno.EINVAL, f"map {name!r}: map_extra is only for bloom filters (EINVAL)")
     return cls(map_type, key_size, value_size, max_entries, flags, name, ncpus)

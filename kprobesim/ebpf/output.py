@@ -158,7 +158,9 @@ def is_histogram(m: BpfMap) -> bool:
 
 def printable(m: BpfMap) -> bool:
     """Maps printed at exit: not output channels, not read-only data."""
-    return not isinstance(m, (RingBufMap, PerfEventArrayMap)) and not m.name.startswith(".rodata")
+    from .maps_extra import BloomFilterMap  # its bits tell nothing readable
+
+    return not isinstance(m, (RingBufMap, PerfEventArrayMap, BloomFilterMap)) and not m.name.startswith(".rodata")
 
 
 def _is_data(m: BpfMap) -> bool:

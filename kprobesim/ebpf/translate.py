@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from . import isa
 from .errors import BudgetExhausted, HelperError, MemoryFault
+from .helper_ids import TAKES_CALLBACK
 from .isa import Insn
 from .memory import PACK, UNPACK
 from .verifier import Program
@@ -117,7 +118,7 @@ class _Gen:
                 jumps = True
         entries = sorted(targets)
         self.out(0, f"def f{entry}(r1, r2, r3, r4, r5, d, n, RG=RG, WG=WG, U2=U2, U4=U4, "
-                    f"U8=U8, P2=P2, P4=P4, P8=P8, STK=STK, Z=Z, FLT=FLT, BX=BX):")
+                    f"U8=U8, P2=P2, P4=P4, P8=P8, STK=STK, Z=Z, FLT=FLT, BX=BX, CB=CB, RUN=RUN):")
         self.out(1, "stk, r10 = STK[d]")
         self.out(1, "stk[:] = Z")
         self.out(1, "r0 = r6 = r7 = r8 = r9 = 0")
@@ -216,6 +217,8 @@ class _Gen:
         if op == isa.CALL_OP:
             if src == isa.CALL_LOCAL:
                 return [f"r0, n = f{pc + 1 + imm}(r1, r2, r3, r4, r5, d + 1, n)"]
+            if imm in TAKES_CALLBACK:
+                return [f"r0, n = CB(RUN, {pc}, H{imm & isa.MASK32}, {imm}, r1, r2, r3, r4, r5, d, n)"]
             return [f"r0 = CH({pc}, H{imm & isa.MASK32}, {imm}, r1, r2, r3, r4, r5)"]
         if op == isa.CALLX_OP:
             return [f"r0 = CX({pc}, r{dst}, r1, r2, r3, r4, r5)"]
@@ -488,12 +491,18 @@ class Translated:
             "P2": PACK[2], "P4": PACK[4], "P8": PACK[8], "STK": vm.frames,
             "Z": bytes(isa.STACK_SIZE), "FLT": flt, "BX": bx, "CH": call_helper, "CX": cx,
             "SDIV64": _sdiv64, "SDIV32": _sdiv32, "SMOD64": _smod64, "SMOD32": _smod32,
-            "BS16": _bs16, "BS32": _bs32, "BS64": _bs64,
+            "BS16": _bs16, "BS32": _bs32, "BS64": _bs64, "CB": vm.call_with_callback, "RUN": self,
         }
         for hid in prog.helper_ids:
             ns[f"H{hid & isa.MASK32}"] = vm.helpers[hid]
         exec(code, ns)
         self.entry = ns["f0"]
+        self.functions = {entry: ns[f"f{entry}"] for entry in prog.subprogs}
 
     def run(self, r1: int, r2: int, r3: int, r4: int, r5: int, budget: int) -> tuple[int, int]:
         return self.entry(r1, r2, r3, r4, r5, 0, budget)
+
+    def call(self, pc: int, r1: int, r2: int, r3: int, r4: int, r5: int, depth: int,
+             n: int) -> tuple[int, int]:
+        """Run the subprogram at ``pc`` (a callback) in frame ``depth``; ``(r0, budget left)``."""
+        return self.functions[pc](r1, r2, r3, r4, r5, depth, n)

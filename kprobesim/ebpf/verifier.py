@@ -2,10 +2,11 @@
 
 It checks what can be decided statically: opcode validity and reserved fields, register numbers,
 writes to the read-only frame pointer r10, jump targets (in range, inside the same subprogram,
-not into the second slot of ``lddw``), subprograms ending in ``exit``/``ja`` (no falling off the
-end), helper ids against the helper table, bpf-to-bpf call recursion and depth, and the size
-limit.  Each rejection is a :class:`VerifierError` whose text is ``verifier: insn N: reason``.
-What stays dynamic (memory bounds, endless loops, ``callx`` targets) is checked at run time.
+not into the second slot of ``lddw``), callback addresses (``lddw`` of a subprogram),
+subprograms ending in ``exit``/``ja`` (no falling off the end), helper ids against the helper
+table, bpf-to-bpf call recursion and depth, and the size limit. Each rejection is a
+:class:`VerifierError` whose text is ``verifier: insn N: reason``. What stays dynamic (memory
+bounds, endless loops, ``callx`` targets) is checked at run time.
 
 The result, :class:`Program`, is the analysed program both engines execute: resolved ``lddw``
 values, subprogram entries and the basic-block costs used for the instruction budget.
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 
 from . import isa
 from .errors import VerifierError
+from .helper_ids import describe as describe_helper
+from .helper_ids import name as helper_name
 from .isa import Insn
 
 #: ``resolver(pseudo_src, imm, next_imm) -> 64-bit value`` for the ``lddw`` placeholder forms.
@@ -43,6 +46,8 @@ class Program:
     helper_ids: set[int] = field(default_factory=set)
     max_frames: int = 1
     ninsns: int = 0
+    #: Subprogram entries whose address the program takes (``lddw PSEUDO_FUNC``): callbacks.
+    callbacks: frozenset[int] = frozenset()
 
     def subprog_end(self, entry: int) -> int:
         i = self.subprogs.index(entry)
@@ -121,7 +126,10 @@ def _check_jmp(pc: int, insn: Insn, helpers: Container[int]) -> None:
             raise _fail(pc, "call uses reserved fields")
         if src == isa.CALL_HELPER:
             if imm not in helpers:
-                raise _fail(pc, f"unknown helper function id {imm}")
+                if helper_name(imm) is None:
+                    raise _fail(pc, f"invalid func {describe_helper(imm)}")
+                raise _fail(pc, f"unknown func {describe_helper(imm)}: helper not implemented "
+                                f"by kprobesim")
         elif src == isa.CALL_KFUNC:
             raise _fail(pc, "kernel function calls (kfunc) are not supported")
         elif src != isa.CALL_LOCAL:
@@ -187,6 +195,7 @@ def verify(insns: Sequence[Insn], helpers: Container[int] = (), resolver: Resolv
         raise _fail(max_insns, f"program too large ({n} insns, limit {max_insns})")
 
     second: set[int] = set()  # second slots of lddw
+    func_refs: list[tuple[int, int]] = []  # (pc, subprogram) of each lddw pseudo func (callbacks)
     imm64: dict[int, int] = {}
     starts: list[int] = []
     pc = 0
@@ -210,7 +219,11 @@ def verify(insns: Sequence[Insn], helpers: Container[int] = (), resolver: Resolv
             if insn.src == isa.PSEUDO_IMM:
                 imm64[pc] = isa.lddw_value(insn, nxt)
             elif insn.src == isa.PSEUDO_FUNC:
-                raise _fail(pc, "lddw pseudo func (callback address) is not supported")
+                if nxt.imm:
+                    raise _fail(pc, "lddw pseudo func uses reserved field imm of its second slot")
+                target = pc + 1 + insn.imm
+                imm64[pc] = isa.FUNC_TAG | (target & isa.MASK32)
+                func_refs.append((pc, target))
             elif insn.src in _SUPPORTED_PSEUDO:
                 name = isa.PSEUDO_NAMES[insn.src]
                 if resolver is None:
@@ -246,6 +259,14 @@ def verify(insns: Sequence[Insn], helpers: Container[int] = (), resolver: Resolv
             if target in second:
                 raise _fail(pc, f"call target {target} is the middle of an lddw")
             calls.append((pc, target))
+    for pc, target in func_refs:
+        if not 0 <= target < n:
+            raise _fail(pc, f"callback target {target} out of range")
+        if target in second:
+            raise _fail(pc, f"callback target {target} is the middle of an lddw")
+    # a callback runs one frame below the function that takes its address (it is handed to a
+    # helper there): for recursion and depth, that is a call
+    calls += func_refs
     subprogs = sorted({0} | {t for _, t in calls})
     owner: list[int] = [0] * n
     for i, entry in enumerate(subprogs):
@@ -297,7 +318,9 @@ def verify(insns: Sequence[Insn], helpers: Container[int] = (), resolver: Resolv
         best = 1
         for call_pc, callee in graph[sub]:
             if state.get(callee) == 1:
-                raise _fail(call_pc, f"recursive bpf-to-bpf call to insn {callee}")
+                raise _fail(call_pc, f"recursive bpf-to-bpf call to insn {callee}"
+                            if insns[call_pc].opcode == isa.CALL_OP else
+                            f"callback at insn {callee} may call itself (recursion)")
             if level + 1 > isa.MAX_CALL_FRAMES:
                 raise _fail(call_pc, f"call stack of {level + 1} frames is too deep "
                                      f"(max {isa.MAX_CALL_FRAMES})")
@@ -321,6 +344,7 @@ def verify(insns: Sequence[Insn], helpers: Container[int] = (), resolver: Resolv
             block_cost[pc] = 0
         block_cost[current] += 1
 
-    helper_ids = {insns[pc].imm for pc in starts
+    used_helpers = {insns[pc].imm for pc in starts
                   if insns[pc].opcode == isa.CALL_OP and insns[pc].src == isa.CALL_HELPER}
-    return Program(insns, imm64, subprogs, block_cost, helper_ids, max_frames, len(starts))
+    return Program(insns, imm64, subprogs, block_cost, used_helpers, max_frames, len(starts),
+                   frozenset(t for _, t in func_refs))

@@ -9,7 +9,10 @@ Typical use (the kprobe pre-handler)::
 Helpers are called as ``fn(vm, r1, r2, r3, r4, r5) -> int`` and use ``vm.memory`` to read,
 write or map regions (e.g. ``vm.memory.map_region(view, True, "map value", key=...)``); a helper
 may raise :class:`StopProgram` to end the program with a given r0.  Anything a helper raises
-besides :class:`EbpfError` becomes a :class:`HelperError` naming the pc.
+besides :class:`EbpfError` becomes a :class:`HelperError` naming the pc.  Helpers that take a
+callback (:data:`~kprobesim.ebpf.helper_ids.TAKES_CALLBACK`: ``bpf_loop``, ...) get a seventh
+argument, ``invoke(func, a1, ..., a5) -> r0``, which runs the subprogram whose address the
+program passed one frame below the caller, charging the run's budget.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Any, Literal
 
 from . import isa
 from .asm import assemble
-from .errors import EbpfError, HelperError, StopProgram
+from .errors import EbpfError, HelperError, StopProgram, TailCall
+from .helper_ids import describe as describe_helper
 from .interp import Interpreter
 from .isa import Insn
 from .memory import Buffer, Memory
@@ -109,16 +113,38 @@ class VM:
         """The Python source the translator generated for this program ("" if interpreted)."""
         return getattr(self._engine("translate"), "source", "")
 
+    def call_with_callback(self, runner: Any, pc: int, fn: Helper, hid: int, r1: int, r2: int,
+                           r3: int, r4: int, r5: int, depth: int, n: int) -> tuple[int, int]:
+        """Call a helper that takes a callback from frame ``depth`` with ``n`` instructions of
+        budget left; ``runner`` is the engine running the program. Returns ``(r0, n left)``."""
+        left = [n]
+        callbacks = self.program.callbacks
+        frames = len(self.frames)
+
+        def invoke(func: int, a1: int = 0, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+            entry = func & isa.MASK32
+            if func & ~isa.MASK32 != isa.FUNC_TAG or entry not in callbacks:
+                raise HelperError(f"{describe_helper(hid)}: {func:#x} is not a callback's address", pc)
+            if depth + 1 >= frames:
+                raise HelperError(f"{describe_helper(hid)}: callback needs frame {depth + 2} of "
+                                  f"{frames}", pc)
+            r0, left[0] = runner.call(entry, a1 & isa.MASK64, a2 & isa.MASK64, a3 & isa.MASK64,
+                                      a4 & isa.MASK64, a5 & isa.MASK64, depth + 1, left[0])
+            return r0
+
+        r0 = self.call_helper(pc, fn, hid, r1, r2, r3, r4, r5, invoke)
+        return r0, left[0]
+
     def call_helper(self, pc: int, fn: Helper, hid: int, r1: int, r2: int, r3: int, r4: int,
-                    r5: int) -> int:
+                    r5: int, invoke: Callable[..., int] | None = None) -> int:
         """Call helper ``fn`` (id ``hid``) for the instruction at ``pc``; returns the new r0."""
         try:
-            ret = fn(self, r1, r2, r3, r4, r5)
+            ret = fn(self, r1, r2, r3, r4, r5) if invoke is None else fn(self, r1, r2, r3, r4, r5, invoke)
         except EbpfError as e:
             if e.pc is None:
                 e.pc = pc
             raise
-        except StopProgram:
+        except (StopProgram, TailCall):
             raise
         except Exception as e:
             raise HelperError(f"helper {hid} failed: {type(e).__name__}: {e}", pc) from e
@@ -164,7 +190,7 @@ class VM:
             return r0
         except StopProgram as stop:
             return stop.value & isa.MASK64
-        except EbpfError:
+        except (EbpfError, TailCall):
             raise
         except Exception as e:  # never let an engine bug escape as a random exception
             raise EbpfError(f"internal error: {type(e).__name__}: {e}") from e

@@ -102,6 +102,7 @@ class Registry:
             name: getattr(self.step, name, None)
             for name in ("backstop_addr", "step_begin", "step_extra_count")
         }
+        self._hitting: Site | None = None  # the site whose pre-handlers are running
         machine.break_handlers.append(self._on_break)
         machine.exception_fixups.append(self._on_exception)
         if hasattr(machine.traps, "debug_handlers"):
@@ -249,7 +250,7 @@ class Registry:
                 self._boost_orphans.append(site.boost)  # the CPU may be inside it: free it later
             else:
                 self.slots.free(site.boost)
-        if site.slot is not None:
+        if site.slot is not None and site is not self._hitting:  # a hit in progress frees it after
             live = [st for st in self.steps if st.site is site]
             if live:
                 live[-1].orphan = True
@@ -318,6 +319,7 @@ class Registry:
             and (len(instances) < 2 or instances[-2].return_sp != sp)
         ):  # fmt: skip
             frame = [instances.pop()]  # the common case: one instance, the newest
+            real = last.ret_addr
         else:
             frame = [inst for inst in reversed(instances) if inst.return_sp == sp]
             if not frame:
@@ -330,9 +332,18 @@ class Registry:
             for inst in frame:
                 instances.remove(inst)
                 inst.ret_addr = real
+        # Back to the real caller first (Linux sets the return address before the handlers run),
+        # so a handler that raises leaves no instance behind and the guest resumes correctly.
+        regs.pc = real
+        ra_reg = self.spec.RA_REG
+        if ra_reg is not None:
+            regs[ra_reg] = real  # as if never hijacked
+        else:
+            regs.write_mem(sp - 8, real.to_bytes(8, "little"))
+        for inst in frame:
+            inst.kretprobe.active -= 1
         for inst in frame:  # the most recent first, as Linux
             rp = inst.kretprobe
-            rp.active -= 1
             if rp.registry is not None and rp.enabled:
                 rp.hits += 1
                 handler = rp.handler
@@ -343,13 +354,6 @@ class Registry:
                         raise
                     except Exception as e:
                         raise self._handler_error("return", rp, handler, e) from e
-        ret = frame[0].ret_addr
-        regs.pc = ret
-        ra_reg = self.spec.RA_REG
-        if ra_reg is not None:
-            regs[ra_reg] = ret  # as if never hijacked
-        else:
-            regs.write_mem(sp - 8, ret.to_bytes(8, "little"))
 
     # -- traps ---------------------------------------------------------------------------------
     @property
@@ -442,7 +446,9 @@ class Registry:
                 p.missed += p.enabled
             self._execute(site, regs, quiet=True)
             return
+        skip = False
         self._busy = True
+        self._hitting = site
         try:
             for p in site.probes.copy():  # a handler may (un)register probes here
                 if p.enabled:
@@ -456,10 +462,24 @@ class Registry:
                         except Exception as e:
                             raise self._handler_error("pre", p, pre, e) from e
                         if moved:
-                            return  # like Linux's aggr_pre_handler: later handlers do not run
+                            skip = True  # like Linux's aggr_pre_handler: later handlers do not run
+                            break
+        except BaseException:
+            regs.pc = site.addr  # as before the hit (x86: not one byte past the int3)
+            raise
         finally:
             self._busy = False
-        self._execute(site, regs)
+            self._hitting = None
+        if site.addr not in self.sites or self.sites[site.addr] is not site:
+            # A pre-handler unregistered the site's last probe: its original instruction is
+            # back in place, so resume there; the slot it would have stepped is freed now.
+            if site.slot is not None:
+                self.slots.free(site.slot)
+            if not skip:
+                regs.pc = site.addr
+            return
+        if not skip:
+            self._execute(site, regs)
 
     def _execute(self, site: Site, regs: Regs, quiet: bool = False) -> None:
         """Simulate the probed instruction, or start its out-of-line step."""

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from unicorn import UcError
+
+from kprobesim.errors import GuestFault, ProbeError
+
 from .insn import MASK64
+
+MAX_ACCESS = 1 << 24  # the most one handler access may move (16 MiB)
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -117,10 +123,33 @@ class Regs:
         return int.from_bytes(self.read_mem(self.sp + self._spec.STACK_ARGS_OFFSET + 8 * n, 8), "little")
 
     def read_mem(self, addr: int, size: int) -> bytes:
-        return self._m.read(addr & MASK64, size)
+        """``size`` bytes of guest memory (GuestFault where the guest has none)."""
+        self._check(addr, size, "read_mem")
+        try:
+            return self._m.read(addr & MASK64, size)
+        except UcError:
+            raise GuestFault(f"read_mem of {size} bytes at {addr & MASK64:#x}: not guest memory", self.pc) from None
 
     def write_mem(self, addr: int, data: bytes) -> None:
-        self._m.write(addr & MASK64, data)
+        """Write guest memory (GuestFault where the guest has none)."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ProbeError(f"write_mem takes bytes, not {type(data).__name__}")
+        self._check(addr, len(data), "write_mem")
+        try:
+            self._m.write(addr & MASK64, bytes(data))
+        except UcError:
+            raise GuestFault(
+                f"write_mem of {len(data)} bytes at {addr & MASK64:#x}: not guest memory", self.pc
+            ) from None
+
+    @staticmethod
+    def _check(addr: int, size: int, what: str) -> None:
+        if isinstance(addr, bool) or not isinstance(addr, int):
+            raise ProbeError(f"{what}: the address must be an int, not {type(addr).__name__}")
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_ACCESS:
+            raise ProbeError(f"{what}: size {size!r} is not 0..{MAX_ACCESS} bytes")
+        if (addr & MASK64) + size > 1 << 64:
+            raise ProbeError(f"{what}: {size} bytes at {addr & MASK64:#x} run past the end of the address space")
 
     def pt_regs(self, **extra: int) -> bytes:
         """Linux's ``struct pt_regs`` for this arch (the eBPF context)."""

@@ -435,7 +435,7 @@ def test_malformed_objects(globals_obj: bytes) -> None:
     _symh, symoff, _ = secs[".symtab"]
     bad = bytearray(d)
     struct.pack_into("<H", bad, symoff + 24 * sym + 6, 0)
-    _raises(bytes(bad), "call to unknown \\(extern\\) symbol 'record'")
+    _raises(bytes(bad), "call to kernel function \\(kfunc\\) 'record': kfuncs are not supported")
     # ... and an lddw of a global variable that became an extern
     sym2 = struct.unpack_from("<Q", d, off + 24)[0] >> 32
     bad = bytearray(d)

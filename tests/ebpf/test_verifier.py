@@ -34,7 +34,8 @@ def reject(prog, helpers=(), **kw) -> str:
     ("ja +5\nexit", "insn 0: jump out of range from insn 0 to 6"),
     ("ja -2\nexit", "insn 0: jump out of range from insn 0 to -1"),
     ("jeq %r1, 0, +1\nlddw %r0, 1\nexit", "insn 0: jump from insn 0 into the middle of lddw"),
-    ("call 9\nexit", "insn 0: unknown helper function id 9"),
+    ("call 9\nexit", "insn 0: unknown func bpf_skb_store_bytes#9: helper not implemented by kprobesim"),
+    ("call 212\nexit", "insn 0: invalid func unknown#212"),
     ("mov %r0, 0\ncall runtime 3\nexit", "insn 1: kernel function calls (kfunc)"),
     ("call local f\nexit\nf: call local f\nexit", "insn 2: recursive bpf-to-bpf call"),
     ("call local f\nexit\nf: ja g\ng: exit\nmov %r0, 1", "insn 4: last insn of the program"),
@@ -42,7 +43,9 @@ def reject(prog, helpers=(), **kw) -> str:
      "insn 3: last insn of subprogram at insn 2 is not an exit or jump"),
     ("call local f\nexit\nf: ja -3\nexit", "insn 2: jump from insn 2 to 0 leaves its subprogram"),
     ("lddw %r1, map_fd[1]\nexit", "insn 0: lddw map_fd placeholder needs a loader"),
-    ("lddw %r1, func[+1]\nexit\nexit", "insn 0: lddw pseudo func"),
+    ("lddw %r1, func[+5]\nexit", "insn 0: callback target 6 out of range"),
+    ("lddw %r1, func[-2]\nexit", "insn 0: callback target -1 out of range"),
+    ("lddw %r1, func[-1]\nexit", "insn 0: callback at insn 0 may call itself (recursion)"),
 ])
 def test_rejections(prog, expect):
     assert expect in reject(prog)
@@ -81,7 +84,8 @@ def test_rejections_raw(insns, expect):
 
 def test_unknown_helper_names_instruction():
     prog = "mov %r0, 0\nmov %r1, 1\ncall 1\ncall 2\nexit"
-    assert reject(prog, helpers={1: None}) == "verifier: insn 3: unknown helper function id 2"
+    assert reject(prog, helpers={1: None}) == ("verifier: insn 3: unknown func bpf_map_update_elem#2: "
+                                               "helper not implemented by kprobesim")
     with pytest.raises(VerifierError):
         VM(prog, {1: lambda vm, *a: 0})
     VM(prog, {1: lambda vm, *a: 0, 2: lambda vm, *a: 0})

@@ -169,3 +169,31 @@ def test_budget_keeps_what_the_last_process_used(cache_dir: Path,
     diskcache.flush_all()
     code = marshal.loads(path.read_bytes())[2]
     assert 1 <= len(code) <= 2
+
+
+def test_wrong_shaped_entries_are_recompiled_and_the_file_rewritten(cache_dir: Path) -> None:
+    """A well-formed file whose entries have the wrong shape: those blocks are decoded and
+    compiled again, the run is the same, and the next flush rewrites the file without them."""
+    import marshal
+
+    first, _ = _run_la()
+    diskcache.flush_all()
+    (path,) = cache_dir.glob("pcode-*-Loongarch*.bin")
+    assert diskcache._read(path)[3] is False  # what the engine writes passes the checks whole
+    fmt, shapes, code, runs = marshal.loads(path.read_bytes())
+    block = next(k for k in code if k[1] != "snippets")
+    snip = next(k for k in code if k[1] == "snippets")
+    code[block] = (code[block][0], "source only")  # too short: was a TypeError in every run
+    code[snip] = (code[snip][0], code[snip][1], ["not_a_name"])
+    shape = next(iter(shapes))
+    shapes[shape] = [(b"\x00", None, (1, 2), 2, ((1, 2, b"", (), "", False, {}),))]
+    runs[next(iter(runs))] = "many"
+    code[("junk",)] = 5
+    path.write_bytes(marshal.dumps((fmt, shapes, code, runs)))
+    _new_process()
+    result, calls = _run_la()
+    assert result == first and calls["compile_block"] >= 1 and calls["_decode"] >= 1
+    diskcache.flush_all()
+    shapes2, code2, runs2, dropped = diskcache._read(path)
+    assert not dropped and block in code2 and ("junk",) not in code2
+    assert code2[snip][2] != ["not_a_name"] and shapes2[shape] != shapes[shape]

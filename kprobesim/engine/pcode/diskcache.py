@@ -22,6 +22,7 @@ import hashlib
 import marshal
 import os
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,12 @@ class Store:
         self.runs_source: dict[Any, list[int]] | None = None  # the engine's live counts
         self.used_code: set[Any] = set()  # keys looked up by this process
         self.used_shapes: set[Any] = set()
+        self.dirty = False  # the file held entries that were dropped: rewrite it at the next flush
         if path is not None:
             loaded = _read(path)
             if loaded is not None:
-                self.shapes, self.code, self.runs = loaded
+                self.shapes, self.code, self.runs = loaded[:3]
+                self.dirty = loaded[3]
 
     def add_shape(self, key: Any, entry: tuple[Any, ...]) -> None:
         self.shapes.setdefault(key, []).append(entry)
@@ -92,9 +95,9 @@ class Store:
         """Merge this process's new entries into the file (atomically replaced)."""
         live = {k: v[0] for k, v in (self.runs_source or {}).items()
                 if v[0] > self.runs.get(k, 0) and k[0] == self.lang}
-        if self.path is None or not (self.new_code or self.new_shapes or live):
+        if self.path is None or not (self.new_code or self.new_shapes or live or self.dirty):
             return
-        shapes, code, runs = _read(self.path) or ({}, {}, {})
+        shapes, code, runs, _ = _read(self.path) or ({}, {}, {}, True)
         if len(code) + len(self.new_code) > MAX_CODE:
             code = {k: v for k, v in code.items() if k in self.used_code}
         if len(shapes) + len(self.new_shapes) > MAX_SHAPES:
@@ -126,20 +129,101 @@ class Store:
         self.new_shapes.clear()
         self.new_code.clear()
         self.runs.update(live)
+        self.dirty = False
 
 
-def _read(path: Path) -> tuple[dict[Any, Any], dict[Any, Any], dict[Any, int]] | None:
+def _read(path: Path) -> tuple[dict[Any, Any], dict[Any, Any], dict[Any, int], bool] | None:
+    """The file's shapes, code and runs, each entry checked (wrong-shaped ones are dropped, so
+    the engine decodes and compiles those blocks again), and whether anything was dropped."""
     try:
         data = path.read_bytes()
     except OSError:
         return None
     try:
         fmt, shapes, code, runs = marshal.loads(data)
-    except (EOFError, ValueError, TypeError):
-        return None  # truncated or foreign: ignored (rewritten at the next flush)
+    except Exception:  # noqa: BLE001 - truncated or foreign: ignored (rewritten at the next flush)
+        return None
     if fmt != FORMAT or not all(isinstance(d, dict) for d in (shapes, code, runs)):
         return None
-    return shapes, code, runs
+    good_shapes = {k: v for k, v in shapes.items() if _valid_shape(k, v)}
+    good_code = {k: v for k, v in code.items() if _valid_code(k, v)}
+    good_runs = {k: n for k, n in runs.items() if isinstance(k, tuple) and type(n) is int and n >= 0}
+    dropped = (len(good_shapes), len(good_code), len(good_runs)) != (len(shapes), len(code), len(runs))
+    return good_shapes, good_code, good_runs, dropped
+
+
+def _is_int(x: Any) -> bool:
+    return type(x) is int
+
+
+def _valid_vn(vn: Any) -> bool:
+    return type(vn) is tuple and len(vn) == 3 and type(vn[0]) is str and _is_int(vn[1]) and _is_int(vn[2])
+
+
+def _valid_packed(packed: Any) -> bool:
+    """Packed instructions as codegen.pack_insns writes them."""
+    from .codegen import OpCode
+
+    opcodes = {int(o) for o in OpCode}
+    if type(packed) is not tuple or not packed:
+        return False
+    for insn in packed:
+        if type(insn) is not tuple or len(insn) != 7:
+            return False
+        addr, length, raw, ops, mnem, invalid, meta = insn
+        if not (_is_int(addr) and _is_int(length) and type(raw) is bytes and type(ops) is tuple):
+            return False
+        if not (type(mnem) is str and type(invalid) is bool and type(meta) is dict):
+            return False
+        for op in ops:
+            if type(op) is not tuple or len(op) != 5 or op[0] not in opcodes or type(op[2]) is not tuple:
+                return False
+            if not (op[1] is None or _valid_vn(op[1])) or not all(_valid_vn(v) for v in op[2]):
+                return False
+            if not (op[3] is None or type(op[3]) is str) or not (op[4] is None or type(op[4]) is str):
+                return False
+    return True
+
+
+def _valid_shape(key: Any, entries: Any) -> bool:
+    """(pc, max instructions) -> [(probe bytes, limit or None, pcs, end, packed instructions)]."""
+    if type(key) is not tuple or len(key) != 2 or not all(map(_is_int, key)) or type(entries) is not list:
+        return False
+    for e in entries:
+        if type(e) is not tuple or len(e) != 5:
+            return False
+        probe, limit, pcs, end, packed = e
+        if type(probe) is not bytes or not (limit is None or _is_int(limit)) or not _is_int(end):
+            return False
+        if type(pcs) is not tuple or not pcs or not all(map(_is_int, pcs)) or not _valid_packed(packed):
+            return False
+        if len(pcs) != len(packed):
+            return False
+    return True
+
+
+def _valid_code(key: Any, value: Any) -> bool:
+    """Snippets: (code, source, [function names]); blocks: (code, source, name, (marks, dirty))."""
+    if type(key) is not tuple or len(key) < 3 or type(value) is not tuple or not value:
+        return False
+    codeobj = value[0]
+    if not isinstance(codeobj, types.CodeType):
+        return False
+    if key[1] == "snippets":
+        if len(value) != 3 or type(value[1]) is not str or type(value[2]) not in (list, tuple):
+            return False
+        names = value[2]
+        return type(key[2]) is tuple and len(names) == len(key[2]) and all(
+            type(n) is str and n in codeobj.co_names for n in names
+        )
+    if len(value) != 4 or type(value[1]) is not str or type(value[2]) is not str or value[2] not in codeobj.co_names:
+        return False
+    marks = value[3]
+    return (
+        type(marks) is tuple
+        and len(marks) == 2
+        and all(type(m) is tuple and all(map(_is_int, m)) for m in marks)
+    )
 
 
 _STORES: dict[str, Store] = {}

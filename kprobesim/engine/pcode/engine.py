@@ -194,6 +194,8 @@ def _arch_class(name: str) -> type[ArchModel]:
 class PcodeEngine:
     """A Unicorn-compatible CPU engine on SLEIGH P-code (see the module docstring)."""
 
+    host_writes_ignore_protection = True  # mem_write fills read-only pages, also under snapshots
+
     def __init__(self, arch: str = "loongarch64", hot_after: int | None = None) -> None:
         """``hot_after``: runs of a block in tier 0 (interpreted) before it is compiled (0:
         compile every block at once); default :data:`HOT_AFTER`."""
@@ -234,6 +236,7 @@ class PcodeEngine:
         self._count_end = INF
         self._deadline: float | None = None
         self._stop = False
+        self.interrupts_taken = 0  # interrupts the engine took on its own (budget for the host)
         self._finish = False  # stop_after_insn() was called: stop once this instruction is done
         self._mmio_log: list[int] = []  # device accesses of one instruction: (live vt, values...)
         self._replay: list[int] | None = None  # re-running it: its device accesses, already done
@@ -1208,6 +1211,7 @@ class PcodeEngine:
             ev = arch.next_event()
         if not self.irq_hold and arch.irq_pending():
             arch.take_interrupt()
+            self.interrupts_taken += 1
             self._chk = -1
             return 1
         if vt >= self._count_end:
