@@ -17,9 +17,10 @@ Per arch:
 - ``whole image armed``: a probe on every probeable instruction of every function, with the
   time to arm and disarm them all, the hits and the cost per hit of that run.
 
-Times are CPU time of this process (``time.process_time``), best of ``--repeat`` runs: on a
-machine shared with other work that is far steadier than wall time (on an idle machine the
-two agree).
+Times are CPU time of this process (``time.process_time``), best of ``--repeat`` runs, each
+run next to a bare one, and every cost is taken against the best bare run: on a machine shared
+with other work that is far steadier than wall time (on an idle machine the two agree). Hit
+costs are also given as multiples of the restart and of the ranged hook.
 """
 
 from __future__ import annotations
@@ -50,11 +51,6 @@ def _run(path: Path, step: str | None, setup: Callable[[Machine], object] | None
     t = CLOCK()
     m.run()
     return CLOCK() - t, m
-
-
-def _best(path: Path, repeat: int, step: str | None, setup=None) -> tuple[float, Machine]:
-    runs = [_run(path, step, setup) for _ in range(repeat)]
-    return min(runs, key=lambda r: r[0])
 
 
 def probeable(m: Machine) -> list[int]:
@@ -104,14 +100,22 @@ def bench(arch: str, repeat: int, step: str | None) -> None:
         return
     label = f"{arch}/{step}" if step else arch
     _run(path, step)  # warm-up (engine caches, imports)
-    bare, m = _best(path, repeat, step)
+    bares: list[float] = []
+
+    def paired(setup: Callable[[Machine], object] | None) -> tuple[float, Machine]:
+        """Best of ``repeat`` runs with ``setup``, each next to a bare run: every cost below is
+        taken against the best bare run of all, so a busy moment cannot make it negative."""
+        runs = []
+        for _ in range(repeat):
+            bares.append(_run(path, step)[0])
+            runs.append(_run(path, step, setup))
+        return min(runs, key=lambda r: r[0])
+
+    _, m = paired(None)
     insns = m.instructions
-    _row(label, "bare", f"{insns / bare / 1e6:.2f} M insn/s", f"({insns} insns, {bare * 1e3:.1f} ms)")
 
     sites = _cold_sites(path, 100)
-    t, _ = _best(path, repeat, step, lambda m: [m.kprobe(a) for a in sites])
-    _row(label, f"{len(sites)} cold probes", f"{insns / t / 1e6:.2f} M insn/s", f"({bare / t:.1%} of bare)")
-
+    t_cold, _ = paired(lambda m: [m.kprobe(a) for a in sites])
     restart = _restart_cost(path, repeat)
     calls = [0]
 
@@ -127,21 +131,12 @@ def bench(arch: str, repeat: int, step: str | None) -> None:
 
         engine.hook_add(UC_HOOK_CODE, cb, None, sym.addr, sym.addr)
 
-    t, _ = _best(path, repeat, step, hook)
-    hook_cost = (t - bare) / (calls[0] / repeat)
-    _row(label, "emu_start restart", f"{restart * 1e6:.1f} us", "(floor: one emu_start of one instruction)")
-    ratio = hook_cost / restart if restart else 0.0
-    _row(label, "ranged code hook", f"{hook_cost * 1e6:.1f} us", f"(floor: 2 register reads, {ratio:.1f}x restart)")
-
-    t, m2 = _best(path, repeat, step, lambda m: m.kprobe(TARGET, pre=lambda p, r: 0))
+    t_hook, _ = paired(hook)
+    hook_calls = calls[0] / repeat
+    t_kp, m2 = paired(lambda m: m.kprobe(TARGET, pre=lambda p, r: 0))
     hits = m2.probes.sites[m2.image.symbol(TARGET).addr].probes[0].hits
-    per = (t - bare) / hits
-    _row(label, "kprobe hit", f"{per * 1e6:.1f} us", f"({hits} hits on {TARGET}, {per / restart:.1f}x restart)")
-
-    t, m3 = _best(path, repeat, step, lambda m: m.kretprobe(TARGET, handler=lambda i, r: None, maxactive=64))
+    t_kr, m3 = paired(lambda m: m.kretprobe(TARGET, handler=lambda i, r: None, maxactive=64))
     rhits = m3.probes.kretprobes[0].hits
-    per = (t - bare) / rhits
-    _row(label, "kretprobe hit", f"{per * 1e6:.1f} us", f"({rhits} returns of {TARGET}, {per / restart:.1f}x restart)")
 
     whole = Machine.load(path, step_variant=step)
     every = probeable(whole)
@@ -152,23 +147,41 @@ def bench(arch: str, repeat: int, step: str | None) -> None:
     for p in probes:
         p.unregister()
     disarm = CLOCK() - t0
-    each = arm / len(every)
-    _row(
-        label, f"arm {len(every)} probes", f"{arm * 1e3:.0f} ms",
-        f"({each * 1e6:.0f} us a probe: 10,000 in {each * 1e4 * 1e3:.0f} ms; disarm {disarm * 1e3:.0f} ms)",
-    )  # fmt: skip
     everywhere: list = []
 
     def arm_all(m: Machine) -> None:
         everywhere[:] = [m.kprobe(a) for a in every]
 
-    t, m4 = _best(path, repeat, step, arm_all)
+    t_all, m4 = paired(arm_all)
     total = sum(p.hits for p in everywhere)
+
+    bare = min(bares)
+    hook_cost = (t_hook - bare) / hook_calls
+    _row(label, "bare", f"{insns / bare / 1e6:.2f} M insn/s", f"({insns} insns, {bare * 1e3:.1f} ms)")
+    _row(label, f"{len(sites)} cold probes", f"{insns / t_cold / 1e6:.2f} M insn/s", f"({bare / t_cold:.1%} of bare)")
+    _row(label, "emu_start restart", f"{restart * 1e6:.1f} us", "(floor: one emu_start of one instruction)")
+    ratio = hook_cost / restart if restart else 0.0
+    _row(label, "ranged code hook", f"{hook_cost * 1e6:.1f} us", f"(floor: 2 register reads, {ratio:.1f}x restart)")
+    per = (t_kp - bare) / hits
+    _row(
+        label, "kprobe hit", f"{per * 1e6:.1f} us",
+        f"({hits} hits on {TARGET}, {per / restart:.1f}x restart, {per / hook_cost:.1f}x hook)",
+    )  # fmt: skip
+    per = (t_kr - bare) / rhits
+    _row(
+        label, "kretprobe hit", f"{per * 1e6:.1f} us",
+        f"({rhits} returns of {TARGET}, {per / restart:.1f}x restart, {per / hook_cost:.1f}x hook)",
+    )  # fmt: skip
+    each = arm / len(every)
+    _row(
+        label, f"arm {len(every)} probes", f"{arm * 1e3:.0f} ms",
+        f"({each * 1e6:.0f} us a probe: 10,000 in {each * 1e4 * 1e3:.0f} ms; disarm {disarm * 1e3:.0f} ms)",
+    )  # fmt: skip
     _row(
         label,
         "whole image armed",
-        f"{(t - bare) / total * 1e6:.1f} us/hit",
-        f"({total} hits, {t * 1e3:.0f} ms, {m4.instructions == insns and 'same' or 'DIFFERENT'} instructions)",
+        f"{(t_all - bare) / total * 1e6:.1f} us/hit",
+        f"({total} hits, {t_all * 1e3:.0f} ms, {m4.instructions == insns and 'same' or 'DIFFERENT'} instructions)",
     )
 
 
