@@ -14,7 +14,8 @@ from typing import Any
 
 from . import __version__
 from .arch import ARCH_NAMES, get_arch
-from .errors import GuestFault, ProbeError, SimError, UsageError, exit_status_of_guest
+from .errors import GuestFault, ImageError, ProbeError, SimError, UsageError, exit_status_of_guest
+from .files import open_regular, read_regular
 from .image import Image
 from .image import load_image as _load_image
 from .machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, Machine
@@ -31,6 +32,16 @@ def _int(text: str) -> int:
         return int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    try:
+        if text[-1:].upper() in units:
+            return int(text[:-1], 0) * units[text[-1].upper()]
+        return int(text, 0) << 20  # a bare number is MiB, as QEMU's -m
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
 
 
 MAX_COUNT = (1 << 63) - 1
@@ -105,11 +116,57 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SPEC",
-        help="kprobe_events spec: 'p:NAME SYM[+OFF] [FETCHARGS]' or 'r[MAXACTIVE]:NAME SYM [$retval]'",
+        help="kprobe_events spec: 'p:NAME SYM[+OFF] [FETCHARGS]' or 'r[MAXACTIVE]:NAME SYM [$retval]'; "
+        "uprobe_events spec: 'p:NAME PATH:OFFSET|PATH:SYMBOL [FETCHARGS]' or 'r:NAME PATH:SYMBOL [$retval]' "
+        "(the bundled firmware's user program is 'init')",
     )
     run.add_argument("--format", choices=("text", "json"), default="text", help="probe output format")
     run.add_argument("--stats", action="store_true", help="print hits/missed per probe at exit")
     run.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: tf)")
+    boards = run.add_argument_group(
+        "boards (riscv64 'virt' as QEMU's -machine virt; x86_64 'pc' as QEMU's -kernel)"
+    )
+    boards.add_argument(
+        "--board", choices=("default", "virt", "pc"), default="default",
+        help="machine (default: the bundled firmware's)",
+    )
+    boards.add_argument("-m", "--memory", type=_size, help="virt: RAM size, e.g. 256M (default 256M)")
+    boards.add_argument(
+        "--bios",
+        help="virt firmware: none (the image starts in M-mode), builtin (the simulator's SBI; the image starts in "
+        "S-mode at 0x80200000) or an M-mode FILE such as OpenSBI's fw_jump.bin (at 0x80000000, the image at "
+        "0x80200000); default: builtin for a Linux Image, else none",
+    )
+    boards.add_argument(
+        "--drive", action="append", default=[], metavar="FILE",
+        help="virt: virtio-mmio block device backed by a copy of FILE (repeatable)",
+    )
+    boards.add_argument("--drive-writable", action="store_true", help="virt: write the drives' files in place")
+    boards.add_argument("--virtio-legacy", action="store_true", help="virt: legacy (version 1) virtio-mmio transport")
+    boards.add_argument(
+        "--input", metavar="TEXT|@FILE",
+        help="console input typed into the UART (virt: the run ends once it is answered; pc: offered to COM1 "
+        "as the guest reads)",
+    )
+    boards.add_argument(
+        "--input-prompt", default="", metavar="TEXT",
+        help="virt: type each --input line once the console ends with TEXT (e.g. '$ ')",
+    )
+    boards.add_argument(
+        "--append", metavar="CMDLINE",
+        help="kernel command line (virt: /chosen/bootargs, default empty; pc: default 'console=ttyS0 acpi=off "
+        "nolapic noapic nokaslr panic=-1')",
+    )
+    boards.add_argument(
+        "--initrd", metavar="FILE", help="initial ramdisk (virt: its range in /chosen; pc: as the boot protocol says)"
+    )
+    boards.add_argument("--dtb", metavar="FILE", help="virt: device tree blob to pass instead of the generated one")
+    boards.add_argument(
+        "--decompress", choices=("guest", "host"),
+        help="pc: unpack the bzImage's vmlinux on the host and enter its startup_64 (as the decompressor would "
+        "hand over with KASLR off; the default), or run the bzImage's own decompressor in the guest (billions "
+        "of instructions)",
+    )
     run.add_argument(
         "--bpf",
         action="append",
@@ -140,12 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     fz = sub.add_parser("fuzz", help="fuzz probe placement on a kernel against its unprobed run")
     fz.add_argument("image", nargs="?", help="kernel image (default: the bundled kernel of --arch)")
     fz.add_argument("--arch", required=True, choices=ARCH_NAMES, help="architecture of the kernel")
-    fz.add_argument("--func", default="*", metavar="GLOB", help="only probe functions matching this")
+    fz.add_argument("--func", default="*", metavar="GLOB", help="probe only functions matching this")
     fz.add_argument("--seed", type=_int, default=0, help="random seed (the same seed draws the same placements)")
     fz.add_argument("--iterations", type=_count, default=100, help="placements to draw and check")
     fz.add_argument("--jobs", type=_count, default=1, help="worker processes")
     fz.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: tf)")
-    fz.add_argument("--replay", metavar="PLACEMENT", help="check one placement ('p:ADDR,...,r:FUNC')")
+    fz.add_argument(
+        "--replay", metavar="PLACEMENT", help="check one placement ('p:ADDR,...,r:FUNC,u:ADDR,ur:FUNC')"
+    )
     prb = sub.add_parser("probeable", help="list a function's instructions and how each would be probed")
     _image_args(prb)
     prb.add_argument("symbol", help="function name")
@@ -186,13 +245,128 @@ class _Console:
         self.out.flush()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+VIRT_ONLY = ("memory", "bios", "drive", "drive_writable", "virtio_legacy", "input_prompt", "dtb")
+PC_ONLY = ("decompress",)
+BOARD_OPTIONS = ("append", "initrd", "input")  # both boards
+
+
+def _only_on(args: argparse.Namespace, board: str) -> None:
+    """Refuse the options of a board other than ``board`` (all of them on the default board)."""
+    names = {"virt": PC_ONLY, "pc": VIRT_ONLY}.get(board, (*VIRT_ONLY, *PC_ONLY, *BOARD_OPTIONS))
+    for name in names:
+        if getattr(args, name) not in (None, [], False, ""):
+            need = "--board virt" if name in VIRT_ONLY else "--board pc" if name in PC_ONLY else "--board virt or pc"
+            raise UsageError(f"--{name.replace('_', '-')} needs {need}")
+
+
+def _board(args: argparse.Namespace) -> Any:
+    """The board the options describe (None for the bundled firmware's)."""
+    if args.board == "virt":
+        return _virt_board(args)
+    if args.board == "pc":
+        return _pc_board(args)
+    _only_on(args, "default")
+    return None
+
+
+def _virt_board(args: argparse.Namespace) -> Any:
+    """The riscv64 virt board the options describe (None for the default board)."""
+    _only_on(args, "virt")
+    from .board.virt import DEFAULT_MEMORY, Virt, VirtOptions, linux_image_offset
+
+    if args.arch not in (None, "riscv64"):
+        raise UsageError(f"--board virt is a riscv64 machine, not {args.arch}")
+    text = args.input
+    data = None
+    if text is not None:
+        if text.startswith("@"):
+            data = read_regular(Path(text[1:]), 16 << 20, "console input", UsageError)
+        else:
+            data = text.encode().decode("unicode_escape").encode("latin-1")
+    bios = args.bios
+    if bios is None:  # S-mode kernels (a Linux Image) get the builtin SBI, others start in M-mode
+        bios = "builtin" if linux_image_offset(_head(args.image)) is not None else "none"
+    options = VirtOptions(
+        memory=args.memory or DEFAULT_MEMORY, drives=args.drive, drive_writable=args.drive_writable,
+        legacy_virtio=args.virtio_legacy, input=data, input_prompt=args.input_prompt.encode(), append=args.append or "",
+        initrd=args.initrd, dtb=args.dtb, bios=bios,
+    )
+    return Virt(options)
+
+
+def linux_image(image: Image) -> bool:
+    """A raw Linux ``Image`` without a real symbol table (Debian's System.map is a stub)?"""
+    from .board.virt import linux_image_offset
+
+    raw = image.segments[0].data[:64] if image.segments else b""
+    return linux_image_offset(raw) is not None and len(image.symbols) < 2
+
+
+def _head(path: str) -> bytes:
+    """The first bytes of an image (empty when it cannot be read: loading it reports why)."""
+    try:
+        with open_regular(Path(path), "image", ImageError) as f:
+            return f.read(64)
+    except (ImageError, OSError):
+        return b""
+
+
+def _pc_board(args: argparse.Namespace) -> Any:
+    """The x86_64 pc board the options describe (None for the default board)."""
+    _only_on(args, "pc")
+    from .board.pc import PcBoard
+
+    if args.arch not in (None, "x86_64"):
+        raise UsageError(f"--board pc is an x86_64 machine, not {args.arch}")
+    for name in ("base", "entry", "symbols"):
+        if getattr(args, name) is not None:
+            raise UsageError(f"--{name} does not apply to --board pc (the boot protocol places the kernel)")
+    data = b""
+    if args.input is not None:
+        if args.input.startswith("@"):
+            data = read_regular(Path(args.input[1:]), 16 << 20, "console input", UsageError)
+        else:
+            try:
+                data = args.input.encode().decode("unicode_escape").encode("latin-1")
+            except (UnicodeDecodeError, UnicodeEncodeError) as e:
+                raise UsageError(f"--input: bad escape in {args.input!r}: {e.reason}") from None
+    return PcBoard(append=args.append, initrd=args.initrd, decompress=args.decompress or "host", input=data)
+
+
+def _virt_or_default_image(args: argparse.Namespace, board: Any) -> tuple[Image, Any]:
+    """Load the image for the virt board (symbols from kallsyms for a Linux Image) or the default one."""
+    if board is not None:
+        args.arch = args.arch or "riscv64"
+        if args.base is None:
+            args.base = board.image_base_for(_head(args.image))
     image = load_image(args)
+    if board is not None and image.arch != "riscv64":
+        raise ImageError(f"{image.path}: a {image.arch} image cannot run on the riscv64 virt board")
+    boot_map = None
+    if board is not None and linux_image(image):  # symbols from the kernel's own kallsyms
+        from .guest.linux import with_kallsyms
+
+        image, boot_map = with_kallsyms(image)
+    return image, boot_map
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    board = _board(args)
+    if args.board == "pc":
+        if args.probe or args.bpf:
+            raise UsageError(
+                "probes on --board pc are not supported yet (kprobe slots are not mapped in the kernel's page tables)"
+            )
+        image, boot_map = board.load(args.image), None
+    else:
+        image, boot_map = _virt_or_default_image(args, board)
     console = _Console()
     arch = get_arch(image.arch or "")
     if args.step and not hasattr(arch.module("decode"), "VARIANTS"):
         raise UsageError(f"--step applies to x86_64 only, not {arch.name}")
-    machine = Machine(arch, image, console=console.write, step_variant=args.step)
+    machine = Machine(arch, image, console=console.write, step_variant=args.step, board=board)
+    if boot_map is not None:
+        machine.boot_maps.append(boot_map)
     machine.trace_sink = console.line
     tracer = Tracer(machine, out=console.line, fmt=args.format)
     for text in args.probe:
@@ -337,6 +511,8 @@ def cmd_probeable(args: argparse.Namespace) -> int:
         if blacklisted:
             verdict = "rejected: function is blacklisted"
         where = f"{sym.name}+{addr - sym.addr:#x}"
+        if registry.user is not None and registry.user.contains(addr):
+            verdict = f"{verdict} (user text: uprobe {registry.user.describe(addr)})"
         print(f"{addr:#018x} {where:<24} {d.raw.hex():<16} {d.text:<36} {verdict}")
     return 0
 

@@ -8,6 +8,7 @@ Nothing is hooked per instruction: hooks fire only on traps, faults and device a
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import math
 import time
@@ -36,6 +37,7 @@ from .errors import BudgetExhausted, GuestFault, ImageError, SimError, UsageErro
 from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
+from .probes.uprobes import Uprobe, UprobeHandler, Uprobes, UretHandler, Uretprobe
 
 SLICE = 200_000  # longest emu_start slice (instructions)
 POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact moment)
@@ -57,6 +59,14 @@ _MEM_ERRORS = {
     UC_ERR_WRITE_PROT: ("store", "protected"),
     UC_ERR_FETCH_PROT: ("fetch", "protected"),
 }
+
+
+def _device_state(device: object) -> dict[str, Any]:
+    """A device's state for a snapshot: its fields, without the machine and wired callbacks."""
+    fields = {k: v for k, v in vars(device).items() if k != "machine" and not callable(v)}
+    linked = {k: v for k, v in fields.items() if hasattr(v, "attach")}  # another device: keep the reference
+    state = copy.deepcopy({k: v for k, v in fields.items() if k not in linked})
+    return state | linked
 
 
 @dataclass
@@ -102,12 +112,19 @@ class Machine:
         image: Image,
         console: Callable[[bytes], None] | None = None,
         step_variant: str | None = None,
+        board: Any = None,
     ) -> None:
+        # A machine of its own (RAM, devices, boot state: see kprobesim/board/virt and board/pc);
+        # None: the arch's own board.
+        self.board = board
+        self._translate: Callable[[int], int | None] | None = None
+        self.reboot_requested = False  # the guest asked the board to reset (the run ended)
         self.arch = arch
         self.step_variant = step_variant
         self.trace_sink: Callable[[str], None] | None = None  # where trace lines go (the CLI's stdout)
         self.trace_lines: list[str] = []  # trace lines kept when there is no sink
         self._registry: Registry | None = None
+        self._uprobes: Uprobes | None = None
         self.image = image
         self.engine = arch.new_engine()
         self.console_bytes = bytearray()
@@ -127,6 +144,10 @@ class Machine:
         self._port_hooks = False
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
+        self.ram = board.ram if board is not None else arch.ram
+        #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
+        #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
+        self.boot_maps: list[tuple[int, int, int]] = []
         #: Where the target kernel's raw BTF comes from (see :attr:`btf`); a guest-OS module may
         #: replace it, e.g. to find a Linux image's ``.BTF`` in guest memory.
         self.btf_source: Callable[[], bytes | None] = image.btf_data
@@ -138,7 +159,8 @@ class Machine:
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
-        for device in arch.devices():
+        self.devices = list(board.devices() if board is not None else arch.devices())
+        for device in self.devices:
             device.attach(self)
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
@@ -146,12 +168,20 @@ class Machine:
         #: A boosted probe slot entered and its jump back not yet accounted: (copy, jump, resume).
         self._boost: tuple[int, int, int] | None = None
         self._carry = 0  # hidden instructions the next slice owes (a boost's jump back)
+        # Breaks handled inside the trap hook, except where probed instructions are stepped in
+        # place (that runs the engine again, which a hook cannot).
+        self._inline_breaks = not self.steps_in_place
+        self._refused = False  # the last delivery found an interrupt the CPU masks
         self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
         self._storm = 0  # entries since an instruction last retired
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
+        self._translate = getattr(self.traps, "translate", None)  # virtual -> physical, if paging
+        self._before_slice: Callable[[], None] | None = getattr(self.traps, "before_slice", None)
+        if board is not None:
+            board.boot(self)
 
     @classmethod
     def load(
@@ -169,7 +199,7 @@ class Machine:
 
     # -- memory --------------------------------------------------------------------------------
     def _load_image(self) -> None:
-        base, size = self.arch.ram
+        base, size = self.ram
         self.engine.mem_map(base, size, UC_PROT_ALL)
         for seg in self.image.segments:
             if not (base <= seg.addr and seg.addr + seg.memsz <= base + size):
@@ -237,16 +267,89 @@ class Machine:
         pool[0] += size
         return pool[0] - size
 
+    def _pieces(self, addr: int, size: int, error: int) -> list[tuple[int, int]]:
+        """(physical address, length) pieces behind ``addr .. addr+size`` in the guest's current
+        address space (the page tables, when the arch has them and they are on)."""
+        if self._translate is None or self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values()):
+            return [(addr, size)]  # simulator pages are reached by their physical address
+        pieces = []
+        while size > 0:
+            n = min(size, PAGE - (addr & (PAGE - 1)))
+            phys = self._translate(addr)
+            if phys is None:
+                raise UcError(error)
+            pieces.append((phys, n))
+            addr, size = addr + n, size - n
+        return pieces
+
     def read(self, addr: int, size: int) -> bytes:
+        """Guest memory at ``addr``: through the page tables when the arch translates them itself
+        (x86_64 paging), else physical, or virtual through the hart's tables (riscv64 virt)."""
+        if self._translate is not None:
+            return b"".join(
+                bytes(self.engine.mem_read(p, n)) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED)
+            )
+        try:
+            return bytes(self.engine.mem_read(addr, size))
+        except UcError:
+            physical = getattr(self.traps, "physical", None)
+            if physical is None:
+                raise
+            out = bytearray()
+            while len(out) < size:  # page by page: neighbouring virtual pages need not be
+                chunk = min(size - len(out), 0x1000 - ((addr + len(out)) & 0xFFF))
+                try:
+                    out += self.engine.mem_read(physical(addr + len(out)), chunk)
+                except Exception:
+                    raise UcError(UC_ERR_READ_UNMAPPED) from None
+            return bytes(out)
+
+    def read_phys(self, addr: int, size: int) -> bytes:
         return bytes(self.engine.mem_read(addr, size))
 
     def write(self, addr: int, data: bytes) -> None:
-        self.engine.mem_write(addr, data)
+        """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
+        for read-only kernel text)."""
+        if self._translate is None:
+            self.engine.mem_write(addr, data)
+            return
+        off = 0
+        for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
+            self.engine.mem_write(phys, data[off : off + n])
+            off += n
 
     def patch_code(self, addr: int, data: bytes) -> None:
-        """Write instructions and drop stale translations (the simulator's fence.i)."""
-        self.engine.mem_write(addr, data)
+        """Write instructions and drop stale translations (the simulator's fence.i).
+
+        A virtual address the engine does not back physically is written in the physical page
+        behind it (Linux's ``text_poke``: even a read-only kernel mapping gets the break)."""
+        if self._translate is not None:
+            self.write(addr, data)
+        else:
+            try:
+                self.engine.mem_write(addr, data)
+            except UcError:
+                physical = getattr(self.traps, "physical", None)
+                if physical is None:
+                    raise
+                self.patch_physical(physical(addr), addr, data)
+                return
         self.engine.ctl_remove_cache(addr, addr + len(data))
+
+    def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
+        """Write instructions at a physical address seen by the guest at ``vaddr``."""
+        self.engine.mem_write(phys, data)
+        self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
+        if phys != vaddr:
+            self.engine.ctl_remove_cache(phys, phys + len(data))
+
+    def in_sim_pages(self, addr: int) -> bool:
+        return self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values())
+
+    @property
+    def steps_in_place(self) -> bool:
+        """Probed instructions run where they are (the guest's page tables may not map slots)."""
+        return self.board is not None and hasattr(self.traps, "step_in_place")
 
     # -- registers -----------------------------------------------------------------------------
     @property
@@ -259,7 +362,8 @@ class Machine:
 
     def register_dump(self) -> str:
         """All interesting registers, four to a line."""
-        cells = [f"{name:>7}={self.engine.reg_read(rid):016x}" for name, rid in self.arch.dump_regs]
+        with self.traps.host_access():
+            cells = [f"{name:>7}={self.engine.reg_read(rid):016x}" for name, rid in self.arch.dump_regs]
         return "\n".join("  ".join(cells[i : i + 4]) for i in range(0, len(cells), 4))
 
     # -- devices -------------------------------------------------------------------------------
@@ -393,7 +497,7 @@ class Machine:
         Any other break, or every break when ``inline`` is False (the engine cannot go on
         after this trap), is handled after the slice ends (False).
         """
-        if inline and self.event is None and self._slice_end and not self._pending_fault:
+        if inline and self._inline_breaks and self.event is None and self._slice_end and not self._pending_fault:
             for handler in self.break_handlers:
                 if handler(self, pc):
                     self.hidden += 1
@@ -520,6 +624,8 @@ class Machine:
         self.event = None
         self._cut = self._stopped_before = False
         error: UcError | None = None
+        if self._before_slice is not None:
+            self._before_slice()
         try:
             self.engine.emu_start(self.pc, self.arch.until, 0, n)
         except UcError as e:
@@ -569,11 +675,14 @@ class Machine:
 
     def _idle(self) -> None:
         """The guest waits for an interrupt: jump virtual time to the next timer deadline."""
+        if any(timer.pending(self._time) is not None for timer in self._timers):
+            return  # one is pending already (a device raised it): the next slice delivers it
         deadline = self._next_deadline()
         if deadline >= NEVER:
             raise GuestFault("guest halted with no timer armed", self.pc, self.register_dump())
         self._time = max(self._time, deadline)
-        if self._deliver_interrupts() < SLICE:
+        self._deliver_interrupts()
+        if self._refused:  # a level-triggered line still high after delivery is not a refusal
             raise GuestFault("guest halted with interrupts masked", self.pc, self.register_dump())
 
     def _deliver_interrupts(self) -> int:
@@ -584,6 +693,7 @@ class Machine:
         a safety net for code the scan did not see.
         """
         held = SLICE
+        self._refused = False  # did the CPU mask one?
         if self._registry is not None and self._registry.steps:
             # A probe's out-of-line step is in flight: interrupts wait until it ends (Linux
             # masks them for the step; the registry's step end stops the slice to let them in).
@@ -596,6 +706,8 @@ class Machine:
                 timer.delivered(self._time)
                 if timer.pending(self._time) is None:
                     continue
+            else:
+                self._refused = True
             held = min(held, POLL)  # masked, or (level-triggered) still pending in its handler
         return held
 
@@ -624,14 +736,18 @@ class Machine:
     def snapshot(self) -> Snapshot:
         """Save CPU, memory (copy-on-write), virtual time, console and devices; no probes may be
         placed (restore drops the registry, as the pages it patched go back too)."""
-        if self._registry is not None and (self._registry.sites or self._registry.kretprobes):
+        if (self._registry is not None and (self._registry.sites or self._registry.kretprobes)) or (
+            self._uprobes is not None and self._uprobes.placed
+        ):
             raise SimError("snapshot with probes placed is not supported: take it before placing them")
         if not self._memory_snapshots:
             self.engine.ctl(
                 UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
             )
             self._memory_snapshots = True
-        devices = [{k: v for k, v in vars(t).items() if k != "machine"} for t in self._timers]
+        devices = [_device_state(t) for t in self._timers]
+        if self.board is not None:  # every device of the board, not only its timers
+            devices = [_device_state(d) for d in self.devices]
         pools = {p: list(v) for p, v in self._sim_pools.items()}
         return Snapshot(self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices)
 
@@ -640,6 +756,9 @@ class Machine:
         if self._registry is not None:
             self._registry.detach()
             self._registry = None
+        if self._uprobes is not None:
+            self._uprobes.detach()
+            self._uprobes = None
         self.engine.context_restore(snap.context)
         self.engine.ctl_flush_tb()  # translations of code the snapshot no longer has
         self._time = snap.time
@@ -651,8 +770,9 @@ class Machine:
         self._boost, self._carry = None, 0
         self._run_exactly = 0
         self._storm = 0
-        for timer, state in zip(self._timers, snap.devices, strict=True):
-            vars(timer).update(state)
+        owners = self.devices if self.board is not None else self._timers
+        for device, state in zip(owners, snap.devices, strict=True):
+            vars(device).update({k: v if hasattr(v, "attach") else copy.deepcopy(v) for k, v in state.items()})
 
     # -- probes --------------------------------------------------------------------------------
     @property
@@ -678,6 +798,22 @@ class Machine:
     ) -> Kretprobe:
         """Place a kretprobe on a function."""
         return self.probes.register_kretprobe(spec, handler, entry, maxactive, name)
+
+    @property
+    def uprobes(self) -> Uprobes:
+        """The uprobe registry (created on first use)."""
+        if self._uprobes is None:
+            self._uprobes = Uprobes(self, self.step_variant)
+        return self._uprobes
+
+    def uprobe(self, target: str, handler: UprobeHandler | None = None, name: str = "") -> Uprobe:
+        """Place a uprobe at ``PATH:OFFSET`` or ``PATH:SYMBOL[+OFF]`` (the bundled firmware's
+        user program is ``init``); ``handler(probe, regs)`` runs before the instruction."""
+        return self.uprobes.register(target, handler, name)
+
+    def uretprobe(self, target: str, handler: UretHandler | None = None, name: str = "") -> Uretprobe:
+        """Place a uretprobe on a user function (``PATH:SYMBOL``); ``handler(instance, regs)``."""
+        return self.uprobes.register_uretprobe(target, handler, name)
 
     @property
     def btf(self) -> Any:

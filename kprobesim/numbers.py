@@ -19,7 +19,7 @@ def kernel_number(text: str) -> int | None:
         return None
     if text[:2] in ("0x", "0X"):
         value = int(text[2:], 16)
-    elif len(text) > 1:
+    elif text[0] == "0" and len(text) > 1:
         value = int(text[1:], 8)
     else:
         value = int(text)

@@ -574,7 +574,7 @@ def test_load_errors_are_one_line(objs, run_cli, tmp_path):
             ProbeError.exit_status,
             "program 'missing' (kprobe/no_such_function): unknown symbol 'no_such_function'",
         ),
-        ("bad_section", BpfError.exit_status, "section type 'uprobe' is not supported"),
+        ("bad_section", ProbeError.exit_status, "program 'up' (uprobe/libc:malloc): libc:malloc: no such file 'libc'"),
     ]
     for name, status, message in cases:
         code, out, err = run_cli(elf, "--bpf", str(objs[name, "riscv64"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import types
 
 import pytest
@@ -51,7 +52,6 @@ def test_planted_simulator_bug_is_found_and_shrunk():
 
 def test_same_seed_same_placements_any_jobs():
     fz = PlacementFuzzer(firmware("riscv64"))
-    import random
 
     first = [fz.draw(random.Random(f"5:{i}")) for i in range(20)]
     again = [fz.draw(random.Random(f"5:{i}")) for i in range(20)]
@@ -97,3 +97,42 @@ def test_internal_error_in_a_placement_is_a_finding(run_cli):
     assert any(i > min(failed) for i in set(range(12)) - failed)
     status, out, _ = run_cli("fuzz", "--arch", "riscv64", "--replay", report.failures[0].placement.text())
     assert status == 0 and out == b"replay: pass\n"  # without the planted crash it passes
+
+
+# The user program's functions only (u_* and user_main): placements of uprobes and uretprobes.
+USER_CAMPAIGNS = [("riscv64", None, 40), ("x86_64", "tf", 40), ("x86_64", "int3", 40), ("loongarch64", None, 30)]
+
+
+@pytest.mark.parametrize(("arch", "variant", "iterations"), USER_CAMPAIGNS)
+def test_user_program_campaign_is_clean(arch, variant, iterations):
+    report = fuzz(arch, firmware(arch), seed=2026, iterations=iterations, func="u*", variant=variant)
+    fz = PlacementFuzzer(firmware(arch), func="u*", variant=variant)
+    drawn = [fz.draw(random.Random(f"2026:{i}")) for i in range(iterations)]
+    assert all(p.uprobes and not p.kprobes for p in drawn) and any(p.uretprobes for p in drawn)
+    assert not report.failures, [(f.placement.text(), f.reason) for f in report.failures[:3]]
+
+
+def _plant_user_off_by_four(reg):
+    """Uprobes whose simulation of PC-relative instructions is 4 bytes off (kprobes unharmed)."""
+    up = reg.m.uprobes
+    real = up.simulate.simulate
+
+    def buggy(d, regs):
+        real(d, regs)
+        if d.text.startswith("auipc"):
+            rd = d.text.split()[1].rstrip(",")
+            regs[rd] = regs[rd] + 4
+
+    up.simulate = types.SimpleNamespace(simulate=buggy)
+
+
+def test_planted_uprobe_bug_is_found_and_shrunk():
+    report = fuzz("riscv64", firmware("riscv64"), seed=7, iterations=12, func="u*", plant=_plant_user_off_by_four)
+    assert report.failures, "the planted bug went unnoticed"
+    fz = PlacementFuzzer(firmware("riscv64"), func="u*", plant=_plant_user_off_by_four)
+    for failure in report.failures:
+        p = failure.placement
+        assert len(p) == 1 and len(p.uprobes) == 1, p.text()
+        assert fz.m.probes.classify(p.uprobes[0]).text.startswith("auipc")
+        assert fz.check(Placement.parse(p.text()))  # the reproducer fails on its own
+    assert PlacementFuzzer(firmware("riscv64"), func="u*").check(Placement.parse(p.text())) is None  # unplanted

@@ -119,6 +119,8 @@ def test_kernel_number_syntax_in_specs():
     assert parse("p:x fib+010").target == "fib+010"
     assert parse("p:x fib \\010").args[0].arg.value == 8
     assert parse("p:x fib -010(%sp)").args[0].arg.value == -8
+    assert parse("p:x fib +36(%sp) \\19").args[0].arg.value == 36  # decimal without the leading 0
+    assert parse("p:x fib +36(%sp) \\19").args[1].arg.value == 19
     assert parse("p:x fib " + "+0(" * 14 + "%sp" + ")" * 14).args[0].arg.kind == "deref"
     m = Machine.load(firmware("riscv64"))
     fib = m.image.symbol("fib").addr

@@ -1,8 +1,14 @@
 """riscv64 trap delivery: Unicorn reports traps but never enters the guest's vector.
 
-We do what the hart would: write mepc/mcause/mtval, stack MIE into MPIE, record the previous
-privilege in MPP, switch to M-mode and jump to mtvec (vectored for interrupts when
-mtvec.MODE = 1). The kernels run in M-mode; delegation to S-mode is not modelled.
+We do what the hart would for exceptions: an exception medeleg delegates, taken below M-mode,
+goes to S-mode (sepc/scause/stval, SIE stacked into SPIE, the privilege into SPP, stvec);
+otherwise to M-mode (mepc/mcause/mtval, MIE into MPIE, MPP, mtvec, vectored for interrupts
+when the mode bits are 1). Unicorn reports every ``ecall`` as cause 8: the cause is chosen by
+the current privilege. Instruction bytes and fault addresses are read through the MMU.
+
+Interrupts: on the bundled firmware's board the run loop delivers them here (M-mode). On
+boards with device-driven lines (``virt``) the lines are set in the hart's ``mip`` and Unicorn
+takes them itself (mideleg, priorities, exact unmasking), see ``hart.py``.
 """
 
 from __future__ import annotations
@@ -14,16 +20,25 @@ from typing import TYPE_CHECKING
 from unicorn import UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_INVALID, UcError
 from unicorn.riscv_const import (
     UC_RISCV_REG_MCAUSE,
+    UC_RISCV_REG_MEDELEG,
     UC_RISCV_REG_MEPC,
+    UC_RISCV_REG_MIDELEG,
     UC_RISCV_REG_MIE,
     UC_RISCV_REG_MSTATUS,
     UC_RISCV_REG_MTVAL,
     UC_RISCV_REG_MTVEC,
     UC_RISCV_REG_PC,
     UC_RISCV_REG_PRIV,
+    UC_RISCV_REG_SATP,
+    UC_RISCV_REG_SCAUSE,
+    UC_RISCV_REG_SEPC,
+    UC_RISCV_REG_STVAL,
+    UC_RISCV_REG_STVEC,
 )
 
 from kprobesim.engine import access_kind
+
+from .mmu import PageFault, translate
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -32,12 +47,17 @@ _IRQ_CSRS = (0x300, 0x304, 0x100, 0x104)  # mstatus, mie, sstatus, sie
 MSTATUS_MIE = 1 << 3
 MSTATUS_MPIE = 1 << 7
 MSTATUS_MPP = 3 << 11
+MSTATUS_SIE = 1 << 1
+MSTATUS_SPIE = 1 << 5
+MSTATUS_SPP = 1 << 8
 INTERRUPT = 1 << 63
 WFI = 0x10500073
 
 CAUSE_FETCH_FAULT, CAUSE_ILLEGAL, CAUSE_BREAKPOINT = 1, 2, 3
 CAUSE_LOAD_FAULT, CAUSE_STORE_FAULT = 5, 7
 ECALL_CAUSES = (8, 9, 11)
+ECALL_BY_PRIV = {0: 8, 1: 9, 3: 11}
+ADDRESS_CAUSES = (0, 1, 4, 5, 6, 7, 12, 13, 15)  # tval holds the faulting address
 _ACCESS_CAUSE = {"fetch": CAUSE_FETCH_FAULT, "load": CAUSE_LOAD_FAULT, "store": CAUSE_STORE_FAULT}
 
 
@@ -47,6 +67,12 @@ class Traps:
     def __init__(self, machine: Machine) -> None:
         self.m = machine
         uc = machine.engine
+        self.hart = None
+        if getattr(machine.board, "interrupt_lines", False):
+            from .hart import Hart
+
+            self.hart = Hart(uc)
+            self.hart.serve_time(machine.now)
         uc.hook_direct(UC_HOOK_INTR, self._intr)
         uc.hook_direct(UC_HOOK_INSN_INVALID, self._invalid)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
@@ -77,19 +103,78 @@ class Traps:
 
     # -- Unicorn hooks -------------------------------------------------------------------------
     def _intr(self, intno: int) -> None:
-        pc = self.m.engine.reg_read(UC_RISCV_REG_PC)
-        if intno in ECALL_CAUSES:
-            self.exception(intno, pc - 4, 0)
+        uc = self.m.engine
+        pc = uc.reg_read(UC_RISCV_REG_PC)
+        if intno in ECALL_CAUSES:  # Unicorn says 8 whatever the privilege
+            sbi = getattr(self.m.board, "sbi", None)
+            if sbi is not None and uc.reg_read(UC_RISCV_REG_PRIV) & 3 == 1:  # the simulator is the firmware
+                sbi.ecall()
+                uc.reg_write(UC_RISCV_REG_PC, pc)
+                return
+            self.exception(ECALL_BY_PRIV.get(uc.reg_read(UC_RISCV_REG_PRIV) & 3, intno), pc - 4, 0)
         elif intno == CAUSE_ILLEGAL:
             epc = self._illegal_pc(pc)
-            self.exception(CAUSE_ILLEGAL, epc, int.from_bytes(self.m.read(epc, 4), "little"))
+            insn = self.fetch(epc, 4)
+            self.exception(CAUSE_ILLEGAL, epc, int.from_bytes(insn if insn[0] & 3 == 3 else insn[:2], "little"))
+        elif intno in (CAUSE_FETCH_FAULT, 12) and self.hart is not None and self.m.in_sim_pages(self.hart.badaddr):
+            # e.g. a kretprobe trampoline the guest's tables do not map: handled after the slice
+            self.m.on_break(self.hart.badaddr, inline=False)
+        elif intno in ADDRESS_CAUSES and self.hart is not None:
+            self.exception(intno, pc, self.hart.badaddr)
         else:
             self.exception(intno, pc, 0)
 
+    def step_in_place(self, addr: int, original: bytes, patched: bytes) -> bool:
+        """Execute the original instruction at ``addr`` where it is, with every interrupt
+        masked (mie cleared: M-level interrupts are taken in S-mode whatever mstatus says).
+
+        Used where the guest's page tables would not map an out-of-line slot. Returns True
+        when it retired (False: it trapped and the trap was delivered to the guest).
+        """
+        uc = self.m.engine
+        phys = self.physical(addr)
+        with self.machine_mode():
+            mie = uc.reg_read(UC_RISCV_REG_MIE)
+            uc.reg_write(UC_RISCV_REG_MIE, 0)
+        self.m.patch_physical(phys, addr, original)
+        self.m.event = None
+        try:
+            uc.emu_start(addr, self.m.arch.until, 0, 1)
+        except UcError:
+            pass
+        finally:
+            self.m.patch_physical(phys, addr, patched)
+            with self.machine_mode():
+                uc.reg_write(UC_RISCV_REG_MIE, mie)
+        return uc.reg_read(UC_RISCV_REG_PC) == addr + len(original) and self.m.event is None
+
     def _illegal_pc(self, pc: int) -> int:
         """Unicorn reports illegal instructions at pc+4, even 2-byte ones: find the start."""
-        low = self.m.read(pc - 4, 2)
+        low = self.fetch(pc - 4, 2)
         return pc - 4 if low[0] & 3 == 3 else pc - 2
+
+    def physical(self, vaddr: int) -> int:
+        """The physical address the hart would use for ``vaddr`` now (its page tables below M)."""
+        uc = self.m.engine
+        with self.machine_mode() as priv:
+            satp = uc.reg_read(UC_RISCV_REG_SATP) if priv < 3 else 0
+        if satp >> 60 == 0:  # no paging yet: where the OS will map it, if known
+            for start, size, phys in self.m.boot_maps:
+                if start <= vaddr < start + size:
+                    return phys + vaddr - start
+        return translate(satp, vaddr, self.m.read_phys)
+
+    def fetch(self, vaddr: int, size: int) -> bytes:
+        """Instruction bytes at a virtual PC (page by page, as the hart fetches)."""
+        out = b""
+        while size:
+            chunk = min(size, 0x1000 - (vaddr & 0xFFF))
+            try:
+                out += self.m.read_phys(self.physical(vaddr), chunk)
+            except (PageFault, UcError):
+                out += bytes(chunk)
+            vaddr, size = vaddr + chunk, size - chunk
+        return out
 
     def _invalid(self) -> bool:
         """An ebreak (Unicorn's only report of it). True: handled at once, go on at the new PC."""
@@ -121,6 +206,9 @@ class Traps:
         True: taken; False: masked by mstatus.MIE; None: disabled in mie.
         """
         uc = self.m.engine
+        if self.hart is not None:  # a device line: Unicorn takes it when the hart allows
+            self.hart.set_line(1 << irq, True)
+            return True
         with self.machine_mode() as priv:
             if not uc.reg_read(UC_RISCV_REG_MIE) & (1 << irq):
                 return None
@@ -133,23 +221,32 @@ class Traps:
         uc = self.m.engine
         if not cause & INTERRUPT:
             epc = self.m.exception_pc(epc)
+        code = cause & 0xFF
         with self.machine_mode() as priv:
-            mtvec = uc.reg_read(UC_RISCV_REG_MTVEC)
-            if mtvec == 0:
-                self.m.fault(what or f"trap cause {cause & 0xFF} with no trap vector (mtvec=0)", epc)
+            deleg = uc.reg_read(UC_RISCV_REG_MIDELEG if cause & INTERRUPT else UC_RISCV_REG_MEDELEG)
+            to_s = priv < 3 and deleg >> code & 1
+            vec = uc.reg_read(UC_RISCV_REG_STVEC if to_s else UC_RISCV_REG_MTVEC)
+            if vec == 0:
+                reg = "stvec" if to_s else "mtvec"
+                self.m.fault(what or f"trap cause {code} with no trap vector ({reg}=0)", epc)
                 return
             self.m.entered()
             status = uc.reg_read(UC_RISCV_REG_MSTATUS)
-            mie = 1 if status & MSTATUS_MIE else 0
-            status = (status & ~(MSTATUS_MIE | MSTATUS_MPIE | MSTATUS_MPP)) | (mie << 7) | (priv << 11)
+            if to_s:
+                sie = 1 if status & MSTATUS_SIE else 0
+                status = (status & ~(MSTATUS_SIE | MSTATUS_SPIE | MSTATUS_SPP)) | (sie << 5) | (priv << 8)
+                regs = (UC_RISCV_REG_SEPC, UC_RISCV_REG_SCAUSE, UC_RISCV_REG_STVAL)
+            else:
+                mie = 1 if status & MSTATUS_MIE else 0
+                status = (status & ~(MSTATUS_MIE | MSTATUS_MPIE | MSTATUS_MPP)) | (mie << 7) | (priv << 11)
+                regs = (UC_RISCV_REG_MEPC, UC_RISCV_REG_MCAUSE, UC_RISCV_REG_MTVAL)
             uc.reg_write(UC_RISCV_REG_MSTATUS, status)
-            uc.reg_write(UC_RISCV_REG_MEPC, epc)
-            uc.reg_write(UC_RISCV_REG_MCAUSE, cause)
-            uc.reg_write(UC_RISCV_REG_MTVAL, tval)
-        uc.reg_write(UC_RISCV_REG_PRIV, 3)
-        base = mtvec & ~3
-        vectored = mtvec & 3 == 1 and cause & INTERRUPT
-        uc.reg_write(UC_RISCV_REG_PC, base + 4 * (cause & 0xFF) if vectored else base)
+            for reg, value in zip(regs, (epc, cause, tval), strict=True):
+                uc.reg_write(reg, value)
+        uc.reg_write(UC_RISCV_REG_PRIV, 1 if to_s else 3)
+        base = vec & ~3
+        vectored = vec & 3 == 1 and cause & INTERRUPT
+        uc.reg_write(UC_RISCV_REG_PC, base + 4 * code if vectored else base)
 
     # -- run-loop queries ----
     def unmask_sites(self) -> dict[int, int]:
@@ -157,7 +254,9 @@ class Traps:
 
         Maps each address to how many instructions to execute before interrupts are checked.
         """
-        sites = {}
+        sites: dict[int, int] = {}
+        if self.hart is not None:  # Unicorn itself takes interrupts the moment they are unmasked
+            return sites
         for seg in self.m.image.segments:
             code, pc = seg.data, 0
             while pc + 2 <= len(code):
@@ -176,11 +275,7 @@ class Traps:
 
     def halted(self) -> bool:
         """Did the slice end on a ``wfi``?"""
-        pc = self.m.pc
-        try:
-            return int.from_bytes(self.m.read(pc - 4, 4), "little") == WFI
-        except UcError:  # the PC at the start of mapped memory: nothing ran before it
-            return False
+        return int.from_bytes(self.fetch(self.m.pc - 4, 4), "little") == WFI
 
     def install_port_hooks(self, port_in: object, port_out: object) -> None:
         raise NotImplementedError("riscv64 has no I/O ports")

@@ -265,3 +265,8 @@ def mask_interrupts(regs: RegView, d: Decision | None = None) -> int:
 def restore_interrupts(regs: RegView, saved: int) -> None:
     """OR the saved TF/IF back into rflags (Linux: ``regs->flags |= kprobe_saved_flags``)."""
     regs["rflags"] = regs["rflags"] | (saved & (TF | IF))
+
+
+def in_user_mode(regs: RegView) -> bool:
+    """Is the CPU at CPL 3 (a uprobe's single-step #DB comes from there, a kprobe's never)?"""
+    return regs["cs"] & 3 == 3

@@ -25,6 +25,9 @@ from unicorn import (
 from unicorn import x86_const as xc
 
 from kprobesim.engine import access_kind
+from kprobesim.errors import ImageError
+
+from . import exception_state, paging
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -80,12 +83,40 @@ class Traps:
             xc.UC_X86_INS_OUT,
         )
 
+    def translate(self, vaddr: int) -> int | None:
+        """The physical address behind ``vaddr`` (the guest's page tables, when paging is on)."""
+        return paging.translate(self.m.engine, vaddr)
+
+    def _page_fault_error(self, cr2: int, rip: int) -> int:
+        """The #PF error code, from the page-table state (Unicorn does not report the one it
+        computed): not present -> P=0; present but the access was refused -> whichever right
+        is missing (user, execute, else write, the only access a present readable page refuses)."""
+        cpl = self._reg(xc.UC_X86_REG_CS) & 3
+        user = 4 if cpl == 3 else 0
+        w = paging.walk(self.m.engine, cr2)
+        fetch = rip <= cr2 < rip + 16
+        if w.phys is None:
+            return user | (0x10 if fetch else 0)
+        if user and not w.user:
+            return 1 | user | (0x10 if fetch else 0)
+        if fetch and not w.executable:
+            return 1 | user | 0x10
+        return 1 | 2 | user
+
+    def before_slice(self) -> None:
+        """Under paging, forget the page fault ``emu_start`` records at its unmapped ``until``
+        address (see :mod:`.exception_state`)."""
+        if self._reg(xc.UC_X86_REG_CR0) & paging.PG:
+            exception_state.clear(self.m.engine, self.m._memory_snapshots)
+
     def _reg(self, rid: int) -> int:
         return self.m.engine.reg_read(rid)
 
     # -- Unicorn hooks -------------------------------------------------------------------------
     def _intr(self, intno: int) -> None:
         rip = self._reg(xc.UC_X86_REG_RIP)
+        if intno in CONTRIBUTORY or intno in (VEC_PF, VEC_DF):
+            exception_state.clear(self.m.engine, self.m._memory_snapshots)
         if intno == VEC_BP:
             self.m.on_break(rip - 1)  # handled at once (RIP set by the handler) or after the slice
         elif intno == VEC_DB:
@@ -95,6 +126,8 @@ class Traps:
             self.deliver(VEC_DB, rip)
         elif intno >= 32 or intno in TRAP_VECTORS:
             self.deliver(intno, rip)
+        elif intno == VEC_PF:
+            self.deliver(VEC_PF, rip, self._page_fault_error(self._reg(xc.UC_X86_REG_CR2), rip))
         else:
             self.deliver(intno, rip, 0 if intno in ERROR_CODE_VECTORS else None)
 
@@ -124,12 +157,20 @@ class Traps:
 
     def unmask_sites(self) -> dict[int, int]:
         """``sti`` (interrupts open after the next instruction), ``popf`` and ``iret``, by a linear
-        sweep of the image's code; maps each address to the instructions to run before checking."""
+        sweep of the image's kernel text; maps each address to the instructions to run before
+        checking. A board whose kernel runs elsewhere than it is loaded (a bzImage under paging)
+        has none: a held interrupt is then looked at every POLL instructions."""
+        if getattr(self.m.board, "relocates_kernel", False):
+            return {}
         md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         md.skipdata = True
         sites = {}
-        for seg in self.m.image.segments:
-            for addr, _, mnemonic, _ in md.disasm_lite(seg.data, seg.addr):
+        for lo, hi in self.m.image.text:
+            try:
+                code = self.m.image.read(lo, hi - lo)
+            except ImageError:
+                continue
+            for addr, _, mnemonic, _ in md.disasm_lite(code, lo):
                 if mnemonic == "sti":
                     sites[addr] = 2
                 elif mnemonic in ("popf", "popfq", "iretq", "iret", "iretd"):
@@ -170,8 +211,17 @@ class Traps:
             vector, error = nested, code
 
     def _in_ram(self, addr: int, size: int) -> bool:
-        base, ram = self.m.arch.ram
-        return base <= addr and addr + size <= base + ram
+        """Is ``addr .. addr+size`` backed by RAM (through the page tables when paging is on)?"""
+        base, ram = self.m.ram
+        if not self._reg(xc.UC_X86_REG_CR0) & paging.PG:
+            return base <= addr and addr + size <= base + ram
+        page = addr & ~0xFFF
+        while page < addr + size:
+            phys = paging.translate(self.m.engine, page)
+            if phys is None or not base <= phys < base + ram:
+                return False
+            page += 0x1000
+        return True
 
     def _enter(self, vector: int, rip: int, error: int | None) -> tuple[int, int, str] | None:
         """Enter ``vector``'s handler; or (the exception this raises, its error code, why)."""
@@ -244,6 +294,9 @@ class Traps:
         m.write(self._page + 8, struct.pack("<IH", 0, len(table) | 3))
         self._guest_gdtr, self._frame = gdtr, pending
         uc.reg_write(xc.UC_X86_REG_GDTR, (0, self._page + _SHADOW_GDT, len(table) + 15, 0))
+        # The CPU takes no single-step trap while delivering: a ring-3 TF (a uprobe's step) must
+        # not fire on the far call (the frame keeps the task's RFLAGS, TF included).
+        uc.reg_write(xc.UC_X86_REG_RFLAGS, self._reg(xc.UC_X86_REG_RFLAGS) & ~TF)
         uc.reg_write(xc.UC_X86_REG_RIP, self._page)
 
     def _land(self, uc: object, address: int, size: int, ud: object) -> None:

@@ -4,17 +4,32 @@
  * only through system calls (arch_syscall3 in arch.h: riscv ecall, loongarch syscall 0,
  * x86 int $0x80).  It formats its own output and calls no kernel function.  Its exit code is 0
  * when its own checks pass, otherwise the number of the first failed one.
+ *
+ * Its code is the user program the simulator's uprobes name "init": every function here is in
+ * the section .user.text, which the linker scripts place on pages of their own between
+ * __user_text_start and __user_text_end (no kernel code shares them).  The helpers are kept out
+ * of line (__user) so each one is a symbol a uprobe can name; u_rsum recurses 40 deep.
  */
 #include "kernel.h"
 
 u8 user_stack[USER_STACK_SIZE] __aligned(16) __section(".bss.stack");
 
-static long u_write(const char *s, long n)
+/* A function of the user program: in .user.text, never inlined, kept in the symbol table. */
+#define __user __attribute__((noinline, used, section(".user.text")))
+
+/* Successful u_write calls; read and written PC-relatively (x86: RIP-relative). */
+static long u_writes;
+
+static __user long u_write(const char *s, long n)
 {
-	return arch_syscall3(SYS_write, 1, (long)s, n);
+	long r = arch_syscall3(SYS_write, 1, (long)s, n);
+
+	if (r == n)
+		u_writes++;
+	return r;
 }
 
-static long u_strlen(const char *s)
+static __user long u_strlen(const char *s)
 {
 	long n = 0;
 
@@ -23,13 +38,13 @@ static long u_strlen(const char *s)
 	return n;
 }
 
-static void u_puts(const char *s)
+static __user void u_puts(const char *s)
 {
 	u_write(s, u_strlen(s));
 }
 
 /* Append the decimal form of v to buf at *pos. */
-static void u_append_num(char *buf, long *pos, long v)
+static __user void u_append_num(char *buf, long *pos, long v)
 {
 	char tmp[24];
 	int n = 0;
@@ -45,14 +60,26 @@ static void u_append_num(char *buf, long *pos, long v)
 		buf[(*pos)++] = tmp[--n];
 }
 
-static void u_append_str(char *buf, long *pos, const char *s)
+static __user void u_append_str(char *buf, long *pos, const char *s)
 {
 	while (*s)
 		buf[(*pos)++] = *s++;
 }
 
+/* 1 + 2 + ... + n, recursively (n deep: the uretprobe depth test). */
+static __user long u_rsum(long n)
+{
+	long r;
+
+	if (n <= 0)
+		return 0;
+	r = u_rsum(n - 1);
+	__asm__ __volatile__("" : "+r"(r)); /* keep the recursion: no accumulator loop */
+	return n + r;
+}
+
 /* Print "init: <label> = <v>\n" with one write. */
-static void u_report(const char *label, long v)
+static __user void u_report(const char *label, long v)
 {
 	char line[96];
 	long pos = 0;
@@ -65,7 +92,7 @@ static void u_report(const char *label, long v)
 	u_write(line, pos);
 }
 
-__noinline void user_main(void)
+__user void user_main(void)
 {
 	long failed = 0;
 	long v;
@@ -98,6 +125,10 @@ __noinline void user_main(void)
 	u_report("sum(1..100)", v);
 	if (v != 5050 && !failed)
 		failed = 5;
+	if (u_rsum(40) != 820 && !failed)
+		failed = 6;
+	if (u_writes != 6 && !failed)
+		failed = 7;
 
 	arch_syscall3(SYS_exit, failed, 0, 0);
 	for (;;)

@@ -14,7 +14,7 @@ and translates each program once, and attaches it by its section:
   ``kprobe__SYM`` (bcc's convention); otherwise it is loaded and left unattached, as libbpf
   leaves it, until ``attach={"prog": "FUNC"}`` (``--attach prog=FUNC``) or
   :meth:`LoadedObject.attach` gives it a function (which also moves any kprobe program);
-- programs of other types (``tracepoint``, ``raw_tp``, ``tp_btf``, ``perf_event``, ``uprobe``,
+- programs of other types (``tracepoint``, ``raw_tp``, ``tp_btf``, ``perf_event``,
   ...) are not loaded, one line each in ``LoadedObject.skipped``, as libbpf's ``autoload=false``;
 
 Before load, libbpf's user-space steps (:mod:`.userspace`): CO-RE relocations against the
@@ -28,6 +28,11 @@ cannot be probed (:class:`~kprobesim.errors.ProbeError`). Nothing stays attached
 At run time a program's fault (memory violation, instruction budget, helper misuse) stops that
 program only: it is counted in ``Program.errors`` and the first one is reported as a trace line
 ``bpf: <prog>: <error>``; the guest continues.
+
+User programs: ``uprobe/PATH:SYMBOL[+OFF]`` or ``uprobe/PATH:OFFSET`` (libbpf's form; the bundled
+firmware's user program is ``init``) runs as a uprobe's handler with the context of a kprobe
+program; ``uretprobe/PATH:SYMBOL`` at the function's return. ``bpf_probe_read_user*`` read the
+user task's memory.
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ if TYPE_CHECKING:
 DEFAULT_MAXACTIVE = 64
 #: The first program fd (later programs count up from it, in load order).
 PROG_FD_BASE = 100
-SUPPORTED = ("kprobe", "kretprobe")
+SUPPORTED = ("kprobe", "kretprobe", "uprobe", "uretprobe")
+USER_KINDS = ("uprobe", "uretprobe")
 
 
 class BpfError(SimError):
@@ -234,7 +240,7 @@ def load(
         if kind not in SUPPORTED:
             # libbpf's autoload=false: the object loads, this program does not
             loaded.skipped.append(f"{where}: not loaded: section type '{kind}' is not supported "
-                                  f"(only kprobe and kretprobe programs attach)")
+                                  f"(only kprobe, kretprobe, uprobe and uretprobe programs attach)")
             continue
         insns = isa.decode(spec.insns)
         try:
@@ -309,7 +315,7 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
     m = loaded.machine
     where = f"{loaded.path}: program '{prog.name}' ({prog.section})"
     try:
-        prog.addr = m.probes.locate(prog.target)[0]
+        prog.addr = m.uprobes.locate(prog.target)[1] if prog.kind in USER_KINDS else m.probes.locate(prog.target)[0]
     except ProbeError as e:
         raise ProbeError(f"{where}: {e}") from None
     found = m.image.lookup(prog.addr)
@@ -351,6 +357,14 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
                 return run(regs, "kprobe", probe.addr)
 
             prog.probe = m.kprobe(prog.addr, pre=pre, name=prog.name)
+        elif prog.kind == "uprobe":
+            prog.probe = m.uprobe(prog.target, lambda probe, regs: run(regs, "kprobe", probe.addr), name=prog.name)
+        elif prog.kind == "uretprobe":
+
+            def uret(inst: Instance, regs: Regs) -> None:
+                run(regs, "kretprobe", inst.ret_addr)
+
+            prog.probe = m.uretprobe(prog.target, uret, name=prog.name)
         else:
 
             def ret(inst: Instance, regs: Regs) -> None:

@@ -1,5 +1,6 @@
-"""Probe-placement fuzzing: random sets of kprobes and kretprobes on a real kernel, each run
-from a snapshot and checked against the unprobed run.
+"""Probe-placement fuzzing: random sets of kprobes and kretprobes on a real kernel (and uprobes
+and uretprobes on its user program, when it has one), each run from a snapshot and checked
+against the unprobed run.
 
 A placement passes when the kernel's transcript, exit status, checksum and virtual time equal
 the reference, every kprobe's hit count equals how often its address executed there, every
@@ -16,7 +17,7 @@ import multiprocessing
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from unicorn import UC_HOOK_CODE
@@ -28,37 +29,54 @@ from kprobesim.probes.registry import Registry
 
 MAX_KPROBES = 8
 MAX_KRETPROBES = 2
+MAX_UPROBES = 4
+MAX_URETPROBES = 1
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Kprobe addresses (repeats mean several probes on one address) and kretprobe functions."""
+    """Kprobe addresses (repeats mean several probes on one address) and kretprobe functions;
+    uprobe addresses and uretprobe functions in the user program."""
 
     kprobes: tuple[int, ...] = ()
     kretprobes: tuple[str, ...] = ()
+    uprobes: tuple[int, ...] = ()
+    uretprobes: tuple[str, ...] = ()
 
     def text(self) -> str:
-        return ",".join([f"p:{a:#x}" for a in self.kprobes] + [f"r:{f}" for f in self.kretprobes])
+        return ",".join(
+            [f"p:{a:#x}" for a in self.kprobes]
+            + [f"r:{f}" for f in self.kretprobes]
+            + [f"u:{a:#x}" for a in self.uprobes]
+            + [f"ur:{f}" for f in self.uretprobes]
+        )
 
     @classmethod
     def parse(cls, text: str) -> Placement:
         kp: list[int] = []
         rp: list[str] = []
+        up: list[int] = []
+        urp: list[str] = []
         for item in filter(None, (t.strip() for t in text.split(","))):
             kind, _, where = item.partition(":")
-            if kind == "p" and where:
+            if kind in ("p", "u") and where:
                 try:
-                    kp.append(int(where, 0))
+                    (kp if kind == "p" else up).append(int(where, 0))
                 except ValueError:
                     raise UsageError(f"--replay: bad address in {item!r}") from None
-            elif kind == "r" and where:
-                rp.append(where)
+            elif kind in ("r", "ur") and where:
+                (rp if kind == "r" else urp).append(where)
             else:
-                raise UsageError(f"--replay: expected p:ADDR or r:FUNC, not {item!r}")
-        return cls(tuple(kp), tuple(rp))
+                raise UsageError(f"--replay: expected p:ADDR, r:FUNC, u:ADDR or ur:FUNC, not {item!r}")
+        return cls(tuple(kp), tuple(rp), tuple(up), tuple(urp))
 
     def __len__(self) -> int:
-        return len(self.kprobes) + len(self.kretprobes)
+        return len(self.kprobes) + len(self.kretprobes) + len(self.uprobes) + len(self.uretprobes)
+
+    def without(self, field_name: str, index: int) -> Placement:
+        """This placement with one probe of ``field_name`` left out."""
+        items: tuple = getattr(self, field_name)
+        return replace(self, **{field_name: items[:index] + items[index + 1 :]})
 
 
 @dataclass
@@ -95,15 +113,26 @@ class PlacementFuzzer:
         reg = self.m.probes
         self.candidates: list[int] = []
         self.functions: list[str] = []
+        self.ucandidates: list[int] = []  # uprobes: instructions of the user program
+        self.ufunctions: list[str] = []
+        self.user = reg.user
         for sym in self.m.image.symbols:
             if not (sym.is_func and sym.size and fnmatch.fnmatchcase(sym.name, func)) or sym.addr in reg.blacklist:
+                continue
+            if self.user is not None and self.user.contains(sym.addr):  # user text takes uprobes
+                up = self.m.uprobes
+                starts = up.decode.boundaries(up.original(sym.addr, sym.size), sym.addr)
+                accepted = [a for a in starts if reg.classify(a).kind is not Kind.REJECT]
+                self.ucandidates += accepted
+                if sym.addr in accepted:
+                    self.ufunctions.append(sym.name)
                 continue
             accepted = [a for a in reg.decode.boundaries(reg.original(sym.addr, sym.size), sym.addr)
                         if reg.classify(a).kind is not Kind.REJECT]  # fmt: skip
             self.candidates += accepted
             if sym.addr in accepted:
                 self.functions.append(sym.name)
-        if not self.candidates:
+        if not self.candidates and not self.ucandidates:
             raise UsageError(f"no probeable instruction in functions matching {func!r}")
         self._reference()
         self._fresh_machine()
@@ -114,7 +143,7 @@ class PlacementFuzzer:
 
     def _reference(self) -> None:
         ref = Machine.load(self.image)
-        lo, hi = min(self.candidates), max(self.candidates)
+        lo, hi = min(self.candidates + self.ucandidates), max(self.candidates + self.ucandidates)
         self.counts: dict[int, int] = {}
         last: list[tuple[int, int] | None] = [None]
 
@@ -129,18 +158,29 @@ class PlacementFuzzer:
         self.console, self.instructions = ref.console, ref.instructions
         self.checksum = self._checksum(ref)
         self.functions = [f for f in self.functions if self.counts.get(ref.image.symbol(f).addr)]
+        self.ufunctions = [f for f in self.ufunctions if self.counts.get(ref.image.symbol(f).addr)]
+
+    def ref_bytes(self, addr: int) -> bytes:
+        """The byte the image has at ``addr`` (what an unregistered uprobe must put back)."""
+        return self.m.image.read(addr, 1)
 
     @staticmethod
     def _checksum(m: Machine) -> bytes:
         return m.read(m.image.symbol("kernel_checksum").addr, 8) if m.image.has_symbol("kernel_checksum") else b""
 
     def draw(self, rng: random.Random) -> Placement:
-        """A random placement: 1-8 kprobes (repeats allowed) and up to 2 kretprobes."""
-        kp = [rng.choice(self.candidates) for _ in range(rng.randint(1, MAX_KPROBES))]
+        """A random placement: 1-8 kprobes (repeats allowed), up to 2 kretprobes, and in a user
+        program up to 4 uprobes and a uretprobe (drawn last: kernel draws stay as they were)."""
+        kp = [rng.choice(self.candidates) for _ in range(rng.randint(1, MAX_KPROBES))] if self.candidates else []
         if len(kp) > 1 and rng.random() < 0.3:
             kp.append(rng.choice(kp))  # several probes on one address
         rp = rng.sample(self.functions, k=min(len(self.functions), rng.randint(0, MAX_KRETPROBES)))
-        return Placement(tuple(kp), tuple(rp))
+        up: list[int] = []
+        urp: list[str] = []
+        if self.ucandidates:
+            up = [rng.choice(self.ucandidates) for _ in range(rng.randint(0 if kp else 1, MAX_UPROBES))]
+            urp = rng.sample(self.ufunctions, k=min(len(self.ufunctions), rng.randint(0, MAX_URETPROBES)))
+        return Placement(tuple(kp), tuple(rp), tuple(up), tuple(urp))
 
     def check(self, p: Placement) -> str | None:
         """Run ``p`` from the snapshot; the first broken property, or None."""
@@ -156,9 +196,12 @@ class PlacementFuzzer:
         reg = m.probes
         if self.plant is not None:
             self.plant(reg)
+        user = self.user.name if self.user is not None else "?"
         try:
             probes = [m.kprobe(a) for a in p.kprobes]
             rps = [m.kretprobe(f, maxactive=4096) for f in p.kretprobes]
+            uprobes = [m.uprobe(f"{user}:{a - self.user.lo:#x}") for a in p.uprobes] if self.user else []
+            urps = [m.uretprobe(f"{user}:{f}") for f in p.uretprobes]
         except SimError as e:
             return f"placing failed: {e}"
         try:
@@ -173,23 +216,32 @@ class PlacementFuzzer:
             return "kernel checksum differs"
         if m.instructions != self.instructions:
             return f"virtual time {m.instructions} != {self.instructions}"
-        for probe in probes:
+        for probe in probes + uprobes:
             want = self.counts.get(probe.addr, 0)
             if probe.hits != want or probe.missed:
                 return (
                     f"probe {m.image.describe(probe.addr)}: {probe.hits} hits, {probe.missed} missed, expected {want}"
                 )
-        for rp in rps:
+        for rp in rps + urps:
             calls = self.counts.get(rp.addr, 0)
             if rp.hits + rp.active + rp.missed != calls or rp.missed:
                 return f"kretprobe {rp.symbol}: {rp.hits} returns + {rp.active} live + {rp.missed} missed != {calls}"
-        for probe in probes:
+        for probe in probes + uprobes:
             probe.unregister()
-        for rp in rps:
+        for rp in rps + urps:
             rp.unregister()
         for addr in set(p.kprobes):
             if m.read(addr, 1) != reg.original(addr, 1) or addr in reg.sites:
                 return f"probe at {m.image.describe(addr)} still armed after unregister"
+        if p.uprobes or p.uretprobes:
+            ureg = m.uprobes
+            for addr in set(p.uprobes):
+                if m.read(addr, 1) != self.ref_bytes(addr) or addr in ureg.sites:
+                    return f"uprobe at {m.image.describe(addr)} still armed after unregister"
+            for area in ureg._xol.values():
+                live = {st.slot for st in ureg.steps.values()} | set(ureg._trampolines)
+                if area.in_use - live:
+                    return f"{len(area.in_use - live)} XOL slots still in use after unregister"
         # Slots stay reserved only while the CPU is inside them (the guest may exit mid-step).
         live = {st.site.slot for st in reg.steps} | {reg.trampoline}
         if reg.slots.in_use - live:
@@ -202,9 +254,10 @@ class PlacementFuzzer:
         changed = True
         while changed and len(p) > 1:
             changed = False
-            options = [Placement(p.kprobes[:i] + p.kprobes[i + 1 :], p.kretprobes) for i in range(len(p.kprobes))]
-            options += [
-                Placement(p.kprobes, p.kretprobes[:i] + p.kretprobes[i + 1 :]) for i in range(len(p.kretprobes))
+            options = [
+                p.without(name, i)
+                for name in ("kprobes", "kretprobes", "uprobes", "uretprobes")
+                for i in range(len(getattr(p, name)))
             ]
             for smaller in options:
                 if len(smaller) and (why := self.check(smaller)):

@@ -24,6 +24,7 @@ from .insn import Decision, DecodeError, Kind, SlotError
 from .kprobe import Instance, Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .regs import Regs
 from .slots import SlotPages
+from .userprog import user_program
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -81,6 +82,7 @@ class Registry:
         self._boundaries: dict[tuple[int, int], frozenset[int]] = {}  # per function (addr, size)
         self.steps: list[Step] = []  # out-of-line steps in progress, innermost last
         self.blacklist = machine.image.blacklist()
+        self.user = user_program(machine.image)  # its text takes uprobes, not kprobes
         self.trampoline: int | None = None
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
@@ -157,6 +159,8 @@ class Registry:
         if self.m.arch.sim_base <= addr < self.m.sim_end:
             raise ProbeError(f"{text}: address {addr:#x} is in the simulator's own pages")
         found = image.lookup(addr)
+        if self.user is not None and self.user.contains(addr):
+            raise ProbeError(f"{text}: {self.user.describe(addr)} is user text, not kernel text: use a uprobe (EINVAL)")
         if found is not None and found[0].addr in self.blacklist:
             raise ProbeError(f"{text}: {found[0].name} is blacklisted (not probeable)")
         if not image.in_text(addr):
@@ -179,7 +183,7 @@ class Registry:
 
     def classify(self, addr: int) -> Decision:
         """The arch decoder's verdict on the (original) instruction at ``addr``."""
-        ram, size = self.m.arch.ram
+        ram, size = self.m.ram
         end = ram + size if ram <= addr < ram + size else addr + MAX_INSN
         try:
             return self.decode.decode(self.original(addr, min(MAX_INSN, end - addr)), addr, **self._decode_kw)
@@ -490,6 +494,9 @@ class Registry:
             if not quiet:
                 self._post(site, regs)
             return
+        if self.m.steps_in_place:
+            self._step_in_place(site, quiet)
+            return
         assert site.slot is not None
         if self._boost_fn is not None and self._boosted(site, regs):
             self.m.boost_entered(site.boost, site.boost + d.length, d.addr + d.length)  # type: ignore[operator]
@@ -543,6 +550,14 @@ class Registry:
             if slot != open_copy:
                 self.slots.free(slot)
         self._boost_orphans = keep
+
+    def _step_in_place(self, site: Site, quiet: bool) -> None:
+        """Run the original instruction at its own address (boards whose guests page: a slot
+        outside the guest's page tables could not be fetched), then put the break back."""
+        if self.m.traps.step_in_place(site.addr, site.orig, self.step.probe_break(site.decision)):
+            self.m.account(1)
+            if not quiet:
+                self._post(site, Regs(self.m))
 
     def _arch_hook(self, name: str, *args: Any) -> Any:
         """An optional function of the arch's step module (None when it has none)."""

@@ -28,12 +28,12 @@ class Regs:
     engine) during a handler are not seen by it.
     """
 
-    __slots__ = ("_m", "_read", "_write", "_spec", "_ids", "_privileged", "_lift", "_cache", "_host_access",
-                 "_access_needed")
+    __slots__ = ("_m", "_engine", "_read", "_write", "_spec", "_ids", "_privileged", "_lift", "_cache",
+                 "_host_access", "_access_needed")
 
     def __init__(self, machine: Machine) -> None:
         self._m = machine
-        engine = machine.engine
+        engine = self._engine = machine.engine
         self._read = engine.reg_read
         self._write = engine.reg_write
         self._spec: Any = machine.arch.module("regs")

@@ -43,6 +43,13 @@ def _check_arg(arg: Arg, text: str, machine: Machine) -> None:
 
 
 def _address(target: str, machine: Machine, text: str = "") -> int:
+    if target.startswith("+"):  # uprobes' @+OFFSET: an offset into the user program
+        from kprobesim.probes.userprog import user_program
+
+        prog = user_program(machine.image)
+        if prog is None:
+            raise SpecError(f"'{text or target}': @+OFFSET needs a user program, and this image has none")
+        return prog.lo + int(machine.image.resolve(target[1:]))
     try:
         return machine.image.resolve(target, signed=True)
     except Exception as e:  # ProbeError from the image: unknown symbol

@@ -3,6 +3,11 @@
     p[:[GRP/]EVENT] SYM[+OFF]|ADDR [FETCHARGS]
     r[MAXACTIVE][:[GRP/]EVENT] SYM[+0] [FETCHARGS]
 
+and Linux's ``uprobe_events`` syntax, told apart by the ``PATH:`` of its location:
+
+    p[:[GRP/]EVENT] PATH:OFFSET|PATH:SYMBOL[+OFF] [FETCHARGS]
+    r[:[GRP/]EVENT] PATH:OFFSET|PATH:SYMBOL [FETCHARGS]      (or p ... PATH:LOC%return)
+
 FETCHARG is ``[NAME=]ARG[:TYPE]`` with ARG one of ``%REG``, ``$argN``, ``$retval`` (return
 probes), ``$stackN``, ``$stack``, ``$comm``, ``@SYM[+|-OFF]``, ``@ADDR``, ``\\IMM`` or
 ``+|-OFF(ARG)`` (a memory dereference), and TYPE one of u8..u64, s8..s64, x8..x64, string,
@@ -60,6 +65,7 @@ class ProbeSpec:
     maxactive: int | None = None
     args: list[FetchArg] = field(default_factory=list)
     text: str = ""
+    user: bool = False  # a uprobe: ``target`` is PATH:OFFSET or PATH:SYMBOL[+OFF]
 
     @property
     def is_return(self) -> bool:
@@ -107,7 +113,11 @@ def _parse_arg(text: str, is_return: bool, whole: str, depth: int = 0) -> Arg:
         return Arg("imm", imm)
     if text.startswith("@"):
         target = text[1:]
-        if re.fullmatch(_NUM, target, re.ASCII) or re.fullmatch(rf"[A-Za-z_][\w.]*(?:[+-]{_NUM})?", target, re.ASCII):
+        if (
+            re.fullmatch(_NUM, target, re.ASCII)
+            or re.fullmatch(rf"[A-Za-z_][\w.]*(?:[+-]{_NUM})?", target, re.ASCII)
+            or re.fullmatch(rf"\+{_NUM}", target, re.ASCII)  # uprobes: an offset into the program
+        ):
             return Arg("mem", target)
         raise SpecError(f"'{whole}': bad memory reference '{text}'")
     raise SpecError(f"'{whole}': cannot parse fetch argument '{text}'")
@@ -142,6 +152,8 @@ def parse(text: str) -> ProbeSpec:
     if m.group("max") and kind != "r":
         raise SpecError(f"'{text}': MAXACTIVE is only valid on return probes")
     target = words[1]
+    if ":" in target:
+        return _parse_uprobe(text, m, words)
     if not re.fullmatch(rf"(?:[A-Za-z_][\w.]*(?:\+{_NUM})?|{_NUM})", target, re.ASCII) or (
         target[0].isdigit() and kernel_number(target) is None
     ):
@@ -161,6 +173,44 @@ def parse(text: str) -> ProbeSpec:
         target,
         maxactive,
         text=text,
+    )
+    names = set()
+    for i, word in enumerate(words[2:], 1):
+        fa = parse_fetcharg(word, i, spec.is_return)
+        if fa.name in names:
+            raise SpecError(f"'{text}': argument name '{fa.name}' used twice")
+        names.add(fa.name)
+        spec.args.append(fa)
+    return spec
+
+
+_ULOC = re.compile(rf"(?P<path>[^:\s]+):(?P<loc>{_NUM}|[A-Za-z_][\w.]*(?:\+{_NUM})?)(?P<ret>%return)?", re.ASCII)
+
+
+def _parse_uprobe(text: str, head: re.Match[str], words: list[str]) -> ProbeSpec:
+    """A ``uprobe_events`` line: ``p|r[:[GRP/]EVENT] PATH:OFFSET|PATH:SYMBOL[+OFF] [FETCHARGS]``."""
+    target = words[1]
+    m = _ULOC.fullmatch(target)
+    if m is None:
+        raise SpecError(f"'{text}': bad uprobe location '{target}' (expected PATH:OFFSET or PATH:SYMBOL[+OFF])")
+    loc = m.group("loc")
+    if loc[0].isdigit() and kernel_number(loc) is None:
+        raise SpecError(f"'{text}': bad offset in uprobe location '{target}'")
+    if "+" in loc and kernel_number(loc.split("+", 1)[1]) is None:
+        raise SpecError(f"'{text}': bad offset in uprobe location '{target}'")
+    kind = "r" if m.group("ret") else head.group("kind")
+    if m.group("ret") and head.group("kind") == "r":
+        raise SpecError(f"'{text}': '%return' goes with 'p', not 'r'")
+    if head.group("max"):
+        raise SpecError(f"'{text}': uretprobes take no MAXACTIVE (their depth is per task)")
+    if kind == "r" and "+" in loc and kernel_number(loc.split("+", 1)[1]) != 0:
+        raise SpecError(f"'{text}': return probes go on a function entry (offset must be 0)")
+    base = re.sub(r"[^A-Za-z0-9_]", "_", m.group("path").rstrip("/").rsplit("/", 1)[-1]) or "_"
+    number = kernel_number(loc)
+    suffix = f"{number:#x}" if number is not None else re.sub(r"[^A-Za-z0-9_]", "_", loc) + "_0"
+    event = head.group("event") or f"{kind}_{base}_{suffix}"
+    spec = ProbeSpec(
+        kind, event, head.group("group") or "uprobes", f"{m.group('path')}:{loc}", text=text, user=True
     )
     names = set()
     for i, word in enumerate(words[2:], 1):

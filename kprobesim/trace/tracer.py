@@ -31,6 +31,7 @@ class Event:
     args: dict[str, int | str]
     pid: int
     comm: str
+    user: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -39,7 +40,7 @@ class Event:
             "pid": self.pid,
             "comm": self.comm,
             "event": self.event,
-            "type": "kretprobe" if self.kind == "r" else "kprobe",
+            "type": ("u" if self.user else "k") + ("retprobe" if self.kind == "r" else "probe"),
             "location": self.location,
             "args": self.args,
         }
@@ -60,8 +61,18 @@ class Tracer:
         spec = parse(text)
         for fa in spec.args:
             fetch.check(fa, self.machine)
-        if spec.is_return:
-            probe: Kprobe | Kretprobe = self.machine.kretprobe(
+        if spec.user:
+            probe: Kprobe | Kretprobe
+            if spec.is_return:
+                probe = self.machine.uretprobe(
+                    spec.target, lambda inst, regs, spec=spec: self._on_return(spec, inst, regs), name=spec.event
+                )
+            else:
+                probe = self.machine.uprobe(
+                    spec.target, lambda p, regs, spec=spec: self._on_hit(spec, p, regs), name=spec.event
+                )
+        elif spec.is_return:
+            probe = self.machine.kretprobe(
                 spec.target,
                 handler=lambda inst, regs, spec=spec: self._on_return(spec, inst, regs),
                 maxactive=spec.maxactive if spec.maxactive is not None else DEFAULT_MAXACTIVE,
@@ -84,7 +95,7 @@ class Tracer:
     def _record(self, spec: ProbeSpec, location: str, regs: Regs) -> None:
         args = {fa.name: fetch.fetch(fa, regs, self.machine) for fa in spec.args}
         task = current_task(self.machine)
-        ev = Event(self.machine.now(), spec.event, spec.kind, location, args, task.pid, task.comm)
+        ev = Event(self.machine.now(), spec.event, spec.kind, location, args, task.pid, task.comm, spec.user)
         self.events.append(ev)
         if self.out is not None:
             self.out(self.format(ev, spec))
@@ -92,10 +103,14 @@ class Tracer:
             self.machine.trace_line(self.format(ev, spec))
 
     def _on_hit(self, spec: ProbeSpec, probe: Kprobe, regs: Regs) -> int:
-        self._record(spec, self._location(probe.addr), regs)
+        # uprobes print the user address, as Linux's uprobe events do
+        self._record(spec, f"{probe.addr:#x}" if spec.user else self._location(probe.addr), regs)
         return 0
 
     def _on_return(self, spec: ProbeSpec, inst: Instance, regs: Regs) -> None:
+        if spec.user:  # Linux's uretprobe event: (return address <- function)
+            self._record(spec, f"{inst.ret_addr:#x} <- {inst.kretprobe.addr:#x}", regs)
+            return
         caller = self._location(inst.ret_addr)
         self._record(spec, f"{caller} <- {inst.kretprobe.symbol}", regs)
 

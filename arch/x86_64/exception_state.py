@@ -1,0 +1,96 @@
+"""Clearing the CPU's "exception being delivered" state after the simulator delivered one.
+
+QEMU's x86 core remembers the last contributory exception or page fault (``old_exception``)
+so that a second one raised while delivering the first becomes a double fault, and a fault
+while delivering a double fault shuts the CPU down. Its own delivery clears that memory once
+the handler is entered. Unicorn reports exceptions to ``UC_HOOK_INTR`` instead of delivering
+them, so the memory is never cleared: after one page fault the guest's next page fault comes
+back as #DF, and the one after that is a silent "triple fault" (``emu_start`` simply returns,
+no hook runs). Measured on Unicorn 2.1.4 booting Linux, whose early boot maps its direct map on
+demand from #PF. Worse, ``emu_start`` itself records a page fault (and sets CR2) when its
+``until`` address is not mapped by the guest's page tables, which is the rule under paging; so
+the field is cleared before every slice of a paging guest, and after every reported fault.
+
+The field is not reachable through Unicorn's API but is part of the saved CPU context; its
+offset is found once per process by calibration (a context before and after a page fault).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from functools import cache
+
+from unicorn import (
+    UC_ARCH_X86,
+    UC_CTL_CONTEXT_CPU,
+    UC_CTL_CONTEXT_MEMORY,
+    UC_CTL_CONTEXT_MODE,
+    UC_CTL_IO_WRITE,
+    UC_HOOK_INTR,
+    UC_MODE_64,
+    Uc,
+)
+from unicorn import x86_const as xc
+
+_PF = 14
+_NONE = -1
+
+
+def _page_fault_contexts() -> tuple[bytes, bytes]:
+    """CPU contexts of a fresh engine before and after one reported page fault."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(0, 0x20000)
+    uc.mem_write(0x1000, struct.pack("<Q", 0x2003))  # PML4 -> PDPT -> PD: one 2 MiB page at 0
+    uc.mem_write(0x2000, struct.pack("<Q", 0x3003))
+    uc.mem_write(0x3000, struct.pack("<Q", 0x83))
+    uc.reg_write(xc.UC_X86_REG_CR3, 0x1000)
+    uc.reg_write(xc.UC_X86_REG_CR4, 0x20)
+    uc.msr_write(0xC0000080, 0x500)
+    uc.reg_write(xc.UC_X86_REG_CR0, 0x80000011)
+    code = b"\x48\xa1" + (0x4000_0000).to_bytes(8, "little") + b"\x90"  # mov rax, [1 GiB]: #PF
+    uc.mem_write(0x10000, code)
+    seen: list[int] = []
+    uc.hook_add(UC_HOOK_INTR, lambda uc, n, ud: (seen.append(n), uc.emu_stop()))
+    before = bytes(uc.context_save())
+    uc.emu_start(0x10000, 0, 0, 5)
+    if seen != [_PF]:
+        raise RuntimeError(f"calibration page fault reported as {seen} (unsupported unicorn build)")
+    return before, bytes(uc.context_save())
+
+
+@cache
+def old_exception_offset() -> int:
+    """Byte offset of ``old_exception`` in a saved x86 CPU context."""
+    before, after = _page_fault_contexts()
+    hits = [
+        off
+        for off in range(0, min(len(before), len(after)) - 3, 4)
+        if struct.unpack_from("<i", before, off)[0] == _NONE and struct.unpack_from("<i", after, off)[0] == _PF
+    ]
+    if len(hits) != 1:
+        raise RuntimeError("cannot locate Unicorn's x86 old_exception field (unsupported unicorn build)")
+    return hits[0]
+
+
+def clear(uc: Uc, memory_snapshots: bool) -> None:
+    """Forget the exception just delivered (what QEMU's delivery does on entering the handler).
+
+    ``memory_snapshots``: the engine's context mode includes memory (snapshots are in use); the
+    CPU-only save and restore here must not take or roll back a memory snapshot."""
+    offset = old_exception_offset()
+    if memory_snapshots:
+        uc.ctl(UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU))
+    try:
+        ctx = uc.context_save()
+        data = ctypes.cast(ctx.context, ctypes.c_void_p).value
+        assert data is not None
+        # The context's data follows its header; the offset was measured on the whole blob.
+        if struct.unpack("<i", ctypes.string_at(data + offset, 4))[0] != _NONE:
+            ctypes.memmove(data + offset, struct.pack("<i", _NONE), 4)
+            uc.context_restore(ctx)
+    finally:
+        if memory_snapshots:
+            uc.ctl(
+                UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
+            )

@@ -1,0 +1,58 @@
+"""x86-64 four-level page-table walks (what the MMU does), for host accesses by virtual address.
+
+Unicorn's host memory API is physical; the IDT, the kernel stack and the kernel's text are
+virtual once the guest turns paging on, so trap delivery and probe patching translate here.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from unicorn import x86_const as xc
+
+PG = 1 << 31
+PRESENT, WRITABLE, USER, LARGE = 1, 2, 4, 0x80
+NX = 1 << 63
+ADDR_MASK = 0x000F_FFFF_FFFF_F000
+
+
+@dataclass(frozen=True)
+class Walk:
+    """Where a virtual address leads: its physical address (None if not mapped) and the
+    permissions accumulated over the levels (write/user need every level, NX any level)."""
+
+    phys: int | None
+    writable: bool = False
+    user: bool = False
+    executable: bool = False
+
+
+def paging_on(engine: object) -> bool:
+    return bool(engine.reg_read(xc.UC_X86_REG_CR0) & PG)  # type: ignore[attr-defined]
+
+
+def walk(engine: object, vaddr: int) -> Walk:
+    """Translate ``vaddr`` through the page tables at CR3 (identity when paging is off)."""
+    if not paging_on(engine):
+        return Walk(vaddr, True, True, True)
+    table = engine.reg_read(xc.UC_X86_REG_CR3) & ADDR_MASK  # type: ignore[attr-defined]
+    writable = user = executable = True
+    for level, shift in enumerate((39, 30, 21, 12)):
+        index = (vaddr >> shift) & 0x1FF
+        entry = struct.unpack("<Q", bytes(engine.mem_read(table + index * 8, 8)))[0]  # type: ignore[attr-defined]
+        if not entry & PRESENT:
+            return Walk(None)
+        writable &= bool(entry & WRITABLE)
+        user &= bool(entry & USER)
+        executable &= not entry & NX
+        if level in (1, 2) and entry & LARGE:
+            size = 1 << shift
+            base = entry & ADDR_MASK & ~(size - 1)
+            return Walk(base | (vaddr & (size - 1)), writable, user, executable)
+        table = entry & ADDR_MASK
+    return Walk(table | (vaddr & 0xFFF), writable, user, executable)
+
+
+def translate(engine: object, vaddr: int) -> int | None:
+    return walk(engine, vaddr).phys

@@ -1,0 +1,407 @@
+"""Uprobes and uretprobes: probes on a user program's instructions (Linux's ``uprobe_events``).
+
+As Linux does it: the probe break is written into the user program's page; a hit runs the
+handlers, then the instruction is simulated (PC-relative and control flow, with the arch's
+kprobe decoders) or stepped out of line in a slot of the process's XOL area, a page of
+simulator memory the user task executes (never a kprobe slot page). The slot belongs to that
+one step, so the task may be preempted (riscv U-mode takes M-mode interrupts whatever MIE says)
+or take an exception inside it: interrupts are not masked, the step ends whenever the task gets
+back to the slot's step break (x86 TF: its debug trap), and a fault inside the slot is reported
+at the probed instruction (Linux's ``arch_uprobe_abort_xol``). Kernel kprobes hit meanwhile
+are not counted missed: a pending user step is per task, not the CPU's.
+
+Uretprobes hijack the return address at entry, per task, without maxactive: a task's chain of
+return instances is only limited by Linux's ``MAX_URETPROBE_DEPTH`` (64 nested activations;
+deeper ones are counted missed, as Linux omits them). The return trampoline is the XOL area's
+first slot, as in Linux. A handler that moves the PC skips the step (Linux's rule); uprobes
+have no post-handler.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from unicorn import UcError
+
+from kprobesim.errors import HandlerError, ProbeError, SimError
+from kprobesim.task import current_task
+
+from .insn import Decision, DecodeError, Kind, SlotError
+from .kprobe import Instance, Kprobe, Kretprobe
+from .regs import Regs
+from .slots import SlotPages
+from .userprog import UserProgram, resolve
+
+if TYPE_CHECKING:
+    from kprobesim.machine import Machine
+
+MAX_URETPROBE_DEPTH = 64  # Linux's limit on a task's nested uretprobe activations
+MAX_INSN = 16
+
+UprobeHandler = Callable[["Uprobe", Regs], Any]
+UretHandler = Callable[[Instance, Regs], Any]
+
+
+@dataclass(eq=False)
+class Uprobe(Kprobe):
+    """A probe on a user program's instruction; ``pre`` is its handler (Linux's consumer)."""
+
+    program: str = ""
+
+
+@dataclass(eq=False)
+class Uretprobe(Kretprobe):
+    """A return probe on a user function; ``maxactive`` does not apply (see MAX_URETPROBE_DEPTH)."""
+
+    program: str = ""
+
+
+@dataclass(eq=False)
+class USite:
+    """One patched user address and the uprobes on it."""
+
+    addr: int
+    decision: Decision
+    orig: bytes
+    probes: list[Uprobe] = field(default_factory=list)
+    armed: bool = False
+
+
+@dataclass(eq=False)
+class UStep:
+    """A task's out-of-line step in progress, in its own XOL slot."""
+
+    site: USite
+    pid: int
+    xol: SlotPages
+    slot: int
+    end: int | None  # the step break's address; None when single-stepping with TF
+    backstop: int | None = None
+    begin: Any = None
+
+
+class Uprobes:
+    """All uprobes and uretprobes of one machine."""
+
+    def __init__(self, machine: Machine, variant: str | None = None) -> None:
+        self.m = machine
+        arch = machine.arch
+        self.decode: Any = arch.module("decode")
+        self.simulate: Any = arch.module("simulate")
+        self.step: Any = arch.module("step")
+        self.spec: Any = arch.module("regs")
+        variants = getattr(self.decode, "VARIANTS", ("break",))
+        self.variant = variant or variants[0]
+        if self.variant not in variants:
+            raise ProbeError(f"{arch.name} has no '{self.variant}' step variant ({', '.join(variants)})")
+        self._decode_kw = {"variant": self.variant} if len(variants) > 1 else {}
+        self.sites: dict[int, USite] = {}
+        self.uretprobes: list[Uretprobe] = []
+        self._xol: dict[int, SlotPages] = {}  # per process (tgid)
+        self._trampolines: dict[int, int] = {}  # trampoline address -> tgid
+        self._trampoline_of: dict[int, int] = {}  # tgid -> trampoline address
+        self.steps: dict[int, UStep] = {}  # per task (pid)
+        self._ends: dict[int, UStep] = {}  # step break / backstop address -> step
+        self.returns: dict[int, list[Instance]] = {}  # per task (pid), innermost last
+        machine.break_handlers.append(self._on_break)
+        machine.exception_fixups.append(self._on_exception)
+        if hasattr(machine.traps, "debug_handlers"):
+            machine.traps.debug_handlers.append(self._on_debug)
+
+    def detach(self) -> None:
+        """Stop handling the machine's traps (the machine was restored to a snapshot)."""
+        self.m.break_handlers.remove(self._on_break)
+        self.m.exception_fixups.remove(self._on_exception)
+        if hasattr(self.m.traps, "debug_handlers"):
+            self.m.traps.debug_handlers.remove(self._on_debug)
+
+    @property
+    def placed(self) -> bool:
+        return bool(self.sites or self.uretprobes)
+
+    # -- the XOL area --------------------------------------------------------------------------
+    def xol(self, tgid: int) -> SlotPages:
+        """The process's XOL area: its first slot is the uretprobe trampoline."""
+        area = self._xol.get(tgid)
+        if area is None:
+            area = self._xol[tgid] = SlotPages(self.m, self.step.SLOT_SIZE)
+            trampoline = area.alloc()
+            area.write(trampoline, self.step.PROBE_BREAK)
+            self._trampolines[trampoline] = tgid
+            self._trampoline_of[tgid] = trampoline
+        return area
+
+    # -- placing -------------------------------------------------------------------------------
+    def original(self, addr: int, size: int) -> bytes:
+        """User bytes as the program has them, with our breaks taken out."""
+        data = bytearray(self.m.read(addr, size))
+        for site in self.sites.values():
+            if site.armed and addr - len(site.orig) < site.addr < addr + size:
+                for i, b in enumerate(site.orig):
+                    if 0 <= site.addr + i - addr < size:
+                        data[site.addr + i - addr] = b
+        return bytes(data)
+
+    def locate(self, target: str) -> tuple[UserProgram, int, str]:
+        """``PATH:OFFSET`` or ``PATH:SYMBOL[+OFF]`` -> program, address, its name; the address
+        must start an instruction of the function holding it."""
+        if not isinstance(target, str) or ":" not in target:
+            raise ProbeError(f"a uprobe location is 'PATH:OFFSET' or 'PATH:SYMBOL[+OFF]', not {target!r}")
+        path, _, loc = target.partition(":")
+        prog, addr = resolve(self.m.image, path, loc)
+        sym = prog.containing(addr)
+        if sym is None:
+            raise ProbeError(f"{target}: offset {addr - prog.lo:#x} is in no function of {prog.name} (EINVAL)")
+        try:
+            starts = self.decode.boundaries(self.original(sym.addr, sym.size), sym.addr)
+        except DecodeError as e:
+            raise ProbeError(f"{target}: cannot decode {sym.name}: {e}") from None
+        if addr not in starts:
+            raise ProbeError(
+                f"{target}: offset {addr - sym.addr:#x} is not on an instruction boundary of {sym.name} (EILSEQ)"
+            )
+        return prog, addr, prog.describe(addr)
+
+    def _new_site(self, addr: int, text: str) -> USite:
+        try:
+            d = self.decode.decode(self.original(addr, MAX_INSN), addr, **self._decode_kw)
+        except (DecodeError, IndexError, struct.error, UcError) as e:
+            raise ProbeError(f"{text}: {e}") from None
+        if d.kind is Kind.REJECT:
+            raise ProbeError(f"{text}: cannot probe '{d.text}': {d.reason} (EINVAL)")
+        if d.kind is Kind.OOL:  # can the copy run in any XOL slot (x86: RIP-relative reach)?
+            align = getattr(self.step, "SLOT_ALIGN", 8)
+            for where in (self.m.arch.sim_base, (self.m.sim_end - MAX_INSN) & ~(align - 1)):
+                try:
+                    self.step.make_slot(d, where)
+                except SlotError as e:
+                    raise ProbeError(f"{text}: {e}") from None
+        return USite(addr, d, self.original(addr, d.length))
+
+    def register(self, target: str, handler: UprobeHandler | None = None, name: str = "") -> Uprobe:
+        """Place a uprobe; several on one address share the site."""
+        prog, addr, where = self.locate(target)
+        site = self.sites.get(addr)
+        if site is None:
+            site = self.sites[addr] = self._new_site(addr, target)
+        probe = Uprobe(name or where, addr, where, handler, None, registry=self, program=prog.name)  # type: ignore[arg-type]
+        site.probes.append(probe)
+        self.update_arming(addr)
+        return probe
+
+    def update_arming(self, addr: int) -> None:
+        """Arm the site while any of its probes is enabled (the break in the user page)."""
+        site = self.sites.get(addr)
+        if site is None:
+            return
+        want = any(p.enabled for p in site.probes)
+        if want and not site.armed:
+            self.m.patch_code(addr, self.step.probe_break(site.decision))
+        elif site.armed and not want:
+            self.m.patch_code(addr, site.orig)
+        site.armed = want
+
+    def unregister(self, probe: Kprobe) -> None:
+        """Remove a uprobe; steps in progress finish in their own slots."""
+        site = self.sites.get(probe.addr)
+        probe.registry = None
+        if site is None or probe not in site.probes:
+            return
+        site.probes.remove(probe)  # type: ignore[arg-type]
+        if site.probes:
+            self.update_arming(site.addr)
+            return
+        if site.armed:
+            self.m.patch_code(site.addr, site.orig)
+        del self.sites[site.addr]
+
+    def register_uretprobe(self, target: str, handler: UretHandler | None = None, name: str = "") -> Uretprobe:
+        """Place a return probe on a user function's entry."""
+        prog, addr, where = self.locate(target)
+        sym = prog.containing(addr)
+        if sym is None or sym.addr != addr:
+            raise ProbeError(f"{target}: uretprobes go on a function entry, not {where} (EINVAL)")
+        rp = Uretprobe(where, addr, where, handler, None, registry=self, program=prog.name)  # type: ignore[arg-type]
+        rp.kprobe = self.register(target, handler=lambda p, regs: self._uret_entry(rp, regs), name=name)
+        rp.name = rp.kprobe.name
+        self.uretprobes.append(rp)
+        return rp
+
+    def unregister_kretprobe(self, rp: Kretprobe) -> None:
+        """Stop new activations; live ones still return through the trampoline."""
+        if rp.kprobe is not None:
+            self.unregister(rp.kprobe)
+        rp.registry = None
+        if rp in self.uretprobes:
+            self.uretprobes.remove(rp)  # type: ignore[arg-type]
+
+    # -- uretprobes ----------------------------------------------------------------------------
+    def _uret_entry(self, rp: Uretprobe, regs: Regs) -> None:
+        task = current_task(self.m)
+        chain = self.returns.setdefault(task.pid, [])
+        if len(chain) >= MAX_URETPROBE_DEPTH:
+            rp.missed += 1
+            return
+        self.xol(task.tgid)
+        trampoline = self._trampoline_of[task.tgid]
+        ra_reg, sp = self.spec.RA_REG, regs.sp
+        if ra_reg is not None:
+            inst = Instance(rp, regs[ra_reg], sp)
+            regs[ra_reg] = trampoline
+        else:  # the return address is on the stack
+            inst = Instance(rp, int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8)
+            regs.write_mem(sp, trampoline.to_bytes(8, "little"))
+        rp.active += 1
+        chain.append(inst)
+
+    def _uret_return(self, regs: Regs) -> None:
+        """A user function returned to the trampoline: run the handlers of this frame's
+        instances (chained ones first to last), then resume at the real caller."""
+        pid, sp = current_task(self.m).pid, regs.sp
+        chain = self.returns.get(pid, [])
+        while chain and chain[-1].return_sp < sp:  # frames left without returning (longjmp)
+            chain.pop().kretprobe.active -= 1
+        frame = []
+        while chain and chain[-1].return_sp == sp:
+            frame.append(chain.pop())
+        if not frame:
+            self.m.fault("uretprobe trampoline reached with no return instance for this task", regs.pc)
+            return
+        trampolines = set(self._trampolines)
+        real = next((inst.ret_addr for inst in frame if inst.ret_addr not in trampolines), None)
+        if real is None:
+            self.m.fault("uretprobe instances of a frame all return to the trampoline", regs.pc)
+            return
+        for inst in frame:  # the most recent first, as Linux
+            inst.ret_addr = real
+            rp = inst.kretprobe
+            rp.active -= 1
+            if rp.registry is not None and rp.enabled:
+                rp.hits += 1
+                if rp.handler is not None:
+                    self._call("return", rp, rp.handler, inst, regs)
+        regs.pc = real
+        ra_reg = self.spec.RA_REG
+        if ra_reg is not None:
+            regs[ra_reg] = real  # as if never hijacked
+        else:
+            regs.write_mem(sp - 8, real.to_bytes(8, "little"))
+
+    # -- traps ---------------------------------------------------------------------------------
+    def _on_break(self, machine: Machine, pc: int) -> bool:
+        step = self._ends.get(pc)
+        if step is not None:
+            if pc == step.backstop:
+                self.m.pc = pc  # undo the backstop break's advance: the copy ended right there
+            self._finish(step)
+            return True
+        if pc in self._trampolines:
+            self._uret_return(Regs(self.m))
+            return True
+        site = self.sites.get(pc)
+        if site is None or not site.armed:
+            return False
+        self._hit(site)
+        return True
+
+    def _on_debug(self, rip: int) -> bool:
+        """x86 TF: the #DB after the current task's stepped instruction."""
+        step = self.steps.get(current_task(self.m).pid)
+        if step is None or step.end is not None:
+            return False
+        regs = Regs(self.m)
+        if self._arch_hook("in_user_mode", regs) is False:
+            return False  # the kernel's (a kprobe step while this task is preempted in its slot)
+        if self.step.step_incomplete(step.site.decision, regs, step.slot):
+            return True  # between iterations of a rep string op: TF stays set, step on
+        self._finish(step)
+        return True
+
+    def _on_exception(self, pc: int) -> int:
+        """A fault inside an XOL slot: abandon that step and report the probed address."""
+        for step in list(self.steps.values()):
+            if 0 <= pc - step.slot < step.xol.size:
+                if step.end is None:
+                    self.step.disarm_single_step(Regs(self.m), step.site.decision)
+                self._drop(step)
+                return step.site.addr
+        return pc
+
+    def _call(self, kind: str, probe: Kprobe | Kretprobe, handler: Callable[..., Any], *args: Any) -> Any:
+        """Run a handler; an exception it raises ends the run as a HandlerError naming it."""
+        try:
+            return handler(*args)
+        except (SimError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            name = getattr(handler, "__qualname__", None) or type(handler).__name__
+            detail = (str(e).strip().splitlines() or [""])[0]
+            what = "uretprobe" if isinstance(probe, Kretprobe) else "uprobe"
+            raise HandlerError(
+                f"{kind} handler {name}() of {what} '{probe.name}' at {probe.symbol} raised "
+                f"{type(e).__name__}" + (f": {detail}" if detail else "")
+            ) from e
+
+    def _hit(self, site: USite) -> None:
+        regs = Regs(self.m)
+        at = regs.pc
+        for p in list(site.probes):
+            if p.enabled:
+                p.hits += 1
+                if p.pre is not None:
+                    self._call("pre", p, p.pre, p, regs)
+        if regs.pc != at:
+            return  # a handler moved the PC: no step (Linux's handle_swbp)
+        self._execute(site, regs)
+
+    def _execute(self, site: USite, regs: Regs) -> None:
+        d = site.decision
+        if d.kind is Kind.SIMULATE:
+            self.simulate.simulate(d, regs)
+            self.m.account(1)
+            return
+        task = current_task(self.m)
+        area = self.xol(task.tgid)
+        slot = area.alloc()
+        try:
+            area.write(slot, self.step.make_slot(d, slot))
+        except SlotError as e:
+            area.free(slot)
+            self.m.fault(f"uprobe at {site.probes[0].symbol if site.probes else hex(site.addr)}: {e}", site.addr)
+            return
+        end = self.step.step_break_addr(d, slot)
+        step = UStep(site, task.pid, area, slot, end)
+        if end is None:  # single-step with the trap flag
+            self.step.arm_single_step(regs)
+            step.backstop = self._arch_hook("backstop_addr", d, slot)
+        step.begin = self._arch_hook("step_begin", d, regs)
+        self.steps[task.pid] = step
+        for addr in (end, step.backstop):
+            if addr is not None:
+                self._ends[addr] = step
+        regs.pc = slot
+
+    def _arch_hook(self, name: str, *args: Any) -> Any:
+        fn = getattr(self.step, name, None)
+        return fn(*args) if fn is not None else None
+
+    def _finish(self, step: UStep) -> None:
+        regs, d = Regs(self.m), step.site.decision
+        if step.end is None:
+            self.step.disarm_single_step(regs, d)
+        extra = self._arch_hook("step_extra_count", d, step.begin, regs)
+        if extra:
+            self.m.account(extra)
+        self.step.after_step(d, regs, step.slot)
+        self._drop(step)
+
+    def _drop(self, step: UStep) -> None:
+        if self.steps.get(step.pid) is step:
+            del self.steps[step.pid]
+        for addr in (step.end, step.backstop):
+            if addr is not None:
+                self._ends.pop(addr, None)
+        step.xol.free(step.slot)

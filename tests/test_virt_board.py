@@ -1,0 +1,124 @@
+"""The riscv64 virt board: CPU behaviour kernels rely on (checked by small M/S/U programs built
+here with zig's clang), the generated device tree (read back by dtc, which nobody here wrote),
+and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kprobesim.arch import get_arch
+from kprobesim.board import fdt
+from kprobesim.board.virt import Virt, VirtOptions
+from kprobesim.image import Image
+from kprobesim.machine import Machine
+
+CHECKS = Path(__file__).parent / "virt" / "cpu_checks.S"
+ZIG = [sys.executable, "-m", "ziglang"]
+
+
+@pytest.fixture(scope="module")
+def build_check(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("virt-checks")
+
+    def build(scenario: int) -> Path:
+        obj, elf = out / f"s{scenario}.o", out / f"s{scenario}.elf"
+        subprocess.run(
+            [*ZIG, "cc", "-target", "riscv64-freestanding", "-mcpu=baseline_rv64", f"-DSCENARIO={scenario}",
+             "-c", "-o", str(obj), str(CHECKS)],
+            check=True,
+        )
+        link = [*ZIG, "ld.lld", "-N", "-Ttext=0x80000000", "-e", "_start", "-o", str(elf), str(obj)]
+        subprocess.run(link, check=True)
+        return elf
+
+    return build
+
+
+def _run(elf: Path) -> Machine:
+    m = Machine(get_arch("riscv64"), Image.load(elf), board=Virt())
+    m.run(max_insns=100_000)
+    return m
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "what"),
+    [
+        (1, 9, "ecall from S-mode reaches M-mode as cause 9 (Unicorn reports 8)"),
+        (2, 8, "ecall from U-mode, delegated by medeleg, reaches stvec as scause 8"),
+        (3, 1, "two rdtime reads one instruction apart differ by one tick, without a trap"),
+        (4, 0x4321, "a load access fault's mtval is the address (>> 12)"),
+    ],
+)
+def test_cpu_behaviour(build_check, scenario: int, status: int, what: str) -> None:
+    m = _run(build_check(scenario))
+    assert m.exit_status == status, what
+
+
+def test_device_tree_read_back_by_dtc(tmp_path: Path) -> None:
+    dtc = shutil.which("dtc")
+    assert dtc, "dtc (Debian device-tree-compiler) is the oracle for the generated tree"
+    board = Virt(VirtOptions(memory=128 << 20, append="console=ttyS0 earlycon", drives=[__file__]))
+    blob = board.device_tree((0x87000000, 0x87100000))
+    path = tmp_path / "virt.dtb"
+    path.write_bytes(blob)
+    done = subprocess.run([dtc, "-I", "dtb", "-O", "dts", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    dts = done.stdout
+    assert 'bootargs = "console=ttyS0 earlycon";' in dts
+    assert "reg = <0x00 0x80000000 0x00 0x8000000>;" in dts
+    assert "linux,initrd-start = <0x00 0x87000000>;" in dts
+    assert 'riscv,isa = "rv64imafdc";' in dts and "timebase-frequency = <0x989680>;" in dts
+    assert dts.count('compatible = "virtio,mmio";') == 8 and "interrupts = <0x0a>;" in dts
+    root = fdt.parse(blob)  # our reader agrees with our writer
+    assert root.children[0].name == "chosen" and root.children[0].props["bootargs"] == b"console=ttyS0 earlycon\0"
+
+
+def test_boot_registers_and_dtb_in_memory() -> None:
+    elf = Path(__file__).resolve().parents[1] / "firmware/riscv64/kernel.elf"
+    board = Virt()
+    m = Machine(get_arch("riscv64"), Image.load(elf), board=board)
+    from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_A1
+
+    assert m.engine.reg_read(UC_RISCV_REG_A0) == 0
+    assert m.engine.reg_read(UC_RISCV_REG_A1) == board.dtb_addr
+    assert m.read(board.dtb_addr, 4) == b"\xd0\x0d\xfe\xed"
+    assert board.dtb_addr + 0x200000 <= 0x80000000 + (256 << 20)
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "needle"),
+    [
+        (["--board", "virt", "firmware/x86_64/kernel.elf"], 65, "ELF is for x86_64, not riscv64"),
+        (["--board", "virt", "--dtb", "README.md", "firmware/riscv64/kernel.elf"], 65, "not a device tree"),
+        (["--drive", "README.md", "firmware/riscv64/kernel.elf"], 64, "--drive needs --board virt"),
+        (["--board", "virt", "--memory", "3", "firmware/riscv64/kernel.elf"], 64, "--memory must be"),
+        (["--board", "virt", "--bios", "/nonexistent", "firmware/riscv64/kernel.elf"], 65, "no such file"),
+        (["--board", "virt", "--bios", "/dev/zero", "firmware/riscv64/kernel.bin"], 65, "not a regular file"),
+        (["--board", "virt", "--bios", "/dev/null", "firmware/riscv64/kernel.bin"], 65, "not a regular file"),
+    ],
+)
+def test_bad_input_one_line(run_cli, args: list[str], status: int, needle: str) -> None:
+    got, _, err = run_cli(*args)
+    assert got == status and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_firmware_that_never_reaches_the_kernel(run_cli, tmp_path: Path) -> None:
+    bios = tmp_path / "spin.bin"
+    bios.write_bytes(bytes.fromhex("6f000000"))  # j . : spins in M-mode forever
+    got, _, err = run_cli(
+        "--board", "virt", "--bios", str(bios), "--max-insns", "200000", "firmware/riscv64/kernel.bin",
+        "--arch", "riscv64",
+    )
+    assert got == 124 and "instruction budget exhausted" in err
+
+
+def test_empty_firmware_one_line(run_cli, tmp_path: Path) -> None:
+    bios = tmp_path / "empty.bin"
+    bios.write_bytes(b"")
+    got, _, err = run_cli("--board", "virt", "--bios", str(bios), "firmware/riscv64/kernel.bin", "--arch", "riscv64")
+    assert got == 65 and "the firmware is empty" in err and len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,125 @@
+"""xv6-riscv (built here at test time) on the riscv64 ``virt`` board, against QEMU's virt machine.
+
+The module boots xv6 once, to its first shell prompt, and snapshots there; each test runs the
+scripted session from the snapshot. The oracle is ``qemu-system-riscv64 -machine virt -bios
+none`` with the same kernel, fs.img and input, typed the same way (each line once the shell has
+printed its prompt). Booting is ~700 M guest instructions (xv6's kinit fills 128 MiB byte by
+byte), so this module is the suite's slowest; it is the project's top-priority check.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+from kernels import xv6
+from kernels.qemu_console import run_script
+
+from kprobesim.arch import get_arch
+from kprobesim.board.virt import Virt, VirtOptions
+from kprobesim.errors import BudgetExhausted
+from kprobesim.image import Image
+from kprobesim.machine import Machine, Snapshot
+from kprobesim.trace.tracer import Tracer
+
+SCRIPT = b"ls\necho hi\ncat README\n"
+PROMPT = b"$ "
+MEMORY = 128 << 20  # xv6's PHYSTOP
+
+pytestmark = pytest.mark.xdist_group("xv6")  # one boot per worker that runs these
+
+
+@pytest.fixture(scope="module")
+def xv6_build() -> Path:
+    why = xv6.available()
+    assert why is None, why
+    return xv6.build()
+
+
+@pytest.fixture(scope="module")
+def booted(xv6_build: Path) -> tuple[Machine, Snapshot]:
+    """xv6 at its first shell prompt, with the snapshot taken there."""
+    image = Image.load(xv6_build / "kernel/kernel")
+    board = Virt(VirtOptions(memory=MEMORY, drives=[str(xv6_build / "fs.img")], input=SCRIPT, input_prompt=PROMPT))
+    m = Machine(get_arch("riscv64"), image, board=board)
+    while not m.console.endswith(PROMPT.decode()):
+        try:
+            m.run(max_insns=20_000_000, timeout=300)
+        except BudgetExhausted:
+            assert m.instructions < 1_500_000_000, m.console
+    return m, m.snapshot()
+
+
+def _session(m: Machine, snap: Snapshot) -> str:
+    """The transcript of the scripted session, from the prompt snapshot."""
+    m.restore(snap)
+    assert m.run(max_insns=300_000_000, timeout=300) == 0, m.console  # the script answered
+    return m.console
+
+
+@pytest.fixture(scope="module")
+def unprobed(booted: tuple[Machine, Snapshot]) -> str:
+    return _session(*booted)
+
+
+def test_session_matches_qemu(unprobed: str, xv6_build: Path, tmp_path: Path) -> None:
+    assert "\x03" not in unprobed  # the divisor latch byte is not printed
+    assert "$ echo hi\nhi\n$ " in unprobed and "README         2 2 " in unprobed
+    qemu = shutil.which("qemu-system-riscv64")
+    assert qemu, "qemu-system-riscv64 (Debian qemu-system-misc) is needed as the oracle"
+    disk = tmp_path / "fs.img"
+    shutil.copy(xv6_build / "fs.img", disk)
+    theirs = run_script(
+        [
+            qemu, "-machine", "virt", "-bios", "none", "-kernel", str(xv6_build / "kernel/kernel"), "-m", "128M",
+            "-smp", "1", "-nographic", "-global", "virtio-mmio.force-legacy=false",
+            "-drive", f"file={disk},if=none,format=raw,id=x0",
+            "-device", "virtio-blk-device,drive=x0,bus=virtio-mmio-bus.0",
+        ],
+        SCRIPT,
+        PROMPT,
+    ).decode("utf-8", "replace")
+    assert unprobed == theirs
+
+
+def _free_pages(m: Machine) -> int:
+    """Length of xv6's free-page list (``kmem.freelist``, after its 24-byte spinlock)."""
+    node = struct.unpack("<Q", m.read(m.image.resolve("kmem") + 24, 8))[0]
+    count = 0
+    while node:
+        count += 1
+        node = struct.unpack("<Q", m.read(node, 8))[0]
+    return count
+
+
+def test_probes_count_and_fetch_right_and_change_nothing(booted: tuple[Machine, Snapshot], unprobed: str) -> None:
+    m, snap = booted
+    m.restore(snap)
+    free_before = _free_pages(m)
+    tracer = Tracer(m)
+    sys_write = tracer.add("p:sw sys_write")
+    tracer.add("p:fw filewrite type=+0($arg1):u32 major=+36($arg1):s16 n=$arg3:s32")
+    kalloc = tracer.add("r:ka kalloc page=$retval")
+    kfree = tracer.add("p:kf kfree page=$arg1")
+    fork_entry = tracer.add("p:fe fork")
+    tracer.add("r:fr fork pid=$retval:s32")
+    assert m.run(max_insns=300_000_000, timeout=300) == 0
+    assert m.console == unprobed  # transparency: the probed session prints exactly the same
+
+    events = {name: [e.args for e in tracer.events if e.event == name] for name in ("sw", "fw", "ka", "kf", "fe", "fr")}
+    # sh forks one child a command; xv6 hands out pids in order (init 1, sh 2).
+    assert fork_entry.hits == 3 and [a["pid"] for a in events["fr"]] == [3, 4, 5]
+    # Every write of the session goes to the console device (FD_DEVICE 3, major CONSOLE 1), and
+    # the bytes written are the transcript's new bytes less the echo of the typed script.
+    writes = events["fw"]
+    assert len(writes) == sys_write.hits > 0
+    assert all(a["type"] == 3 and a["major"] == 1 for a in writes), writes[:4]
+    session = len(unprobed.encode()) - len(snap.console)
+    assert sum(a["n"] for a in writes) == session - len(SCRIPT)
+    # kalloc returns distinct-at-the-time pages inside RAM; allocations less frees is what
+    # left xv6's free list (walked in guest memory).
+    pages = [a["page"] for a in events["ka"]]
+    assert kalloc.hits == len(pages) > 0 and all(p % 4096 == 0 and 0x80000000 <= p < 0x80000000 + MEMORY for p in pages)
+    assert kalloc.hits - kfree.hits == free_before - _free_pages(m)
