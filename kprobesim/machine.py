@@ -47,7 +47,8 @@ STORM = 1000  # trap and interrupt entries in a row with no instruction retired:
 PAGE = 0x1000
 # Simulator-owned pages by permissions: read+execute kprobe slot pages (4096 16-byte slots), and a
 # little read/write/execute room for trap trampolines (x86's shadow GDT is written by the CPU).
-SIM_POOL = {UC_PROT_READ | UC_PROT_EXEC: 0x10000, UC_PROT_ALL: 0x4000}
+# Slots: 512 KiB, room for 32,768 x86 slots (a whole kernel armed, plus boosted copies).
+SIM_POOL = {UC_PROT_READ | UC_PROT_EXEC: 0x80000, UC_PROT_ALL: 0x4000}
 SLOT_PERMS = UC_PROT_READ | UC_PROT_EXEC
 
 _MEM_ERRORS = {
@@ -165,6 +166,12 @@ class Machine:
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
         self._held = False  # an interrupt is pending but the CPU masks it
+        #: A boosted probe slot entered and its jump back not yet accounted: (copy, jump, resume).
+        self._boost: tuple[int, int, int] | None = None
+        self._carry = 0  # hidden instructions the next slice owes (a boost's jump back)
+        # Breaks handled inside the trap hook, except where probed instructions are stepped in
+        # place (that runs the engine again, which a hook cannot).
+        self._inline_breaks = not self.steps_in_place
         self._refused = False  # the last delivery found an interrupt the CPU masks
         self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
         self._storm = 0  # entries since an instruction last retired
@@ -427,8 +434,54 @@ class Machine:
         if self._engine_clock:
             return self.engine.vtime
         if self._slice_end:
-            return self._slice_start + max(0, self.engine.icount() - 1 - self.hidden)
+            done = self.engine.icount() - 1 - self.hidden
+            boost = self._boost
+            if boost is not None and boost[0] <= self.pc < boost[1]:
+                done += 1  # inside a boosted copy: its jump back, already hidden, has not run
+            return self._slice_start + max(0, done)
         return self._time
+
+    # -- boosted probe slots (the step ends with a jump back, not a trap) ---------------------
+    def boost_entered(self, copy: int, jump: int, resume: int) -> None:
+        """A probe hit goes on in a boosted slot: the engine will count its jump back, which is
+        not a guest instruction. It is hidden now and put right where the slice ends before it."""
+        self._boost = (copy, jump, resume)
+        if self._slice_end:
+            self.hidden += 1
+        else:
+            self._carry += 1
+
+    @property
+    def boost_copy(self) -> int | None:
+        """The copy address of the boosted slot still open, if any."""
+        return self._boost[0] if self._boost is not None else None
+
+    def boost_abandoned(self) -> None:
+        """The boosted copy faulted: its jump back never runs."""
+        if self._boost is not None:
+            self._boost = None
+            if self._slice_end:
+                self.hidden -= 1
+            else:
+                self._carry -= 1
+
+    def _settle_boost(self, faulted: bool) -> None:
+        """The slice ended with a boost open: if it stopped at the jump back, take the jump here
+        (no instruction); if before the copy ran, the jump is owed to the next slice."""
+        copy, jump, resume = self._boost  # type: ignore[misc]
+        pc = self.pc
+        if pc == jump:
+            self.hidden -= 1
+            self.pc = resume
+            self._boost = None
+        elif copy <= pc < jump:
+            self.hidden -= 1
+            if faulted:
+                self._boost = None
+            else:
+                self._carry += 1  # the boost stays open: the next slice runs the copy and jump
+        else:
+            self._boost = None  # the jump ran
 
     def _next_deadline(self) -> int:
         """The earliest timer deadline still ahead (a passed one is pending, not a bound)."""
@@ -436,10 +489,23 @@ class Machine:
         return min((d for t in self._timers if (d := t.deadline()) > now), default=NEVER)
 
     # -- events from the arch's trap hooks -------------------------------------------------------
-    def on_break(self, pc: int) -> None:
-        """A break instruction trapped at ``pc``; handled after the slice ends."""
+    def on_break(self, pc: int, inline: bool = True) -> bool:
+        """A break instruction trapped at ``pc`` (called from the engine's trap hook).
+
+        A break handler that claims it (a probe hit, a step's end, the kretprobe trampoline)
+        runs at once, inside the slice: it sets the PC and the engine goes on, with no
+        ``emu_start`` restart (True is returned; the break itself is not a guest instruction).
+        Any other break, or every break when ``inline`` is False (the engine cannot go on
+        after this trap), is handled after the slice ends (False).
+        """
+        if inline and self._inline_breaks and self.event is None and self._slice_end and not self._pending_fault:
+            for handler in self.break_handlers:
+                if handler(self, pc):
+                    self.hidden += 1
+                    return True
         self.event = Break(pc)
         self.engine.emu_stop()
+        return False
 
     def defer(self, action: Callable[[], None]) -> None:
         """Run ``action`` after the slice (for traps a hook cannot resume from)."""
@@ -545,7 +611,8 @@ class Machine:
             self._watch_storm(now, entries)
 
     def _run_slice(self, limit: int) -> None:
-        held = self._deliver_interrupts()
+        # Interrupts come between the guest's instructions, never inside a boosted slot.
+        held = SLICE if self._boost is not None else self._deliver_interrupts()
         self._held = held < SLICE
         now = self._time
         n = min(SLICE, limit - self._spent(), max(1, self._next_deadline() - now), held)
@@ -554,7 +621,7 @@ class Machine:
         if self._run_exactly:
             n, self._run_exactly = min(n, self._run_exactly), 0
         self._slice_start, self._slice_end = now, now + n
-        self.hidden = 0
+        self.hidden, self._carry = self._carry, 0
         self.event = None
         self._cut = self._stopped_before = False
         error: UcError | None = None
@@ -564,8 +631,10 @@ class Machine:
             self.engine.emu_start(self.pc, self.arch.until, 0, n)
         except UcError as e:
             error = e
-        retired = self.engine.icount() - self.hidden
         event = self.event
+        if self._boost is not None:
+            self._settle_boost(isinstance(event, MemFault))
+        retired = self.engine.icount() - self.hidden
         trapped = isinstance(event, Break | MemFault | Deferred) or (error is not None and event is None)
         if trapped or self._stopped_before:
             retired -= 1  # the trapping (or hook-stopped) instruction did not retire
@@ -588,7 +657,7 @@ class Machine:
             self.traps.memory_fault(event.access, event.addr, event.pc)
         elif error is not None:
             self._engine_error(error)
-        elif self._time - now < n and not self._cut and self.traps.halted():
+        elif self.engine.icount() < n and not self._cut and self.traps.halted():  # stopped early, not by the count
             self._idle()
 
     def _handle_break(self, pc: int) -> None:
@@ -626,6 +695,10 @@ class Machine:
         """
         held = SLICE
         self._refused = False  # did the CPU mask one?
+        if self._registry is not None and self._registry.steps:
+            # A probe's out-of-line step is in flight: interrupts wait until it ends (Linux
+            # masks them for the step; the registry's step end stops the slice to let them in).
+            return POLL if any(t.pending(self._time) is not None for t in self._timers) else SLICE
         for timer in self._timers:
             irq = timer.pending(self._time)
             if irq is None:
@@ -639,10 +712,18 @@ class Machine:
             held = min(held, POLL)  # masked, or (level-triggered) still pending in its handler
         return held
 
+    def interrupts_unmasked(self) -> None:
+        """A hook gave the guest back its interrupts (a probe step ended): when one is waiting,
+        end the slice so it is delivered right here, as between slices."""
+        if self._slice_end and self._held:
+            self.engine.emu_stop()
+
     def account(self, instructions: int) -> None:
         """Count guest instructions the host performed (a simulated probed instruction)."""
         if self._slice_end:  # inside a slice (a hook): credit it when the slice is counted
             self.hidden -= instructions
+            if self._engine_clock:
+                self.engine.vtime += instructions
         else:
             self._time += instructions
             self._sync_engine_clock()
@@ -689,6 +770,7 @@ class Machine:
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None
         self._held = False
+        self._boost, self._carry = None, 0
         self._run_exactly = 0
         self._storm = 0
         owners = self.devices if self.board is not None else self._timers

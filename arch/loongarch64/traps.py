@@ -36,6 +36,11 @@ class Traps:
         """The engine lets the host read and write CSRs at any privilege."""
         return contextlib.nullcontext()
 
+    def hold_interrupts(self, hold: bool) -> None:
+        """The engine takes interrupts itself, at any instruction: while a probe steps out of
+        line it holds them (CRMD/PRMD stay as the guest set them)."""
+        self.engine.hold_interrupts(hold)
+
     def install_port_hooks(self, port_in: object, port_out: object) -> None:
         raise NotImplementedError("loongarch64 has no I/O ports")
 

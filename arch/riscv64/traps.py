@@ -76,9 +76,13 @@ class Traps:
 
             self.hart = Hart(uc)
             self.hart.serve_time(machine.now)
-        uc.hook_add(UC_HOOK_INTR, self._intr)
-        uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid)
+        uc.hook_direct(UC_HOOK_INTR, self._intr)
+        uc.hook_direct(UC_HOOK_INSN_INVALID, self._invalid)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
+        # Unicorn flags an ebreak as an error before its hook runs; engines that can clear it
+        # let a handled break go on in the same emu_start.
+        go_on = getattr(uc, "continue_after_trap", None)
+        self._continue = go_on if go_on is not None and go_on() else None
 
     @contextmanager
     def machine_mode(self) -> Iterator[int]:
@@ -96,8 +100,12 @@ class Traps:
 
     host_access = machine_mode
 
+    def host_access_needed(self) -> bool:
+        """Must host CSR access lift the privilege now (the hart is below M-mode)?"""
+        return self.m.engine.reg_read(UC_RISCV_REG_PRIV) != 3
+
     # -- Unicorn hooks -------------------------------------------------------------------------
-    def _intr(self, uc: object, intno: int, ud: object) -> None:
+    def _intr(self, intno: int) -> None:
         uc = self.m.engine
         pc = uc.reg_read(UC_RISCV_REG_PC)
         if intno in ECALL_CAUSES:  # Unicorn says 8 whatever the privilege
@@ -112,7 +120,8 @@ class Traps:
             insn = self.fetch(epc, 4)
             self.exception(CAUSE_ILLEGAL, epc, int.from_bytes(insn if insn[0] & 3 == 3 else insn[:2], "little"))
         elif intno in (CAUSE_FETCH_FAULT, 12) and self.hart is not None and self.m.in_sim_pages(self.hart.badaddr):
-            self.m.on_break(self.hart.badaddr)  # e.g. a kretprobe trampoline the guest's tables do not map
+            # e.g. a kretprobe trampoline the guest's tables do not map: handled after the slice
+            self.m.on_break(self.hart.badaddr, inline=False)
         elif intno in ADDRESS_CAUSES and self.hart is not None:
             self.exception(intno, pc - 4, self.hart.badaddr)
         else:
@@ -165,8 +174,12 @@ class Traps:
             vaddr, size = vaddr + chunk, size - chunk
         return out
 
-    def _invalid(self, uc: object, ud: object) -> bool:
-        self.m.on_break(self.m.engine.reg_read(UC_RISCV_REG_PC))
+    def _invalid(self) -> bool:
+        """An ebreak (Unicorn's only report of it). True: handled at once, go on at the new PC."""
+        engine = self.m.engine
+        inline = self._continue is not None
+        if self.m.on_break(engine.reg_read(UC_RISCV_REG_PC), inline) and self._continue is not None:
+            return self._continue()
         return False
 
     def _mem_invalid(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> bool:

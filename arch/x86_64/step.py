@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from kprobesim.probes.insn import MASK64, Decision, Kind, RegView, SlotError, u64
 
-from .decode import FIX_CALL, FIX_CALL_INDIRECT, FIX_KEEP, FIX_PUSHF, VARIANTS, X86Insn
+from .decode import _BRANCH_1, FIX_ADD, FIX_CALL, FIX_CALL_INDIRECT, FIX_KEEP, FIX_PUSHF, VARIANTS, X86Insn
 
 INT3 = b"\xcc"
 PROBE_BREAK = INT3
@@ -35,6 +35,10 @@ SLOT_ALIGN = 1
 
 TF = 1 << 8
 IF = 1 << 9
+#: The registry always saves the flags around a step (mask_interrupts/restore_interrupts), even
+#: where the machine holds interrupts itself: the saved word also keeps the guest's own TF, which
+#: the TF variant's disarm_single_step() clears.
+ALWAYS_SAVE_FLAGS = True
 
 
 def _check_variant(variant: str) -> None:
@@ -90,6 +94,50 @@ def make_slot(d: Decision, slot_addr: int, variant: str | None = None) -> bytes:
     # TF: a trailing int3 as a backstop - a few instructions (pause) delay the #DB by one
     # instruction in the engine, and the step must never run past its slot.
     return bytes(code) + (INT3 if variant == "tf" else step_break(variant))
+
+
+JMP_REL32 = 0xE9
+#: Never boosted: hlt (an interrupt would return into the slot) and port I/O (devices stop the
+#: engine after the access, inside the slot), besides branches and what needs a fix-up.
+_NO_BOOST_1 = frozenset({0xF4, 0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF, 0x6C, 0x6D, 0x6E, 0x6F})
+
+
+def boost_slot(d: Decision, slot_addr: int) -> bytes | None:
+    """Linux's "boost": the copy followed by ``jmp rel32`` back to the next instruction, so the
+    step needs no trap at its end. None when ``d`` cannot be boosted: a branch, call, ret or
+    anything with a resume fix-up (pushf, call), cli/sti/popf, a rep string op, hlt, port I/O,
+    a copy too long for the slot, or a target out of rel32 reach.
+
+    Used only when no post-handler waits for the step's end and the guest's own TF is clear
+    (see boost_allowed()); the copy's behaviour is the stepped copy's in both variants.
+    """
+    if d.kind is not Kind.OOL or not isinstance(d.info, X86Insn):
+        return None
+    info: X86Insn = d.info
+    if info.fixup != FIX_ADD or info.rep_string or info.if_modifier or d.length + 5 > SLOT_SIZE:
+        return None
+    op = info.opcode
+    if op and op[0] != 0x0F:
+        if op[0] in _BRANCH_1 or op[0] in _NO_BOOST_1:
+            return None
+        if op[0] == 0xFF and info.modrm is not None and (info.modrm >> 3) & 7 in (2, 3, 4, 5):
+            return None  # call/jmp through a register or memory
+    elif len(op) >= 2 and 0x80 <= op[1] <= 0x8F:
+        return None  # jcc rel32
+    try:
+        copy = make_slot(d, slot_addr)[: d.length]
+    except SlotError:
+        return None
+    rel = d.end - (slot_addr + d.length + 5)
+    if not -(1 << 31) <= rel < (1 << 31):
+        return None
+    return copy + bytes([JMP_REL32]) + rel.to_bytes(4, "little", signed=True)
+
+
+def boost_allowed(regs: RegView) -> bool:
+    """A boosted slot runs without the step's trap: not while the guest single-steps itself
+    (its #DB would report the jump in the slot)."""
+    return not regs["rflags"] & TF
 
 
 def backstop_addr(d: Decision, slot_addr: int) -> int | None:

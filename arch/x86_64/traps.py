@@ -54,8 +54,8 @@ class Traps:
     def __init__(self, machine: Machine) -> None:
         self.m = machine
         uc = machine.engine
-        uc.hook_add(UC_HOOK_INTR, self._intr)
-        uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid)
+        uc.hook_direct(UC_HOOK_INTR, self._intr)
+        uc.hook_direct(UC_HOOK_INSN_INVALID, self._invalid)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
         # The ring-3 entry trampoline: allocated and written now, before any snapshot is taken.
         self._page = machine.sim_alloc(0x2000)
@@ -113,12 +113,12 @@ class Traps:
         return self.m.engine.reg_read(rid)
 
     # -- Unicorn hooks -------------------------------------------------------------------------
-    def _intr(self, uc: object, intno: int, ud: object) -> None:
+    def _intr(self, intno: int) -> None:
         rip = self._reg(xc.UC_X86_REG_RIP)
         if intno in CONTRIBUTORY or intno in (VEC_PF, VEC_DF):
             exception_state.clear(self.m.engine, self.m._memory_snapshots)
         if intno == VEC_BP:
-            self.m.on_break(rip - 1)
+            self.m.on_break(rip - 1)  # handled at once (RIP set by the handler) or after the slice
         elif intno == VEC_DB:
             for handler in self.debug_handlers:
                 if handler(rip):
@@ -131,7 +131,7 @@ class Traps:
         else:
             self.deliver(intno, rip, 0 if intno in ERROR_CODE_VECTORS else None)
 
-    def _invalid(self, uc: object, ud: object) -> bool:
+    def _invalid(self) -> bool:
         rip = self._reg(xc.UC_X86_REG_RIP)
         self.m.defer(lambda: self.deliver(VEC_UD, rip))
         return False

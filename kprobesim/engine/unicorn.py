@@ -4,19 +4,30 @@ Unicorn counts instructions for ``emu_start(count=N)`` in a C-level hook (``uc->
 which is far cheaper than any Python hook but not exposed by its API. We find that counter's
 word inside the engine handle once per process by running a calibration program with known
 counts, then read it with ctypes: exact virtual time with nothing hooked per instruction.
+
+Registers are read and written straight through libunicorn's ``uc_reg_read``/``uc_reg_write``
+with one preallocated buffer (the Python binding allocates and converts on every call: ~3x the
+cost). A second calibration finds ``uc->invalid_error``, which Unicorn sets for a riscv
+``ebreak`` *before* asking the INSN_INVALID hooks: clearing it lets a hook that handled the
+break (and moved the PC) go on in the same ``emu_start`` instead of ending it.
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from functools import cache
 
-from unicorn import UC_ARCH_RISCV, UC_MODE_RISCV64, Uc, UcError
-from unicorn.riscv_const import UC_RISCV_REG_PC
+from unicorn import UC_ARCH_RISCV, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_MODE_RISCV64, Uc, UcError
+from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_PC
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_ERR_EXCEPTION
 
 _CAL_BASE = 0x10000
 _NOP = bytes.fromhex("13000000")  # riscv addi x0, x0, 0
+_EBREAK = bytes.fromhex("73001000")
+_ADDI_A0 = bytes.fromhex("13051500")  # addi a0, a0, 1
 _SCAN_WORDS = 4096
+_ERROR_SEARCH = 16  # invalid_error sits a few words after emu_counter in struct uc_struct
 
 
 def _words(uc: Uc) -> ctypes.Array:
@@ -46,6 +57,55 @@ def counter_word() -> int:
     return candidates[0]
 
 
+def _error_run(offset: int | None) -> tuple[list[int], int, bool]:
+    """Run ``ebreak; addi a0, a0, 1`` with an INSN_INVALID hook that moves the PC past the
+    ebreak. With ``offset`` None the hook snapshots the handle's words and lets Unicorn stop;
+    otherwise it clears the int at ``offset`` (bytes) and asks Unicorn to go on.
+
+    Returns (the snapshot, a0 at the end, whether emu_start raised)."""
+    uc = Uc(UC_ARCH_RISCV, UC_MODE_RISCV64)
+    uc.mem_map(_CAL_BASE, 0x1000)
+    uc.mem_write(_CAL_BASE, _EBREAK + _ADDI_A0)
+    snap: list[int] = []
+
+    def hook(uc_: Uc, ud: object) -> bool:
+        uc.reg_write(UC_RISCV_REG_PC, _CAL_BASE + 4)
+        if offset is None:
+            snap.extend(_words(uc))
+            return False
+        ctypes.c_int.from_address(uc._uch.value + offset).value = 0
+        return True
+
+    uc.hook_add(UC_HOOK_INSN_INVALID, hook)
+    try:
+        uc.emu_start(_CAL_BASE, _CAL_BASE + 8, count=10)
+        raised = False
+    except UcError:
+        raised = True
+    return snap, uc.reg_read(UC_RISCV_REG_A0), raised
+
+
+@cache
+def error_offset() -> int | None:
+    """Byte offset of Unicorn's ``invalid_error`` in the engine handle, or None when it cannot
+    be found and proven (then breaks are handled after ``emu_start`` returns, as before)."""
+    base = counter_word()
+    snap, _, raised = _error_run(None)
+    if not raised or not snap:
+        return None
+    found = [
+        8 * i + half
+        for i in range(base + 1, base + _ERROR_SEARCH)
+        for half in (0, 4)
+        if (snap[i] >> (8 * half)) & 0xFFFF_FFFF == UC_ERR_EXCEPTION
+    ]
+    for offset in found:
+        _, a0, raised = _error_run(offset)
+        if not raised and a0 == 1:
+            return offset
+    return None
+
+
 class UnicornEngine(Uc):
     """Placeholder for typing: engines are plain ``Uc`` objects with ``icount`` attached."""
 
@@ -56,8 +116,17 @@ class UnicornEngine(Uc):
         raise NotImplementedError
 
 
+@cache
+def _raw_lib() -> ctypes.CDLL:
+    """libunicorn's functions without argument conversion (the binding's copy declares them)."""
+    from unicorn.unicorn_py3.unicorn import uclib
+
+    return ctypes.CDLL(uclib._name)
+
+
 def new_unicorn(arch: int, mode: int) -> Uc:
-    """A Unicorn engine with ``icount()`` (instructions started by the last ``emu_start``).
+    """A Unicorn engine with ``icount()`` (instructions started by the last ``emu_start``),
+    fast ``reg_read``/``reg_write`` for 64-bit registers and ``continue_after_trap()``.
 
     Always pass ``count > 0`` to ``emu_start``: Unicorn only counts in blocks translated
     while a count was active.
@@ -71,7 +140,16 @@ def new_unicorn(arch: int, mode: int) -> Uc:
     def emu_start(begin: int, until: int, timeout: int = 0, count: int = 0) -> None:
         state["count"], state["cut"] = count, None
         words[index] = 0
-        real_start(begin, until, timeout, count)
+        try:
+            real_start(begin, until, timeout, count)
+        except UcError:
+            # A hook that raised stops the engine, and a riscv trap hook that could not finish
+            # then leaves an error status: the binding reports that instead of the cause.
+            pending = uc._hook_exception
+            if pending is not None:
+                pending.__suppress_context__ = True  # keep its own __cause__, hide the status
+                raise pending  # noqa: B904
+            raise
 
     def icount() -> int:
         if state["cut"] is not None:
@@ -91,8 +169,142 @@ def new_unicorn(arch: int, mode: int) -> Uc:
 
     uc.emu_start = emu_start  # type: ignore[method-assign]
     uc.icount = icount  # type: ignore[attr-defined]
+    _fast_registers(uc)
+    _fast_memory(uc)
+    uc.hook_direct = lambda htype, fn: _hook_direct(uc, htype, fn)  # type: ignore[attr-defined]
+    offset = error_offset() if arch == UC_ARCH_RISCV else None
+    error = ctypes.c_int.from_address(uc._uch.value + offset) if offset is not None else None
+
+    def continue_after_trap() -> bool:
+        """A trap hook handled the trap and set the PC: let this ``emu_start`` go on (Unicorn
+        marks a riscv ebreak as an error before asking the hooks). False if it cannot."""
+        if error is None:
+            return arch != UC_ARCH_RISCV
+        error.value = 0
+        return True
+
+    uc.continue_after_trap = continue_after_trap  # type: ignore[attr-defined]
     uc.stop_after_insn = stop_after_insn  # type: ignore[attr-defined]
     return uc
 
 
-__all__ = ["UcError", "new_unicorn", "counter_word"]
+def _fast_registers(uc: Uc) -> None:
+    """Replace ``reg_read``/``reg_write`` by direct libunicorn calls for the registers the
+    binding itself passes as one u64 (all but x86's MSR, descriptor-table and vector ones)."""
+    lib = _raw_lib()
+    read, write = lib.uc_reg_read, lib.uc_reg_write
+    handle = ctypes.c_void_p(uc._uch.value)
+    buf = ctypes.c_uint64()
+    ref = ctypes.byref(buf)
+    slow_read, slow_write = uc.reg_read, uc.reg_write
+    select = type(uc)._select_reg_class
+    plain: dict[int, bool] = {}
+
+    def is_plain(rid: int) -> bool:
+        known = plain.get(rid)
+        if known is None:
+            known = plain[rid] = select(rid) is ctypes.c_uint64
+        return known
+
+    def reg_read(rid: int, aux: object = None) -> object:
+        if aux is None and (plain.get(rid) or is_plain(rid)):
+            buf.value = 0  # some registers fill fewer bytes (x86 selectors)
+            err = read(handle, rid, ref)
+            if err:
+                raise UcError(err)
+            return buf.value
+        return slow_read(rid, aux)
+
+    def reg_write(rid: int, value: object) -> None:
+        if isinstance(value, int) and (plain.get(rid) or is_plain(rid)):
+            buf.value = value & 0xFFFF_FFFF_FFFF_FFFF
+            err = write(handle, rid, ref)
+            if err:
+                raise UcError(err)
+            return
+        slow_write(rid, value)
+
+    uc.reg_read = reg_read  # type: ignore[method-assign]
+    uc.reg_write = reg_write  # type: ignore[method-assign]
+
+
+_SMALL = 64  # reads up to this many bytes go through one preallocated buffer
+
+
+def _fast_memory(uc: Uc) -> None:
+    """Replace small ``mem_read``s and ``ctl_remove_cache`` by direct libunicorn calls (probe
+    hits read and write stack words, placing a probe reads and patches a few bytes)."""
+    lib = _raw_lib()
+    read, ctl = lib.uc_mem_read, lib.uc_ctl
+    handle = ctypes.c_void_p(uc._uch.value)
+    buf = ctypes.create_string_buffer(_SMALL)
+    slow_read = uc.mem_read
+    u64 = ctypes.c_uint64
+    remove = (UC_CTL_IO_WRITE << 30) | (2 << 26) | UC_CTL_TB_REMOVE_CACHE  # a write, two arguments
+
+    def mem_read(address: int, size: int) -> bytearray:
+        if 0 < size <= _SMALL and 0 <= address:
+            err = read(handle, u64(address), buf, ctypes.c_size_t(size))
+            if err:
+                raise UcError(err)
+            return bytearray(buf.raw[:size])
+        return slow_read(address, size)
+
+    def ctl_remove_cache(lbound: int, ubound: int) -> None:
+        err = ctl(handle, ctypes.c_int(remove), u64(lbound), u64(ubound))
+        if err:
+            raise UcError(err)
+
+    uc.mem_read = mem_read  # type: ignore[method-assign]
+    uc.ctl_remove_cache = ctl_remove_cache  # type: ignore[method-assign]
+
+
+_DIRECT_TYPES = {
+    UC_HOOK_INTR: ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p),
+    UC_HOOK_INSN_INVALID: ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p),
+}
+
+
+def _hook_direct(uc: Uc, htype: int, fn: Callable[..., object]) -> int:
+    """Hook a trap with ``fn(intno)`` (INTR) or ``fn() -> handled`` (INSN_INVALID), called
+    straight from libunicorn: no binding wrappers, engine or user-data arguments on the trap
+    path. As with ``hook_add``, an exception stops the engine and ``emu_start`` raises it."""
+    stop = uc.emu_stop
+
+    def failed(e: BaseException) -> None:
+        if uc._hook_exception is None:
+            uc._hook_exception = e
+        stop()
+
+    if htype == UC_HOOK_INTR:
+
+        def cb(handle: int, intno: int, ud: int) -> None:
+            try:
+                fn(intno)
+            except BaseException as e:
+                failed(e)
+
+    elif htype == UC_HOOK_INSN_INVALID:
+
+        def cb(handle: int, ud: int) -> bool:  # type: ignore[misc]
+            try:
+                return bool(fn())
+            except BaseException as e:
+                failed(e)
+                return False
+
+    else:
+        raise ValueError(f"no direct hook for hook type {htype}")
+    fptr = _DIRECT_TYPES[htype](cb)
+    handle = ctypes.c_size_t()
+    err = _raw_lib().uc_hook_add(
+        ctypes.c_void_p(uc._uch.value), ctypes.byref(handle), ctypes.c_int(htype), fptr, None,
+        ctypes.c_uint64(1), ctypes.c_uint64(0),
+    )  # fmt: skip
+    if err:
+        raise UcError(err)
+    uc._callbacks[handle.value] = fptr  # kept alive (and deleted) like the binding's own hooks
+    return handle.value
+
+
+__all__ = ["UcError", "new_unicorn", "counter_word", "error_offset"]

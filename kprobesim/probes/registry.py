@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from unicorn import UcError
@@ -42,14 +43,17 @@ class Site:
     slot_code: bytes = b""
     probes: list[Kprobe] = field(default_factory=list)
     armed: bool = False
+    #: (step break address, TF backstop address) of the slot, worked out at the first hit.
+    plan: tuple[int | None, int | None] | None = None
+    boost: int | None = None  # the boosted slot (copy + jump back); 0: none; None: not yet asked
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Step:
     """An out-of-line step in progress."""
 
     site: Site
-    saved_irq: int
+    saved_irq: int | None  # None: interrupts were not masked (the machine holds them instead)
     end: int | None  # address of the step break; None when single-stepping with TF
     orphan: bool = False  # the site was unregistered meanwhile: free its slot at the end
     quiet: bool = False  # a re-entered hit (counted missed): no post-handlers
@@ -75,6 +79,7 @@ class Registry:
         self._decode_kw = {"variant": self.variant} if len(variants) > 1 else {}
         self.slots = SlotPages(machine, self.step.SLOT_SIZE)
         self.sites: dict[int, Site] = {}
+        self._boundaries: dict[tuple[int, int], frozenset[int]] = {}  # per function (addr, size)
         self.steps: list[Step] = []  # out-of-line steps in progress, innermost last
         self.blacklist = machine.image.blacklist()
         self.user = user_program(machine.image)  # its text takes uprobes, not kprobes
@@ -82,6 +87,23 @@ class Registry:
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
         self._busy = False
+        self.regs = Regs(machine)  # the view handlers get, reset at every trap
+        # Interrupts wait while a step is in flight without touching the guest's enable bits
+        # (no instruction in a slot can read them; the arch's fix-ups see to pushf): where the
+        # machine delivers them (between slices) it holds them itself (_deliver_interrupts);
+        # an engine that takes them at any instruction (the P-code engine) is told to hold.
+        # x86 still saves and masks its flags, for its TF (its step's ALWAYS_SAVE_FLAGS).
+        self._sp_name: str = self.spec.SP_REG
+        # Boosted slots (x86): the copy jumps back, no trap ends the step (see _boosted).
+        self._boost_fn: Callable[[Decision, int], bytes | None] | None = getattr(self.step, "boost_slot", None)
+        self._boost_sites: dict[int, Site] = {}  # boosted slot -> its site
+        self._boost_orphans: list[int] = []  # boosted slots of removed sites, freed once left
+        self._hold: Callable[[bool], None] | None = getattr(machine.traps, "hold_interrupts", None)
+        self._mask_irqs = getattr(self.step, "ALWAYS_SAVE_FLAGS", False)
+        self._step_hooks = {
+            name: getattr(self.step, name, None)
+            for name in ("backstop_addr", "step_begin", "step_extra_count")
+        }
         self._hitting: Site | None = None  # the site whose pre-handlers are running
         machine.break_handlers.append(self._on_break)
         machine.exception_fixups.append(self._on_exception)
@@ -99,12 +121,30 @@ class Registry:
     def original(self, addr: int, size: int) -> bytes:
         """Guest bytes as the image has them, with our patched breaks taken out."""
         data = bytearray(self.m.read(addr, size))
-        for site in self.sites.values():
-            if site.armed and addr - len(site.orig) < site.addr < addr + size:
+        sites = self.sites
+        if not sites:
+            return bytes(data)
+        # Look up the few addresses a patch covering [addr, addr+size) can start at, or walk the
+        # sites when there are fewer of them: linear in the range either way, whatever is armed.
+        if len(sites) <= size + MAX_INSN:
+            near = [s for s in sites.values() if addr - len(s.orig) < s.addr < addr + size]
+        else:
+            near = [s for a in range(addr - MAX_INSN + 1, addr + size) if (s := sites.get(a)) is not None]
+        for site in near:
+            if site.armed and addr - len(site.orig) < site.addr:
                 for i, b in enumerate(site.orig):
                     if 0 <= site.addr + i - addr < size:
                         data[site.addr + i - addr] = b
         return bytes(data)
+
+    def _starts(self, sym: Any) -> frozenset[int]:
+        """Instruction boundaries of a function's original code (decoded once per function)."""
+        key = (sym.addr, sym.size)
+        starts = self._boundaries.get(key)
+        if starts is None:
+            starts = frozenset(self.decode.boundaries(self.original(sym.addr, sym.size), sym.addr))
+            self._boundaries[key] = starts
+        return starts
 
     def locate(self, spec: str | int) -> tuple[int, str]:
         """Resolve ``SYM``, ``SYM+OFF`` or an address; like Linux's ``check_kprobe_address_safe``
@@ -133,7 +173,7 @@ class Registry:
             sym, off = found
             if sym.is_func and sym.size:
                 try:
-                    starts = self.decode.boundaries(self.original(sym.addr, sym.size), sym.addr)
+                    starts = self._starts(sym)
                 except DecodeError as e:
                     raise ProbeError(f"{text}: cannot decode {sym.name}: {e}") from None
                 if addr not in starts:
@@ -209,6 +249,12 @@ class Registry:
             self.m.patch_code(site.addr, site.orig)
             site.armed = False
         del self.sites[site.addr]
+        if site.boost:
+            del self._boost_sites[site.boost]
+            if self.m.boost_copy == site.boost:
+                self._boost_orphans.append(site.boost)  # the CPU may be inside it: free it later
+            else:
+                self.slots.free(site.boost)
         if site.slot is not None and site is not self._hitting:  # a hit in progress frees it after
             live = [st for st in self.steps if st.site is site]
             if live:
@@ -232,7 +278,7 @@ class Registry:
             self.trampoline = self.slots.alloc()
             self.slots.write(self.trampoline, self.step.PROBE_BREAK)
         rp = Kretprobe("", 0, "", handler, entry, maxactive if maxactive is not None else 10, registry=self)
-        kp = self.register(spec, pre=lambda p, regs: self._kret_entry(rp, regs), name=name)
+        kp = self.register(spec, pre=partial(self._kret_entry, rp), name=name)
         rp.name, rp.addr, rp.symbol, rp.kprobe = kp.name, kp.addr, kp.symbol, kp
         self.kretprobes.append(rp)
         return rp
@@ -245,12 +291,12 @@ class Registry:
         if rp in self.kretprobes:
             self.kretprobes.remove(rp)
 
-    def _kret_entry(self, rp: Kretprobe, regs: Regs) -> int:
+    def _kret_entry(self, rp: Kretprobe, kp: Kprobe, regs: Regs) -> int:
         if rp.active >= rp.maxactive:
             rp.missed += 1
             return 0
         ra_reg = self.spec.RA_REG
-        sp = regs.sp
+        sp = regs[self._sp_name]
         if ra_reg is not None:
             inst = Instance(rp, regs[ra_reg], sp)
         else:  # the return address is on the stack
@@ -270,15 +316,27 @@ class Registry:
         """The probed function returned to the trampoline: run the return handlers of every
         instance of this frame (several kretprobes on one function hijack it in turn, the
         later ones saving the trampoline's address), then go back to the real caller."""
-        sp = regs.sp
-        frame = [inst for inst in reversed(self.instances) if inst.return_sp == sp]
-        if not frame:
-            self.m.fault("kretprobe trampoline reached with no matching instance", regs.pc)
-            return
-        real = next((inst.ret_addr for inst in frame if inst.ret_addr != self.trampoline), None)
-        if real is None:
-            self.m.fault("kretprobe instances of a frame all return to the trampoline", regs.pc)
-            return
+        sp = regs[self._sp_name]
+        instances = self.instances
+        last = instances[-1] if instances else None
+        if (
+            last is not None and last.return_sp == sp and last.ret_addr != self.trampoline
+            and (len(instances) < 2 or instances[-2].return_sp != sp)
+        ):  # fmt: skip
+            frame = [instances.pop()]  # the common case: one instance, the newest
+            real = last.ret_addr
+        else:
+            frame = [inst for inst in reversed(instances) if inst.return_sp == sp]
+            if not frame:
+                self.m.fault("kretprobe trampoline reached with no matching instance", regs.pc)
+                return
+            real = next((inst.ret_addr for inst in frame if inst.ret_addr != self.trampoline), None)
+            if real is None:
+                self.m.fault("kretprobe instances of a frame all return to the trampoline", regs.pc)
+                return
+            for inst in frame:
+                instances.remove(inst)
+                inst.ret_addr = real
         # Back to the real caller first (Linux sets the return address before the handlers run),
         # so a handler that raises leaves no instance behind and the guest resumes correctly.
         regs.pc = real
@@ -288,15 +346,19 @@ class Registry:
         else:
             regs.write_mem(sp - 8, real.to_bytes(8, "little"))
         for inst in frame:
-            self.instances.remove(inst)
-            inst.ret_addr = real
             inst.kretprobe.active -= 1
         for inst in frame:  # the most recent first, as Linux
             rp = inst.kretprobe
             if rp.registry is not None and rp.enabled:
                 rp.hits += 1
-                if rp.handler is not None:
-                    self._call("return", rp, rp.handler, inst, regs)
+                handler = rp.handler
+                if handler is not None:
+                    try:
+                        handler(inst, regs)
+                    except (SimError, KeyboardInterrupt):
+                        raise
+                    except Exception as e:
+                        raise self._handler_error("return", rp, handler, e) from e
 
     # -- traps ---------------------------------------------------------------------------------
     @property
@@ -305,16 +367,17 @@ class Registry:
         return self.steps[-1] if self.steps else None
 
     def _on_break(self, machine: Machine, pc: int) -> bool:
-        step = self.stepping
-        if step is not None and pc == step.end:
-            self._finish_step()
-            return True
-        if step is not None and pc == step.backstop:
-            self.m.pc = pc  # undo the backstop break's advance: the copy ended right there
-            self._finish_step()
-            return True
+        if self.steps:
+            step = self.steps[-1]
+            if pc == step.end:
+                self._finish_step()
+                return True
+            if pc == step.backstop:
+                self.m.pc = pc  # undo the backstop break's advance: the copy ended right there
+                self._finish_step()
+                return True
         if pc == self.trampoline:
-            self._kret_return(Regs(self.m))
+            self._kret_return(self._fresh_regs())
             return True
         site = self.sites.get(pc)
         if site is None or not site.armed:
@@ -325,14 +388,21 @@ class Registry:
     def _on_exception(self, pc: int) -> int:
         """A fault inside a slot (Linux's kprobe_fault_handler): abandon the step, restore the
         interrupt state and report the fault at the probed instruction."""
+        boosted = self._boost_sites.get(pc)
+        if boosted is not None:  # a boosted copy faulted: its jump back never runs
+            self.m.boost_abandoned()
+            return boosted.addr
         step = self.stepping
         if step is None or step.site.slot is None or not 0 <= pc - step.site.slot < self.slots.size:
             return pc
         self.steps.pop()
+        if self._hold is not None:
+            self._hold(bool(self.steps))
         regs = Regs(self.m)
         if step.end is None:
             self.step.disarm_single_step(regs, step.site.decision)
-        self.step.restore_interrupts(regs, step.saved_irq)
+        if step.saved_irq is not None:
+            self.step.restore_interrupts(regs, step.saved_irq)
         if step.orphan:
             self.slots.free(step.site.slot)
         return step.site.addr
@@ -342,10 +412,15 @@ class Registry:
         if step is None or step.end is not None:
             return False
         assert step.site.slot is not None
-        if self.step.step_incomplete(step.site.decision, Regs(self.m), step.site.slot):
+        if self.step.step_incomplete(step.site.decision, self._fresh_regs(), step.site.slot):
             return True  # between iterations of a rep string op: TF stays set, step on
         self._finish_step()
         return True
+
+    def _fresh_regs(self) -> Regs:
+        regs = self.regs
+        regs.reset()
+        return regs
 
     def _call(self, kind: str, probe: Kprobe | Kretprobe, handler: Callable[..., Any], *args: Any) -> Any:
         """Run a handler; an exception it raises ends the run as a HandlerError naming it."""
@@ -354,15 +429,21 @@ class Registry:
         except (SimError, KeyboardInterrupt):
             raise
         except Exception as e:
-            name = getattr(handler, "__qualname__", None) or type(handler).__name__
-            detail = (str(e).strip().splitlines() or [""])[0]
-            raise HandlerError(
-                f"{kind} handler {name}() of {type(probe).__name__.lower()} '{probe.name}' at "
-                f"{self.m.image.describe(probe.addr)} raised {type(e).__name__}" + (f": {detail}" if detail else "")
-            ) from e
+            raise self._handler_error(kind, probe, handler, e) from e
+
+    def _handler_error(
+        self, kind: str, probe: Kprobe | Kretprobe, handler: Callable[..., Any], e: Exception
+    ) -> HandlerError:
+        name = getattr(handler, "__qualname__", None) or type(handler).__name__
+        detail = (str(e).strip().splitlines() or [""])[0]
+        return HandlerError(
+            f"{kind} handler {name}() of {type(probe).__name__.lower()} '{probe.name}' at "
+            f"{self.m.image.describe(probe.addr)} raised {type(e).__name__}" + (f": {detail}" if detail else "")
+        )
 
     def _hit(self, site: Site) -> None:
-        regs = Regs(self.m)
+        regs = self.regs
+        regs.reset()
         if self._busy or self.steps:
             # Re-entered (e.g. the stepped instruction trapped into probed code): like Linux,
             # count it missed and execute the instruction without handlers.
@@ -374,12 +455,20 @@ class Registry:
         self._busy = True
         self._hitting = site
         try:
-            for p in list(site.probes):
+            for p in site.probes.copy():  # a handler may (un)register probes here
                 if p.enabled:
                     p.hits += 1
-                    if p.pre is not None and self._call("pre", p, p.pre, p, regs):
-                        skip = True  # like Linux's aggr_pre_handler: later handlers do not run
-                        break
+                    pre = p.pre
+                    if pre is not None:
+                        try:
+                            moved = pre(p, regs)
+                        except (SimError, KeyboardInterrupt):
+                            raise
+                        except Exception as e:
+                            raise self._handler_error("pre", p, pre, e) from e
+                        if moved:
+                            skip = True  # like Linux's aggr_pre_handler: later handlers do not run
+                            break
         except BaseException:
             regs.pc = site.addr  # as before the hit (x86: not one byte past the int3)
             raise
@@ -410,15 +499,58 @@ class Registry:
             self._step_in_place(site, quiet)
             return
         assert site.slot is not None
-        saved = self.step.mask_interrupts(regs, d)
-        end = self.step.step_break_addr(d, site.slot)
-        backstop = None
+        if self._boost_fn is not None and self._boosted(site, regs):
+            self.m.boost_entered(site.boost, site.boost + d.length, d.addr + d.length)  # type: ignore[operator]
+            regs.pc = site.boost  # type: ignore[assignment]
+            return
+        plan = site.plan
+        if plan is None:
+            end = self.step.step_break_addr(d, site.slot)
+            plan = site.plan = (end, self._arch_hook("backstop_addr", d, site.slot) if end is None else None)
+        end, backstop = plan
+        saved = self.step.mask_interrupts(regs, d) if self._mask_irqs else None
         if end is None:  # single-step with the trap flag
             self.step.arm_single_step(regs)
-            backstop = self._arch_hook("backstop_addr", d, site.slot)
         begin = self._arch_hook("step_begin", d, regs)
         self.steps.append(Step(site, saved, end, quiet=quiet, backstop=backstop, begin=begin))
+        if self._hold is not None:
+            self._hold(True)
         regs.pc = site.slot
+
+    def _boosted(self, site: Site, regs: Regs) -> bool:
+        """May this hit run the site's boosted slot (Linux: no post-handler, and here the arch
+        agrees for this instruction and register state)? Its slot is made at the first hit."""
+        for p in site.probes:
+            if p.post is not None and p.enabled:
+                return False
+        boost = site.boost
+        if boost is None:
+            if self._boost_orphans:
+                self._free_boost_orphans()
+            try:
+                slot = self.slots.alloc()
+            except SimError:  # out of slot pages: this site steps with a trap, as unboosted
+                site.boost = 0
+                return False
+            code = self._boost_fn(site.decision, slot)  # type: ignore[misc]
+            if code is None:
+                self.slots.free(slot)
+                site.boost = 0
+                return False
+            self.slots.write(slot, code)
+            site.boost = slot
+            self._boost_sites[slot] = site
+        elif not boost:
+            return False
+        return bool(self.step.boost_allowed(regs))
+
+    def _free_boost_orphans(self) -> None:
+        open_copy = self.m.boost_copy
+        keep = [slot for slot in self._boost_orphans if slot == open_copy]
+        for slot in self._boost_orphans:
+            if slot != open_copy:
+                self.slots.free(slot)
+        self._boost_orphans = keep
 
     def _step_in_place(self, site: Site, quiet: bool) -> None:
         """Run the original instruction at its own address (boards whose guests page: a slot
@@ -430,12 +562,15 @@ class Registry:
 
     def _arch_hook(self, name: str, *args: Any) -> Any:
         """An optional function of the arch's step module (None when it has none)."""
-        fn = getattr(self.step, name, None)
-        return fn(*args) if fn is not None else None
+        fn = self._step_hooks[name]
+        return None if fn is None else fn(*args)
 
     def _finish_step(self) -> None:
         step = self.steps.pop()
-        site, regs = step.site, Regs(self.m)
+        if self._hold is not None:
+            self._hold(bool(self.steps))
+        site, regs = step.site, self.regs
+        regs.reset()
         assert site.slot is not None
         if step.end is None:
             self.step.disarm_single_step(regs, site.decision)
@@ -443,13 +578,15 @@ class Registry:
         if extra:
             self.m.account(extra)
         self.step.after_step(site.decision, regs, site.slot, step.saved_irq)
-        self.step.restore_interrupts(regs, step.saved_irq)
+        if step.saved_irq is not None:
+            self.step.restore_interrupts(regs, step.saved_irq)
+        self.m.interrupts_unmasked()
         if not step.quiet:
             self._post(site, regs)
         if step.orphan:
             self.slots.free(site.slot)
 
     def _post(self, site: Site, regs: Regs) -> None:
-        for p in list(site.probes):
+        for p in site.probes.copy():
             if p.enabled and p.post is not None:
                 self._call("post", p, p.post, p, regs)

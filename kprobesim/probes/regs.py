@@ -20,16 +20,36 @@ class Regs:
     """Registers by name (``regs["a0"]``), ``pc``, ``arg(n)``, ``retval``; all writable.
 
     Also a RegView for the arch's simulate/step code (``read_mem``/``write_mem``).
+
+    A register is read from the engine on first use and kept until :meth:`reset` (the registry
+    resets its view at every trap, as the CPU may have run since); a write goes to the engine
+    at once, so only what a handler changes is written. The view is valid while the handler
+    runs (like Linux's ``pt_regs`` pointer); registers written behind its back (through the
+    engine) during a handler are not seen by it.
     """
+
+    __slots__ = ("_m", "_engine", "_read", "_write", "_spec", "_ids", "_privileged", "_lift", "_cache",
+                 "_host_access", "_access_needed")
 
     def __init__(self, machine: Machine) -> None:
         self._m = machine
-        self._engine = machine.engine
+        engine = self._engine = machine.engine
+        self._read = engine.reg_read
+        self._write = engine.reg_write
         self._spec: Any = machine.arch.module("regs")
         self._ids: dict[str, int] = self._spec.REG_IDS
-        self._access = machine.traps.host_access
         # Control registers the host may only touch at the guest's highest privilege.
-        self._privileged = frozenset(getattr(self._spec, "CSR_NAMES", ()))
+        self._privileged = frozenset(self._ids[n] for n in getattr(self._spec, "CSR_NAMES", ()))
+        self._host_access = machine.traps.host_access
+        self._access_needed = getattr(machine.traps, "host_access_needed", None)
+        # None: not yet asked this trap whether host CSR access must lift the privilege.
+        self._lift: bool | None = None
+        self._cache: dict[int, int] = {}
+
+    def reset(self) -> None:
+        """Forget what was read (the engine ran, or someone else wrote registers)."""
+        self._cache.clear()
+        self._lift = None
 
     def _id(self, name: str) -> int:
         try:
@@ -37,20 +57,36 @@ class Regs:
         except KeyError:
             raise KeyError(f"no register '{name}' on {self._m.arch.name}") from None
 
+    def _needs_lift(self) -> bool:
+        if self._lift is None:
+            needed = self._access_needed
+            self._lift = bool(needed()) if needed is not None else True
+        return self._lift
+
     def __getitem__(self, name: str) -> int:
-        rid = self._id(name)
-        if name in self._privileged:
-            with self._access():
-                return self._engine.reg_read(rid) & MASK64
-        return self._engine.reg_read(rid) & MASK64
+        rid = self._ids.get(name)
+        if rid is None:
+            rid = self._id(name)
+        value = self._cache.get(rid)
+        if value is None:
+            if rid in self._privileged and self._needs_lift():
+                with self._host_access():
+                    value = self._read(rid) & MASK64
+            else:
+                value = self._read(rid) & MASK64
+            self._cache[rid] = value
+        return value
 
     def __setitem__(self, name: str, value: int) -> None:
-        rid = self._id(name)
-        if name in self._privileged:
-            with self._access():
-                self._engine.reg_write(rid, value & MASK64)
+        rid = self._ids.get(name)
+        if rid is None:
+            rid = self._id(name)
+        self._cache.pop(rid, None)  # re-read: the engine may not keep every bit (x0, WARL CSRs)
+        if rid in self._privileged and self._needs_lift():
+            with self._host_access():
+                self._write(rid, value & MASK64)
         else:
-            self._engine.reg_write(rid, value & MASK64)
+            self._write(rid, value & MASK64)
 
     def __contains__(self, name: str) -> bool:
         return name in self._ids

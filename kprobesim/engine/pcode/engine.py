@@ -241,6 +241,8 @@ class PcodeEngine:
         self._mmio_log: list[int] = []  # device accesses of one instruction: (live vt, values...)
         self._replay: list[int] | None = None  # re-running it: its device accesses, already done
         self._running = False
+        self._trapped = False  # inside _on_trap (a trap hook runs between blocks)
+        self.irq_hold = False  # interrupts wait (a kprobe's out-of-line step is in flight)
         self._start_vt = 0
         self._icount = 0
         self._last_fault: tuple[int, int, int] | None = None
@@ -279,7 +281,7 @@ class PcodeEngine:
     def _live_vt(self) -> int:
         """Instructions done so far, also from inside a callback of a running block (the
         executing instruction not included)."""
-        if self._running:
+        if self._running and not self._trapped:
             at = self._block_position()
             if at is not None:
                 return at[0] + at[1]
@@ -293,6 +295,8 @@ class PcodeEngine:
         """
         if not self._running:
             return self._icount
+        if self._trapped:
+            return self._vt - self._start_vt
         at = self._block_position()
         if at is None:
             return self._vt - self._start_vt
@@ -323,6 +327,13 @@ class PcodeEngine:
     def _resched(self) -> None:
         """Something may need the dispatcher's attention at the next block boundary."""
         self._chk = -1
+
+    def hold_interrupts(self, hold: bool) -> None:
+        """Take no interrupt while ``hold`` (the guest's own enable bits untouched); on release
+        one that is pending is taken before the next instruction."""
+        self.irq_hold = hold
+        if not hold:
+            self._chk = -1
 
     # ------------------------------------------------------------------ memory API
     def mem_map(self, address: int, size: int, perms: int = UC_PROT_ALL) -> None:
@@ -1161,7 +1172,11 @@ class PcodeEngine:
                 if t.kind == T_STOP and self._finish:
                     self._finish_insn(ipc)
                     return
-                npc = self._on_trap(t, ipc)
+                self._trapped = True  # no block is running: _vt is exact (no stack walk)
+                try:
+                    npc = self._on_trap(t, ipc)
+                finally:
+                    self._trapped = False
                 vt = self._vt
                 if npc is None or self._stop:
                     return
@@ -1194,7 +1209,7 @@ class PcodeEngine:
         if ev is not None and vt + self._toff >= ev:
             arch.tick(vt + self._toff)
             ev = arch.next_event()
-        if arch.irq_pending():
+        if not self.irq_hold and arch.irq_pending():
             arch.take_interrupt()
             self.interrupts_taken += 1
             self._chk = -1
