@@ -735,6 +735,14 @@ class PcodeEngine:
         self._ctx_mode = mode
 
     # ------------------------------------------------------------------ hooks
+    def hook_direct(self, htype: int, fn: Any) -> int:
+        """Unicorn-engine parity: a trap hook called as ``fn(intno)`` (INTR) or ``fn()`` (INSN_INVALID)."""
+        if htype == UC_HOOK_INTR:
+            return self.hook_add(htype, lambda uc, intno, ud: fn(intno))
+        if htype == UC_HOOK_INSN_INVALID:
+            return self.hook_add(htype, lambda uc, ud: fn())
+        raise ValueError(f"no direct hook for hook type {htype}")
+
     def hook_add(self, htype: int, callback: Any, user_data: Any = None, begin: int = 1,
                  end: int = 0, arg1: int = 0, arg2: int = 0) -> int:
         h = _Hook(htype, callback, user_data, begin, end)
