@@ -34,11 +34,16 @@ def forget_translations() -> None:
         cache.clear()
 
 
-def run_kernel(arch_name: str, hot_after: int) -> tuple[int, str, int, list[int]]:
+def run_kernel(arch_name: str, hot_after: int, probed: bool = False) -> tuple[int, str, int, list[int]]:
+    """Run the bundled kernel; ``probed``: with a kprobe and a kretprobe on do_work (traps in
+    the middle of compiled blocks, 557 times each)."""
     forget_translations()
     arch = dataclasses.replace(get_arch(arch_name),
                                new_engine=lambda: PcodeEngine(arch_name, hot_after=hot_after))
     m = Machine(arch, Image.load(firmware(arch_name)))
+    if probed:
+        m.kprobe("do_work")
+        m.kretprobe("do_work")
     status = m.run()
     regs = [m.engine._R[i] for i in range(len(m.engine._R))]
     return status, m.console, m.instructions, regs
@@ -50,6 +55,41 @@ def test_kernel_identical_on_every_tiering(arch_name: str) -> None:
     assert runs[0][0] == 0, runs[0][1]
     for h, r in runs.items():
         assert r == runs[0], f"hot_after={h} differs from compiling every block at once"
+
+
+def test_trap_after_many_compilations_keeps_the_block_registers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiled block holds the registers it writes in locals and a trap writes them back,
+    found through its code object's entry. A long-lived process (a pytest worker) compiles more
+    blocks than the caches keep: their eviction must not drop the entry of a block still in
+    use (it did, and traps after ~10000 compilations corrupted registers), nor, once the
+    compiled code is evicted and compiled again, the entry of the new, equal code object."""
+    from unicorn import UcError
+
+    from kprobesim.engine.pcode import engine as E
+
+    monkeypatch.setattr(E, "_CODE_CACHE_MAX", 8)
+    forget_translations()
+    e = PcodeEngine("loongarch64", hot_after=0)
+    e.mem_map(0, 0x100000)
+    # addi.d a0 twice, then ld.d $a2, $a1, 0 from unmapped memory
+    e.mem_write(BASE, struct.pack("<3I", 0x02C00484, 0x02C00484, 0x28C000A6))
+    e.reg_write(K.LA_REG_R0 + 5, 0x900000)
+
+    def faulting_run() -> tuple[int, int]:
+        e.reg_write(K.LA_REG_R0 + 4, 0)
+        with pytest.raises(UcError):
+            e.emu_start(BASE, BASE + 12)
+        return e.reg_read(K.LA_REG_R0 + 4), e.reg_read(K.LA_REG_PC)
+
+    assert faulting_run() == (2, BASE + 8)
+    for round_ in range(2):
+        for i in range(40):  # other blocks: addi.d $a0, $a0, i; jirl $zero, $ra, 0
+            at = 0x40000 + 0x100 * i
+            e.mem_write(at, struct.pack("<2I", 0x02C00084 | ((i + round_) << 10), 0x4C000020))
+            e.reg_write(K.LA_REG_RA, 0x80000)
+            e.emu_start(at, 0x80000)
+        assert faulting_run() == (2, BASE + 8), f"round {round_}"
+        e.ctl_flush_tb()  # the next round compiles the faulting block again
 
 
 def _mmio_program() -> list[int]:

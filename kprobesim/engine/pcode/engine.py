@@ -89,6 +89,7 @@ from .codegen import (
     lift,
     unpack_insns,
 )
+from .codeinfo import CodeInfoMap
 from .interp import RUN_CODE, Interpreter, block_runner, interpretable
 from .memory import PAGE, Memory, Region
 
@@ -114,8 +115,11 @@ _TIER0_RUNS: dict[Any, list[int]] = {}
 # Runs of a block in tier 0 (interpreted P-code, see .interp) before it is compiled.
 HOT_AFTER = 4
 # block function code object -> (instruction addresses, source line of each instruction,
-# register words the block writes)
-_CODE_INFO: dict[Any, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
+# register words the block writes). Never evicted by size: a block still running needs its
+# entry (a trap writes back the registers held in its locals), however many blocks were
+# compiled since; an entry goes when its code object does (equal code objects of two
+# compilations are distinct keys: the map is by identity).
+_CODE_INFO: CodeInfoMap = CodeInfoMap()
 POLL = 20000  # instructions between wall-clock checks when a timeout is set
 
 _MEM_HOOKS = (
@@ -1072,8 +1076,6 @@ class PcodeEngine:
             codeobj, src, fname, (lines, dirty) = hit
             fn = self._define(codeobj)[fname]
             if fn.__code__ not in _CODE_INFO:
-                if len(_CODE_INFO) > _CODE_CACHE_MAX:
-                    _CODE_INFO.clear()
                 _CODE_INFO[fn.__code__] = (pcs, lines, dirty)
         pages = tuple(range(pa0 >> 12, ((pa0 + (end - pc) - 1) >> 12) + 1))
         b = Block(fn, len(pcs), pcs, pc, end, src)
