@@ -198,6 +198,7 @@ class Runtime(ExtraHelpers):
         self.unsubmitted = 0  # ring buffer records a run left reserved (discarded at its end)
         self.tail_calls = 0  # tail calls made by the current run
         self.rng = prandom(machine)
+        memory.guest_read = self._guest_read  # loads through BTF-typed pointers
         # Frame layout: return address and caller's frame pointer relative to the frame pointer.
         # With a link register (riscv, loongarch): ra at fp-8, previous fp at fp-16; with the
         # return address on the stack (x86_64): return address at rbp+8, previous rbp at rbp.
@@ -324,6 +325,13 @@ class Runtime(ExtraHelpers):
         if region is not None:
             off = addr & 0xFFFF_FFFF
             return bytes(region.buf[off : off + n]) if off + n <= region.size else None
+        try:
+            return self.m.read(addr, n)
+        except (UcError, OverflowError, ValueError):
+            return None
+
+    def _guest_read(self, addr: int, n: int) -> bytes | None:
+        """``n`` bytes of guest memory at ``addr`` (through the guest's page tables); None on a fault."""
         try:
             return self.m.read(addr, n)
         except (UcError, OverflowError, ValueError):
