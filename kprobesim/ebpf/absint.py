@@ -1135,6 +1135,8 @@ class Verifier:
         if r0.kind == NOT_INIT and (len(st.frames) == 1 or f.callback):  # a subprogram's is the caller's worry
             raise _Refuse(pc, "R0 !read_ok")
         if len(st.frames) == 1:
+            if self.tracing is not None:  # fentry/fexit programs return 0 (check_return_code)
+                self._retval_in(pc, r0, 0, 0, "At program exit")
             if st.refs:
                 rid, at = next(iter(st.refs.items()))
                 raise _Refuse(pc, f"Unreleased reference id={rid} alloc_insn={at}")
@@ -1154,6 +1156,19 @@ class Verifier:
                     if isinstance(cell, Spill) and cell.reg.kind == SCALAR:
                         frame.stack[k] = _byte_states(cell)
         return f.callsite + 1
+
+    @staticmethod
+    def _retval_in(pc: int, r0: Reg, lo: int, hi: int, where: str) -> None:
+        """R0 must be a number in [lo, hi] (Linux's retval_range_within, verbose_invalid_scalar)."""
+        if r0.kind != SCALAR:
+            raise _Refuse(pc, f"{where} the register R0 is not a known value ({r0.type_name()})")
+        r = r0.var.r64
+        if lo <= r.smin and r.smax <= hi:
+            return
+        text = (f" smin={r.smin}" if r.smin > -(1 << 63) else "") + \
+            (f" smax={r.smax}" if r.smax < (1 << 63) - 1 else "")
+        raise _Refuse(pc, f"{where} the register R0 has{text or ' unknown scalar value'} "
+                          f"should have been in [{lo}, {hi}]")
 
     def _call_helper(self, st: State, pc: int, hid: int) -> int | None:
         proto = hp.PROTOS.get(hid)

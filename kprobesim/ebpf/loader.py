@@ -139,7 +139,7 @@ class LoadedObject:
             known = ", ".join(self.programs) or "none"
             raise BpfError(f"{self.path}: no loaded program {prog!r} (loaded: {known})")
         if p.tracing is not None and target != p.target:
-            raise BpfError(f"{self.path}: program '{prog}' ({p.section}): a {p.kind} program is verified against "
+            raise BpfError(f"{self.path}: program '{prog}' ({p.section}): an {p.kind} program is verified against "
                            f"its function's prototype at load; give it another one before load "
                            f"(--attach {prog}={target})")
         _check_target(self, p, target)
@@ -264,7 +264,7 @@ def load(
         if kind in tracing.KINDS:
             func = attach.get(spec.name, spec.attach_point)
             if not func or "+" in func:
-                raise BpfError(f"{where}: a {kind} program attaches to a function's entry: SEC(\"{kind}/FUNC\") "
+                raise BpfError(f"{where}: an {kind} program attaches to a function's entry: SEC(\"{kind}/FUNC\") "
                                f"or --attach {spec.name}=FUNC" + (f", not {func}" if func else ""))
             try:
                 tctx = tracing.func_model(machine.btf, func, kind, len(machine.arch.module("regs").ALL_ARG_REGS))
@@ -392,7 +392,7 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
 
     if prog.tracing is not None:
         if not entry:
-            raise BpfError(f"{where}: a {prog.kind} program attaches to a function's entry, not {prog.target}")
+            raise BpfError(f"{where}: an {prog.kind} program attaches to a function's entry, not {prog.target}")
         _attach_trampoline(loaded, prog, run, maxactive)
         return
     try:
