@@ -146,3 +146,21 @@ def test_btf_pointer_loads_read_guest_memory_and_zero_on_faults(engine: str) -> 
     vm.use(engine, frozenset())  # an ordinary load faults
     with pytest.raises(Exception, match="read"):
         vm.run(0x8000_1000)
+
+
+def test_fentry_target_given_at_load(tmp_path: Path) -> None:
+    """A bare SEC("fentry") takes its function from --attach before load (libbpf's
+    bpf_program__set_attach_target); without one it is refused, naming the way to give it."""
+    src = ('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n'
+           'char LICENSE[] SEC("license") = "GPL";\nu64 seen;\n'
+           'SEC("fentry") int BPF_PROG(p, long n) { seen += n; return 0; }\n')
+    obj_path = build("x86_64", tmp_path / "bare.o", src)
+    with pytest.raises(BpfError, match=r"attaches to a function's entry: SEC\(\"fentry/FUNC\"\) or --attach p=FUNC"):
+        Machine.load(firmware("x86_64")).load_bpf(obj_path)
+    m = Machine.load(firmware("x86_64"))
+    calls = []
+    m.kprobe("fib", pre=lambda p, regs: calls.append(regs.arg(1)) or 0)
+    obj = m.load_bpf(obj_path, attach={"p": "fib"})
+    assert m.run() == 0
+    assert obj.programs["p"].runs == len(calls) > 1000
+    assert struct.unpack("<Q", obj.maps[".bss"].lookup(bytes(4)))[0] == sum(calls)
