@@ -164,3 +164,45 @@ def test_fentry_target_given_at_load(tmp_path: Path) -> None:
     assert m.run() == 0
     assert obj.programs["p"].runs == len(calls) > 1000
     assert struct.unpack("<Q", obj.maps[".bss"].lookup(bytes(4)))[0] == sum(calls)
+
+
+def test_func_arg_helpers(tmp_path: Path) -> None:
+    """bpf_get_func_arg/_ret/_arg_cnt read the trampoline context: the same values as BPF_PROG's,
+    -EINVAL past the arguments, -EOPNOTSUPP for the return value in fentry (Linux's inlined
+    helpers); kprobe programs may not call them."""
+    head = ('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n'
+            'char LICENSE[] SEC("license") = "GPL";\n')
+    src = head + r"""
+u64 bad, runs, cnt;
+s64 einval, eopnotsupp;
+SEC("fexit/do_work") int BPF_PROG(x, long a, long b, long ret)
+{
+	u64 v = 0, r = 0;
+
+	cnt = bpf_get_func_arg_cnt(ctx);
+	if (bpf_get_func_arg(ctx, 1, &v) || v != b)
+		bad++;
+	if (bpf_get_func_ret(ctx, &r) || r != ret)
+		bad++;
+	einval = bpf_get_func_arg(ctx, 2, &v);
+	runs++;
+	return 0;
+}
+SEC("fentry/do_work") int BPF_PROG(y, long a)
+{
+	u64 r;
+
+	eopnotsupp = bpf_get_func_ret(ctx, &r);
+	return 0;
+}
+"""
+    m = Machine.load(firmware("x86_64"))
+    obj = m.load_bpf(build("x86_64", tmp_path / "args.o", src))
+    assert m.run() == 0
+    text = obj.format_maps()
+    assert f"runs={obj.programs['x'].runs}" in text and obj.programs["x"].runs > 20
+    for want in ("bad=0", "cnt=2", "einval=-22", "eopnotsupp=-95"):
+        assert want in text, text
+    with pytest.raises(BpfError, match=r"cannot use helper bpf_get_func_arg_cnt#185"):
+        Machine.load(firmware("x86_64")).load_bpf(build("x86_64", tmp_path / "kp.o", head + (
+            'SEC("kprobe/do_work") int z(void *ctx) { return bpf_get_func_arg_cnt(ctx); }')))

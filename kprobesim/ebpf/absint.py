@@ -1177,7 +1177,8 @@ class Verifier:
                 raise _Refuse(pc, f"invalid func {describe_helper(hid)}")
             raise _Refuse(pc, f"program of this type cannot use helper {describe_helper(hid)} "
                               f"(not implemented by kprobesim)")
-        if self.tracing is not None and hid in _NOT_FOR_TRACING:
+        if (self.tracing is not None and hid in _NOT_FOR_TRACING) or (self.tracing is None and hid in
+                                                                        hp.TRAMPOLINE_ONLY):
             raise _Refuse(pc, f"program of this type cannot use helper {describe_helper(hid)}")
         if proto.gpl_only and not self.gpl:
             raise _Refuse(pc, "cannot call GPL-restricted function from non-GPL compatible program")
@@ -1236,6 +1237,11 @@ class Verifier:
                     continue
                 if reg.kind not in (STACK,):
                     raise _Refuse(pc, f"R{r} type={reg.type_name()} expected=fp")
+                continue
+            if kind == hp.LONG_OUT:  # 8 aligned bytes the helper writes
+                self._mem_arg(st, pc, r, reg, 8, write=True)
+                if reg.kind == STACK or self.strict_alignment:
+                    self._align(pc, reg, 0, 8)
                 continue
             if kind == hp.CONST_STR:
                 if reg.kind != MAP_VALUE or reg.map is None or not reg.map.rdonly:

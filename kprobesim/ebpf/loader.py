@@ -299,6 +299,8 @@ def load(
                                                   strict_alignment=machine.arch.name != "x86_64", tracing=tctx,
                                                   kernel_btf=machine.btf).probe_mem
             vm.use(engine, probe_mem)
+            if tctx is not None:
+                vm.data["tracing"] = tctx  # bpf_get_func_arg and friends read the layout
         except EbpfError as e:
             raise BpfError(f"{where}: {e}") from None
         if OVERRIDE_RETURN in vm.program.helper_ids and kind != "kprobe":
