@@ -86,6 +86,11 @@ CASES: list[Case] = [
     Case("fexit_open_how", "fexit sees the arguments and a long return value", None,
          "ldxdw %r2, [%r1+16]\nldxdw %r3, [%r2+{open_how.flags}]\nldxdw %r4, [%r1+24]\nmov %r0, 0\nexit",
          kind="fexit", func="do_sys_openat2"),
+    Case("func_arg_helpers", "bpf_get_func_arg_cnt and bpf_get_func_arg read a trampoline context", None,
+         "mov %r6, %r1\ncall 185\nmov %r1, %r6\nmov %r2, 0\nmov %r3, %r10\nadd %r3, -8\ncall 183\n"
+         "ldxdw %r0, [%r10-8]\nmov %r0, 0\nexit", func="vfs_read"),
+    Case("func_ret_helper", "bpf_get_func_ret writes a u64 on the stack", None,
+         "mov %r2, %r10\nadd %r2, -8\ncall 184\nmov %r0, 0\nexit", kind="fexit", func="vfs_read"),
     Case("task_btf_kprobe", "bpf_get_current_task_btf() fields read directly in a kprobe program", None,
          "call 158\nldxw %r0, [%r0+{task_struct.pid}]\nexit", kind="kprobe"),
 
@@ -115,6 +120,10 @@ CASES: list[Case] = [
     Case("btf_narrow_ptr_member", "pointer members are read whole",
          "cannot access ptr member f_op with moff",
          _ARG0 + "ldxw %r3, [%r2+{file.f_op}]\nmov %r0, 0\nexit", func="vfs_read"),
+    Case("func_arg_cnt_in_kprobe", "the func-arg helpers are for trampoline programs only",
+         "program of this type cannot use helper bpf_get_func_arg_cnt#185", "call 185\nexit", kind="kprobe"),
+    Case("func_arg_misaligned", "the helper's u64 is aligned", "misaligned stack access off 0+-12+0 size 8",
+         "mov %r2, 0\nmov %r3, %r10\nadd %r3, -12\ncall 183\nmov %r0, 0\nexit", func="vfs_read"),
     Case("key_counter_at_slot_start",
          "Linux 6.12 counts every helper access to the stack as a possible write (ACCESS_HELPER): the map "
          "key's spilled counter becomes data and the loop repeats a state exactly",
