@@ -79,6 +79,7 @@ class Snapshot:
     console: bytes
     sim_pools: dict[int, list[int]]
     devices: list[dict[str, Any]]
+    trace_lines: int = 0  # how many trace lines had been kept
 
 
 @dataclass
@@ -158,6 +159,9 @@ class Machine:
         #: version (``KERNEL_VERSION(a, b, c)``) when known; the bundled kernels have neither.
         self.kconfig_source: Callable[[], str | None] = lambda: None
         self.kernel_version: int | None = None
+        #: The running task (pid, tgid, comm) as the guest OS describes it, for traces and eBPF
+        #: helpers; None: the bundled firmware's ``current_task`` convention (see task.py).
+        self.task_source: Callable[[Machine], Any] | None = getattr(image, "task_source", None)
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
@@ -779,7 +783,9 @@ class Machine:
         if self.board is not None:  # every device of the board, not only its timers
             devices = [_device_state(d) for d in self.devices]
         pools = {p: list(v) for p, v in self._sim_pools.items()}
-        return Snapshot(self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices)
+        return Snapshot(
+            self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices, len(self.trace_lines)
+        )
 
     def restore(self, snap: Snapshot) -> None:
         """Go back to ``snap``: the same run can be replayed with other probes, without reloading."""
@@ -795,6 +801,7 @@ class Machine:
         self._time = snap.time
         self._sync_engine_clock()
         self.console_bytes[:] = snap.console
+        del self.trace_lines[snap.trace_lines :]
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None
         self._held = False

@@ -31,8 +31,9 @@ def traced(riscv_linux: rvguest.RiscvLinux) -> tuple[Machine, Tracer]:
     instructions, ~2 s of CPU)."""
     m = riscv_linux.restore()
     tracer = Tracer(m)
-    tracer.add("p:op do_sys_openat2 dfd=$arg1:s32 name=+0($arg2):ustring")
+    tracer.add("p:op do_sys_openat2 dfd=$arg1:s32 name=+0($arg2):ustring comm=$comm")
     tracer.add("r:vr vfs_read ret=$retval:s64")
+    tracer.add("r:clone kernel_clone ret=$retval:s64")
     riscv_linux.run_to_power_off()
     return m, tracer
 
@@ -83,3 +84,22 @@ def test_vfs_read_returns_the_counts_init_printed(traced: tuple[Machine, Tracer]
     printed = [int(n) for line in init_lines(m.console)[1:4] for n in line.split(": ", 2)[2].split(" = ")[0].split()]
     assert printed == [35, 0, 256, 256, 124, 0, 256, 256, 256, 256, 0]
     assert any(counts[i : i + len(printed)] == printed for i in range(len(counts))), counts
+
+
+def test_events_name_the_task_from_linux_current(traced: tuple[Machine, Tracer]) -> None:
+    """pid and comm come from ``current`` (``tp``/``sscratch``, task_struct offsets from the
+    kernel's BTF): init is pid 1; its child has the pid fork returned (kernel_clone's return
+    value in init, the kernel's own word) and, after execve, the comm ``child``."""
+    m, tracer = traced
+    forks = [e for e in tracer.events if e.event == "clone" and e.comm == "init"]
+    assert len(forks) == 1 and forks[0].pid == 1, [(e.comm, e.pid, e.args) for e in tracer.events if e.event == "clone"]
+    child = int(forks[0].args["ret"])
+    assert child > 1
+    opens = [(e.comm, e.pid, e.args["comm"], e.args["name"]) for e in tracer.events if e.event == "op"]
+    assert opens == [
+        *(("init", 1, "init", name) for name in ("/data/hello.txt", "/data/lines.txt", "/data/blob.bin",
+                                                  "/data/missing.txt")),
+        ("child", child, "child", "/data/hello.txt"),
+    ]
+    assert sum(line.lstrip().startswith(f"child-{child} [000]") and " op: " in line for line in m.trace_lines) == 1
+    assert sum(line.lstrip().startswith("init-1 [000]") for line in m.trace_lines) >= 5
