@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from unicorn import UcError
 
-from kprobesim.task import current_task
+from kprobesim.task import current_ids, current_task
 
 from . import isa
 from .errors import EbpfError, HelperError
@@ -420,11 +420,11 @@ class Runtime(ExtraHelpers):
         return self.rng.getrandbits(32)
 
     def get_current_pid_tgid(self, vm: VM, *_: int) -> int:
-        t = current_task(self.m)
-        return (t.tgid << 32) | t.pid
+        _, pid, tgid = current_ids(self.m)
+        return (tgid << 32) | pid
 
     def get_current_task(self, vm: VM, *_: int) -> int:
-        return current_task(self.m).addr
+        return current_ids(self.m)[0]
 
     def get_current_comm(self, vm: VM, r1: int, r2: int, *_: int) -> int:
         size = r2 & 0xFFFF_FFFF

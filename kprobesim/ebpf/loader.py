@@ -338,9 +338,10 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
     tails = any(isinstance(mp, ProgArrayMap) for mp in loaded.maps.values())
     make_ctx = _context_builder(m, prog.vm.program if lazy_ctx and not tails else None)
     rt = loaded.runtime
+    hit = Hit(loaded.machine.probes.regs, "", 0, prog.addr, entry)  # runs never overlap: one Hit
 
     def run(regs: Regs, kind: str, ip: int) -> int:
-        hit = Hit(regs, kind, ip, prog.addr, entry)
+        hit.regs, hit.kind, hit.ip, hit.overridden = regs, kind, ip, False
         ctx = make_ctx(regs, ip)
         rt.hit = hit
         prog.runs += 1
@@ -349,7 +350,7 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
             while True:
                 try:
                     vm.run(ctx)
-                    prog.insns += vm.last_count or 0
+                    prog.insns += vm.last_count
                     break
                 except TailCall as t:
                     vm = t.target  # type: ignore[assignment]
@@ -393,13 +394,14 @@ def _context_builder(m: Machine, program: Verified | None) -> Callable[[Regs, in
     ip_field = next(f for f in spec.PT_REGS_FIELDS if f.reg == spec.PC_REG)
     reads = ctx_reads(program) if program is not None else None
     fields = [] if reads is None else [f for f in spec.PT_REGS_FIELDS if any(f.offset + i in reads for i in range(8))]
+    buf = bytearray(spec.PT_REGS_SIZE)  # runs never overlap: one buffer per program, kept mapped
     if reads is None or any(f.reg is None for f in fields):
 
-        def full(regs: Regs, ip: int) -> bytes:
-            return regs.pt_regs(**{ip_field.name: ip})
+        def full(regs: Regs, ip: int) -> bytearray:
+            buf[:] = regs.pt_regs(**{ip_field.name: ip})
+            return buf
 
         return full
-    buf = bytearray(spec.PT_REGS_SIZE)  # runs never overlap: one buffer per program
     plan = [(f.offset, None if f is ip_field else f.reg) for f in fields]
     pack = struct.Struct("<Q").pack_into
 
