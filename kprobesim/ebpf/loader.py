@@ -336,24 +336,30 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
         raise BpfError(f"{where}: bpf_override_return needs a kprobe at a function's entry, not {prog.target}")
     # a tail call may reach a program that reads other fields: then every field is built
     tails = any(isinstance(mp, ProgArrayMap) for mp in loaded.maps.values())
-    make_ctx = _context_builder(m, prog.vm.program if lazy_ctx and not tails else None)
+    make_ctx, ctx_buf = _context_builder(m, prog.vm.program if lazy_ctx and not tails else None)
+    run_with_ctx = prog.vm.context_runner(ctx_buf)
     rt = loaded.runtime
     hit = Hit(loaded.machine.probes.regs, "", 0, prog.addr, entry)  # runs never overlap: one Hit
 
     def run(regs: Regs, kind: str, ip: int) -> int:
         hit.regs, hit.kind, hit.ip, hit.overridden = regs, kind, ip, False
-        ctx = make_ctx(regs, ip)
+        make_ctx(regs, ip)
         rt.hit = hit
         prog.runs += 1
         vm = prog.vm
         try:
-            while True:
-                try:
-                    vm.run(ctx)
-                    prog.insns += vm.last_count
-                    break
-                except TailCall as t:
-                    vm = t.target  # type: ignore[assignment]
+            try:
+                run_with_ctx()
+                prog.insns += vm.last_count
+            except TailCall as t:
+                vm = t.target  # type: ignore[assignment]
+                while True:
+                    try:
+                        vm.run(ctx_buf)
+                        prog.insns += vm.last_count
+                        break
+                    except TailCall as t:
+                        vm = t.target  # type: ignore[assignment]
         except EbpfError as e:
             poison = loaded.object.program(vm.name).poisoned.get(e.pc) if e.pc is not None else None
             text = f"insn {e.pc}: <invalid CO-RE relocation>: {poison}" if poison else str(e)
@@ -388,8 +394,9 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
         raise ProbeError(f"{where}: {e}") from None
 
 
-def _context_builder(m: Machine, program: Verified | None) -> Callable[[Regs, int], bytes | bytearray]:
-    """``make(regs, ip) -> pt_regs``: only the fields the program reads when that is known."""
+def _context_builder(m: Machine, program: Verified | None) -> tuple[Callable[[Regs, int], object], bytearray]:
+    """``(fill, buffer)``: ``fill(regs, ip)`` writes ``pt_regs`` into the buffer, only the fields
+    the program reads when that is known."""
     spec: Any = m.arch.module("regs")
     ip_field = next(f for f in spec.PT_REGS_FIELDS if f.reg == spec.PC_REG)
     reads = ctx_reads(program) if program is not None else None
@@ -397,20 +404,18 @@ def _context_builder(m: Machine, program: Verified | None) -> Callable[[Regs, in
     buf = bytearray(spec.PT_REGS_SIZE)  # runs never overlap: one buffer per program, kept mapped
     if reads is None or any(f.reg is None for f in fields):
 
-        def full(regs: Regs, ip: int) -> bytearray:
+        def full(regs: Regs, ip: int) -> None:
             buf[:] = regs.pt_regs(**{ip_field.name: ip})
-            return buf
 
-        return full
+        return full, buf
     plan = [(f.offset, None if f is ip_field else f.reg) for f in fields]
     pack = struct.Struct("<Q").pack_into
 
-    def partial(regs: Regs, ip: int) -> bytearray:
+    def partial(regs: Regs, ip: int) -> None:
         for offset, reg in plan:
             pack(buf, offset, ip if reg is None else regs[reg])
-        return buf
 
-    return partial
+    return partial, buf
 
 
 def _poisoned(vm: VM, *_: int) -> int:

@@ -86,7 +86,7 @@ class Memory:
         self.writable: dict[int, Region] = {}
         self._by_user_key: dict[Hashable, Region] = {}
         self._temporary: list[Region] = []
-        self._parked = 0  # temporary keyed regions released (an upper bound of those parked)
+        self._parked = 0  # temporary regions released since the last purge (bounds those parked)
         self._next_key = KEY_BASE
 
     # --- mapping ---------------------------------------------------------------------------------
@@ -116,7 +116,11 @@ class Memory:
                     if held is old:
                         return old.base
                     if held is None:  # parked by the last release: map it again, same address
-                        self._install(old)
+                        self.readable[old.key] = old
+                        if writable:
+                            self.writable[old.key] = old
+                        if temporary:
+                            self._temporary.append(old)
                         return old.base
                 self._drop(old)
         buf = _as_buffer(buf, writable)
@@ -172,15 +176,17 @@ class Memory:
         again (the next run's lookup of the same map element) reinstates it at its address
         without building a new region. At most :data:`PARKED_LIMIT` are kept parked.
         """
-        readable, writable, keyed = self.readable, self.writable, self._by_user_key
+        readable, writable = self.readable, self.writable
         for region in self._temporary:
-            if readable.get(region.key) is region:
-                del readable[region.key]
-                writable.pop(region.key, None)
-            if region.user_key is not None and keyed.get(region.user_key) is region:
-                self._parked += 1
+            key = region.key
+            if readable.get(key) is region:
+                del readable[key]
+                if region.writable:
+                    writable.pop(key, None)
+        self._parked += len(self._temporary)
         self._temporary.clear()
         if self._parked > PARKED_LIMIT:
+            keyed = self._by_user_key
             for k in [k for k, r in keyed.items() if r.temporary and readable.get(r.key) is not r]:
                 del keyed[k]
             self._parked = 0

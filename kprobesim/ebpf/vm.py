@@ -162,6 +162,43 @@ class VM:
         return ret & isa.MASK64
 
     # --- running ---------------------------------------------------------------------------------
+    def context_runner(self, ctx: bytearray) -> Callable[[], int]:
+        """A function running the program with ``ctx`` as its (read-only) context, for a caller
+        that fills one buffer in place before every run (a probe's ``pt_regs``): the same as
+        ``run(ctx)`` without its per-call set-up."""
+        region, mem, addr, size = self._ctx_region, self.memory, self.ctx_addr, len(ctx)
+        writable = mem.writable
+
+        def run() -> int:
+            if self._running:
+                raise EbpfError(f"program {self.name!r} is already running (re-entered)")
+            runner = self._engine(self.engine)
+            region.buf, region.size = ctx, size
+            if region.writable:  # a run() with a writable context was last
+                region.writable = False
+                writable.pop(region.key, None)
+                self._ctx = None
+            budget = self.current_budget = self.budget
+            self._running = True
+            self.last_count = None
+            try:
+                r0, left = runner.run(addr, 0, 0, 0, 0, budget)
+                self.last_count = budget - left
+                return r0
+            except StopProgram as stop:
+                return stop.value & isa.MASK64
+            except (EbpfError, TailCall):
+                raise
+            except Exception as e:  # never let an engine bug escape as a random exception
+                raise EbpfError(f"internal error: {type(e).__name__}: {e}") from e
+            finally:
+                self._running = False
+                region.buf, region.size = b"", 0
+                if mem._temporary:
+                    mem.release_temporary()
+
+        return run
+
     def run(self, ctx: Buffer | int | None = None, *, ctx_writable: bool = False,
             args: Sequence[int] = (), engine: Engine | None = None,
             budget: int | None = None) -> int:
@@ -170,7 +207,6 @@ class VM:
         ``ctx``: a buffer mapped for this run (r1 = its address; read-only unless
         ``ctx_writable``), or an integer put in r1 as is.  ``args``: values for r1..r5
         (overriding r1 from ``ctx``).  Raises :class:`EbpfError` on any failure.
-
         """
         if self._running:
             raise EbpfError(f"program {self.name!r} is already running (re-entered)")
