@@ -104,6 +104,13 @@ class Registry:
             name: getattr(self.step, name, None)
             for name in ("backstop_addr", "step_begin", "step_extra_count")
         }
+        self._step_begin = self._step_hooks["step_begin"]
+        self._step_extra = self._step_hooks["step_extra_count"]
+        # The PC written straight to the engine where nothing reads it back in this trap.
+        pc_id = self.spec.REG_IDS[self.spec.PC_REG]
+        reg_write = machine.engine.reg_write
+        self._set_pc: Callable[[int], None] = lambda value: reg_write(pc_id, value)
+        self._pc_name: str = self.spec.PC_REG
         self._hitting: Site | None = None  # the site whose pre-handlers are running
         machine.break_handlers.append(self._on_break)
         machine.exception_fixups.append(self._on_exception)
@@ -298,9 +305,17 @@ class Registry:
         ra_reg = self.spec.RA_REG
         sp = regs[self._sp_name]
         if ra_reg is not None:
-            inst = Instance(rp, regs[ra_reg], sp)
+            ret_addr, return_sp = regs[ra_reg], sp
         else:  # the return address is on the stack
-            inst = Instance(rp, int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8)
+            ret_addr, return_sp = int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8
+        free = rp.free
+        if free:  # instances are recycled, as Linux's kretprobe_instance pool
+            inst = free.pop()
+            inst.ret_addr, inst.return_sp = ret_addr, return_sp
+            if inst.data:
+                inst.data.clear()
+        else:
+            inst = Instance(rp, ret_addr, return_sp)
         if rp.entry is not None and self._call("entry", rp, rp.entry, inst, regs):
             return 0
         assert self.trampoline is not None
@@ -339,7 +354,7 @@ class Registry:
                 inst.ret_addr = real
         # Back to the real caller first (Linux sets the return address before the handlers run),
         # so a handler that raises leaves no instance behind and the guest resumes correctly.
-        regs.pc = real
+        self._set_pc(real)  # nothing read the PC through the view in this trap
         ra_reg = self.spec.RA_REG
         if ra_reg is not None:
             regs[ra_reg] = real  # as if never hijacked
@@ -359,6 +374,8 @@ class Registry:
                         raise
                     except Exception as e:
                         raise self._handler_error("return", rp, handler, e) from e
+            if len(rp.free) < rp.maxactive:
+                rp.free.append(inst)
 
     # -- traps ---------------------------------------------------------------------------------
     @property
@@ -475,7 +492,7 @@ class Registry:
         finally:
             self._busy = False
             self._hitting = None
-        if site.addr not in self.sites or self.sites[site.addr] is not site:
+        if self.sites.get(site.addr) is not site:
             # A pre-handler unregistered the site's last probe: its original instruction is
             # back in place, so resume there; the slot it would have stepped is freed now.
             if site.slot is not None:
@@ -501,7 +518,7 @@ class Registry:
         assert site.slot is not None
         if self._boost_fn is not None and self._boosted(site, regs):
             self.m.boost_entered(site.boost, site.boost + d.length, d.addr + d.length)  # type: ignore[operator]
-            regs.pc = site.boost  # type: ignore[assignment]
+            self._set_pc(site.boost)  # type: ignore[arg-type]
             return
         plan = site.plan
         if plan is None:
@@ -511,11 +528,11 @@ class Registry:
         saved = self.step.mask_interrupts(regs, d) if self._mask_irqs else None
         if end is None:  # single-step with the trap flag
             self.step.arm_single_step(regs)
-        begin = self._arch_hook("step_begin", d, regs)
+        begin = self._step_begin(d, regs) if self._step_begin is not None else None
         self.steps.append(Step(site, saved, end, quiet=quiet, backstop=backstop, begin=begin))
         if self._hold is not None:
             self._hold(True)
-        regs.pc = site.slot
+        self._set_pc(site.slot)
 
     def _boosted(self, site: Site, regs: Regs) -> bool:
         """May this hit run the site's boosted slot (Linux: no post-handler, and here the arch
@@ -574,9 +591,10 @@ class Registry:
         assert site.slot is not None
         if step.end is None:
             self.step.disarm_single_step(regs, site.decision)
-        extra = self._arch_hook("step_extra_count", site.decision, step.begin, regs)
-        if extra:
-            self.m.account(extra)
+        if self._step_extra is not None:
+            extra = self._step_extra(site.decision, step.begin, regs)
+            if extra:
+                self.m.account(extra)
         self.step.after_step(site.decision, regs, site.slot, step.saved_irq)
         if step.saved_irq is not None:
             self.step.restore_interrupts(regs, step.saved_irq)

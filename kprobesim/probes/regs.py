@@ -144,6 +144,9 @@ class Regs:
 
     @staticmethod
     def _check(addr: int, size: int, what: str) -> None:
+        if addr.__class__ is int and size.__class__ is int and 0 <= size <= MAX_ACCESS:
+            if (addr & MASK64) + size <= 1 << 64:
+                return  # the usual case
         if isinstance(addr, bool) or not isinstance(addr, int):
             raise ProbeError(f"{what}: the address must be an int, not {type(addr).__name__}")
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_ACCESS:
