@@ -46,6 +46,9 @@ class Site:
     #: (step break address, TF backstop address) of the slot, worked out at the first hit.
     plan: tuple[int | None, int | None] | None = None
     boost: int | None = None  # the boosted slot (copy + jump back); 0: none; None: not yet asked
+    #: The arch's register-only execution of the instruction (no step needed), False: none,
+    #: None: not yet asked (see the arch step module's ``register_step``).
+    reg_step: Callable[[Any], None] | bool | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -96,6 +99,11 @@ class Registry:
         self._sp_name: str = self.spec.SP_REG
         # Boosted slots (x86): the copy jumps back, no trap ends the step (see _boosted).
         self._boost_fn: Callable[[Decision, int], bytes | None] | None = getattr(self.step, "boost_slot", None)
+        # Register-only instructions (riscv64, loongarch64: addi sp, ...) are computed at the
+        # hit instead of stepped, the way x86 boosts a slot: one trap a hit, not two.
+        self._reg_step: Callable[[Decision], Callable[[Any], None] | None] | None = getattr(
+            self.step, "register_step", None
+        )
         self._boost_sites: dict[int, Site] = {}  # boosted slot -> its site
         self._boost_orphans: list[int] = []  # boosted slots of removed sites, freed once left
         self._hold: Callable[[bool], None] | None = getattr(machine.traps, "hold_interrupts", None)
@@ -516,6 +524,15 @@ class Registry:
             self._step_in_place(site, quiet)
             return
         assert site.slot is not None
+        reg_step = site.reg_step
+        if reg_step is None:  # worked out at the first hit
+            reg_step = site.reg_step = (self._reg_step(d) if self._reg_step is not None else None) or False
+        if reg_step:  # it only computes a register: done here, no trap ends a step
+            reg_step(regs)
+            self.m.account(1)
+            if not quiet:
+                self._post(site, regs)
+            return
         if self._boost_fn is not None and self._boosted(site, regs):
             self.m.boost_entered(site.boost, site.boost + d.length, d.addr + d.length)  # type: ignore[operator]
             self._set_pc(site.boost)  # type: ignore[arg-type]
