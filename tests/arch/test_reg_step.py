@@ -12,15 +12,15 @@ import struct
 
 import pytest
 from arch_testlib import PcodeOracle
-from unicorn import UC_ARCH_RISCV, UC_MODE_RISCV64, Uc
-from unicorn import riscv_const as R
-
 from kprobesim.arch.loongarch64 import decode as la_dec
 from kprobesim.arch.loongarch64 import regs as la_regs
 from kprobesim.arch.loongarch64 import step as la_step
 from kprobesim.arch.riscv64 import decode as rv_dec
 from kprobesim.arch.riscv64 import regs as rv_regs
 from kprobesim.arch.riscv64 import step as rv_step
+from unicorn import UC_ARCH_RISCV, UC_MODE_RISCV64, Uc
+from unicorn import riscv_const as R
+
 from kprobesim.probes.insn import Kind
 
 M64 = (1 << 64) - 1
