@@ -120,6 +120,9 @@ class Machine:
         # None: the arch's own board.
         self.board = board
         self._translate: Callable[[int], int | None] | None = None
+        #: virtual page -> physical page while a break handler runs inside the slice (the guest
+        #: is stopped, so its page tables hold); None otherwise (see :meth:`read`)
+        self._pages: dict[int, int] | None = None
         self.reboot_requested = False  # the guest asked the board to reset (the run ended)
         self.arch = arch
         self.step_variant = step_variant
@@ -294,6 +297,17 @@ class Machine:
         """Guest memory at ``addr``: through the page tables when the arch translates them itself
         (x86_64 paging), else physical, or virtual through the hart's tables (riscv64 virt)."""
         if self._translate is not None:
+            cache = self._pages
+            within = (addr & (PAGE - 1)) + size <= PAGE
+            if cache is not None and within and not self.arch.sim_base <= addr < self.sim_end:
+                page = addr & ~(PAGE - 1)
+                phys = cache.get(page)
+                if phys is None:
+                    phys = self._translate(page)
+                    if phys is None:
+                        raise UcError(UC_ERR_READ_UNMAPPED)
+                    cache[page] = phys
+                return bytes(self.engine.mem_read(phys | (addr & (PAGE - 1)), size))
             return b"".join(
                 bytes(self.engine.mem_read(p, n)) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED)
             )
@@ -321,6 +335,8 @@ class Machine:
         if self._translate is None:
             self.engine.mem_write(addr, data)
             return
+        if self._pages:
+            self._pages.clear()  # the write may have changed a page table
         off = 0
         for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
             self.engine.mem_write(phys, data[off : off + n])
@@ -506,10 +522,15 @@ class Machine:
         after this trap), is handled after the slice ends (False).
         """
         if inline and self._inline_breaks and self.event is None and self._slice_end and not self._pending_fault:
-            for handler in self.break_handlers:
-                if handler(self, pc):
-                    self.hidden += 1
-                    return True
+            # The guest does not run while the handlers do: its translations hold meanwhile.
+            self._pages = {}
+            try:
+                for handler in self.break_handlers:
+                    if handler(self, pc):
+                        self.hidden += 1
+                        return True
+            finally:
+                self._pages = None
         self.event = Break(pc)
         self.engine.emu_stop()
         return False

@@ -83,6 +83,7 @@ class Traps:
         # let a handled break go on in the same emu_start.
         go_on = getattr(uc, "continue_after_trap", None)
         self._continue = go_on if go_on is not None and go_on() else None
+        self._reg_read, self._on_break = uc.reg_read, machine.on_break  # the break path, bound once
 
     @contextmanager
     def machine_mode(self) -> Iterator[int]:
@@ -176,10 +177,9 @@ class Traps:
 
     def _invalid(self) -> bool:
         """An ebreak (Unicorn's only report of it). True: handled at once, go on at the new PC."""
-        engine = self.m.engine
-        inline = self._continue is not None
-        if self.m.on_break(engine.reg_read(UC_RISCV_REG_PC), inline) and self._continue is not None:
-            return self._continue()
+        go_on = self._continue
+        if self._on_break(self._reg_read(UC_RISCV_REG_PC), go_on is not None) and go_on is not None:
+            return go_on()
         return False
 
     def _mem_invalid(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> bool:

@@ -232,30 +232,50 @@ _SMALL = 64  # reads up to this many bytes go through one preallocated buffer
 
 
 def _fast_memory(uc: Uc) -> None:
-    """Replace small ``mem_read``s and ``ctl_remove_cache`` by direct libunicorn calls (probe
-    hits read and write stack words, placing a probe reads and patches a few bytes)."""
+    """Replace small ``mem_read``s and ``mem_write``s and ``ctl_remove_cache`` by direct
+    libunicorn calls (probe hits read and write stack words, placing a probe reads and patches
+    a few bytes)."""
     lib = _raw_lib()
-    read, ctl = lib.uc_mem_read, lib.uc_ctl
-    handle = ctypes.c_void_p(uc._uch.value)
+    ctl = lib.uc_ctl
+    # A private prototype that converts plain ints itself (no ctypes objects built per call).
+    read = type(lib.uc_mem_read)(("uc_mem_read", lib))
+    read.argtypes = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t)
+    read.restype = ctypes.c_int
+    handle = uc._uch.value
     buf = ctypes.create_string_buffer(_SMALL)
     slow_read = uc.mem_read
     u64 = ctypes.c_uint64
     remove = (UC_CTL_IO_WRITE << 30) | (2 << 26) | UC_CTL_TB_REMOVE_CACHE  # a write, two arguments
 
     def mem_read(address: int, size: int) -> bytearray:
-        if 0 < size <= _SMALL and 0 <= address:
-            err = read(handle, u64(address), buf, ctypes.c_size_t(size))
+        if 0 < size <= _SMALL and 0 <= address <= 0xFFFF_FFFF_FFFF_FFFF:
+            err = read(handle, address, buf, size)
             if err:
                 raise UcError(err)
-            return bytearray(buf.raw[:size])
+            return bytearray(buf[:size])
         return slow_read(address, size)
 
+    write = type(lib.uc_mem_write)(("uc_mem_write", lib))
+    write.argtypes = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t)
+    write.restype = ctypes.c_int
+    slow_write = uc.mem_write
+
+    def mem_write(address: int, data: bytes) -> None:
+        size = len(data)
+        if 0 < size <= _SMALL and 0 <= address <= 0xFFFF_FFFF_FFFF_FFFF:
+            err = write(handle, address, data if data.__class__ is bytes else bytes(data), size)
+            if err:
+                raise UcError(err)
+            return
+        slow_write(address, data)
+
     def ctl_remove_cache(lbound: int, ubound: int) -> None:
-        err = ctl(handle, ctypes.c_int(remove), u64(lbound), u64(ubound))
+        err = ctl(ctypes.c_void_p(handle), ctypes.c_int(remove), u64(lbound), u64(ubound))
         if err:
             raise UcError(err)
 
     uc.mem_read = mem_read  # type: ignore[method-assign]
+    uc.mem_write = mem_write  # type: ignore[method-assign]
     uc.ctl_remove_cache = ctl_remove_cache  # type: ignore[method-assign]
 
 
