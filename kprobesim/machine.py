@@ -219,16 +219,22 @@ class Machine:
         The guest may only execute these pages (slots: fetch only; the trap trampolines' data is
         read by the trampoline's own instruction). An engine whose host writes ignore page
         protection even under snapshots (the P-code engine) maps each part with those
-        permissions; Unicorn refuses host writes to non-writable pages once snapshots are on,
-        so there the pool is one read/write/execute region (its memory snapshots mishandle
-        several adjacent ones) and read and write hooks over it turn guest accesses into faults.
+        permissions. On Unicorn the pool is one region (its memory snapshots mishandle several
+        adjacent ones): execute-only and written by the host straight into its backing memory
+        (``map_host_backed``), so a guest load or store there is an access fault through the
+        engine's own protection check. Only where the simulator's guest code uses the pool as
+        data (x86's trampoline) is it read/write/execute, with read and write hooks turning the
+        guest's other accesses into faults; such hooks, whatever their range, put every load
+        and store of the guest on the engine's slow path.
         """
         addr = self.arch.sim_base
         self._sim_pools: dict[int, list[int]] = {}
         self.sim_data_readers: list[tuple[int, int]] = []  # PCs whose loads may read the pool
         self._sim_undo: list[tuple[int, bytes]] = []  # pool bytes a refused guest store overwrote
         protected = getattr(self.engine, "host_writes_ignore_protection", False)
-        if not protected:
+        if not protected and not self.arch.sim_data and hasattr(self.engine, "map_host_backed"):
+            self.engine.map_host_backed(addr, sum(SIM_POOL.values()), UC_PROT_EXEC)
+        elif not protected:
             self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
             end = addr + sum(SIM_POOL.values()) - 1
             self.engine.hook_add(UC_HOOK_MEM_WRITE, self._sim_write, None, addr, end)
