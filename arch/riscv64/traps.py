@@ -75,7 +75,8 @@ class Traps:
             from .hart import Hart
 
             self.hart = Hart(uc)
-            self.hart.serve_time(machine.now)
+            per_tick = getattr(machine.board, "insns_per_tick", 1)
+            self.hart.serve_time(machine.now if per_tick == 1 else lambda: machine.now() // per_tick)
         uc.hook_direct(UC_HOOK_INTR, self._intr)
         uc.hook_direct(UC_HOOK_INSN_INVALID, self._invalid)
         # Unmapped and protected accesses, by physical address: never in RAM (mapped
