@@ -50,7 +50,7 @@ def _run(elf: Path) -> Machine:
     [
         (1, 9, "ecall from S-mode reaches M-mode as cause 9 (Unicorn reports 8)"),
         (2, 8, "ecall from U-mode, delegated by medeleg, reaches stvec as scause 8"),
-        (3, 2, "two rdtime reads 20 instructions apart differ by two ticks of 10 instructions, no trap"),
+        (3, 2, "two rdtime reads 60 instructions apart differ by two ticks of 30 instructions, no trap"),
         (4, 0x4321, "a load access fault's mtval is the address (>> 12)"),
         (5, 0x37, "Sv39 store (4- and 2-byte) and fetch page faults return to the faulting instruction"),
         (6, 0x40, "a 2-byte illegal instruction's mepc is its own address (Unicorn reports it 4 bytes on)"),

@@ -44,11 +44,11 @@ smain:
         sret
 #elif SCENARIO == 3                     /* rdtime in S-mode: virtual time, no trap */
         rdtime  a0
-        .rept   19
+        .rept   59
         nop
         .endr
         rdtime  a1
-        sub     a0, a1, a0              /* 20 instructions apart: 2 ticks of 10 */
+        sub     a0, a1, a0              /* 60 instructions apart: 2 ticks of 30 */
         slli    a0, a0, 16
         li      t0, 0x3333
         or      a0, a0, t0

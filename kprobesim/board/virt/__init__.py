@@ -39,12 +39,13 @@ DEFAULT_MEMORY = 256 << 20
 TEST, CLINT, PLIC, UART, VIRTIO = 0x100000, 0x2000000, 0xC000000, 0x10000000, 0x10001000
 UART_IRQ, VIRTIO_IRQ, VIRTIO_SLOTS = 10, 1, 8
 TIMEBASE = 10_000_000  # mtime ticks per second, as QEMU's virt machine
-# Retired instructions per mtime tick: the hart runs 100 M instructions a virtual second, about
-# what QEMU's TCG runs this machine at, so a kernel's timer ticks and its time-based loops cost
-# as many instructions here as under QEMU (at one instruction a tick, Linux's 250 Hz tick alone
-# took a tenth of its boot: ~1.32 G instructions instead of ~1.16 G). Exact: interrupts still
-# come at the instruction whose count reaches the deadline.
-INSNS_PER_TICK = 10
+# Retired instructions per mtime tick: the hart runs 300 M instructions a virtual second, about
+# QEMU's TCG speed on Debian's Linux here, so a kernel's timer ticks and time-based loops cost
+# about as many instructions as under QEMU, and its log's timestamps look alike (power-off at
+# 3.0 s; QEMU on an idle machine: 2.6 s). Debian's 6.12 boot to power-off: 1.318 G instructions
+# at 1 per tick (Linux's 250 Hz tick a tenth of it), 1.164 G at 10, 1.063 G at 30, 1.072 G at
+# 100 (time-based loops grow). Exact: an interrupt comes at the instruction reaching its deadline.
+INSNS_PER_TICK = 30
 ISA = "rv64imafdc"  # what Unicorn's riscv64 CPU implements (no Zicsr/Zifencei names in priv 1.10 strings)
 KERNEL_OFFSET = 0x200000  # where a kernel goes behind an M-mode firmware
 # What the builtin SBI delegates to S-mode, as OpenSBI does: every exception but ecall from
