@@ -133,13 +133,14 @@ def main() -> int:
     insns = best_ours.instructions or 0
     print(f"Debian {kernel.package}, test initramfs, {MEMORY >> 20} MiB virt, load average "
           f"{os.getloadavg()[0]:.1f} (2-core machine shared with other jobs); best of {args.repeat}")
-    print(f"{'':<24}{'to /init (s)':>14}{'to power-off (s)':>18}{'CPU (s)':>10}{'guest insns':>14}{'insns/s':>10}")
-    print(f"{'kprobesim (builtin SBI)':<24}{best_ours.to_init:>14.1f}{best_ours.wall:>18.1f}{best_ours.cpu:>10.1f}"
-          f"{insns / 1e9:>13.3f}G{insns / best_ours.cpu / 1e6:>9.1f}M")
-    print(f"{'QEMU TCG (OpenSBI)':<24}{best_theirs.to_init:>14.1f}{best_theirs.wall:>18.1f}{best_theirs.cpu:>10.1f}"
-          f"{'-':>14}{'-':>10}")
-    print(f"{'ratio kprobesim / QEMU':<24}{best_ours.to_init / best_theirs.to_init:>13.1f}x"
-          f"{best_ours.wall / best_theirs.wall:>17.1f}x{best_ours.cpu / best_theirs.cpu:>9.1f}x")
+    print(f"{'':<24}{'to /init':>10}{'to power-off':>14}{'CPU':>8}{'guest insns':>13}"
+          f"{'per wall s':>12}{'per CPU s':>11}")
+    print(f"{'kprobesim (builtin SBI)':<24}{best_ours.to_init:>9.1f}s{best_ours.wall:>13.1f}s{best_ours.cpu:>7.1f}s"
+          f"{insns / 1e9:>12.3f}G{insns / best_ours.wall / 1e6:>11.1f}M{insns / best_ours.cpu / 1e6:>10.1f}M")
+    print(f"{'QEMU TCG (OpenSBI)':<24}{best_theirs.to_init:>9.1f}s{best_theirs.wall:>13.1f}s{best_theirs.cpu:>7.1f}s"
+          f"{'-':>13}{'-':>12}{'-':>11}")
+    print(f"{'kprobesim / QEMU':<24}{best_ours.to_init / best_theirs.to_init:>9.1f}x"
+          f"{best_ours.wall / best_theirs.wall:>13.1f}x{best_ours.cpu / best_theirs.cpu:>7.1f}x")
     return 0
 
 
