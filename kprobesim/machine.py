@@ -145,6 +145,9 @@ class Machine:
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
         self.ram = board.ram if board is not None else arch.ram
+        #: Where the simulator-owned pages start: the board's choice (outside its RAM, which may
+        #: be sized by the user), else the arch's.
+        self.sim_base: int = getattr(board, "sim_base", None) or arch.sim_base
         self._lines = bool(getattr(board, "interrupt_lines", False))  # devices drive the hart's pending bits
         #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
         #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
@@ -227,7 +230,7 @@ class Machine:
         guest's other accesses into faults; such hooks, whatever their range, put every load
         and store of the guest on the engine's slow path.
         """
-        addr = self.arch.sim_base
+        addr = self.sim_base
         self._sim_pools: dict[int, list[int]] = {}
         self.sim_data_readers: list[tuple[int, int]] = []  # PCs whose loads may read the pool
         self._sim_undo: list[tuple[int, bytes]] = []  # pool bytes a refused guest store overwrote
@@ -262,8 +265,8 @@ class Machine:
 
     @property
     def sim_end(self) -> int:
-        """The end of the simulator-owned pages (they start at the arch's ``sim_base``)."""
-        return self.arch.sim_base + sum(SIM_POOL.values())
+        """The end of the simulator-owned pages (they start at ``sim_base``)."""
+        return self.sim_base + sum(SIM_POOL.values())
 
     def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
         """Simulator-owned pages outside RAM (kprobe slots: read+execute, never guest-writable)."""
@@ -277,7 +280,7 @@ class Machine:
     def _pieces(self, addr: int, size: int, error: int) -> list[tuple[int, int]]:
         """(physical address, length) pieces behind ``addr .. addr+size`` in the guest's current
         address space (the page tables, when the arch has them and they are on)."""
-        if self._translate is None or self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values()):
+        if self._translate is None or self.sim_base <= addr < self.sim_end:
             return [(addr, size)]  # simulator pages are reached by their physical address
         pieces = []
         while size > 0:
@@ -351,7 +354,7 @@ class Machine:
             self.engine.ctl_remove_cache(phys, phys + len(data))
 
     def in_sim_pages(self, addr: int) -> bool:
-        return self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values())
+        return self.sim_base <= addr < self.sim_end
 
     @property
     def steps_in_place(self) -> bool:

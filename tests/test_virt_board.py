@@ -66,6 +66,15 @@ def test_cpu_behaviour(build_check, scenario: int, status: int, what: str) -> No
     assert m.exit_status == status, what
 
 
+@pytest.mark.parametrize("memory", [256 << 20, 1 << 30])
+def test_simulator_pages_follow_ram_of_any_size(build_check, memory: int) -> None:
+    """``--memory`` above 256 MiB used to overlap the simulator's pages (a UC_ERR_MAP traceback)."""
+    m = Machine(get_arch("riscv64"), Image.load(build_check(7)), board=Virt(VirtOptions(memory=memory)))
+    assert m.sim_base == 0x80000000 + memory
+    m.run(max_insns=100_000)
+    assert m.exit_status == 0x29
+
+
 def test_no_memory_hook_slows_the_guest_s_ram(build_check) -> None:
     """Linux's boot speed rests on this: any ``UC_HOOK_MEM_READ``/``WRITE`` hook sends every
     guest load and store down TCG's slow path, and a fault hook covering a RAM page keeps every

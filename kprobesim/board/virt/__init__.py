@@ -86,6 +86,7 @@ class Virt:
         if len(options.drives) > VIRTIO_SLOTS:
             raise UsageError(f"at most {VIRTIO_SLOTS} drives")
         self.ram = (RAM_BASE, options.memory)
+        self.sim_base = RAM_BASE + options.memory  # the simulator's pages: right after RAM, whatever its size
         self.clint = Clint(CLINT, lines=True, insns_per_tick=INSNS_PER_TICK)
         self.plic = Plic(PLIC)
         self.uart = Ns16550a(UART, UART_IRQ)
