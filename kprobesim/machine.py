@@ -150,6 +150,9 @@ class Machine:
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
         self.ram = board.ram if board is not None else arch.ram
+        #: Where the simulator-owned pages start: the board's choice (outside its RAM, which may
+        #: be sized by the user), else the arch's.
+        self.sim_base: int = getattr(board, "sim_base", None) or arch.sim_base
         self._lines = bool(getattr(board, "interrupt_lines", False))  # devices drive the hart's pending bits
         #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
         #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
@@ -229,16 +232,22 @@ class Machine:
         The guest may only execute these pages (slots: fetch only; the trap trampolines' data is
         read by the trampoline's own instruction). An engine whose host writes ignore page
         protection even under snapshots (the P-code engine) maps each part with those
-        permissions; Unicorn refuses host writes to non-writable pages once snapshots are on,
-        so there the pool is one read/write/execute region (its memory snapshots mishandle
-        several adjacent ones) and read and write hooks over it turn guest accesses into faults.
+        permissions. On Unicorn the pool is one region (its memory snapshots mishandle several
+        adjacent ones): execute-only and written by the host straight into its backing memory
+        (``map_host_backed``), so a guest load or store there is an access fault through the
+        engine's own protection check. Only where the simulator's guest code uses the pool as
+        data (x86's trampoline) is it read/write/execute, with read and write hooks turning the
+        guest's other accesses into faults; such hooks, whatever their range, put every load
+        and store of the guest on the engine's slow path.
         """
-        addr = self.arch.sim_base
+        addr = self.sim_base
         self._sim_pools: dict[int, list[int]] = {}
         self.sim_data_readers: list[tuple[int, int]] = []  # PCs whose loads may read the pool
         self._sim_undo: list[tuple[int, bytes]] = []  # pool bytes a refused guest store overwrote
         protected = getattr(self.engine, "host_writes_ignore_protection", False)
-        if not protected:
+        if not protected and not self.arch.sim_data and hasattr(self.engine, "map_host_backed"):
+            self.engine.map_host_backed(addr, sum(SIM_POOL.values()), UC_PROT_EXEC)
+        elif not protected:
             self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
             end = addr + sum(SIM_POOL.values()) - 1
             self.engine.hook_add(UC_HOOK_MEM_WRITE, self._sim_write, None, addr, end)
@@ -266,8 +275,8 @@ class Machine:
 
     @property
     def sim_end(self) -> int:
-        """The end of the simulator-owned pages (they start at the arch's ``sim_base``)."""
-        return self.arch.sim_base + sum(SIM_POOL.values())
+        """The end of the simulator-owned pages (they start at ``sim_base``)."""
+        return self.sim_base + sum(SIM_POOL.values())
 
     def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
         """Simulator-owned pages outside RAM (kprobe slots: read+execute, never guest-writable)."""
@@ -281,7 +290,7 @@ class Machine:
     def _pieces(self, addr: int, size: int, error: int) -> list[tuple[int, int]]:
         """(physical address, length) pieces behind ``addr .. addr+size`` in the guest's current
         address space (the page tables, when the arch has them and they are on)."""
-        if self._translate is None or self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values()):
+        if self._translate is None or self.sim_base <= addr < self.sim_end:
             return [(addr, size)]  # simulator pages are reached by their physical address
         pieces = []
         while size > 0:
@@ -368,7 +377,7 @@ class Machine:
             self.engine.ctl_remove_cache(phys, phys + len(data))
 
     def in_sim_pages(self, addr: int) -> bool:
-        return self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values())
+        return self.sim_base <= addr < self.sim_end
 
     @property
     def steps_in_place(self) -> bool:

@@ -172,7 +172,7 @@ class Registry:
         addr = spec if isinstance(spec, int) else image.resolve(spec)
         addr = image.probe_site(addr)  # e.g. past a Linux function's ftrace pad
         text = spec if isinstance(spec, str) else f"{addr:#x}"
-        if self.m.arch.sim_base <= addr < self.m.sim_end:
+        if self.m.sim_base <= addr < self.m.sim_end:
             raise ProbeError(f"{text}: address {addr:#x} is in the simulator's own pages")
         found = image.lookup(addr)
         if self.user is not None and self.user.contains(addr):
