@@ -145,6 +145,9 @@ class Machine:
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
         self.ram = board.ram if board is not None else arch.ram
+        #: Where the guest sees the simulator's pages: the arch's ``sim_base`` (physical), or a
+        #: board's window in the kernel's address space (the pc board maps them near Linux's text).
+        self.sim_base: int = getattr(board, "sim_window", None) or arch.sim_base
         self._lines = bool(getattr(board, "interrupt_lines", False))  # devices drive the hart's pending bits
         #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
         #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
@@ -224,24 +227,26 @@ class Machine:
         several adjacent ones) and read and write hooks over it turn guest accesses into faults.
         """
         addr = self.arch.sim_base
+        shift = self.sim_base - addr
         self._sim_pools: dict[int, list[int]] = {}
         self.sim_data_readers: list[tuple[int, int]] = []  # PCs whose loads may read the pool
         self._sim_undo: list[tuple[int, bytes]] = []  # pool bytes a refused guest store overwrote
         protected = getattr(self.engine, "host_writes_ignore_protection", False)
         if not protected:
             self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
-            end = addr + sum(SIM_POOL.values()) - 1
-            self.engine.hook_add(UC_HOOK_MEM_WRITE, self._sim_write, None, addr, end)
-            self.engine.hook_add(UC_HOOK_MEM_READ, self._sim_read, None, addr, end)
+            # the hooks see the guest's (virtual) addresses: the pages where the guest sees them
+            start, end = self.sim_base, self.sim_base + sum(SIM_POOL.values()) - 1
+            self.engine.hook_add(UC_HOOK_MEM_WRITE, self._sim_write, None, start, end)
+            self.engine.hook_add(UC_HOOK_MEM_READ, self._sim_read, None, start, end)
         for perms, size in SIM_POOL.items():
-            self._sim_pools[perms] = [addr, addr + size]
+            self._sim_pools[perms] = [addr + shift, addr + shift + size]
             if protected:
                 self.engine.mem_map(addr, size, UC_PROT_EXEC)
             addr += size
 
     def _sim_write(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
         """The guest stored into a simulator page: a store fault; the bytes are put back afterwards."""
-        self._sim_undo.append((addr, bytes(self.engine.mem_read(addr, size))))
+        self._sim_undo.append((addr, self.read(addr, size)))
         self.on_mem_fault("store", addr, self.pc)
         self.engine.emu_stop()
 
@@ -256,8 +261,8 @@ class Machine:
 
     @property
     def sim_end(self) -> int:
-        """The end of the simulator-owned pages (they start at the arch's ``sim_base``)."""
-        return self.arch.sim_base + sum(SIM_POOL.values())
+        """The end of the simulator-owned pages (they start at :attr:`sim_base`)."""
+        return self.sim_base + sum(SIM_POOL.values())
 
     def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
         """Simulator-owned pages outside RAM (kprobe slots: read+execute, never guest-writable)."""
@@ -271,8 +276,10 @@ class Machine:
     def _pieces(self, addr: int, size: int, error: int) -> list[tuple[int, int]]:
         """(physical address, length) pieces behind ``addr .. addr+size`` in the guest's current
         address space (the page tables, when the arch has them and they are on)."""
-        if self._translate is None or self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values()):
-            return [(addr, size)]  # simulator pages are reached by their physical address
+        if self._translate is None:
+            return [(addr, size)]
+        if self.in_sim_pages(addr):  # simulator pages are reached by their physical address
+            return [(addr - self.sim_base + self.arch.sim_base, size)]
         pieces = []
         while size > 0:
             n = min(size, PAGE - (addr & (PAGE - 1)))
@@ -324,6 +331,9 @@ class Machine:
 
         A virtual address the engine does not back physically is written in the physical page
         behind it (Linux's ``text_poke``: even a read-only kernel mapping gets the break)."""
+        if self._translate is not None and self.sim_base != self.arch.sim_base and self.in_sim_pages(addr):
+            self.patch_physical(addr - self.sim_base + self.arch.sim_base, addr, data)
+            return
         if self._translate is not None:
             self.write(addr, data)
         else:
@@ -345,7 +355,14 @@ class Machine:
             self.engine.ctl_remove_cache(phys, phys + len(data))
 
     def in_sim_pages(self, addr: int) -> bool:
-        return self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values())
+        return self.sim_base <= addr < self.sim_end
+
+    def map_sim_pages(self) -> bool:
+        """Make the simulator's pages reachable from the guest's current address space, when the
+        board maps them into it (before the guest is sent into a probe slot or trampoline).
+        False: they cannot be, and the run ends with a fault saying why."""
+        mapper = getattr(self.board, "map_sim_window", None)
+        return mapper is None or mapper(self)
 
     @property
     def steps_in_place(self) -> bool:
@@ -676,6 +693,10 @@ class Machine:
 
     def _idle(self) -> None:
         """The guest waits for an interrupt: jump virtual time to the next timer deadline."""
+        stopped = getattr(self.board, "stopped_for_good", None)
+        if stopped is not None and stopped(self):  # nothing can wake the CPU: the board is off
+            self.exit_status = 0
+            return
         if any(timer.pending(self._time) is not None for timer in self._timers):
             return  # one is pending already (a device raised it): the next slice delivers it
         deadline = self._next_deadline()
