@@ -23,6 +23,7 @@ from unicorn.unicorn_const import (
     UC_CTL_CONTEXT_MEMORY,
     UC_CTL_CONTEXT_MODE,
     UC_CTL_IO_WRITE,
+    UC_CTL_TLB_FLUSH,
     UC_ERR_FETCH_PROT,
     UC_ERR_FETCH_UNMAPPED,
     UC_ERR_READ_PROT,
@@ -179,6 +180,7 @@ class Machine:
         self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
         self._storm = 0  # entries since an instruction last retired
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
+        self._pause = False  # pause() was called: run() ends after the current instruction
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
@@ -319,12 +321,27 @@ class Machine:
         """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
         for read-only kernel text)."""
         if self._translate is None:
-            self.engine.mem_write(addr, data)
+            self.engine.mem_write(addr, data)  # physical = the guest's address: Unicorn's own flush fits
             return
         off = 0
         for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
             self.engine.mem_write(phys, data[off : off + n])
             off += n
+        self._host_wrote()
+
+    def write_phys(self, addr: int, data: bytes) -> None:
+        """Store at physical address ``addr`` (a guest page-table entry, say)."""
+        self.engine.mem_write(addr, data)
+        self._host_wrote()
+
+    def _host_wrote(self) -> None:
+        """After a host store under memory snapshots, drop the CPU's TLB: the store may have
+        copied the page (copy-on-write), and Unicorn then flushes the TLB entries of the page's
+        *physical* address only, so a guest that pages keeps reading the old copy through its
+        virtual one (measured: breaks placed after a restore were not seen until the next CR3
+        switch)."""
+        if self._memory_snapshots:
+            self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     def patch_code(self, addr: int, data: bytes) -> None:
         """Write instructions and drop stale translations (the simulator's fence.i).
@@ -350,6 +367,7 @@ class Machine:
     def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
         """Write instructions at a physical address seen by the guest at ``vaddr``."""
         self.engine.mem_write(phys, data)
+        self._host_wrote()
         self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
         if phys != vaddr:
             self.engine.ctl_remove_cache(phys, phys + len(data))
@@ -414,6 +432,13 @@ class Machine:
         if self._slice_end and not self._cut:
             self._cut = True
             self.engine.stop_after_insn()
+
+    def pause(self) -> None:
+        """From a handler or device callback: end ``run()`` once the running instruction is done
+        (it raises BudgetExhausted saying it paused; calling ``run()`` again goes on from there,
+        e.g. after a snapshot at a moment the console shows)."""
+        self._pause = True
+        self.cut_slice()
 
     def add_timer(self, timer: Timer) -> None:
         self._timers.append(timer)
@@ -577,6 +602,9 @@ class Machine:
         wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
         self._storm = 0
         while self.exit_status is None:
+            if self._pause:
+                self._pause = False
+                raise BudgetExhausted(f"paused after {self._time} instructions at {self.image.describe(self.pc)}")
             if self._spent() >= limit:
                 taken = self._entries() - entries
                 also = f" and {taken} trap and interrupt entries" if taken else ""

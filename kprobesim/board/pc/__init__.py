@@ -78,7 +78,7 @@ class PcBoard:
     #: (KERNEL_IMAGE_SIZE), which nothing else maps; within rel32 reach of all kernel text, as
     #: Linux's own kprobe instruction pages are (module_alloc, near the kernel).
     sim_window = SIM_WINDOW
-    snapshots = False  # Machine.snapshot saves timers only; the PIC/PIT/UART state is not captured yet
+
 
     def __init__(
         self,
@@ -142,7 +142,7 @@ class PcBoard:
         if have & paging.PRESENT:
             machine.fault(f"the kernel mapped {SIM_WINDOW:#x} (entry {have:#x}), where kprobe slots go", machine.pc)
             return False
-        uc.mem_write(where, struct.pack("<Q", want))
+        machine.write_phys(where, struct.pack("<Q", want))
         return True
 
     def stopped_for_good(self, machine: Machine) -> bool:
