@@ -108,7 +108,8 @@ def booted() -> Booted:
     with pytest.raises(BudgetExhausted, match="paused"):
         m.run(max_insns=BUDGET, timeout=1200)
     snap = m.snapshot()
-    unprobed = Run(m.console, m.run(max_insns=TAIL, timeout=600))
+    status = m.run(max_insns=TAIL, timeout=600)
+    unprobed = Run(m.console, status)
     return Booted(unprobed, {variant: _probed_run(m, snap, variant) for variant in ("tf", "int3")})
 
 
