@@ -79,6 +79,7 @@ class Snapshot:
     console: bytes
     sim_pools: dict[int, list[int]]
     devices: list[dict[str, Any]]
+    trace_lines: int = 0  # how many trace lines had been kept
 
 
 @dataclass
@@ -161,6 +162,9 @@ class Machine:
         #: version (``KERNEL_VERSION(a, b, c)``) when known; the bundled kernels have neither.
         self.kconfig_source: Callable[[], str | None] = lambda: None
         self.kernel_version: int | None = None
+        #: The running task (pid, tgid, comm) as the guest OS describes it, for traces and eBPF
+        #: helpers; None: the bundled firmware's ``current_task`` convention (see task.py).
+        self.task_source: Callable[[Machine], Any] | None = getattr(image, "task_source", None)
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
@@ -181,6 +185,8 @@ class Machine:
         self._storm = 0  # entries since an instruction last retired
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
         self._pause = False  # pause() was called: run() ends after the current instruction
+        self._goal: int | None = None  # run_to's address
+        self._stopped_at_goal = False
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
@@ -605,6 +611,8 @@ class Machine:
             if self._pause:
                 self._pause = False
                 raise BudgetExhausted(f"paused after {self._time} instructions at {self.image.describe(self.pc)}")
+            if self._stopped_at_goal and self._goal is not None:
+                return 0
             if self._spent() >= limit:
                 taken = self._entries() - entries
                 also = f" and {taken} trap and interrupt entries" if taken else ""
@@ -616,6 +624,28 @@ class Machine:
                 raise BudgetExhausted(f"time limit reached after {self._time} instructions")
             self._step_slice(limit)
         return self.exit_status
+
+    def run_to(self, addr: int, max_insns: int | None = None, timeout: float | None = None) -> None:
+        """Run until the guest is about to execute the instruction at (virtual) ``addr`` for the
+        first time; it has not run. One code hook on that address only, removed afterwards:
+        nothing else is slowed. Raises like :meth:`run`, and SimError when the guest exits first.
+        """
+        self._goal, self._stopped_at_goal = addr, False
+        hook = self.engine.hook_add(UC_HOOK_CODE, self._at_goal, None, addr, addr)
+        self.engine.ctl_remove_cache(addr, addr + 1)
+        try:
+            self.run(max_insns, timeout)
+        finally:
+            self.engine.hook_del(hook)
+            self._goal = None
+        if not self._stopped_at_goal:
+            raise SimError(f"the guest exited (status {self.exit_status}) before reaching {addr:#x}")
+
+    def _at_goal(self, uc: object, addr: int, size: int, ud: object) -> None:
+        if self._slice_end and not self._stopped_at_goal:
+            self._stopped_at_goal = True
+            self._cut = self._stopped_before = True
+            self.engine.emu_stop()
 
     def _entries(self) -> int:
         """Trap and interrupt entries so far: the arch layer's and those an engine takes alone."""
@@ -801,7 +831,9 @@ class Machine:
         if self.board is not None:  # every device of the board, not only its timers
             devices = [_device_state(d) for d in self.devices]
         pools = {p: list(v) for p, v in self._sim_pools.items()}
-        return Snapshot(self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices)
+        return Snapshot(
+            self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices, len(self.trace_lines)
+        )
 
     def restore(self, snap: Snapshot) -> None:
         """Go back to ``snap``: the same run can be replayed with other probes, without reloading."""
@@ -813,9 +845,11 @@ class Machine:
             self._uprobes = None
         self.engine.context_restore(snap.context)
         self.engine.ctl_flush_tb()  # translations of code the snapshot no longer has
+        self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)  # and the address space it had then
         self._time = snap.time
         self._sync_engine_clock()
         self.console_bytes[:] = snap.console
+        del self.trace_lines[snap.trace_lines :]
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None
         self._held = False
