@@ -40,10 +40,12 @@ class LinuxImage(Image):
         """The kernel's own ``.BTF`` blob, found in the image by its header; None when it was
         built without ``CONFIG_DEBUG_INFO_BTF``."""
         if not self._btf_searched:
-            try:
-                self._btf_blob = find_btf(self.segments[0].data)
-            except KernelBtfError:
-                self._btf_blob = None
+            for seg in self.segments:  # the kernel's own (an x86 loader puts its tables first)
+                try:
+                    self._btf_blob = find_btf(seg.data)
+                    break
+                except KernelBtfError:
+                    continue
             self._btf_searched = True
         return self._btf_blob
 

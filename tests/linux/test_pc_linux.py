@@ -141,8 +141,10 @@ def test_openat_probe_reports_exactly_the_files_init_opened(booted: Booted, vari
     run = booted.probed[variant]
     said = re.findall(r"kpsim-(?:init|child): (?:read|open) (/data/\S+):", run.console)
     assert said == [*INIT_FILES, "/data/hello.txt"]  # init's four, then the child's
-    opened = [(e.args["name"], e.args["dfd"]) for e in run.events if e.event == "op"]
-    assert opened == [(name, -100) for name in said]  # AT_FDCWD
+    opened = [(e.args["name"], e.args["dfd"], e.comm) for e in run.events if e.event == "op"]
+    # AT_FDCWD (raw s32); the task from Linux's current (%gs:current_task), its comm by the BTF
+    at_fdcwd = -100 & 0xFFFFFFFF
+    assert opened == [(name, at_fdcwd, "init") for name in INIT_FILES] + [("/data/hello.txt", at_fdcwd, "child")]
 
 
 @pytest.mark.parametrize("variant", ["tf", "int3"])
