@@ -150,9 +150,12 @@ class Machine:
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
         self.ram = board.ram if board is not None else arch.ram
-        #: Where the simulator-owned pages start: the board's choice (outside its RAM, which may
-        #: be sized by the user), else the arch's.
-        self.sim_base: int = getattr(board, "sim_base", None) or arch.sim_base
+        #: Where the simulator-owned pages are in physical memory: the board's choice (outside
+        #: its RAM, which may be sized by the user), else the arch's.
+        self.sim_phys: int = getattr(board, "sim_base", None) or arch.sim_base
+        #: Where the guest sees them: at their physical address, or in a board's window in the
+        #: kernel's address space (the pc board maps them near Linux's text).
+        self.sim_base: int = getattr(board, "sim_window", None) or self.sim_phys
         self._lines = bool(getattr(board, "interrupt_lines", False))  # devices drive the hart's pending bits
         #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
         #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
@@ -187,6 +190,7 @@ class Machine:
         self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
         self._storm = 0  # entries since an instruction last retired
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
+        self._pause = False  # pause() was called: run() ends after the current instruction
         self._goal: int | None = None  # run_to's address
         self._stopped_at_goal = False
         for addr, count in self.traps.unmask_sites().items():
@@ -240,7 +244,8 @@ class Machine:
         guest's other accesses into faults; such hooks, whatever their range, put every load
         and store of the guest on the engine's slow path.
         """
-        addr = self.sim_base
+        addr = self.sim_phys
+        shift = self.sim_base - addr
         self._sim_pools: dict[int, list[int]] = {}
         self.sim_data_readers: list[tuple[int, int]] = []  # PCs whose loads may read the pool
         self._sim_undo: list[tuple[int, bytes]] = []  # pool bytes a refused guest store overwrote
@@ -249,18 +254,19 @@ class Machine:
             self.engine.map_host_backed(addr, sum(SIM_POOL.values()), UC_PROT_EXEC)
         elif not protected:
             self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
-            end = addr + sum(SIM_POOL.values()) - 1
-            self.engine.hook_add(UC_HOOK_MEM_WRITE, self._sim_write, None, addr, end)
-            self.engine.hook_add(UC_HOOK_MEM_READ, self._sim_read, None, addr, end)
+            # the hooks see the guest's (virtual) addresses: the pages where the guest sees them
+            start, end = self.sim_base, self.sim_base + sum(SIM_POOL.values()) - 1
+            self.engine.hook_add(UC_HOOK_MEM_WRITE, self._sim_write, None, start, end)
+            self.engine.hook_add(UC_HOOK_MEM_READ, self._sim_read, None, start, end)
         for perms, size in SIM_POOL.items():
-            self._sim_pools[perms] = [addr, addr + size]
+            self._sim_pools[perms] = [addr + shift, addr + shift + size]
             if protected:
                 self.engine.mem_map(addr, size, UC_PROT_EXEC)
             addr += size
 
     def _sim_write(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
         """The guest stored into a simulator page: a store fault; the bytes are put back afterwards."""
-        self._sim_undo.append((addr, bytes(self.engine.mem_read(addr, size))))
+        self._sim_undo.append((addr, self.read(addr, size)))
         self.on_mem_fault("store", addr, self.pc)
         self.engine.emu_stop()
 
@@ -275,7 +281,7 @@ class Machine:
 
     @property
     def sim_end(self) -> int:
-        """The end of the simulator-owned pages (they start at ``sim_base``)."""
+        """The end of the simulator-owned pages (they start at :attr:`sim_base`)."""
         return self.sim_base + sum(SIM_POOL.values())
 
     def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
@@ -290,8 +296,10 @@ class Machine:
     def _pieces(self, addr: int, size: int, error: int) -> list[tuple[int, int]]:
         """(physical address, length) pieces behind ``addr .. addr+size`` in the guest's current
         address space (the page tables, when the arch has them and they are on)."""
-        if self._translate is None or self.sim_base <= addr < self.sim_end:
-            return [(addr, size)]  # simulator pages are reached by their physical address
+        if self._translate is None:
+            return [(addr, size)]
+        if self.in_sim_pages(addr):  # simulator pages are reached by their physical address
+            return [(addr - self.sim_base + self.sim_phys, size)]
         pieces = []
         while size > 0:
             n = min(size, PAGE - (addr & (PAGE - 1)))
@@ -308,7 +316,7 @@ class Machine:
         if self._translate is not None:
             cache = self._pages
             within = (addr & (PAGE - 1)) + size <= PAGE
-            if cache is not None and within and not self.arch.sim_base <= addr < self.sim_end:
+            if cache is not None and within and not self.in_sim_pages(addr):
                 page = addr & ~(PAGE - 1)
                 phys = cache.get(page)
                 if phys is None:
@@ -342,7 +350,7 @@ class Machine:
         """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
         for read-only kernel text)."""
         if self._translate is None:
-            self.engine.mem_write(addr, data)
+            self.engine.mem_write(addr, data)  # physical = the guest's address: Unicorn's own flush fits
             return
         if self._pages:
             self._pages.clear()  # the write may have changed a page table
@@ -350,12 +358,30 @@ class Machine:
         for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
             self.engine.mem_write(phys, data[off : off + n])
             off += n
+        self._host_wrote()
+
+    def write_phys(self, addr: int, data: bytes) -> None:
+        """Store at physical address ``addr`` (a guest page-table entry, say)."""
+        self.engine.mem_write(addr, data)
+        self._host_wrote()
+
+    def _host_wrote(self) -> None:
+        """After a host store under memory snapshots, drop the CPU's TLB: the store may have
+        copied the page (copy-on-write), and Unicorn then flushes the TLB entries of the page's
+        *physical* address only, so a guest that pages keeps reading the old copy through its
+        virtual one (measured: breaks placed after a restore were not seen until the next CR3
+        switch)."""
+        if self._memory_snapshots:
+            self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     def patch_code(self, addr: int, data: bytes) -> None:
         """Write instructions and drop stale translations (the simulator's fence.i).
 
         A virtual address the engine does not back physically is written in the physical page
         behind it (Linux's ``text_poke``: even a read-only kernel mapping gets the break)."""
+        if self._translate is not None and self.sim_base != self.sim_phys and self.in_sim_pages(addr):
+            self.patch_physical(addr - self.sim_base + self.sim_phys, addr, data)
+            return
         if self._translate is not None:
             self.write(addr, data)
         else:
@@ -372,12 +398,20 @@ class Machine:
     def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
         """Write instructions at a physical address seen by the guest at ``vaddr``."""
         self.engine.mem_write(phys, data)
+        self._host_wrote()
         self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
         if phys != vaddr:
             self.engine.ctl_remove_cache(phys, phys + len(data))
 
     def in_sim_pages(self, addr: int) -> bool:
         return self.sim_base <= addr < self.sim_end
+
+    def map_sim_pages(self) -> bool:
+        """Make the simulator's pages reachable from the guest's current address space, when the
+        board maps them into it (before the guest is sent into a probe slot or trampoline).
+        False: they cannot be, and the run ends with a fault saying why."""
+        mapper = getattr(self.board, "map_sim_window", None)
+        return mapper is None or mapper(self)
 
     @property
     def steps_in_place(self) -> bool:
@@ -429,6 +463,13 @@ class Machine:
         if self._slice_end and not self._cut:
             self._cut = True
             self.engine.stop_after_insn()
+
+    def pause(self) -> None:
+        """From a handler or device callback: end ``run()`` once the running instruction is done
+        (it raises BudgetExhausted saying it paused; calling ``run()`` again goes on from there,
+        e.g. after a snapshot at a moment the console shows)."""
+        self._pause = True
+        self.cut_slice()
 
     def add_timer(self, timer: Timer) -> None:
         self._timers.append(timer)
@@ -597,6 +638,9 @@ class Machine:
         wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
         self._storm = 0
         while self.exit_status is None:
+            if self._pause:
+                self._pause = False
+                raise BudgetExhausted(f"paused after {self._time} instructions at {self.image.describe(self.pc)}")
             if self._stopped_at_goal and self._goal is not None:
                 return 0
             if self._spent() >= limit:
@@ -737,6 +781,10 @@ class Machine:
 
     def _idle(self) -> None:
         """The guest waits for an interrupt: jump virtual time to the next timer deadline."""
+        stopped = getattr(self.board, "stopped_for_good", None)
+        if stopped is not None and stopped(self):  # nothing can wake the CPU: the board is off
+            self.exit_status = 0
+            return
         if any(timer.pending(self._time) is not None for timer in self._timers):
             return  # one is pending already (a device raised it): the next slice delivers it
         deadline = self._next_deadline()
