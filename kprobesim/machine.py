@@ -23,6 +23,7 @@ from unicorn.unicorn_const import (
     UC_CTL_CONTEXT_MEMORY,
     UC_CTL_CONTEXT_MODE,
     UC_CTL_IO_WRITE,
+    UC_CTL_TLB_FLUSH,
     UC_ERR_FETCH_PROT,
     UC_ERR_FETCH_UNMAPPED,
     UC_ERR_READ_PROT,
@@ -78,6 +79,7 @@ class Snapshot:
     console: bytes
     sim_pools: dict[int, list[int]]
     devices: list[dict[str, Any]]
+    trace_lines: int = 0  # how many trace lines had been kept
 
 
 @dataclass
@@ -157,6 +159,9 @@ class Machine:
         #: version (``KERNEL_VERSION(a, b, c)``) when known; the bundled kernels have neither.
         self.kconfig_source: Callable[[], str | None] = lambda: None
         self.kernel_version: int | None = None
+        #: The running task (pid, tgid, comm) as the guest OS describes it, for traces and eBPF
+        #: helpers; None: the bundled firmware's ``current_task`` convention (see task.py).
+        self.task_source: Callable[[Machine], Any] | None = getattr(image, "task_source", None)
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
@@ -176,6 +181,8 @@ class Machine:
         self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
         self._storm = 0  # entries since an instruction last retired
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
+        self._goal: int | None = None  # run_to's address
+        self._stopped_at_goal = False
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
@@ -560,6 +567,8 @@ class Machine:
         wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
         self._storm = 0
         while self.exit_status is None:
+            if self._stopped_at_goal and self._goal is not None:
+                return 0
             if self._spent() >= limit:
                 taken = self._entries() - entries
                 also = f" and {taken} trap and interrupt entries" if taken else ""
@@ -571,6 +580,28 @@ class Machine:
                 raise BudgetExhausted(f"time limit reached after {self._time} instructions")
             self._step_slice(limit)
         return self.exit_status
+
+    def run_to(self, addr: int, max_insns: int | None = None, timeout: float | None = None) -> None:
+        """Run until the guest is about to execute the instruction at (virtual) ``addr`` for the
+        first time; it has not run. One code hook on that address only, removed afterwards:
+        nothing else is slowed. Raises like :meth:`run`, and SimError when the guest exits first.
+        """
+        self._goal, self._stopped_at_goal = addr, False
+        hook = self.engine.hook_add(UC_HOOK_CODE, self._at_goal, None, addr, addr)
+        self.engine.ctl_remove_cache(addr, addr + 1)
+        try:
+            self.run(max_insns, timeout)
+        finally:
+            self.engine.hook_del(hook)
+            self._goal = None
+        if not self._stopped_at_goal:
+            raise SimError(f"the guest exited (status {self.exit_status}) before reaching {addr:#x}")
+
+    def _at_goal(self, uc: object, addr: int, size: int, ud: object) -> None:
+        if self._slice_end and not self._stopped_at_goal:
+            self._stopped_at_goal = True
+            self._cut = self._stopped_before = True
+            self.engine.emu_stop()
 
     def _entries(self) -> int:
         """Trap and interrupt entries so far: the arch layer's and those an engine takes alone."""
@@ -752,7 +783,9 @@ class Machine:
         if self.board is not None:  # every device of the board, not only its timers
             devices = [_device_state(d) for d in self.devices]
         pools = {p: list(v) for p, v in self._sim_pools.items()}
-        return Snapshot(self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices)
+        return Snapshot(
+            self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices, len(self.trace_lines)
+        )
 
     def restore(self, snap: Snapshot) -> None:
         """Go back to ``snap``: the same run can be replayed with other probes, without reloading."""
@@ -764,9 +797,11 @@ class Machine:
             self._uprobes = None
         self.engine.context_restore(snap.context)
         self.engine.ctl_flush_tb()  # translations of code the snapshot no longer has
+        self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)  # and the address space it had then
         self._time = snap.time
         self._sync_engine_clock()
         self.console_bytes[:] = snap.console
+        del self.trace_lines[snap.trace_lines :]
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None
         self._held = False

@@ -2,8 +2,9 @@
 
 A kernel that exports ``current_task`` (a pointer to its running task) with the layout of
 the bundled firmware — ``u32 pid`` at 0, ``u32 tgid`` at 4, ``char comm[16]`` at 8 — gets
-real pids and names in traces. Other images show pid 0 and comm ``<...>`` as ftrace does for
-unknown tasks.
+real pids and names in traces. A guest OS module may instead give the machine a
+``task_source`` (Linux: :func:`kprobesim.guest.current.linux_current`, from ``current`` and the
+kernel's BTF). Other images show pid 0 and comm ``<...>`` as ftrace does for unknown tasks.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ UNKNOWN = Task(0, 0, "<...>")
 
 def current_task(machine: Machine) -> Task:
     """The task the guest kernel is running now."""
+    source = getattr(machine, "task_source", None)
+    if source is not None:
+        return source(machine)
     image = machine.image
     if not image.has_symbol(CURRENT_SYMBOL):
         return UNKNOWN

@@ -43,6 +43,16 @@ def run_cli(capsysbinary):
     return run
 
 
+@pytest.fixture(scope="session")
+def riscv_linux():
+    """Debian's Linux riscv64 on ``virt``, booted once per worker and snapshotted at ``/init``'s
+    first instruction (``linux/rvguest.py``; ~50 s of CPU the first time). Modules using it carry
+    ``pytest.mark.xdist_group(rvguest.XDIST_GROUP)`` so one worker runs them all from one boot."""
+    from linux import rvguest
+
+    return rvguest.booted()
+
+
 #: Tests (node-id prefixes) that cost the most CPU, costliest first, measured on the 2-core
 #: machine: they are handed to the pytest-xdist workers first, so that no long test starts
 #: near the end of a run and stretches it (longest-first scheduling). Modules with a

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ImageError
 from ..image import Image, Symbol
+from ..task import Task
+from .btf import KernelBtfError, find_btf
+from .current import linux_current
 from .kallsyms import find_kallsyms
 
 _TEXT_TYPES = "TtWw"
@@ -27,6 +31,24 @@ class LinuxImage(Image):
 
     vbase: int = 0
     pbase: int = 0
+    _btf_blob: bytes | None = None
+    _btf_searched: bool = False
+
+    def btf_data(self) -> bytes | None:
+        """The kernel's own ``.BTF`` blob, found in the image by its header; None when it was
+        built without ``CONFIG_DEBUG_INFO_BTF``."""
+        if not self._btf_searched:
+            try:
+                self._btf_blob = find_btf(self.segments[0].data)
+            except KernelBtfError:
+                self._btf_blob = None
+            self._btf_searched = True
+        return self._btf_blob
+
+    @staticmethod
+    def task_source(machine: Any) -> Task:
+        """The running task from Linux's ``current`` (see :mod:`kprobesim.guest.current`)."""
+        return linux_current(machine)
 
     def read(self, addr: int, size: int) -> bytes:
         if self.vbase <= addr:
