@@ -366,11 +366,10 @@ class Machine:
         self._host_wrote()
 
     def _host_wrote(self) -> None:
-        """After a host store under memory snapshots, drop the CPU's TLB: the store may have
-        copied the page (copy-on-write), and Unicorn then flushes the TLB entries of the page's
-        *physical* address only, so a guest that pages keeps reading the old copy through its
-        virtual one (measured: breaks placed after a restore were not seen until the next CR3
-        switch)."""
+        """After a host store under memory snapshots, drop the CPU's TLB: the store may copy
+        the page (copy-on-write), and Unicorn 2.1.4's ``memory_cow`` then flushes the TLB
+        entries of the page's *physical* address only, so a guest that pages could keep
+        reaching the old copy through its virtual one."""
         if self._memory_snapshots:
             self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 

@@ -3,7 +3,8 @@ tables (Debian's System.map is a one-line stub), read from the decompressed kern
 places in memory: the same table ``/proc/kallsyms`` prints under QEMU (``test_guest_kallsyms``
 checks the reader against it), probes by name resolve, and a probe on a function's entry goes
 past its ``call __fentry__`` (ftrace makes it a nop at boot), as on riscv64 past the ftrace
-pad. ~3 s of CPU (decompressing the kernel and scanning it)."""
+pad. ~10 s of CPU: the kernel is decompressed and its kallsyms found twice (here and in one
+CLI run of 2 M instructions), ~3 s each, plus the oracle's own reading of it."""
 
 from __future__ import annotations
 
@@ -43,6 +44,3 @@ def test_cli_resolves_kernel_symbols_on_pc() -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == BudgetExhausted.exit_status, proc.stderr
     assert "instruction budget exhausted" in proc.stderr
-    bad = [*cmd[:-4], "-p", "p:op no_such_function_here"]
-    proc = subprocess.run(bad, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 66 and proc.stderr.strip().endswith("unknown symbol 'no_such_function_here'"), proc.stderr
