@@ -23,6 +23,7 @@ from unicorn.unicorn_const import (
     UC_CTL_CONTEXT_MEMORY,
     UC_CTL_CONTEXT_MODE,
     UC_CTL_IO_WRITE,
+    UC_CTL_TLB_FLUSH,
     UC_ERR_FETCH_PROT,
     UC_ERR_FETCH_UNMAPPED,
     UC_ERR_READ_PROT,
@@ -78,6 +79,7 @@ class Snapshot:
     console: bytes
     sim_pools: dict[int, list[int]]
     devices: list[dict[str, Any]]
+    trace_lines: int = 0  # how many trace lines had been kept
 
 
 @dataclass
@@ -148,6 +150,12 @@ class Machine:
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
         self.ram = board.ram if board is not None else arch.ram
+        #: Where the simulator-owned pages are in physical memory: the board's choice (outside
+        #: its RAM, which may be sized by the user), else the arch's.
+        self.sim_phys: int = getattr(board, "sim_base", None) or arch.sim_base
+        #: Where the guest sees them: at their physical address, or in a board's window in the
+        #: kernel's address space (the pc board maps them near Linux's text).
+        self.sim_base: int = getattr(board, "sim_window", None) or self.sim_phys
         self._lines = bool(getattr(board, "interrupt_lines", False))  # devices drive the hart's pending bits
         #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
         #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
@@ -160,6 +168,9 @@ class Machine:
         #: version (``KERNEL_VERSION(a, b, c)``) when known; the bundled kernels have neither.
         self.kconfig_source: Callable[[], str | None] = lambda: None
         self.kernel_version: int | None = None
+        #: The running task (pid, tgid, comm) as the guest OS describes it, for traces and eBPF
+        #: helpers; None: the bundled firmware's ``current_task`` convention (see task.py).
+        self.task_source: Callable[[Machine], Any] | None = getattr(image, "task_source", None)
         self._load_image()
         self._map_sim_pool()
         self.traps = arch.traps(self)
@@ -179,6 +190,9 @@ class Machine:
         self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
         self._storm = 0  # entries since an instruction last retired
         self._run_exactly = 0  # the next slice runs this many instructions (an unmask point)
+        self._pause = False  # pause() was called: run() ends after the current instruction
+        self._goal: int | None = None  # run_to's address
+        self._stopped_at_goal = False
         for addr, count in self.traps.unmask_sites().items():
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
@@ -222,29 +236,37 @@ class Machine:
         The guest may only execute these pages (slots: fetch only; the trap trampolines' data is
         read by the trampoline's own instruction). An engine whose host writes ignore page
         protection even under snapshots (the P-code engine) maps each part with those
-        permissions; Unicorn refuses host writes to non-writable pages once snapshots are on,
-        so there the pool is one read/write/execute region (its memory snapshots mishandle
-        several adjacent ones) and read and write hooks over it turn guest accesses into faults.
+        permissions. On Unicorn the pool is one region (its memory snapshots mishandle several
+        adjacent ones): execute-only and written by the host straight into its backing memory
+        (``map_host_backed``), so a guest load or store there is an access fault through the
+        engine's own protection check. Only where the simulator's guest code uses the pool as
+        data (x86's trampoline) is it read/write/execute, with read and write hooks turning the
+        guest's other accesses into faults; such hooks, whatever their range, put every load
+        and store of the guest on the engine's slow path.
         """
-        addr = self.arch.sim_base
+        addr = self.sim_phys
+        shift = self.sim_base - addr
         self._sim_pools: dict[int, list[int]] = {}
         self.sim_data_readers: list[tuple[int, int]] = []  # PCs whose loads may read the pool
         self._sim_undo: list[tuple[int, bytes]] = []  # pool bytes a refused guest store overwrote
         protected = getattr(self.engine, "host_writes_ignore_protection", False)
-        if not protected:
+        if not protected and not self.arch.sim_data and hasattr(self.engine, "map_host_backed"):
+            self.engine.map_host_backed(addr, sum(SIM_POOL.values()), UC_PROT_EXEC)
+        elif not protected:
             self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
-            end = addr + sum(SIM_POOL.values()) - 1
-            self.engine.hook_add(UC_HOOK_MEM_WRITE, self._sim_write, None, addr, end)
-            self.engine.hook_add(UC_HOOK_MEM_READ, self._sim_read, None, addr, end)
+            # the hooks see the guest's (virtual) addresses: the pages where the guest sees them
+            start, end = self.sim_base, self.sim_base + sum(SIM_POOL.values()) - 1
+            self.engine.hook_add(UC_HOOK_MEM_WRITE, self._sim_write, None, start, end)
+            self.engine.hook_add(UC_HOOK_MEM_READ, self._sim_read, None, start, end)
         for perms, size in SIM_POOL.items():
-            self._sim_pools[perms] = [addr, addr + size]
+            self._sim_pools[perms] = [addr + shift, addr + shift + size]
             if protected:
                 self.engine.mem_map(addr, size, UC_PROT_EXEC)
             addr += size
 
     def _sim_write(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
         """The guest stored into a simulator page: a store fault; the bytes are put back afterwards."""
-        self._sim_undo.append((addr, bytes(self.engine.mem_read(addr, size))))
+        self._sim_undo.append((addr, self.read(addr, size)))
         self.on_mem_fault("store", addr, self.pc)
         self.engine.emu_stop()
 
@@ -259,8 +281,8 @@ class Machine:
 
     @property
     def sim_end(self) -> int:
-        """The end of the simulator-owned pages (they start at the arch's ``sim_base``)."""
-        return self.arch.sim_base + sum(SIM_POOL.values())
+        """The end of the simulator-owned pages (they start at :attr:`sim_base`)."""
+        return self.sim_base + sum(SIM_POOL.values())
 
     def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
         """Simulator-owned pages outside RAM (kprobe slots: read+execute, never guest-writable)."""
@@ -274,8 +296,10 @@ class Machine:
     def _pieces(self, addr: int, size: int, error: int) -> list[tuple[int, int]]:
         """(physical address, length) pieces behind ``addr .. addr+size`` in the guest's current
         address space (the page tables, when the arch has them and they are on)."""
-        if self._translate is None or self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values()):
-            return [(addr, size)]  # simulator pages are reached by their physical address
+        if self._translate is None:
+            return [(addr, size)]
+        if self.in_sim_pages(addr):  # simulator pages are reached by their physical address
+            return [(addr - self.sim_base + self.sim_phys, size)]
         pieces = []
         while size > 0:
             n = min(size, PAGE - (addr & (PAGE - 1)))
@@ -292,7 +316,7 @@ class Machine:
         if self._translate is not None:
             cache = self._pages
             within = (addr & (PAGE - 1)) + size <= PAGE
-            if cache is not None and within and not self.arch.sim_base <= addr < self.sim_end:
+            if cache is not None and within and not self.in_sim_pages(addr):
                 page = addr & ~(PAGE - 1)
                 phys = cache.get(page)
                 if phys is None:
@@ -326,7 +350,7 @@ class Machine:
         """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
         for read-only kernel text)."""
         if self._translate is None:
-            self.engine.mem_write(addr, data)
+            self.engine.mem_write(addr, data)  # physical = the guest's address: Unicorn's own flush fits
             return
         cache = self._pages
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
@@ -342,12 +366,30 @@ class Machine:
         for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
             self.engine.mem_write(phys, data[off : off + n])
             off += n
+        self._host_wrote()
+
+    def write_phys(self, addr: int, data: bytes) -> None:
+        """Store at physical address ``addr`` (a guest page-table entry, say)."""
+        self.engine.mem_write(addr, data)
+        self._host_wrote()
+
+    def _host_wrote(self) -> None:
+        """After a host store under memory snapshots, drop the CPU's TLB: the store may have
+        copied the page (copy-on-write), and Unicorn then flushes the TLB entries of the page's
+        *physical* address only, so a guest that pages keeps reading the old copy through its
+        virtual one (measured: breaks placed after a restore were not seen until the next CR3
+        switch)."""
+        if self._memory_snapshots:
+            self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     def patch_code(self, addr: int, data: bytes) -> None:
         """Write instructions and drop stale translations (the simulator's fence.i).
 
         A virtual address the engine does not back physically is written in the physical page
         behind it (Linux's ``text_poke``: even a read-only kernel mapping gets the break)."""
+        if self._translate is not None and self.sim_base != self.sim_phys and self.in_sim_pages(addr):
+            self.patch_physical(addr - self.sim_base + self.sim_phys, addr, data)
+            return
         if self._translate is not None:
             self.write(addr, data)
         else:
@@ -364,12 +406,20 @@ class Machine:
     def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
         """Write instructions at a physical address seen by the guest at ``vaddr``."""
         self.engine.mem_write(phys, data)
+        self._host_wrote()
         self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
         if phys != vaddr:
             self.engine.ctl_remove_cache(phys, phys + len(data))
 
     def in_sim_pages(self, addr: int) -> bool:
-        return self.arch.sim_base <= addr < self.arch.sim_base + sum(SIM_POOL.values())
+        return self.sim_base <= addr < self.sim_end
+
+    def map_sim_pages(self) -> bool:
+        """Make the simulator's pages reachable from the guest's current address space, when the
+        board maps them into it (before the guest is sent into a probe slot or trampoline).
+        False: they cannot be, and the run ends with a fault saying why."""
+        mapper = getattr(self.board, "map_sim_window", None)
+        return mapper is None or mapper(self)
 
     @property
     def steps_in_place(self) -> bool:
@@ -421,6 +471,13 @@ class Machine:
         if self._slice_end and not self._cut:
             self._cut = True
             self.engine.stop_after_insn()
+
+    def pause(self) -> None:
+        """From a handler or device callback: end ``run()`` once the running instruction is done
+        (it raises BudgetExhausted saying it paused; calling ``run()`` again goes on from there,
+        e.g. after a snapshot at a moment the console shows)."""
+        self._pause = True
+        self.cut_slice()
 
     def add_timer(self, timer: Timer) -> None:
         self._timers.append(timer)
@@ -589,6 +646,11 @@ class Machine:
         wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
         self._storm = 0
         while self.exit_status is None:
+            if self._pause:
+                self._pause = False
+                raise BudgetExhausted(f"paused after {self._time} instructions at {self.image.describe(self.pc)}")
+            if self._stopped_at_goal and self._goal is not None:
+                return 0
             if self._spent() >= limit:
                 taken = self._entries() - entries
                 also = f" and {taken} trap and interrupt entries" if taken else ""
@@ -600,6 +662,28 @@ class Machine:
                 raise BudgetExhausted(f"time limit reached after {self._time} instructions")
             self._step_slice(limit)
         return self.exit_status
+
+    def run_to(self, addr: int, max_insns: int | None = None, timeout: float | None = None) -> None:
+        """Run until the guest is about to execute the instruction at (virtual) ``addr`` for the
+        first time; it has not run. One code hook on that address only, removed afterwards:
+        nothing else is slowed. Raises like :meth:`run`, and SimError when the guest exits first.
+        """
+        self._goal, self._stopped_at_goal = addr, False
+        hook = self.engine.hook_add(UC_HOOK_CODE, self._at_goal, None, addr, addr)
+        self.engine.ctl_remove_cache(addr, addr + 1)
+        try:
+            self.run(max_insns, timeout)
+        finally:
+            self.engine.hook_del(hook)
+            self._goal = None
+        if not self._stopped_at_goal:
+            raise SimError(f"the guest exited (status {self.exit_status}) before reaching {addr:#x}")
+
+    def _at_goal(self, uc: object, addr: int, size: int, ud: object) -> None:
+        if self._slice_end and not self._stopped_at_goal:
+            self._stopped_at_goal = True
+            self._cut = self._stopped_before = True
+            self.engine.emu_stop()
 
     def _entries(self) -> int:
         """Trap and interrupt entries so far: the arch layer's and those an engine takes alone."""
@@ -705,6 +789,10 @@ class Machine:
 
     def _idle(self) -> None:
         """The guest waits for an interrupt: jump virtual time to the next timer deadline."""
+        stopped = getattr(self.board, "stopped_for_good", None)
+        if stopped is not None and stopped(self):  # nothing can wake the CPU: the board is off
+            self.exit_status = 0
+            return
         if any(timer.pending(self._time) is not None for timer in self._timers):
             return  # one is pending already (a device raised it): the next slice delivers it
         deadline = self._next_deadline()
@@ -781,7 +869,9 @@ class Machine:
         if self.board is not None:  # every device of the board, not only its timers
             devices = [_device_state(d) for d in self.devices]
         pools = {p: list(v) for p, v in self._sim_pools.items()}
-        return Snapshot(self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices)
+        return Snapshot(
+            self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices, len(self.trace_lines)
+        )
 
     def restore(self, snap: Snapshot) -> None:
         """Go back to ``snap``: the same run can be replayed with other probes, without reloading."""
@@ -793,9 +883,11 @@ class Machine:
             self._uprobes = None
         self.engine.context_restore(snap.context)
         self.engine.ctl_flush_tb()  # translations of code the snapshot no longer has
+        self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)  # and the address space it had then
         self._time = snap.time
         self._sync_engine_clock()
         self.console_bytes[:] = snap.console
+        del self.trace_lines[snap.trace_lines :]
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None
         self._held = False

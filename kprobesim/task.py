@@ -2,8 +2,9 @@
 
 A kernel that exports ``current_task`` (a pointer to its running task) with the layout of
 the bundled firmware — ``u32 pid`` at 0, ``u32 tgid`` at 4, ``char comm[16]`` at 8 — gets
-real pids and names in traces. Other images show pid 0 and comm ``<...>`` as ftrace does for
-unknown tasks.
+real pids and names in traces. A guest OS module may instead give the machine a
+``task_source`` (Linux: :func:`kprobesim.guest.current.linux_current`, from ``current`` and the
+kernel's BTF). Other images show pid 0 and comm ``<...>`` as ftrace does for unknown tasks.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ _U32X2 = struct.Struct("<II").unpack
 
 def current_ids(machine: Machine) -> tuple[int, int, int]:
     """``(task address, pid, tgid)`` of the running task, ``(0, 0, 0)`` when the kernel does
-    not say: two guest reads (the eBPF pid helpers and uprobes ask on every hit)."""
+    not say: two guest reads on the firmware (the eBPF pid helpers and uprobes ask on every hit)."""
+    source = getattr(machine, "task_source", None)
+    if source is not None:
+        t = source(machine)
+        return t.addr, t.pid, t.tgid
     sym = machine.image.find_symbol(CURRENT_SYMBOL)
     if sym is None:
         return 0, 0, 0
@@ -54,6 +59,9 @@ def current_ids(machine: Machine) -> tuple[int, int, int]:
 
 def current_task(machine: Machine) -> Task:
     """The task the guest kernel is running now."""
+    source = getattr(machine, "task_source", None)
+    if source is not None:
+        return source(machine)
     ptr, pid, tgid = current_ids(machine)
     if not ptr:
         return UNKNOWN

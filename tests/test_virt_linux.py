@@ -1,10 +1,11 @@
 """Debian's Linux 6.12 riscv64 on the ``virt`` board under the builtin SBI, to the test
 initramfs' ``init``, with probes by symbol from the kernel's own kallsyms.
 
-One boot per module (~1.3 G guest instructions, ~55 s of CPU: the suite's longest single run):
-the kernel, OpenSBI-free, brings up its console, unpacks the initramfs and runs init, which
-prints what it read, forks and execs ``/bin/child``, waits for it and powers off. Every line
-init and its child print equals QEMU's transcript of the same kernel and initramfs
+One boot per worker (``riscv_linux``: ~1.28 G guest instructions, ~55 s of CPU, the suite's
+longest single run) snapshotted at init's first instruction; the tests here restore it (~2 s of
+CPU each run to power off). The kernel, OpenSBI-free, brings up its console, unpacks the
+initramfs and runs init, which prints what it read, forks and execs ``/bin/child``, waits for it
+and powers off. Every line init and its child print equals QEMU's transcript of the same kernel and initramfs
 (``linux/oracle.py``), under Linux's default paging mode (Sv57). Page faults are the heart of
 it: every user page arrives by one, copy-on-write after fork included, and each must be retried
 at the faulting instruction.
@@ -15,37 +16,49 @@ from __future__ import annotations
 import re
 
 import pytest
-from linux import debian, obtain, oracle
-from linux.initramfs import initramfs
-from linux.qemu import APPEND, init_lines
+from linux import oracle, rvguest
+from linux.qemu import init_lines
 
-from kprobesim.arch import get_arch
-from kprobesim.board.virt import Virt, VirtOptions
-from kprobesim.guest.linux import with_kallsyms
-from kprobesim.image import load_image
 from kprobesim.machine import Machine
 from kprobesim.trace.tracer import Tracer
 
-pytestmark = pytest.mark.xdist_group("linux-virt")
+pytestmark = pytest.mark.xdist_group(rvguest.XDIST_GROUP)
 
 
 @pytest.fixture(scope="module")
-def booted() -> tuple[Machine, Tracer]:
-    kernel = obtain(debian.trixie_riscv64_kernel)
-    image, boot_map = with_kallsyms(load_image(kernel.image, arch="riscv64", base=0x80200000))
-    initrd = str(obtain(initramfs, "riscv64"))
-    board = Virt(VirtOptions(memory=128 << 20, bios="builtin", initrd=initrd, append=APPEND))
-    m = Machine(get_arch("riscv64"), image, board=board)
-    m.boot_maps.append(boot_map)
+def traced(riscv_linux: rvguest.RiscvLinux) -> tuple[Machine, Tracer]:
+    """From the snapshot at init's first instruction, with two probes, to power off (~40 M
+    instructions, ~2 s of CPU)."""
+    m = riscv_linux.restore()
     tracer = Tracer(m)
-    tracer.add("p:op do_sys_openat2 dfd=$arg1:s32 name=+0($arg2):ustring")
+    tracer.add("p:op do_sys_openat2 dfd=$arg1:s32 name=+0($arg2):ustring comm=$comm")
     tracer.add("r:vr vfs_read ret=$retval:s64")
-    m.run(max_insns=2_500_000_000, timeout=1200)  # probes from reset: entries moved past ftrace's pad
+    tracer.add("r:clone kernel_clone ret=$retval:s64")
+    riscv_linux.run_to_power_off()
     return m, tracer
 
 
-def test_boots_to_init_and_powers_off(booted: tuple[Machine, Tracer]) -> None:
-    m, _ = booted
+def test_snapshot_is_where_init_starts(riscv_linux: rvguest.RiscvLinux) -> None:
+    """The boot stopped at init's ELF entry, in user mode, before init printed anything."""
+    m = riscv_linux.restore()
+    assert m.pc == riscv_linux.init_entry == rvguest.init_entry()
+    assert "Run /init as init process" in m.console and "kpsim-init" not in m.console
+    with m.traps.machine_mode() as priv:
+        assert priv == 0
+
+
+def test_runs_from_the_snapshot_are_identical(riscv_linux: rvguest.RiscvLinux) -> None:
+    """Restoring replays the same run: same console, same instruction count, twice over."""
+    runs = []
+    for _ in range(2):
+        m = riscv_linux.restore()
+        riscv_linux.run_to_power_off()
+        runs.append((m.console, m.instructions, m.exit_status))
+    assert runs[0] == runs[1] and runs[0][2] == 0
+
+
+def test_boots_to_init_and_powers_off(traced: tuple[Machine, Tracer]) -> None:
+    m, _ = traced
     console = m.console
     assert m.exit_status == 0 and "reboot: Power down" in console, console[-3000:]
     assert "Run /init as init process" in console
@@ -56,19 +69,37 @@ def test_boots_to_init_and_powers_off(booted: tuple[Machine, Tracer]) -> None:
     assert lines == expected, console[-3000:]
 
 
-def test_openat_probe_names_the_files_init_opened(booted: tuple[Machine, Tracer]) -> None:
-    m, tracer = booted
+def test_openat_probe_names_the_files_init_opened(traced: tuple[Machine, Tracer]) -> None:
+    m, tracer = traced
     opened = [e.args["name"] for e in tracer.events if e.event == "op"]
     said = re.findall(r"kpsim-init: (?:read|open) (/data/\S+):", m.console)
     assert said == ["/data/hello.txt", "/data/lines.txt", "/data/blob.bin", "/data/missing.txt"]
-    # init's opens in init's order (the kernel opens /dev/console and /init's loader first)
-    in_order = [name for name in opened if name in said]
-    assert in_order[: len(said)] == said, opened
+    # from init's first instruction on, the opens are init's and its child's
+    assert opened == [*said, "/data/hello.txt"], opened
 
 
-def test_vfs_read_returns_the_counts_init_printed(booted: tuple[Machine, Tracer]) -> None:
-    m, tracer = booted
+def test_vfs_read_returns_the_counts_init_printed(traced: tuple[Machine, Tracer]) -> None:
+    m, tracer = traced
     counts = [e.args["ret"] for e in tracer.events if e.event == "vr"]
     printed = [int(n) for line in init_lines(m.console)[1:4] for n in line.split(": ", 2)[2].split(" = ")[0].split()]
     assert printed == [35, 0, 256, 256, 124, 0, 256, 256, 256, 256, 0]
     assert any(counts[i : i + len(printed)] == printed for i in range(len(counts))), counts
+
+
+def test_events_name_the_task_from_linux_current(traced: tuple[Machine, Tracer]) -> None:
+    """pid and comm come from ``current`` (``tp``/``sscratch``, task_struct offsets from the
+    kernel's BTF): init is pid 1; its child has the pid fork returned (kernel_clone's return
+    value in init, the kernel's own word) and, after execve, the comm ``child``."""
+    m, tracer = traced
+    forks = [e for e in tracer.events if e.event == "clone" and e.comm == "init"]
+    assert len(forks) == 1 and forks[0].pid == 1, [(e.comm, e.pid, e.args) for e in tracer.events if e.event == "clone"]
+    child = int(forks[0].args["ret"])
+    assert child > 1
+    opens = [(e.comm, e.pid, e.args["comm"], e.args["name"]) for e in tracer.events if e.event == "op"]
+    assert opens == [
+        *(("init", 1, "init", name) for name in ("/data/hello.txt", "/data/lines.txt", "/data/blob.bin",
+                                                  "/data/missing.txt")),
+        ("child", child, "child", "/data/hello.txt"),
+    ]
+    assert sum(line.lstrip().startswith(f"child-{child} [000]") and " op: " in line for line in m.trace_lines) == 1
+    assert sum(line.lstrip().startswith("init-1 [000]") for line in m.trace_lines) >= 5

@@ -75,3 +75,15 @@ def translate(engine: object, vaddr: int) -> int | None:
             return (entry & ADDR_MASK & ~(size - 1)) | (vaddr & (size - 1))
         table = entry & ADDR_MASK
     return table | (vaddr & 0xFFF)
+
+
+def pmd_entry_addr(engine: object, vaddr: int) -> int | None:
+    """Physical address of the page-directory entry that maps ``vaddr`` (its 2 MiB region), or
+    None when the upper levels do not lead to a page directory."""
+    table = engine.reg_read(xc.UC_X86_REG_CR3) & ADDR_MASK  # type: ignore[attr-defined]
+    for shift in (39, 30):
+        entry = struct.unpack("<Q", bytes(engine.mem_read(table + ((vaddr >> shift) & 0x1FF) * 8, 8)))[0]  # type: ignore[attr-defined]
+        if not entry & PRESENT or (shift == 30 and entry & LARGE):
+            return None
+        table = entry & ADDR_MASK
+    return table + ((vaddr >> 21) & 0x1FF) * 8

@@ -1,10 +1,12 @@
 """x86_64 trap delivery through the guest's IDT, as the CPU does it.
 
-Unicorn reports interrupts and exceptions but never walks the IDT, and a host write to CS/SS
-does not change the CPU's privilege level. So a ring-3 -> ring-0 entry goes the way hardware
-allows: a far call through a call gate in a shadow GDT (a simulator page) lands at CPL 0 on
-TSS.RSP0; there we restore the guest's GDT and build the real interrupt frame. Same-ring
-entries are built directly. ``iretq`` back to ring 3 is the guest's own, executed natively.
+Unicorn reports interrupts and exceptions but never walks the IDT, executes no ``syscall``
+(it calls the hooks and moves on) and a host write to CS/SS does not change the CPU's
+privilege level. So a ring-3 -> ring-0 entry (an interrupt or exception through the IDT, or
+``syscall`` through STAR/LSTAR/SFMASK) loads CS, SS and CPL 0 in the engine's CPU state
+(:mod:`.privilege`) and builds the frame on TSS.RSP0 (or an IST stack) as the CPU does; no
+code of ours runs, so nothing needs mapping in the guest's page tables. ``iretq`` and
+``sysretq`` back to ring 3 are the guest's own, executed natively.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import capstone
 from unicorn import (
-    UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
@@ -27,7 +28,7 @@ from unicorn import x86_const as xc
 from kprobesim.engine import access_kind
 from kprobesim.errors import ImageError
 
-from . import exception_state, paging
+from . import exception_state, paging, privilege
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -43,9 +44,9 @@ MNEMONICS = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM
 TRAP_VECTORS = {VEC_BP, 4}  # return to the next instruction
 HLT = 0xF4
 
-_LCALL = bytes.fromhex("ff1d02000000f4f4")  # lcall *2(%rip); the far pointer follows at +8
-_LAND = 0x100
-_SHADOW_GDT = 0x800
+MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_SFMASK = 0xC0000080, 0xC0000081, 0xC0000082, 0xC0000084
+EFER_SCE, EFER_LMA = 1, 1 << 10
+SYSCALL_LEN = 2
 
 
 class Traps:
@@ -57,14 +58,7 @@ class Traps:
         uc.hook_direct(UC_HOOK_INTR, self._intr)
         uc.hook_direct(UC_HOOK_INSN_INVALID, self._invalid)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
-        # The ring-3 entry trampoline: allocated and written now, before any snapshot is taken.
-        self._page = machine.sim_alloc(0x2000)
-        machine.write(self._page, _LCALL)
-        machine.write(self._page + _LAND, b"\x90")
-        machine.sim_data_readers.append((self._page, self._page + len(_LCALL)))  # the far call's reads
-        uc.hook_add(UC_HOOK_CODE, self._land, None, self._page + _LAND, self._page + _LAND)
-        self._frame: tuple[int, int, bytes, int] | None = None  # rsp, rip, frame, rflags
-        self._guest_gdtr: tuple[int, int, int, int] | None = None
+        uc.hook_add(UC_HOOK_INSN, self._syscall, None, 1, 0, xc.UC_X86_INS_SYSCALL)
         self.debug_handlers: list = []  # kprobe single-step (#DB) consumers
 
     def host_access(self) -> contextlib.AbstractContextManager:
@@ -84,8 +78,17 @@ class Traps:
         )
 
     def translate(self, vaddr: int) -> int | None:
-        """The physical address behind ``vaddr`` (the guest's page tables, when paging is on)."""
-        return paging.translate(self.m.engine, vaddr)
+        """The physical address behind ``vaddr`` (the guest's page tables, when paging is on);
+        while the board's boot page tables are live, also where the kernel will map itself
+        (``boot_maps``: probes by symbol before Linux has its own tables)."""
+        phys = paging.translate(self.m.engine, vaddr)
+        if phys is None and self.m.boot_maps:
+            boot = getattr(self.m.board, "boot_page_tables", None)
+            if boot is not None and self._reg(xc.UC_X86_REG_CR3) & paging.ADDR_MASK == boot:
+                for start, size, base in self.m.boot_maps:
+                    if start <= vaddr < start + size:
+                        return base + vaddr - start
+        return phys
 
     def _page_fault_error(self, cr2: int, rip: int) -> int:
         """The #PF error code, from the page-table state (Unicorn does not report the one it
@@ -261,10 +264,18 @@ class Traps:
             self._complete(stack - len(frame), handler, frame, new_flags, sel)
             return None
         _, gdt_base, gdt_limit, _ = self._reg(xc.UC_X86_REG_GDTR)
-        if not self._in_ram(gdt_base, min(gdt_limit + 1, (sel & ~7) + 8)):
-            return VEC_GP, sel & ~3, f"GDT at {gdt_base:#x} outside memory"
+        where = gdt_base + (sel & ~7)
+        if sel & ~7 == 0 or sel & 4 or gdt_limit < (sel & ~7) + 7:
+            return VEC_GP, sel & ~3, f"gate selector {sel:#x} is not in the GDT"
+        if not self._in_ram(where, 8):
+            return VEC_GP, sel & ~3, f"GDT entry at {where:#x} outside memory"
+        e2 = struct.unpack("<I", m.read(where + 4, 4))[0]
+        if not e2 & privilege.DESC_P:
+            return VEC_NP, sel & ~3, f"code segment {sel:#x} not present"
         m.entered()
-        self._raise_privilege(sel, (stack - len(frame), handler, frame, new_flags))
+        # 64-bit interrupts to an inner ring load SS with the null selector (Intel SDM 6.14.2)
+        privilege.enter_ring0(m.engine, sel & ~3, e2, 0, 0, m._memory_snapshots)
+        self._complete(stack - len(frame), handler, frame, new_flags, None)
         return None
 
     def _complete(self, rsp: int, handler: int, frame: bytes, rflags: int, sel: int | None) -> None:
@@ -276,37 +287,25 @@ class Traps:
         uc.reg_write(xc.UC_X86_REG_RFLAGS, rflags)
         uc.reg_write(xc.UC_X86_REG_RIP, handler)
 
-    def _raise_privilege(self, sel: int, pending: tuple[int, int, bytes, int]) -> None:
-        """Reach CPL 0 through a call gate; ``_land`` finishes the entry."""
-        m, uc = self.m, self.m.engine
-        gdtr = self._reg(xc.UC_X86_REG_GDTR)
-        _, base, limit, _ = gdtr
-        # The far call reads only the gate and its target code descriptor: copy up to that.
-        needed = min(limit + 1, (sel & ~7) + 8)
-        table = bytearray(m.read(base, needed) + bytes(-needed % 8))
-        for off in range(0, len(table), 8):  # code/data descriptors: pre-set "accessed" so the
-            if table[off + 5] & 0x90 == 0x90:  # CPU never writes the shadow GDT (engines' memory
-                table[off + 5] |= 1  # snapshots mishandle guest writes outside RAM)
-        table = bytes(table)
-        land = self._page + _LAND
-        gate = struct.pack("<HHBBHII", land & 0xFFFF, sel & ~3, 0, 0xEC, (land >> 16) & 0xFFFF, land >> 32, 0)
-        m.write(self._page + _SHADOW_GDT, table + gate)
-        m.write(self._page + 8, struct.pack("<IH", 0, len(table) | 3))
-        self._guest_gdtr, self._frame = gdtr, pending
-        uc.reg_write(xc.UC_X86_REG_GDTR, (0, self._page + _SHADOW_GDT, len(table) + 15, 0))
-        # The CPU takes no single-step trap while delivering: a ring-3 TF (a uprobe's step) must
-        # not fire on the far call (the frame keeps the task's RFLAGS, TF included).
-        uc.reg_write(xc.UC_X86_REG_RFLAGS, self._reg(xc.UC_X86_REG_RFLAGS) & ~TF)
-        uc.reg_write(xc.UC_X86_REG_RIP, self._page)
-
-    def _land(self, uc: object, address: int, size: int, ud: object) -> None:
-        if self._frame is None or self._guest_gdtr is None:
+    def _syscall(self, uc: object, ud: object) -> None:
+        """``syscall`` (Intel SDM): RCX = the next RIP, R11 = RFLAGS, RFLAGS &= ~SFMASK, flat
+        kernel CS/SS from STAR[47:32], CPL 0, RIP = LSTAR; #UD without EFER.SCE or long mode."""
+        eng = self.m.engine
+        rip = self._reg(xc.UC_X86_REG_RIP)
+        if eng.msr_read(MSR_EFER) & (EFER_SCE | EFER_LMA) != EFER_SCE | EFER_LMA:
+            self.m.defer(lambda: self.deliver(VEC_UD, rip))
             return
-        self.m.hidden += 2  # the lcall and this landing instruction are not the guest's
-        self.m.engine.reg_write(xc.UC_X86_REG_GDTR, self._guest_gdtr)
-        rsp, handler, frame, rflags = self._frame
-        self._frame = self._guest_gdtr = None
-        self._complete(rsp, handler, frame, rflags, None)
+        rflags = self._reg(xc.UC_X86_REG_RFLAGS)
+        selector = (eng.msr_read(MSR_STAR) >> 32) & 0xFFFF
+        eng.reg_write(xc.UC_X86_REG_RCX, rip + SYSCALL_LEN)
+        eng.reg_write(xc.UC_X86_REG_R11, rflags & ~RF)
+        eng.reg_write(xc.UC_X86_REG_RFLAGS, rflags & ~(eng.msr_read(MSR_SFMASK) | RF))
+        privilege.enter_ring0(
+            eng, selector & 0xFFFC, privilege.SYSCALL_CS, (selector + 8) & 0xFFFC, privilege.SYSCALL_SS,
+            self.m._memory_snapshots,
+        )  # fmt: skip
+        # Unicorn adds the instruction's length to RIP once the hooks have run
+        eng.reg_write(xc.UC_X86_REG_RIP, (eng.msr_read(MSR_LSTAR) - SYSCALL_LEN) & (1 << 64) - 1)
 
 
 def _describe(vector: int) -> str:

@@ -20,7 +20,7 @@ from functools import cache
 
 from unicorn import UC_ARCH_RISCV, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_MODE_RISCV64, Uc, UcError
 from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_PC
-from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_ERR_EXCEPTION
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_ERR_EXCEPTION, UC_ERR_WRITE_UNMAPPED
 
 _CAL_BASE = 0x10000
 _NOP = bytes.fromhex("13000000")  # riscv addi x0, x0, 0
@@ -185,7 +185,39 @@ def new_unicorn(arch: int, mode: int) -> Uc:
 
     uc.continue_after_trap = continue_after_trap  # type: ignore[attr-defined]
     uc.stop_after_insn = stop_after_insn  # type: ignore[attr-defined]
+    _host_backed(uc)
     return uc
+
+
+def _host_backed(uc: Uc) -> None:
+    """Add ``map_host_backed(address, size, perms)``: memory the guest sees with ``perms`` and
+    the host writes straight into (``mem_write`` there ignores the guest's permissions, also
+    once memory snapshots are on, where Unicorn's own write path refuses non-writable pages).
+
+    This is how simulator-owned pages stay execute-only to the guest without memory hooks:
+    any ``UC_HOOK_MEM_READ``/``WRITE`` hook, whatever its range, sends every load and store
+    of the guest through TCG's slow path. Host writes must be followed by
+    ``ctl_remove_cache`` over the written code, as anywhere else.
+    """
+    regions: list[tuple[int, int, ctypes.Array]] = []
+    slow_write = uc.mem_write
+
+    def map_host_backed(address: int, size: int, perms: int) -> None:
+        buf = (ctypes.c_char * size)()  # zeroed, kept alive with the engine
+        uc.mem_map_ptr(address, size, perms, ctypes.addressof(buf))
+        regions.append((address, address + size, buf))
+
+    def mem_write(address: int, data: bytes) -> None:
+        for lo, hi, buf in regions:
+            if lo <= address < hi:
+                if address + len(data) > hi:
+                    raise UcError(UC_ERR_WRITE_UNMAPPED)
+                ctypes.memmove(ctypes.addressof(buf) + address - lo, bytes(data), len(data))
+                return
+        slow_write(address, data)
+
+    uc.map_host_backed = map_host_backed  # type: ignore[attr-defined]
+    uc.mem_write = mem_write  # type: ignore[method-assign]
 
 
 def _fast_registers(uc: Uc) -> None:

@@ -172,7 +172,7 @@ class Registry:
         addr = spec if isinstance(spec, int) else image.resolve(spec)
         addr = image.probe_site(addr)  # e.g. past a Linux function's ftrace pad
         text = spec if isinstance(spec, str) else f"{addr:#x}"
-        if self.m.arch.sim_base <= addr < self.m.sim_end:
+        if self.m.in_sim_pages(addr):
             raise ProbeError(f"{text}: address {addr:#x} is in the simulator's own pages")
         found = image.lookup(addr)
         if self.user is not None and self.user.contains(addr):
@@ -469,6 +469,9 @@ class Registry:
     def _hit(self, site: Site) -> None:
         regs = self.regs
         regs.reset()
+        if not self.m.map_sim_pages():  # the slot, boosted copy or kretprobe trampoline it may enter
+            regs.pc = site.addr  # the run ends here, at the probed instruction
+            return
         if self._busy or self.steps:
             # Re-entered (e.g. the stepped instruction trapped into probed code): like Linux,
             # count it missed and execute the instruction without handlers.

@@ -15,6 +15,21 @@ return instances is only limited by Linux's ``MAX_URETPROBE_DEPTH`` (64 nested a
 deeper ones are counted missed, as Linux omits them). The return trampoline is the XOL area's
 first slot, as in Linux. A handler that moves the PC skips the step (Linux's rule); uprobes
 have no post-handler.
+
+Linux guests (a ``PATH`` of the initramfs, see ``userprog.py``): the break goes into the
+physical page behind the probed address in every address space that maps the file there. A
+process maps it when its page there holds the file's bytes; the pages are looked at when the
+probe is armed and whenever the kernel's ``handle_mm_fault`` returns (a simulator-owned
+kretprobe), so a process that execs the file or faults its text in later gets the break before
+it runs it. Text pages of a file mapping are the file's page-cache page, shared by every
+process mapping it (after fork too), so one write serves them all, as Linux's breaks serve a
+process and its forked children. Unlike Linux, which copies the page for the one process
+(``uprobe_write_opcode``), the simulator cannot allocate guest pages: while the probe is
+armed, ``read(2)`` of the file shows the break. On boards whose guests page (``virt``) the
+instruction is stepped in place, as kprobes are there (no XOL page is mapped into the
+process); a step that faults is re-run after the guest handles the fault without running the
+handlers again, as Linux resumes a faulted XOL step. The uretprobe trampoline is a simulator
+address: returning to it is a fetch fault the simulator takes as the return.
 """
 
 from __future__ import annotations
@@ -33,7 +48,7 @@ from .insn import Decision, DecodeError, Kind, SlotError
 from .kprobe import Instance, Kprobe, Kretprobe
 from .regs import Regs
 from .slots import SlotPages
-from .userprog import UserProgram, resolve
+from .userprog import UserProgram, resolve_in
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -68,6 +83,8 @@ class USite:
     orig: bytes
     probes: list[Uprobe] = field(default_factory=list)
     armed: bool = False
+    program: UserProgram | None = None  # a guest file's program: armed per physical page
+    pages: set[int] = field(default_factory=set)  # physical addresses holding its break
 
 
 @dataclass(eq=False)
@@ -106,6 +123,8 @@ class Uprobes:
         self.steps: dict[int, UStep] = {}  # per task (pid)
         self._ends: dict[int, UStep] = {}  # step break / backstop address -> step
         self.returns: dict[int, list[Instance]] = {}  # per task (pid), innermost last
+        self._follow: Kretprobe | None = None  # handle_mm_fault's return: new mappings of files
+        self._replay: set[tuple[int, int]] = set()  # (pid, addr) of in-place steps that faulted
         machine.break_handlers.append(self._on_break)
         machine.exception_fixups.append(self._on_exception)
         if hasattr(machine.traps, "debug_handlers"):
@@ -151,12 +170,12 @@ class Uprobes:
         if not isinstance(target, str) or ":" not in target:
             raise ProbeError(f"a uprobe location is 'PATH:OFFSET' or 'PATH:SYMBOL[+OFF]', not {target!r}")
         path, _, loc = target.partition(":")
-        prog, addr = resolve(self.m.image, path, loc)
+        prog, addr = resolve_in(self.m, path, loc)
         sym = prog.containing(addr)
         if sym is None:
             raise ProbeError(f"{target}: offset {addr - prog.lo:#x} is in no function of {prog.name} (EINVAL)")
         try:
-            starts = self.decode.boundaries(self.original(sym.addr, sym.size), sym.addr)
+            starts = self.decode.boundaries(self._program_bytes(prog, sym.addr, sym.size), sym.addr)
         except DecodeError as e:
             raise ProbeError(f"{target}: cannot decode {sym.name}: {e}") from None
         if addr not in starts:
@@ -165,20 +184,27 @@ class Uprobes:
             )
         return prog, addr, prog.describe(addr)
 
-    def _new_site(self, addr: int, text: str) -> USite:
+    def _program_bytes(self, prog: UserProgram, addr: int, size: int) -> bytes:
+        """The program's original bytes: its file's, else the guest memory's without our breaks."""
+        data = prog.file_bytes(addr, size)
+        return data if data is not None else self.original(addr, size)
+
+    def _new_site(self, addr: int, text: str, prog: UserProgram) -> USite:
         try:
-            d = self.decode.decode(self.original(addr, MAX_INSN), addr, **self._decode_kw)
+            d = self.decode.decode(self._program_bytes(prog, addr, MAX_INSN), addr, **self._decode_kw)
         except (DecodeError, IndexError, struct.error, UcError) as e:
             raise ProbeError(f"{text}: {e}") from None
         if d.kind is Kind.REJECT:
             raise ProbeError(f"{text}: cannot probe '{d.text}': {d.reason} (EINVAL)")
         if d.kind is Kind.OOL:  # can the copy run in any XOL slot (x86: RIP-relative reach)?
             align = getattr(self.step, "SLOT_ALIGN", 8)
-            for where in (self.m.arch.sim_base, (self.m.sim_end - MAX_INSN) & ~(align - 1)):
+            for where in (self.m.sim_base, (self.m.sim_end - MAX_INSN) & ~(align - 1)):
                 try:
                     self.step.make_slot(d, where)
                 except SlotError as e:
                     raise ProbeError(f"{text}: {e}") from None
+        if prog.source is not None:
+            return USite(addr, d, self._program_bytes(prog, addr, d.length), program=prog)
         return USite(addr, d, self.original(addr, d.length))
 
     def register(self, target: str, handler: UprobeHandler | None = None, name: str = "") -> Uprobe:
@@ -186,7 +212,7 @@ class Uprobes:
         prog, addr, where = self.locate(target)
         site = self.sites.get(addr)
         if site is None:
-            site = self.sites[addr] = self._new_site(addr, target)
+            site = self.sites[addr] = self._new_site(addr, target, prog)
         probe = Uprobe(name or where, addr, where, handler, None, registry=self, program=prog.name)  # type: ignore[arg-type]
         site.probes.append(probe)
         self.update_arming(addr)
@@ -198,6 +224,9 @@ class Uprobes:
         if site is None:
             return
         want = any(p.enabled for p in site.probes)
+        if site.program is not None:
+            self._arm_file_site(site, want)
+            return
         if want and not site.armed:
             self.m.patch_code(addr, self.step.probe_break(site.decision))
         elif site.armed and not want:
@@ -214,7 +243,9 @@ class Uprobes:
         if site.probes:
             self.update_arming(site.addr)
             return
-        if site.armed:
+        if site.program is not None:
+            self._arm_file_site(site, False)
+        elif site.armed:
             self.m.patch_code(site.addr, site.orig)
         del self.sites[site.addr]
 
@@ -237,6 +268,65 @@ class Uprobes:
         rp.registry = None
         if rp in self.uretprobes:
             self.uretprobes.remove(rp)  # type: ignore[arg-type]
+
+    # -- breaks in a guest file's pages --------------------------------------------------------
+    def _physical(self, addr: int) -> int | None:
+        """The physical address behind ``addr`` in the current address space, if mapped."""
+        walk = getattr(self.m.traps, "physical", None) or getattr(self.m.traps, "translate", None)
+        if walk is None:
+            return addr
+        try:
+            return walk(addr)
+        except Exception:  # the arch's page-walk error: not mapped here
+            return None
+
+    def _arm_file_site(self, site: USite, want: bool) -> None:
+        if want and not site.armed:
+            site.armed = True
+            if self._follow is None:
+                try:
+                    self._follow = self.m.probes.register_kretprobe(
+                        "handle_mm_fault", lambda inst, regs: self._arm_mapped_all(), name="uprobes-follow"
+                    )
+                except SimError as e:
+                    site.armed = False
+                    raise ProbeError(f"uprobes on guest files follow the kernel's page faults: {e}") from None
+            self._arm_mapped(site)
+        elif site.armed and not want:
+            site.armed = False
+            for phys in site.pages:
+                self.m.patch_physical(phys, site.addr, site.orig)
+            site.pages.clear()
+
+    def _arm_mapped_all(self) -> None:
+        for site in self.sites.values():
+            if site.armed and site.program is not None:
+                self._arm_mapped(site)
+
+    def _arm_mapped(self, site: USite) -> None:
+        """Write the break into the page behind the site in the current address space when
+        that page holds the program's file (its bytes there, our breaks aside)."""
+        prog = site.program
+        assert prog is not None
+        phys = self._physical(site.addr)
+        if phys is None or phys in site.pages:
+            return
+        lo = max(site.addr & ~0xFFF, prog.lo)
+        expected = prog.file_bytes(lo, min((site.addr | 0xFFF) + 1, prog.hi) - lo)
+        if expected is None:
+            return
+        try:
+            found = bytearray(self.m.read_phys(phys - (site.addr - lo), len(expected)))
+        except UcError:
+            return
+        for other in self.sites.values():  # breaks already there are ours
+            at = other.addr - lo
+            if other.program is prog and 0 <= at <= len(found) - len(other.orig):
+                found[at : at + len(other.orig)] = other.orig
+        if bytes(found) != expected:
+            return  # another program at this address
+        self.m.patch_physical(phys, site.addr, self.step.probe_break(site.decision))
+        site.pages.add(phys)
 
     # -- uretprobes ----------------------------------------------------------------------------
     def _uret_entry(self, rp: Uretprobe, regs: Regs) -> None:
@@ -304,6 +394,8 @@ class Uprobes:
         site = self.sites.get(pc)
         if site is None or not site.armed:
             return False
+        if site.program is not None and self._physical(pc) not in site.pages:
+            return False  # not our break: another program's at the same address
         self._hit(site)
         return True
 
@@ -348,6 +440,12 @@ class Uprobes:
     def _hit(self, site: USite) -> None:
         regs = Regs(self.m)
         at = regs.pc
+        if self._replay:
+            replay = (current_task(self.m).pid, at)
+            if replay in self._replay:  # a step that faulted, now re-run: the handlers ran already
+                self._replay.discard(replay)
+                self._execute(site, regs)
+                return
         for p in list(site.probes):
             if p.enabled:
                 p.hits += 1
@@ -364,6 +462,12 @@ class Uprobes:
             self.m.account(1)
             return
         task = current_task(self.m)
+        if self.m.steps_in_place:
+            if self.m.traps.step_in_place(site.addr, site.orig, self.step.probe_break(d)):
+                self.m.account(1)
+            else:  # it trapped into the guest, which will come back to this address
+                self._replay.add((task.pid, site.addr))
+            return
         area = self.xol(task.tgid)
         slot = area.alloc()
         try:

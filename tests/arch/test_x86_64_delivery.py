@@ -131,3 +131,42 @@ def test_cli_reports_a_guest_fault_not_an_internal_error(tmp_path):
     assert proc.returncode == GuestFault.exit_status
     assert proc.stderr.startswith("kprobesim: guest fault: triple fault, CPU shut down: exception 6 (#UD)")
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+GDT = BASE + 0x1800
+USER = BASE + 0x600
+SYSCALL_ENTRY = BASE + 0x700
+_GDT = [0, 0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF, 0, 0x00CFF2000000FFFF, 0x00AFFA000000FFFF]
+
+
+def test_syscall_from_ring_3_enters_lstar_at_cpl_0(tmp_path):
+    """Unicorn executes no ``syscall`` (it only calls hooks): the trap layer does what the CPU
+    does. User code at CPL 3 (entered by iretq) sets DF and calls; the LSTAR handler must run at
+    CPL 0 (``cli`` would #GP otherwise: exit 13 * 16) with RCX = the next RIP, R11 = the user's
+    RFLAGS (DF set) and RFLAGS masked by SFMASK (DF clear). Exit 0x2a when all hold."""
+    body = f"""
+        lgdt [{DESC + 0x10:#x}]
+        mov ecx, 0xC0000080; rdmsr; or eax, 1; wrmsr
+        mov ecx, 0xC0000081; xor eax, eax; mov edx, 0x00200010; wrmsr
+        mov ecx, 0xC0000082; mov eax, {SYSCALL_ENTRY:#x}; xor edx, edx; wrmsr
+        mov ecx, 0xC0000084; mov eax, 0x400; xor edx, edx; wrmsr
+        push 0x2b; push {STACK - 0x1000:#x}; push 2; push 0x33; push {USER:#x}; iretq"""
+    image = bytearray(guest(body, {13: True}))
+    user = _asm("std; syscall; hlt", USER)
+    entry = _asm(
+        f"""cli; pushfq; pop rbx
+        xor eax, eax
+        cmp rcx, {USER + 3:#x}; jne bad
+        test r11, 0x400; jz bad
+        test rbx, 0x400; jnz bad
+        mov ax, cs; cmp ax, 0x10; jne bad
+        mov eax, 0x2a
+        bad: out 0xf4, al; hlt""",
+        SYSCALL_ENTRY,
+    )
+    for addr, code in ((USER, user), (SYSCALL_ENTRY, entry)):
+        image[addr - BASE : addr - BASE + len(code)] = code
+    image[GDT - BASE : GDT - BASE + 8 * len(_GDT)] = struct.pack(f"<{len(_GDT)}Q", *_GDT)
+    image[DESC + 0x10 - BASE : DESC + 0x1A - BASE] = struct.pack("<HQ", 8 * len(_GDT) - 1, GDT)
+    m = run(tmp_path, bytes(image))
+    assert m.exit_status == 0x2A

@@ -5,7 +5,9 @@
  *
  * What it does: reads the files of /data (printing each file's name, the count of every
  * read(2) call and the total), tries one file that does not exist, forks, execs /bin/child
- * and waits for it, and powers off with reboot(2). With "kallsyms" among its arguments (kernel
+ * and waits for it, and powers off with reboot(2). Along the way it prints what digits() (a
+ * small function the uprobe tests probe) returned for a few numbers, in init and once in the
+ * forked child before it execs. With "kallsyms" among its arguments (kernel
  * command line "... -- kallsyms") it also mounts /proc and prints a digest of /proc/kallsyms
  * before powering off: the oracle for the kallsyms reader. */
 #include <errno.h>
@@ -65,6 +67,17 @@ static void read_file(const char *path)
     say("read %s: %s= %ld bytes", path, counts, total);
 }
 
+/* The number of decimal digits of n: the uprobe tests count its calls and read its returns. */
+__attribute__((noinline)) int digits(unsigned long n)
+{
+    int d = 1;
+    while (n >= 10) {
+        n /= 10;
+        d++;
+    }
+    return d;
+}
+
 /* Digest /proc/kallsyms: its line count, byte count and FNV-1a 64-bit hash over every byte,
  * plus every 1000th line as a sample (a full copy over the UART would take minutes). */
 static void digest_kallsyms(void)
@@ -115,9 +128,14 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < sizeof files / sizeof files[0]; i++)
         read_file(files[i]);
 
+    static const unsigned long numbers[] = {7, 35, 636, 1024, 65536};
+    for (unsigned i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
+        say("digits %lu: %d", numbers[i], digits(numbers[i]));
+
     say("fork and exec /bin/child");
     pid_t pid = fork();
     if (pid == 0) {
+        say("forked child: digits %lu: %d", 1234567UL, digits(1234567UL));
         char *const child_argv[] = {"/bin/child", "from-init", "/data/hello.txt", NULL};
         char *const child_envp[] = {"KPSIM=1", NULL};
         execve("/bin/child", child_argv, child_envp);

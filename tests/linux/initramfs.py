@@ -5,6 +5,7 @@ under ``initramfs/`` in the test cache, keyed by a hash of everything that goes 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from .cache import FetchError, cache_dir, locked, publish
 
 HERE = Path(__file__).resolve().parent
 ARCHES = ("riscv64", "x86_64")
-CFLAGS = ("-static", "-Os", "-fno-sanitize=all")
+CFLAGS = ("-static", "-Os", "-fno-sanitize=all", "-g")  # -g keeps the symbol table (uprobes by name) ...
+STRIP = ("llvm-strip", "--strip-debug")  # ... and the DWARF goes (Debian's llvm package)
 
 #: The files under /data that init reads (and their exact contents).
 DATA_FILES: dict[str, bytes] = {
@@ -37,13 +39,18 @@ def program(name: str, arch: str) -> Path:
         raise ValueError(f"no initramfs programs for arch {arch!r}")
     source = HERE / f"{name}.c"
     cmd = [sys.executable, "-m", "ziglang", "cc", "-target", f"{arch}-linux-musl", *CFLAGS]
-    target = cache_dir() / "initramfs" / f"{name}-{arch}-{_key(source.read_bytes(), ' '.join(cmd).encode())}"
+    target = cache_dir() / "initramfs" / f"{name}-{arch}-{_key(source.read_bytes(), ' '.join((*cmd, *STRIP)).encode())}"
 
     def build(out: Path) -> None:
         proc = subprocess.run([*cmd, "-o", str(out), str(source)], capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise FetchError(f"zig cc -target {arch}-linux-musl {source.name} failed: {last}")
+        if shutil.which(STRIP[0]) is None:
+            raise FetchError(f"{STRIP[0]} is not installed (Debian: apt-get install llvm)")
+        proc = subprocess.run([*STRIP, str(out)], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise FetchError(f"{' '.join(STRIP)} {source.name} failed: {proc.stderr.strip()[-200:]}")
 
     with locked("initramfs"):
         return publish(target, build)

@@ -8,6 +8,7 @@ rather than a hang."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -85,6 +86,32 @@ def run(cmd: list[str], timeout: float = 600) -> QemuRun:
     wall = time.monotonic() - start
     text = proc.stdout.decode(errors="replace").replace("\r", "")
     return QemuRun(tuple(cmd), text, proc.returncode, wall)
+
+
+def run_until(cmd: list[str], marker: str, timeout: float = 600) -> QemuRun:
+    """Run a QEMU command line until its console prints ``marker`` (a guest that halts for good
+    never makes QEMU exit), then stop it; returncode 0 when the marker came."""
+    if shutil.which(cmd[0]) is None:
+        raise FetchError(f"{cmd[0]} is not installed (Debian: apt-get install qemu-system-x86)")
+    start = time.monotonic()
+    out = bytearray()
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        try:
+            while marker.encode() not in out:
+                if time.monotonic() - start > timeout or proc.poll() is not None:
+                    tail = out.decode(errors="replace").replace("\r", "").strip().splitlines()[-1:]
+                    raise FetchError(f"{cmd[0]} did not print {marker!r} in {timeout:.0f} s; last line: {tail}")
+                chunk = proc.stdout.read()
+                if chunk:
+                    out += chunk
+                else:
+                    time.sleep(0.05)
+        finally:
+            proc.kill()
+    text = out.decode(errors="replace").replace("\r", "")
+    return QemuRun(tuple(cmd), text, 0, time.monotonic() - start)
 
 
 def boot(arch: str, append: str = APPEND, timeout: float = 600) -> QemuRun:

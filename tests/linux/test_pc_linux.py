@@ -1,37 +1,47 @@
-"""Debian bookworm's 6.1 bzImage on the x86_64 ``pc`` board, against QEMU booting the same
-kernel with the same command line and RAM: the kernel's own report of the machine (the e820 map
-the loader wrote, its memory zones and totals, the command line) must be QEMU's, and it must
-calibrate its TSC against the board's PIT and find the 16550A.
+"""Debian bookworm's 6.1 bzImage on the x86_64 ``pc`` board with the test initramfs, against
+QEMU booting the same kernel, initramfs and command line with the same RAM: the kernel's own
+report of the machine (the e820 map the loader wrote, its memory zones and totals, the command
+line) must be QEMU's, it must calibrate its TSC against the board's PIT and find the 16550A,
+and every line init and its child print (reads, fork, exec, wait) must be QEMU's. Then kprobes
+on the running kernel, from a snapshot taken once init has started, with both step variants.
 
-Measured here (2 shared cores): the console comes up between 100 M and 200 M instructions of
-virtual time after entry (the kernel's clock says 0.079 s; idle jumps count as time); the
-whole boot to the root-mount panic and the i8042 restart that ends the run takes 1.27 G
-(~5 minutes; X.509 signature checks alone take several hundred million). The test stops once
-the console is up."""
+One boot per module, shared by its tests: ~1.42 G guest instructions to init's first line,
+~55 s of CPU measured on a quiet machine (~70 s on a busy one); init's whole life after the
+snapshot is a few million instructions, so the unprobed run and the two probed ones (tf, int3)
+from the snapshot cost well under a second each. The QEMU oracle run is ~45 s of wall time,
+~11 s of CPU. Without ACPI (``acpi=off``) Linux's power-off halts the CPU with interrupts
+masked ("reboot: System halted"), which ends the run with status 0; QEMU, same command line,
+halts the same way and is stopped once it says so.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from functools import cache
+
+import pytest
 
 from kprobesim.arch import get_arch
 from kprobesim.board.pc import DEFAULT_APPEND, PcBoard
 from kprobesim.errors import BudgetExhausted
-from kprobesim.machine import Machine
+from kprobesim.machine import Machine, Snapshot
+from kprobesim.trace.tracer import Tracer
 from linux import debian, obtain, qemu
+from linux.initramfs import initramfs
+from linux.qemu import init_lines
 
-CONSOLE_BUDGET = 200_000_000
-CHUNK = 10_000_000
+pytestmark = pytest.mark.xdist_group("linux-pc")
+
+BUDGET = 2_000_000_000
+TAIL = 200_000_000  # init's run from the snapshot to the power-off (a few million)
+FIRST_LINE = b"kpsim-init: hello from init"
 SAME_AS_QEMU = re.compile(
     r"^(Linux version |Command line: |Kernel command line: |BIOS-e820: \[mem 0x00000000|Memory: |"
     r"  (DMA|DMA32|Normal) |  node   0: |Initmem setup |On node 0, zone |Built 1 zonelists|Dentry cache |"
     r"Inode-cache |percpu: |last_pfn = )"
 )
-
-
 _ESCAPE = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")  # SeaBIOS clears the screen on the kernel's first line
-
-
 _INNER_TIMESTAMP = re.compile(r"(?<=.)(\[\s*\d+\.\d{6}\] )")
 
 
@@ -46,27 +56,113 @@ def _lines(transcript: str) -> list[str]:
 @cache
 def _qemu_transcript() -> str:
     kernel = obtain(debian.bookworm_amd64_kernel).image
-    cmd = ["qemu-system-x86_64", "-smp", "1", "-m", "128M", "-kernel", str(kernel), "-append", DEFAULT_APPEND,
-           "-nographic", "-no-reboot"]
-    return obtain(qemu.run, cmd, 300).transcript
+    cmd = ["qemu-system-x86_64", "-smp", "1", "-m", "128M", "-kernel", str(kernel), "-initrd",
+           str(obtain(initramfs, "x86_64")), "-append", DEFAULT_APPEND, "-nographic", "-no-reboot"]
+    return obtain(qemu.run_until, cmd, "reboot: System halted", 300).transcript
 
 
-def test_debian_kernel_reaches_its_console_and_reports_qemus_machine() -> None:
+@dataclass
+class Run:
+    """One run of init from the snapshot: the whole console, the exit status, the trace events
+    and hit counts of the probes placed for it."""
+
+    console: str
+    status: int | None
+    events: list = field(default_factory=list)
+    hits: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Booted:
+    unprobed: Run
+    probed: dict[str, Run]  # by step variant
+
+
+def _probed_run(m: Machine, snap: Snapshot, variant: str) -> Run:
+    """From the snapshot: tracer probes on init's opens and reads, and probes with empty handlers
+    on fork and write, stepping with ``variant``."""
+    m.restore(snap)
+    m.step_variant = variant
+    tracer = Tracer(m)
+    tracer.add("p:op do_sys_openat2 dfd=$arg1:s32 name=+0($arg2):ustring")
+    tracer.add("r:vr vfs_read ret=$retval:s64")
+    clone = m.kprobe("kernel_clone", pre=lambda p, r: None, post=lambda p, r: None)
+    write = m.kretprobe("__x64_sys_write", handler=lambda i, r: None, entry=lambda i, r: None)
+    status = m.run(max_insns=TAIL, timeout=600)
+    return Run(m.console, status, tracer.events, {"kernel_clone": clone.hits, "__x64_sys_write": write.kprobe.hits})
+
+
+@pytest.fixture(scope="module")
+def booted() -> Booted:
     kernel = obtain(debian.bookworm_amd64_kernel).image
-    board = PcBoard(decompress="host")
-    m = Machine(get_arch("x86_64"), board.load(kernel), board=board)
-    while "console [ttyS0] enabled" not in m.console and m.instructions < CONSOLE_BUDGET:
-        try:
-            m.run(max_insns=CHUNK, timeout=600)
-        except BudgetExhausted:
-            pass
-    ours = m.console
-    lines = _lines(ours)
-    assert "printk: console [ttyS0] enabled" in lines, ours[-2000:]
-    assert any(re.fullmatch(r"tsc: Detected 99\d\.\d+ MHz processor", line) for line in lines), ours[:3000]
+    board = PcBoard(initrd=obtain(initramfs, "x86_64"))
+
+    paused: list[bool] = []
+
+    def started(data: bytes) -> None:  # init's first line: pause there for the snapshot
+        if not paused and FIRST_LINE in m.console_bytes[-2 * len(FIRST_LINE) :]:
+            paused.append(True)
+            m.pause()
+
+    m = Machine(get_arch("x86_64"), board.load(kernel), board=board, console=started)
+    with pytest.raises(BudgetExhausted, match="paused"):
+        m.run(max_insns=BUDGET, timeout=1200)
+    snap = m.snapshot()
+    status = m.run(max_insns=TAIL, timeout=600)
+    unprobed = Run(m.console, status)
+    return Booted(unprobed, {variant: _probed_run(m, snap, variant) for variant in ("tf", "int3")})
+
+
+def test_reports_qemus_machine(booted: Booted) -> None:
+    lines = _lines(booted.unprobed.console)
+    assert "printk: console [ttyS0] enabled" in lines, booted.unprobed.console[-2000:]
+    assert any(re.fullmatch(r"tsc: Detected 99\d\.\d+ MHz processor", line) for line in lines)
     assert "tsc: Fast TSC calibration using PIT" in lines
     assert "No local APIC present" in lines  # the board has none; the kernel runs on the 8259A
     mine = [line for line in lines if SAME_AS_QEMU.match(line)]
     theirs = [line for line in _lines(_qemu_transcript()) if SAME_AS_QEMU.match(line)]
     assert len(mine) >= 20
     assert mine == theirs
+
+
+def test_init_runs_as_under_qemu_and_halts(booted: Booted) -> None:
+    console = booted.unprobed.console
+    assert booted.unprobed.status == 0 and "reboot: System halted" in console, console[-3000:]
+    expected = init_lines(_qemu_transcript())
+    assert any(line.startswith("kpsim-child: ") for line in expected), expected
+    assert init_lines(console) == expected, console[-3000:]
+
+
+INIT_FILES = ["/data/hello.txt", "/data/lines.txt", "/data/blob.bin", "/data/missing.txt"]
+
+
+@pytest.mark.parametrize("variant", ["tf", "int3"])
+def test_openat_probe_reports_exactly_the_files_init_opened(booted: Booted, variant: str) -> None:
+    run = booted.probed[variant]
+    said = re.findall(r"kpsim-(?:init|child): (?:read|open) (/data/\S+):", run.console)
+    assert said == [*INIT_FILES, "/data/hello.txt"]  # init's four, then the child's
+    opened = [(e.args["name"], e.args["dfd"], e.comm) for e in run.events if e.event == "op"]
+    # AT_FDCWD (raw s32); the task from Linux's current (%gs:current_task), its comm by the BTF
+    at_fdcwd = -100 & 0xFFFFFFFF
+    assert opened == [(name, at_fdcwd, "init") for name in INIT_FILES] + [("/data/hello.txt", at_fdcwd, "child")]
+
+
+@pytest.mark.parametrize("variant", ["tf", "int3"])
+def test_vfs_read_kretprobe_returns_inits_byte_counts(booted: Booted, variant: str) -> None:
+    run = booted.probed[variant]
+    printed = [int(n) for line in init_lines(run.console)[1:4] for n in line.split(": ", 2)[2].split(" = ")[0].split()]
+    assert printed == [35, 0, 256, 256, 124, 0, 256, 256, 256, 256, 0]
+    counts = [e.args["ret"] for e in run.events if e.event == "vr"]
+    assert counts[: len(printed)] == printed, counts
+    assert counts[len(printed) :] == [35]  # the child's one read of hello.txt
+
+
+@pytest.mark.parametrize("variant", ["tf", "int3"])
+def test_probed_run_is_transparent(booted: Booted, variant: str) -> None:
+    """Probes with empty handlers (and tracer probes that only read) change nothing: the same
+    console, kernel lines and timestamps included, and the same power-off."""
+    run = booted.probed[variant]
+    assert run.hits["kernel_clone"] == 1  # init's fork
+    assert run.hits["__x64_sys_write"] >= len(init_lines(run.console)) - 1
+    assert run.status == booted.unprobed.status == 0
+    assert run.console == booted.unprobed.console

@@ -11,15 +11,19 @@ holds the command line the board is measured with.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unicorn import x86_const as xc
 
+from kprobesim.arch.x86_64 import paging
+
+from ...arch import get_arch
 from ...board import NEVER
 from ...board.exit import PortExit
 from ...image import Image
-from .bzimage import GDT, LAYOUT, Boot, load_bzimage
+from .bzimage import GDT, LAYOUT, SIM_WINDOW_ENTRY, Boot, load_bzimage
 from .cmos import CmosRtc
 from .cpu import Cpu
 from .i8042 import I8042ResetLine, Port80
@@ -36,6 +40,8 @@ EFER_LME, EFER_LMA = 1 << 8, 1 << 10
 CR0_PE, CR0_ET, CR0_PG = 1, 0x10, 1 << 31
 CR4_PAE = 0x20
 MSR_EFER = 0xC0000080
+IF = 1 << 9
+SIM_WINDOW = 0xFFFF_FFFF_BFE0_0000
 
 
 class InterruptLine:
@@ -66,7 +72,13 @@ class PcBoard:
 
     name = "pc"
     relocates_kernel = True  # the kernel runs at virtual addresses of its own page tables
-    snapshots = False  # Machine.snapshot saves timers only; the PIC/PIT/UART state is not captured yet
+    boot_page_tables = LAYOUT.pml4  # the loader's identity map, until the kernel loads its own CR3
+    #: Where the kernel sees the simulator's pages (kprobe slots, the kretprobe trampoline): the
+    #: last 2 MiB of the 1 GiB window Linux reserves for its image at __START_KERNEL_map
+    #: (KERNEL_IMAGE_SIZE), which nothing else maps; within rel32 reach of all kernel text, as
+    #: Linux's own kprobe instruction pages are (module_alloc, near the kernel).
+    sim_window = SIM_WINDOW
+
 
     def __init__(
         self,
@@ -84,7 +96,8 @@ class PcBoard:
         self.loaded: Boot | None = None  # what load() placed
 
     def load(self, path: str | Path) -> Image:
-        self.loaded = load_bzimage(path, self.ram_size, self.append, self.initrd, self.decompress)
+        window = (SIM_WINDOW, get_arch("x86_64").sim_base)
+        self.loaded = load_bzimage(path, self.ram_size, self.append, self.initrd, self.decompress, window)
         return self.loaded.image
 
     @property
@@ -108,6 +121,36 @@ class PcBoard:
             InterruptLine(pic, pit),
         ]
 
+    def map_sim_window(self, machine: Machine) -> bool:
+        """Map the simulator's pages at :attr:`sim_window` in the kernel's page tables (one 2 MiB
+        read+execute page-directory entry, shared by every process, as the kernel half is),
+        unless they are there already. The entry is written where the running page tables
+        have it; Linux clears unused entries of its image window early in boot, so this is
+        checked again at each probe hit. A mapping of the kernel's own there is a fault."""
+        uc = machine.engine
+        if not uc.reg_read(xc.UC_X86_REG_CR0) & CR0_PG:
+            return True
+        where = paging.pmd_entry_addr(uc, SIM_WINDOW)
+        if where is None:
+            reason = f"the kernel's page tables do not reach {SIM_WINDOW:#x}: kprobe slots cannot be mapped"
+            machine.fault(reason, machine.pc)
+            return False
+        want = machine.arch.sim_base | SIM_WINDOW_ENTRY
+        have = struct.unpack("<Q", machine.read_phys(where, 8))[0]
+        if have == want:
+            return True
+        if have & paging.PRESENT:
+            machine.fault(f"the kernel mapped {SIM_WINDOW:#x} (entry {have:#x}), where kprobe slots go", machine.pc)
+            return False
+        machine.write_phys(where, struct.pack("<Q", want))
+        return True
+
+    def stopped_for_good(self, machine: Machine) -> bool:
+        """A ``hlt`` with interrupts masked: only an NMI or a reset could resume the CPU, and the
+        board has neither. Linux's power-off ends so on a PC without ACPI (``reboot: System
+        halted``); the run ends with status 0."""
+        return not machine.engine.reg_read(xc.UC_X86_REG_RFLAGS) & IF
+
     def boot(self, machine: Machine) -> None:
         """Long mode with paging on (identity map), the loader's GDT, ``rsi`` = boot_params."""
         assert self.loaded is not None
@@ -124,6 +167,8 @@ class PcBoard:
         uc.reg_write(xc.UC_X86_REG_RSP, LAYOUT.stack_top)
         uc.reg_write(xc.UC_X86_REG_RFLAGS, 2)
         uc.reg_write(xc.UC_X86_REG_RIP, self.loaded.entry)
+        if self.loaded.kernel_map is not None:  # where the kernel will map itself (probes by symbol)
+            machine.boot_maps.append(self.loaded.kernel_map)
 
 
 __all__ = ["DEFAULT_APPEND", "NEVER", "PcBoard"]

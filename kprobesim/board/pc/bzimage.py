@@ -15,6 +15,7 @@ Two ways to start it:
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from ...errors import ImageError
 from ...files import read_regular
 from ...guest import kimage
+from ...guest.linux import with_kallsyms
 from ...image import Image, Segment
 
 SECTOR = 512
@@ -41,6 +43,7 @@ BP_RAMDISK_SIZE = 0x21C
 BP_CMD_LINE_PTR = 0x228
 BP_HARDWARE_SUBARCH = 0x23C
 E820_RAM, E820_RESERVED = 1, 2
+SIM_WINDOW_ENTRY = 0xA1  # present, accessed, 2 MiB page; not writable, executable
 
 
 @dataclass(frozen=True)
@@ -116,18 +119,40 @@ def decompress_payload(path: Path, data: bytes, hdr: SetupHeader) -> bytes:
         raise ImageError(f"{path}: {e} (--decompress guest runs the kernel's own decompressor)") from None
 
 
-def vmlinux_segments(path: Path, elf: bytes) -> tuple[int, list[Segment]]:
-    """Entry and PT_LOAD segments (by physical address) of the decompressed vmlinux."""
+@dataclass(frozen=True)
+class Vmlinux:
+    """The decompressed kernel: entry, PT_LOAD segments by physical address, and where the
+    kernel maps them (``(virtual start, size, physical start)`` of its high mapping)."""
+
+    entry: int
+    segments: list[Segment]
+    kernel_map: tuple[int, int, int]
+
+
+def vmlinux_segments(path: Path, elf: bytes) -> Vmlinux:
+    """Entry, segments and kernel mapping of the decompressed vmlinux."""
     if elf[:4] != b"\x7fELF" or len(elf) < 64 or elf[4] != 2:
         raise ImageError(f"{path}: the decompressed kernel is not a 64-bit ELF")
     entry, phoff = struct.unpack_from("<QQ", elf, 0x18)
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
-    segments = []
+    if phentsize < 56 or phoff + phnum * phentsize > len(elf):
+        raise ImageError(f"{path}: the decompressed kernel's program headers lie outside it")
+    segments, high = [], []
     for i in range(phnum):
-        p_type, _, off, _, paddr, filesz, memsz, _ = struct.unpack_from("<IIQQQQQQ", elf, phoff + i * phentsize)
+        p_type, _, off, vaddr, paddr, filesz, memsz, _ = struct.unpack_from(
+            "<IIQQQQQQ", elf, phoff + i * phentsize
+        )
         if p_type == 1 and memsz:
+            if off + filesz > len(elf) or filesz > memsz:
+                raise ImageError(f"{path}: the decompressed kernel's segment at {paddr:#x} lies outside it")
             segments.append(Segment(paddr, elf[off : off + filesz], memsz))
-    return entry, segments
+            if vaddr >> 63:  # the kernel's high mapping (per-CPU data is linked at 0)
+                high.append((vaddr, paddr, memsz))
+    if not high or len({v - p for v, p, _ in high}) != 1:
+        raise ImageError(f"{path}: the decompressed kernel's segments are not one linear high mapping")
+    start, pstart, _ = min(high)
+    end = max(v + size for v, _, size in high)
+    return Vmlinux(entry, segments, (start, end - start, pstart))
 
 
 @dataclass(frozen=True)
@@ -139,6 +164,8 @@ class Layout:
     pd: int = 0x3000  # four pages: 4 GiB identity-mapped with 2 MiB pages
     zero_page: int = 0x7000
     gdt: int = 0x8000
+    pdpt_high: int = 0x9000  # the kernel half: only the simulator's page window (see PcBoard.sim_window)
+    pd_high: int = 0xA000
     cmdline: int = 0x20000
     stack_top: int = 0x80000  # the entry's stack (Linux sets its own at once)
 
@@ -147,12 +174,23 @@ LAYOUT = Layout()
 GDT = [0, 0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF]  # null, null, 0x10 code64, 0x18 data
 
 
-def identity_tables(layout: Layout = LAYOUT) -> list[Segment]:
-    """PML4 -> one PDPT -> four PDs of 2 MiB pages: virtual = physical below 4 GiB."""
-    pml4 = struct.pack("<Q", layout.pdpt | 3)
+def identity_tables(window: tuple[int, int], layout: Layout = LAYOUT) -> list[Segment]:
+    """PML4 -> one PDPT -> four PDs of 2 MiB pages: virtual = physical below 4 GiB; and one
+    read+execute 2 MiB page ``window`` = (virtual, physical) for the simulator's pages, in the
+    kernel half (kprobe slots of a kernel still running on these tables)."""
+    virtual, physical = window
+    pml4 = bytearray(0x1000)
+    pml4[:8] = struct.pack("<Q", layout.pdpt | 3)
+    struct.pack_into("<Q", pml4, ((virtual >> 39) & 0x1FF) * 8, layout.pdpt_high | 3)
     pdpt = b"".join(struct.pack("<Q", (layout.pd + i * 0x1000) | 3) for i in range(4))
     pd = b"".join(struct.pack("<Q", (i << 21) | 0x83) for i in range(2048))
-    return [Segment(layout.pml4, pml4, 0x1000), Segment(layout.pdpt, pdpt, 0x1000), Segment(layout.pd, pd, 0x4000)]
+    pdpt_high, pd_high = bytearray(0x1000), bytearray(0x1000)
+    struct.pack_into("<Q", pdpt_high, ((virtual >> 30) & 0x1FF) * 8, layout.pd_high | 3)
+    struct.pack_into("<Q", pd_high, ((virtual >> 21) & 0x1FF) * 8, physical | SIM_WINDOW_ENTRY)
+    return [
+        Segment(layout.pml4, bytes(pml4), 0x1000), Segment(layout.pdpt, pdpt, 0x1000), Segment(layout.pd, pd, 0x4000),
+        Segment(layout.pdpt_high, bytes(pdpt_high), 0x1000), Segment(layout.pd_high, bytes(pd_high), 0x1000),
+    ]  # fmt: skip
 
 
 def e820_map(ram_size: int) -> list[tuple[int, int, int]]:
@@ -175,6 +213,7 @@ class Boot:
     entry: int
     boot_params: int
     ram_top: int  # bytes of RAM the e820 map reports usable up to
+    kernel_map: tuple[int, int, int] | None = None  # the vmlinux's high mapping, when known
 
 
 def load_bzimage(
@@ -183,8 +222,10 @@ def load_bzimage(
     cmdline: str = "",
     initrd: str | Path | None = None,
     decompress: str = "host",
+    sim_window: tuple[int, int] = (0, 0),
 ) -> Boot:
-    """Lay out a bzImage (and initrd) in RAM as a boot-protocol loader would."""
+    """Lay out a bzImage (and initrd) in RAM as a boot-protocol loader would; ``sim_window``:
+    (virtual, physical) 2 MiB page of the simulator's pages in the boot page tables."""
     path = Path(path)
     data = read_regular(path, MAX_BZIMAGE, "bzImage", ImageError)
     hdr = parse_header(path, data)
@@ -192,12 +233,16 @@ def load_bzimage(
     raw_cmd = cmdline.encode() + b"\0"
     if hdr.cmdline_size and len(raw_cmd) > hdr.cmdline_size + 1:
         raise ImageError(f"{path}: command line is {len(raw_cmd) - 1} bytes, the kernel takes {hdr.cmdline_size}")
+    vmlinux: Vmlinux | None = None
     if decompress == "host":
-        entry, kernel = vmlinux_segments(path, decompress_payload(path, data, hdr))
+        vmlinux = vmlinux_segments(path, decompress_payload(path, data, hdr))
+        entry, kernel = vmlinux.entry, vmlinux.segments
     else:
         pm = data[hdr.pm_offset :]
         kernel = [Segment(hdr.pref_address, pm, max(len(pm), hdr.init_size))]
         entry = hdr.pref_address + 0x200
+        with contextlib.suppress(ImageError):  # symbols only: the guest decompresses it
+            vmlinux = vmlinux_segments(path, decompress_payload(path, data, hdr))
     kernel_end = max(hdr.pref_address + hdr.init_size, *(s.addr + s.memsz for s in kernel))
     if kernel_end > ram_size:
         raise ImageError(f"{path}: the kernel needs RAM up to {kernel_end:#x}, the board has {ram_size:#x}")
@@ -208,7 +253,7 @@ def load_bzimage(
     struct.pack_into("<I", zp, BP_CMD_LINE_PTR, layout.cmdline)
     struct.pack_into("<I", zp, BP_EXT_CMD_LINE_PTR, 0)
     struct.pack_into("<I", zp, BP_HARDWARE_SUBARCH, 0)  # X86_SUBARCH_PC
-    segments = identity_tables(layout)
+    segments = identity_tables(sim_window, layout)
     if initrd is not None:
         initrd = Path(initrd)
         rd = read_regular(initrd, ram_size, "initrd", ImageError)
@@ -232,4 +277,18 @@ def load_bzimage(
     ]
     segments += kernel
     image = Image(path, "x86_64", entry, segments, [])
-    return Boot(image, entry, layout.zero_page, ram_size)
+    if vmlinux is None:
+        return Boot(image, entry, layout.zero_page, ram_size)
+    return Boot(kallsyms_image(path, image, vmlinux), entry, layout.zero_page, ram_size, vmlinux.kernel_map)
+
+
+def kallsyms_image(path: Path, image: Image, vmlinux: Vmlinux) -> Image:
+    """``image`` with the kernel's own symbols (its kallsyms tables, in the segment holding
+    ``.rodata``); the image as it is when the kernel has none."""
+    for seg in vmlinux.segments:
+        try:
+            linked, _ = with_kallsyms(image, seg.data, vmlinux.kernel_map)
+        except ImageError:
+            continue
+        return linked
+    return image

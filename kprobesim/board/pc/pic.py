@@ -101,12 +101,13 @@ class Pic8259Pair:
 
     def attach(self, machine: Machine) -> None:
         self.machine = machine
-        for base, chip in ((0x20, self.master), (0xA0, self.slave)):
+        # chips by name, looked up at each access: a snapshot's restore replaces the chip objects
+        for base, name in ((0x20, "master"), (0xA0, "slave")):
             machine.add_port(
                 base,
                 2,
-                lambda off, size, chip=chip: self._read(chip, off),
-                lambda off, size, value, chip=chip: self._write(chip, off, value),
+                lambda off, size, name=name: self._read(getattr(self, name), off),
+                lambda off, size, value, name=name: self._write(getattr(self, name), off, value),
             )
         machine.add_port(0x4D0, 2, lambda off, size: 0, lambda off, size, v: None)  # ELCR: all edge
 

@@ -1,0 +1,68 @@
+"""One boot of Debian's Linux 6.12 riscv64 per test process, snapshotted where ``/init`` starts.
+
+The boot (builtin SBI, the test initramfs, Sv57) costs ~1.2 G guest instructions, ~50 s of
+CPU: it runs once per pytest worker (the ``linux-virt`` xdist group keeps every riscv Linux
+test in one worker) up to the first user-mode instruction of ``/init`` (its ELF entry, reached
+through one code hook on that address), and is snapshotted there. Every test restores the
+snapshot, places its probes and runs only as far as it needs (the rest of init's run to power
+off is ~90 M instructions, a few seconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from kprobesim.arch import get_arch
+from kprobesim.board.virt import Virt, VirtOptions
+from kprobesim.elfread import read_header
+from kprobesim.guest.linux import with_kallsyms
+from kprobesim.image import load_image
+from kprobesim.machine import Machine, Snapshot
+
+from . import debian, obtain
+from .initramfs import initramfs, program
+from .qemu import APPEND
+
+XDIST_GROUP = "linux-virt"  # pytest.mark.xdist_group of every test module using the boot
+BOOT_BUDGET = 2_500_000_000
+RUN_BUDGET = 400_000_000  # from the snapshot to power off, with room for probes
+
+
+@dataclass
+class RiscvLinux:
+    """The booted machine and its snapshot at init's first instruction."""
+
+    machine: Machine
+    snap: Snapshot
+    init_entry: int
+    boot_instructions: int
+
+    def restore(self) -> Machine:
+        """The machine back at init's first instruction, with no probes placed."""
+        self.machine.restore(self.snap)
+        return self.machine
+
+    def run_to_power_off(self) -> Machine:
+        m = self.machine
+        m.run(max_insns=RUN_BUDGET, timeout=600)
+        return m
+
+
+def init_entry() -> int:
+    """The ELF entry point of the initramfs ``/init`` for riscv64."""
+    return read_header(program("init", "riscv64").read_bytes()[:64]).entry
+
+
+@cache
+def booted() -> RiscvLinux:
+    """Boot once in this process (see the module's docstring)."""
+    kernel = obtain(debian.trixie_riscv64_kernel)
+    image, boot_map = with_kallsyms(load_image(kernel.image, arch="riscv64", base=0x80200000))
+    initrd = str(obtain(initramfs, "riscv64"))
+    board = Virt(VirtOptions(memory=128 << 20, bios="builtin", initrd=initrd, append=APPEND))
+    m = Machine(get_arch("riscv64"), image, board=board)
+    m.boot_maps.append(boot_map)
+    entry = init_entry()
+    m.run_to(entry, max_insns=BOOT_BUDGET, timeout=1200)
+    return RiscvLinux(m, m.snapshot(), entry, m.instructions)
