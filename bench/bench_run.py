@@ -54,12 +54,14 @@ def _run(path: Path, step: str | None, setup: Callable[[Machine], object] | None
 
 
 def probeable(m: Machine) -> list[int]:
-    """Every accepted instruction boundary of every function of the image."""
+    """Every accepted instruction boundary of every kernel function of the image."""
     reg = m.probes
     sites = []
     for s in m.image.symbols:
         if not (s.is_func and s.size) or s.addr in reg.blacklist:
             continue
+        if reg.user is not None and reg.user.contains(s.addr):
+            continue  # the user program's text takes uprobes, not kprobes
         for addr in reg.decode.boundaries(reg.original(s.addr, s.size), s.addr):
             if reg.classify(addr).kind is not Kind.REJECT:
                 sites.append(addr)

@@ -352,8 +352,16 @@ class Machine:
         if self._translate is None:
             self.engine.mem_write(addr, data)  # physical = the guest's address: Unicorn's own flush fits
             return
-        if self._pages:
-            self._pages.clear()  # the write may have changed a page table
+        cache = self._pages
+        within = (addr & (PAGE - 1)) + len(data) <= PAGE
+        if cache is not None and within and not self.arch.sim_base <= addr < self.sim_end:
+            phys = cache.get(addr & ~(PAGE - 1))
+            cache.clear()  # the write may change a page table
+            if phys is not None:
+                self.engine.mem_write(phys | (addr & (PAGE - 1)), data)
+                return
+        elif cache:
+            cache.clear()
         off = 0
         for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
             self.engine.mem_write(phys, data[off : off + n])

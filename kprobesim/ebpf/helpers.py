@@ -313,6 +313,10 @@ class Runtime(ExtraHelpers):
     # -- run bracket ----------------------------------------------------------------------------
     def end_run(self) -> int:
         """After a run: discard records it left reserved; returns how many there were."""
+        if not self._reserved:  # the usual case
+            self.hit = None
+            self.tail_calls = 0
+            return 0
         left = len(self._reserved)
         for m, pos in self._reserved.values():
             m.discard(pos)
