@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 
 from . import alu, isa
 from . import helper_protos as hp
+from .btf import Btf
 from .disasm import disasm_insn
 from .errors import VerifierError
 from .helper_ids import describe as describe_helper
 from .helper_ids import name as helper_name
 from .isa import Insn
 from .scalar import Range, Scalar, alu32, alu64, sext, sync
+from .tracing import BtfRef, TracingCtx, struct_access, task_struct
 
 COMPLEXITY_LIMIT_INSNS = 1_000_000
 COMPLEXITY_LIMIT_JMP_SEQ = 8192
@@ -67,11 +69,12 @@ class Reg:
     size: int = 0  # MEM: bytes
     frame: int = 0  # STACK: the frame whose stack it points into
     ref: int = 0  # MEM: the reference (ring buffer record) it holds
+    btf: BtfRef | None = None  # BTF_ID: the struct it points to
 
     def type_name(self) -> str:
         name = _NAMES[self.kind]
         if self.kind == BTF_ID:
-            return "ptr_task_struct"
+            return "ptr_" + (self.btf.name if self.btf is not None else "")
         return name + "_or_null" if self.nullable else name
 
     def show(self) -> str:
@@ -168,9 +171,12 @@ class Result:
     states: int = 0
     peak_states: int = 0
     log: list[str] = field(default_factory=list)
+    probe_mem: frozenset[int] = frozenset()
 
 
 _PRUNE = object()
+#: helpers Linux gives kprobe programs but not fentry/fexit ones (tracing_prog_func_proto)
+_NOT_FOR_TRACING = frozenset({58})  # bpf_override_return
 
 
 class _Refuse(Exception):
@@ -192,8 +198,8 @@ def _reg_covers(old: Reg, cur: Reg) -> bool:
     if old.kind == SCALAR:
         return _ranges_contain(old, cur)
     return (old.off == cur.off and old.map == cur.map and old.size == cur.size and old.frame == cur.frame
-            and (old.nullable or not cur.nullable) and old.nullable == cur.nullable and old.ref == cur.ref
-            and _ranges_contain(old, cur))
+            and old.btf == cur.btf and (old.nullable or not cur.nullable) and old.nullable == cur.nullable
+            and old.ref == cur.ref            and _ranges_contain(old, cur))
 
 
 def _slot_covers(old: Spill | str, cur: Spill | str | None) -> bool:
@@ -238,7 +244,7 @@ def _canon(r: Reg, ids: dict[int, int]) -> Reg:
     if not r.id and not r.ref:
         return r
     return Reg(r.kind, r.var, r.off, r.nullable, ids.setdefault(r.id, len(ids) + 1) if r.id else 0, r.map, r.size,
-               r.frame, ids.setdefault(r.ref, len(ids) + 1) if r.ref else 0)
+               r.frame, ids.setdefault(r.ref, len(ids) + 1) if r.ref else 0, r.btf)
 
 
 def _exact_key(st: State) -> tuple:
@@ -298,8 +304,16 @@ class Verifier:
 
     def __init__(self, insns: Sequence[Insn], maps: Sequence[MapInfo], ctx_size: int, gpl: bool,
                  helpers: frozenset[int] | set[int], log: bool = False,
-                 insn_limit: int = COMPLEXITY_LIMIT_INSNS, strict_alignment: bool = True) -> None:
+                 insn_limit: int = COMPLEXITY_LIMIT_INSNS, strict_alignment: bool = True,
+                 tracing: TracingCtx | None = None, kernel_btf: Btf | None = None) -> None:
         self.insns = list(insns)
+        #: an fentry/fexit program's context (the function's arguments), else None: pt_regs
+        self.tracing = tracing
+        #: the kernel's BTF: the structs BTF-typed pointers point to
+        self.kernel_btf = kernel_btf if kernel_btf is not None else tracing.btf if tracing is not None else None
+        #: loads through BTF-typed pointers (become probe reads), and through other pointers
+        self.probe_pcs: set[int] = set()
+        self._load_class: dict[int, int] = {}
         #: no efficient unaligned access (riscv64, loongarch64): Linux checks every alignment
         self.strict_alignment = strict_alignment
         self.maps = list(maps)
@@ -440,7 +454,10 @@ class Verifier:
         add = self.jmps - self.prev_jmps >= 2 and res.processed - self.prev_processed >= 8
         active = self.active.setdefault(pc, {})
         key = _exact_key(st)
-        if active.get(key):  # a state on the way here, exactly this one: it loops
+        # a state on the way here, exactly this one, is a loop (Linux's states_equal EXACT); Linux
+        # first compares the current frame's registers byte for byte (states_maybe_looping), so
+        # a pointer with a fresh id (a new lookup's result) is never a loop yet
+        if any(cp.state.cur.regs == st.cur.regs for cp in active.get(key, ())):
             raise _Refuse(pc, f"infinite loop detected at insn {pc}")
         if any(active.values()) and self.jmps - self.prev_jmps < 20 and res.processed - self.prev_processed < 100:
             add = False
@@ -511,6 +528,10 @@ class Verifier:
             if (op & 0xE0) == isa.ATOMIC:
                 self._atomic(st, pc, insn, ptr, val, size)
             else:
+                if ptr.kind == STACK and val.kind == SCALAR and off % 8 == 0 and ptr.var.is_const \
+                        and (ptr.off + alu.signed(ptr.var.value, 64)) % 8 == 0 \
+                        and (size == 8 or val.var.r64.umax < 1 << (8 * size)):
+                    val = f.regs[src] = self._linked(val)  # a spill keeps a link to its register
                 self._store(st, pc, dst, ptr, off, size, val)
             return pc + 1
         # jumps
@@ -587,6 +608,8 @@ class Verifier:
                 r = sext(s.var.r64 if is64 else Scalar.of64(s.var.r64).r64, off, 64 if is64 else 32)
                 f.regs[dst] = _scalar(Scalar.of64(r) if is64 else Scalar.of32(r))
             elif is64:
+                if x and s.kind == SCALAR:
+                    s = f.regs[src] = self._linked(s)
                 f.regs[dst] = s
             elif s.kind == SCALAR:
                 f.regs[dst] = _scalar(Scalar.of32(s.var.r32))
@@ -638,7 +661,7 @@ class Verifier:
             raise _Refuse(pc, f"R{preg} pointer arithmetic with {opname} operator prohibited")
         if ptr.nullable:
             raise _Refuse(pc, f"R{preg} pointer arithmetic on {ptr.type_name()} prohibited, null-check it first")
-        if ptr.kind in (MAP_PTR, FUNC, BTF_ID) or ptr.kind == MEM and ptr.ref and False:
+        if ptr.kind in (MAP_PTR, FUNC):
             raise _Refuse(pc, f"R{preg} pointer arithmetic on {ptr.type_name()} prohibited")
         delta = other.var
         tname = ptr.type_name()
@@ -660,13 +683,13 @@ class Verifier:
             off = ptr.off + alu.signed(delta.value, 64)
             if not -MAX_VAR_SIZE < off < MAX_VAR_SIZE:
                 raise _Refuse(pc, f"{tname} pointer offset {off} is not allowed")
-            return Reg(ptr.kind, ptr.var, off, ptr.nullable, ptr.id, ptr.map, ptr.size, ptr.frame, ptr.ref)
+            return Reg(ptr.kind, ptr.var, off, ptr.nullable, ptr.id, ptr.map, ptr.size, ptr.frame, ptr.ref, ptr.btf)
         if ptr.kind == CTX:
             raise _Refuse(pc, f"R{preg} variable ctx access var_off={delta.r64.show()} disallowed")
         if ptr.kind == STACK:
             pass  # Linux allows it; accesses through it must stay in bounds
         var = alu64(isa.ADD, ptr.var, delta)
-        return Reg(ptr.kind, var, ptr.off, ptr.nullable, ptr.id, ptr.map, ptr.size, ptr.frame, ptr.ref)
+        return Reg(ptr.kind, var, ptr.off, ptr.nullable, ptr.id, ptr.map, ptr.size, ptr.frame, ptr.ref, ptr.btf)
 
     # -- memory ---------------------------------------------------------------------------------------
     def _bounds(self, pc: int, r: int, ptr: Reg, off: int, size: int, limit: int, what: str) -> None:
@@ -713,10 +736,13 @@ class Verifier:
         if kind in (SCALAR, MAP_PTR, FUNC) or ptr.nullable:
             raise _Refuse(pc, f"R{r} invalid mem access '{ptr.type_name()}'")
         self._align(pc, ptr, off, size)
+        self._load_kind(pc, kind)
         if kind == CTX:
             o = ptr.off + off
             if not ptr.var.is_const or ptr.var.value or ptr.off:
                 raise _Refuse(pc, f"dereference of modified ctx ptr R{r} off={ptr.off} disallowed")
+            if self.tracing is not None:
+                return self._tracing_ctx(pc, o, size, sx)
             if o < 0 or o + size > self.ctx_size or o % size:
                 raise _Refuse(pc, f"invalid bpf_context access off={o} size={size}")
             return self._sized_unknown(size, sx)
@@ -732,9 +758,56 @@ class Verifier:
         if kind == MEM:
             self._bounds(pc, r, ptr, off, size, ptr.size, "memory")
             return self._sized_unknown(size, sx)
-        if kind == BTF_ID:  # kernel object: read through the guest's memory (faults reported)
-            return self._sized_unknown(size, sx)
+        if kind == BTF_ID:  # kernel object: read through the guest's memory (a fault reads 0)
+            return self._btf_load(pc, r, ptr, off, size, sx)
         raise _Refuse(pc, f"R{r} invalid mem access '{ptr.type_name()}'")
+
+    def _load_kind(self, pc: int, kind: int) -> None:
+        """Linux's save_aux_ptr_type: one load instruction reads through one kind of pointer
+        when that kind is the context or a kernel object (their loads are rewritten)."""
+        cls = kind if kind in (CTX, BTF_ID) else -1
+        prev = self._load_class.setdefault(pc, cls)
+        if prev != cls:
+            raise _Refuse(pc, "same insn cannot be used with different pointers")
+        if cls == BTF_ID:
+            self.probe_pcs.add(pc)
+
+    def _tracing_ctx(self, pc: int, o: int, size: int, sx: bool) -> Reg:
+        """An fentry/fexit program's context read (tracing_prog_is_valid_access, btf_ctx_access)."""
+        tr = self.tracing
+        assert tr is not None
+        why = None
+        if o < 0 or o >= 8 * 12 or o % size:
+            got: BtfRef | int | str = ""
+        else:
+            got = tr.access(o, size)
+            if isinstance(got, str):
+                why = got
+        if isinstance(got, str):
+            raise _Refuse(pc, f"invalid bpf_context access off={o} size={size}" + (f" ({why})" if why else ""))
+        if isinstance(got, BtfRef):
+            return Reg(BTF_ID, btf=got)
+        return self._sized_unknown(size, sx)
+
+    def _btf_load(self, pc: int, r: int, ptr: Reg, off: int, size: int, sx: bool) -> Reg:
+        """A read through a BTF-typed pointer (Linux's check_ptr_to_btf_access)."""
+        ref = ptr.btf
+        btf = self.kernel_btf
+        if ref is None or btf is None:
+            raise _Refuse(pc, f"R{r} invalid mem access '{ptr.type_name()}' (no kernel BTF)")
+        if not self.gpl:
+            raise _Refuse(pc, f"Cannot access kernel 'struct {ref.name}' from non-GPL compatible program")
+        o = ptr.off + off
+        if o < 0:
+            raise _Refuse(pc, f"R{r} is ptr_{ref.name} invalid negative access: off={o}")
+        if not ptr.var.is_const or ptr.var.value:
+            raise _Refuse(pc, f"R{r} is ptr_{ref.name} invalid variable offset: off={o}, var_off={ptr.var.r64.show()}")
+        got = struct_access(btf, ref, o, size)
+        if isinstance(got, str):
+            raise _Refuse(pc, got)
+        if isinstance(got, BtfRef):
+            return Reg(BTF_ID, btf=got)
+        return self._sized_unknown(size, sx)
 
     @staticmethod
     def _sized_unknown(size: int, sx: bool = False) -> Reg:
@@ -802,6 +875,8 @@ class Verifier:
         if kind == MEM:
             self._bounds(pc, r, ptr, off, size, ptr.size, "memory")
             return
+        if kind == BTF_ID:
+            raise _Refuse(pc, "only read is supported")
         raise _Refuse(pc, f"R{r} cannot write into {ptr.type_name()}")
 
     def _stack_write(self, st: State, pc: int, ptr: Reg, o: int, size: int, val: Reg) -> None:
@@ -864,7 +939,8 @@ class Verifier:
             # a pointer that cannot be null is never equal to 0
             ptr, other = (a, b) if a.kind != SCALAR else (b, a)
             if other.kind == SCALAR and other.var.is_const and other.var.value == 0 and not ptr.nullable \
-                    and ptr.kind != SCALAR and code in (isa.JEQ, isa.JNE):
+                    and ptr.kind != SCALAR and code in (isa.JEQ, isa.JNE) \
+                    and (ptr.kind != BTF_ID or (ptr.btf is not None and ptr.btf.trusted)):
                 return code == isa.JNE
             return None
         ra, rb = (a.var.r64, b.var.r64) if is64 else (a.var.r32, b.var.r32)
@@ -932,9 +1008,25 @@ class Verifier:
 
     @staticmethod
     def _set(st: State, r: int, old: Reg, new: Scalar) -> None:
-        st.cur.regs[r] = _scalar(new)
-        # registers and spills that are copies of the same scalar learn it too (Linux: scalar ids)
-        del old
+        st.cur.regs[r] = Reg(SCALAR, new, id=old.id)
+        if not old.id:
+            return
+        # registers and spills that are copies of the same scalar learn it too (Linux's
+        # sync_linked_regs over scalar ids)
+        for frame in st.frames:
+            for i, x in enumerate(frame.regs):
+                if x.kind == SCALAR and x.id == old.id:
+                    frame.regs[i] = Reg(SCALAR, new, id=old.id)
+            for k, cell in frame.stack.items():
+                if isinstance(cell, Spill) and cell.reg.kind == SCALAR and cell.reg.id == old.id and cell.size == 8:
+                    frame.stack[k] = Spill(Reg(SCALAR, new, id=old.id), cell.size, cell.rest)
+
+    def _linked(self, r: Reg) -> Reg:
+        """Linux's assign_scalar_id_before_mov: an unknown scalar gets an id when copied, so
+        the copies learn each other's bounds."""
+        if r.kind != SCALAR or r.id or r.var.is_const:
+            return r
+        return Reg(SCALAR, r.var, id=self._new_id())
 
     @staticmethod
     def _clear_bits(v: Scalar, bits: int, is64: bool) -> Scalar | None:
@@ -1023,7 +1115,7 @@ class Verifier:
     def _resolved(r: Reg, is_null: bool) -> Reg:
         if is_null:
             return _scalar(_ZERO)
-        return Reg(r.kind, r.var, r.off, False, 0, r.map, r.size, r.frame, r.ref)
+        return Reg(r.kind, r.var, r.off, False, 0, r.map, r.size, r.frame, r.ref, r.btf)
 
     # -- calls -------------------------------------------------------------------------------------------
     def _call_local(self, st: State, pc: int, target: int, callback: int, args: Sequence[Reg] | None = None) -> int:
@@ -1043,6 +1135,8 @@ class Verifier:
         if r0.kind == NOT_INIT and (len(st.frames) == 1 or f.callback):  # a subprogram's is the caller's worry
             raise _Refuse(pc, "R0 !read_ok")
         if len(st.frames) == 1:
+            if self.tracing is not None:  # fentry/fexit programs return 0 (check_return_code)
+                self._retval_in(pc, r0, 0, 0, "At program exit")
             if st.refs:
                 rid, at = next(iter(st.refs.items()))
                 raise _Refuse(pc, f"Unreleased reference id={rid} alloc_insn={at}")
@@ -1063,6 +1157,19 @@ class Verifier:
                         frame.stack[k] = _byte_states(cell)
         return f.callsite + 1
 
+    @staticmethod
+    def _retval_in(pc: int, r0: Reg, lo: int, hi: int, where: str) -> None:
+        """R0 must be a number in [lo, hi] (Linux's retval_range_within, verbose_invalid_scalar)."""
+        if r0.kind != SCALAR:
+            raise _Refuse(pc, f"{where} the register R0 is not a known value ({r0.type_name()})")
+        r = r0.var.r64
+        if lo <= r.smin and r.smax <= hi:
+            return
+        text = (f" smin={r.smin}" if r.smin > -(1 << 63) else "") + \
+            (f" smax={r.smax}" if r.smax < (1 << 63) - 1 else "")
+        raise _Refuse(pc, f"{where} the register R0 has{text or ' unknown scalar value'} "
+                          f"should have been in [{lo}, {hi}]")
+
     def _call_helper(self, st: State, pc: int, hid: int) -> int | None:
         proto = hp.PROTOS.get(hid)
         if proto is None or hid not in self.helpers:
@@ -1070,6 +1177,9 @@ class Verifier:
                 raise _Refuse(pc, f"invalid func {describe_helper(hid)}")
             raise _Refuse(pc, f"program of this type cannot use helper {describe_helper(hid)} "
                               f"(not implemented by kprobesim)")
+        if (self.tracing is not None and hid in _NOT_FOR_TRACING) or (self.tracing is None and hid in
+                                                                        hp.TRAMPOLINE_ONLY):
+            raise _Refuse(pc, f"program of this type cannot use helper {describe_helper(hid)}")
         if proto.gpl_only and not self.gpl:
             raise _Refuse(pc, "cannot call GPL-restricted function from non-GPL compatible program")
         f = st.cur
@@ -1128,6 +1238,11 @@ class Verifier:
                 if reg.kind not in (STACK,):
                     raise _Refuse(pc, f"R{r} type={reg.type_name()} expected=fp")
                 continue
+            if kind == hp.LONG_OUT:  # 8 aligned bytes the helper writes
+                self._mem_arg(st, pc, r, reg, 8, write=True)
+                if reg.kind == STACK or self.strict_alignment:
+                    self._align(pc, reg, 0, 8)
+                continue
             if kind == hp.CONST_STR:
                 if reg.kind != MAP_VALUE or reg.map is None or not reg.map.rdonly:
                     raise _Refuse(pc, f"R{r} does not point to a readonly map'")
@@ -1158,7 +1273,10 @@ class Verifier:
             st.refs[rid] = pc
             f.regs[0] = Reg(MEM, _ZERO, 0, True, rid, None, mem_size, 0, rid)
         elif ret == hp.BTF_ID:
-            f.regs[0] = Reg(BTF_ID)
+            task = task_struct(self.kernel_btf)
+            if task is None:
+                raise _Refuse(pc, f"{describe_helper(hid)}: the kernel has no BTF describing its task struct")
+            f.regs[0] = Reg(BTF_ID, btf=task)
         if callback is not None and cb_args is not None:
             # walk the callback once, as if called here; its exit returns after this call
             return self._call_local(st, pc, callback.off, hid, cb_args)
@@ -1210,11 +1328,15 @@ class Verifier:
             for byte in range(o, o + size):
                 slot, idx = (-byte - 1) // 8, byte % 8
                 cell = frame.stack.get(slot, _FRESH)
-                if write:
-                    states = _byte_states(cell).replace("p", MISC)
-                    frame.stack[slot] = states[:idx] + MISC + states[idx + 1 :]
-                elif not self.allow_uninit_stack and _byte_states(cell)[idx] == INVALID:
+                if not write and not self.allow_uninit_stack and _byte_states(cell)[idx] == INVALID:
                     raise _Refuse(pc, f"invalid indirect read from stack R{r} off {o}+{byte - o} size {size}")
+                # Linux 6.12 treats every helper access to the stack as one that may write
+                # (ACCESS_HELPER clobbers): the bytes become data, and a spill there is scrubbed
+                if isinstance(cell, Spill):
+                    states = "".join(INVALID if b == INVALID else MISC for b in _byte_states(cell))
+                else:
+                    states = cell
+                frame.stack[slot] = states[:idx] + MISC + states[idx + 1 :]
             return
         if kind == CTX:
             raise _Refuse(pc, f"R{r} type=ctx expected=fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf")
@@ -1239,12 +1361,19 @@ class Verifier:
 
 def verify_program(insns: Sequence[Insn], maps: Sequence[MapInfo], ctx_size: int, license: str,
                    helpers: frozenset[int] | set[int], log: bool = False,
-                   insn_limit: int = COMPLEXITY_LIMIT_INSNS, strict_alignment: bool = True) -> Result:
+                   insn_limit: int = COMPLEXITY_LIMIT_INSNS, strict_alignment: bool = True,
+                   tracing: TracingCtx | None = None, kernel_btf: Btf | None = None) -> Result:
     """Verify ``insns`` (already checked by :func:`.verifier.verify`); raises VerifierError.
-    ``strict_alignment``: the target arch lacks efficient unaligned access (all but x86_64)."""
-    v = Verifier(insns, maps, ctx_size, license in GPL_COMPATIBLE, helpers, log, insn_limit, strict_alignment)
+    ``strict_alignment``: the target arch lacks efficient unaligned access (all but x86_64).
+    ``tracing``: an fentry/fexit program's context (else ``ctx_size`` bytes of pt_regs);
+    ``kernel_btf``: the kernel's types, for BTF-typed pointers. ``Result.probe_mem``: the loads
+    through BTF-typed pointers (Linux's BPF_PROBE_MEM)."""
+    v = Verifier(insns, maps, ctx_size, license in GPL_COMPATIBLE, helpers, log, insn_limit, strict_alignment,
+                 tracing, kernel_btf)
     try:
-        return v.run()
+        res = v.run()
+        res.probe_mem = frozenset(v.probe_pcs)
+        return res
     except VerifierError as e:
         e.log = v.result.log  # type: ignore[attr-defined]  # what was walked before the refusal
         raise

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import absint, isa, userspace
+from . import absint, isa, tracing, userspace
 from .elf import ObjectError, load_object
 from .errors import EbpfError
 from .helper_protos import PROTOS
@@ -64,14 +64,21 @@ def check_object(path: str | Path, arch: str, machine: Machine | None = None, lo
             for pc, ksym in spec.ksym_refs:
                 addr = userspace.ksym_address(obj, machine, ksym) if machine is not None else 0
                 insns[pc], insns[pc + 1] = isa.lddw(insns[pc].dst, addr)
+            kernel_btf = machine.btf if machine is not None else None
+            tctx = None
+            if spec.prog_type in tracing.KINDS:
+                if machine is None:
+                    raise tracing.TracingError(f"an {spec.prog_type} program is verified against its function's "
+                                               f"BTF prototype: give the kernel (--kernel IMAGE)")
+                tctx = tracing.func_model(kernel_btf, spec.attach_point, spec.prog_type, len(regs.ALL_ARG_REGS))
             verify(insns, set(PROTOS) | set(range(1, 212)), lambda *_: 0)
             res = absint.verify_program(insns, infos, regs.PT_REGS_SIZE, obj.license, frozenset(PROTOS), log=log,
-                                        strict_alignment=arch != "x86_64")
+                                        strict_alignment=arch != "x86_64", tracing=tctx, kernel_btf=kernel_btf)
             v.processed, v.states, v.log = res.processed, res.states, res.log
         except EbpfError as e:
             v.error = str(e)
             v.log = getattr(e, "log", [])
-        except userspace.UserspaceError as e:
+        except (userspace.UserspaceError, tracing.TracingError) as e:
             v.error = str(e)
         out.append(v)
     if not out:

@@ -26,6 +26,7 @@ FUNC = "func"  # ARG_PTR_TO_FUNC: a callback
 STACK_OR_NULL = "stack_or_null"
 CONST_STR = "const_str"  # a NUL-terminated string in a read-only map value
 RINGBUF_MEM = "ringbuf_mem"  # ARG_PTR_TO_RINGBUF_MEM | OBJ_RELEASE
+LONG_OUT = "long_out"  # ARG_PTR_TO_LONG (6.12: ARG_PTR_TO_FIXED_SIZE_MEM | MEM_UNINIT | MEM_ALIGNED, 8 bytes)
 
 # return kinds
 INTEGER = "integer"
@@ -89,7 +90,12 @@ PROTOS: dict[int, Proto] = {
     177: Proto((MEM, SIZE, MEM_OR_NULL, SIZE_OR_ZERO), gpl_only=True),  # trace_vprintk
     181: Proto((ANYTHING, FUNC, STACK_OR_NULL, ANYTHING)),  # loop
     182: Proto((MEM, SIZE, CONST_STR)),  # strncmp
+    183: Proto((CTX, ANYTHING, LONG_OUT)),  # get_func_arg (fentry/fexit only)
+    184: Proto((CTX, LONG_OUT)),  # get_func_ret (fentry/fexit only)
+    185: Proto((CTX,)),  # get_func_arg_cnt (fentry/fexit only)
 }
+#: Helpers only trampoline programs (fentry/fexit) may call (tracing_prog_func_proto).
+TRAMPOLINE_ONLY = frozenset({183, 184, 185})
 
 #: Map types each map-taking helper accepts (Linux's check_map_func_compatibility); helpers not
 #: listed take the keyed maps (hash, array, LRU, per-CPU, LPM trie).

@@ -91,6 +91,7 @@ RINGBUF_SUBMIT = 132
 RINGBUF_DISCARD = 133
 RINGBUF_QUERY = 134
 GET_CURRENT_TASK_BTF = 158
+GET_FUNC_ARG, GET_FUNC_RET, GET_FUNC_ARG_CNT = 183, 184, 185
 KTIME_GET_COARSE_NS = 160
 GET_FUNC_IP = 173
 GET_ATTACH_COOKIE = 174
@@ -198,6 +199,7 @@ class Runtime(ExtraHelpers):
         self.unsubmitted = 0  # ring buffer records a run left reserved (discarded at its end)
         self.tail_calls = 0  # tail calls made by the current run
         self.rng = prandom(machine)
+        memory.guest_read = self._guest_read  # loads through BTF-typed pointers
         # Frame layout: return address and caller's frame pointer relative to the frame pointer.
         # With a link register (riscv, loongarch): ra at fp-8, previous fp at fp-16; with the
         # return address on the stack (x86_64): return address at rbp+8, previous rbp at rbp.
@@ -251,7 +253,28 @@ class Runtime(ExtraHelpers):
             SNPRINTF: self.snprintf,
             STRNCMP: self.strncmp,
             CURRENT_TASK_UNDER_CGROUP: self.current_task_under_cgroup,
+            GET_FUNC_ARG: self.get_func_arg,
+            GET_FUNC_RET: self.get_func_ret,
+            GET_FUNC_ARG_CNT: self.get_func_arg_cnt,
         }
+
+    # -- fentry/fexit: the context holds the arguments (vm.data["tracing"]: .nargs, .kind) -------
+    def get_func_arg(self, vm: VM, r1: int, r2: int, r3: int, *_: int) -> int:
+        tr = vm.data["tracing"]
+        if r2 & 0xFFFF_FFFF >= tr.nargs:
+            return -errno.EINVAL
+        self.memory.write(r3, 8, self.memory.read(r1 + 8 * (r2 & 0xFFFF_FFFF), 8))
+        return 0
+
+    def get_func_ret(self, vm: VM, r1: int, r2: int, *_: int) -> int:
+        tr = vm.data["tracing"]
+        if tr.kind != "fexit":
+            return -errno.EOPNOTSUPP  # what Linux's inlined helper gives an fentry program
+        self.memory.write(r2, 8, self.memory.read(r1 + 8 * tr.nargs, 8))
+        return 0
+
+    def get_func_arg_cnt(self, vm: VM, *_: int) -> int:
+        return vm.data["tracing"].nargs
 
     def map_handle(self, index: int) -> int:
         """The address a program holds for map ``index`` (an empty, unreadable region)."""
@@ -324,6 +347,13 @@ class Runtime(ExtraHelpers):
         if region is not None:
             off = addr & 0xFFFF_FFFF
             return bytes(region.buf[off : off + n]) if off + n <= region.size else None
+        try:
+            return self.m.read(addr, n)
+        except (UcError, OverflowError, ValueError):
+            return None
+
+    def _guest_read(self, addr: int, n: int) -> bytes | None:
+        """``n`` bytes of guest memory at ``addr`` (through the guest's page tables); None on a fault."""
         try:
             return self.m.read(addr, n)
         except (UcError, OverflowError, ValueError):

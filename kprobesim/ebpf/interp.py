@@ -29,7 +29,7 @@ _ZERO_STACK = bytes(isa.STACK_SIZE)
 
 # decoded instruction kinds
 (K_ALU, K_END, K_JA, K_JCOND, K_LDX, K_ST, K_STX, K_ATOMIC, K_LDDW, K_CALL, K_CALLX, K_LOCAL,
- K_EXIT, K_CALLBACK) = range(14)
+ K_EXIT, K_CALLBACK, K_PROBE) = range(15)
 
 
 def _decode(prog, pc: int) -> tuple:
@@ -62,7 +62,7 @@ def _decode(prog, pc: int) -> tuple:
         return (K_JCOND, dst, src if op & isa.X else -1, k, pc + 1 + off, (bits, code))
     size = isa.SIZE_BYTES[op & 0x18]
     if cls == isa.LDX:
-        return (K_LDX, dst, src, off, size, (op & 0xE0) == isa.MEMSX)
+        return (K_PROBE if pc in prog.probe_mem else K_LDX, dst, src, off, size, (op & 0xE0) == isa.MEMSX)
     if cls == isa.ST:
         return (K_ST, dst, imm & ((1 << (8 * size)) - 1), off, size, 0)
     if op & 0xE0 == isa.ATOMIC:
@@ -169,6 +169,10 @@ class Interpreter:
                 pc, saved, depth = calls.pop()
                 regs[1:10] = saved
                 regs[10] = frames[depth][1]
+            elif kind == K_PROBE:  # through a BTF-typed kernel pointer: 0 on a fault
+                v = mem.probe_load(pc, (regs[b] + k) & M64, d)
+                regs[a] = alu.signed(v, 8 * d) & M64 if e else v
+                pc += 1
             else:  # pragma: no cover - the verifier admits nothing else
                 raise AssertionError(f"bad decoded kind {kind}")
 

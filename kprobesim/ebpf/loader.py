@@ -14,7 +14,13 @@ and translates each program once, and attaches it by its section:
   ``kprobe__SYM`` (bcc's convention); otherwise it is loaded and left unattached, as libbpf
   leaves it, until ``attach={"prog": "FUNC"}`` (``--attach prog=FUNC``) or
   :meth:`LoadedObject.attach` gives it a function (which also moves any kprobe program);
-- programs of other types (``tracepoint``, ``raw_tp``, ``tp_btf``, ``perf_event``,
+- ``fentry/FUNC`` and ``fexit/FUNC``: Linux's BPF trampoline programs, placed as a kprobe at
+  the function's entry and a kretprobe (:mod:`.tracing`): the context is an array of u64, the
+  arguments laid out from the function's BTF prototype (the return value after them for fexit,
+  whose arguments are the ones saved at entry); struct pointers among them are BTF-typed and
+  their fields read directly (``p->field``). The function is fixed at load, as libbpf's
+  ``attach_btf_id`` is (``--attach PROG=FUNC`` before load, never moved later);
+- programs of other types (``tracepoint``, ``raw_tp``, ``tp_btf``, ``perf_event``, ``fmod_ret``
   ...) are not loaded, one line each in ``LoadedObject.skipped``, as libbpf's ``autoload=false``;
 
 Before load, libbpf's user-space steps (:mod:`.userspace`): CO-RE relocations against the
@@ -45,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from kprobesim.errors import ProbeError, SimError
 
-from . import absint, core, isa, userspace
+from . import absint, core, isa, tracing, userspace
 from .elf import ObjectError, ObjectFile, ProgramSpec, load_object
 from .errors import EbpfError, TailCall
 from .helpers import HELPER_MEMORY_ARGS, OVERRIDE_RETURN, TAIL_CALL, Hit, Runtime
@@ -66,8 +72,11 @@ if TYPE_CHECKING:
 DEFAULT_MAXACTIVE = 64
 #: The first program fd (later programs count up from it, in load order).
 PROG_FD_BASE = 100
-SUPPORTED = ("kprobe", "kretprobe", "uprobe", "uretprobe")
+SUPPORTED = ("kprobe", "kretprobe", "uprobe", "uretprobe", *tracing.KINDS)
 USER_KINDS = ("uprobe", "uretprobe")
+#: why a section type is not loaded, when there is more to say than "not supported"
+_WHY_NOT = {"fmod_ret": "fmod_ret programs replace a function's return value through Linux's trampoline, which "
+                        "kprobesim does not model (Linux allows it only on error-injectable functions)"}
 
 
 class BpfError(SimError):
@@ -92,6 +101,7 @@ class Program:
     insns: int = 0  # instructions executed by the runs that completed
     last_error: str | None = None
     fd: int = 0  # what user space puts in a prog array slot for it
+    tracing: tracing.TracingCtx | None = None  # fentry/fexit: the function's context layout
 
     @property
     def hits(self) -> int:
@@ -128,6 +138,10 @@ class LoadedObject:
         if p is None:
             known = ", ".join(self.programs) or "none"
             raise BpfError(f"{self.path}: no loaded program {prog!r} (loaded: {known})")
+        if p.tracing is not None and target != p.target:
+            raise BpfError(f"{self.path}: program '{prog}' ({p.section}): an {p.kind} program is verified against "
+                           f"its function's prototype at load; give it another one before load "
+                           f"(--attach {prog}={target})")
         _check_target(self, p, target)
         if p.probe is not None:
             p.probe.unregister()
@@ -243,9 +257,19 @@ def load(
         kind = spec.prog_type
         if kind not in SUPPORTED:
             # libbpf's autoload=false: the object loads, this program does not
-            loaded.skipped.append(f"{where}: not loaded: section type '{kind}' is not supported "
-                                  f"(only kprobe, kretprobe, uprobe and uretprobe programs attach)")
+            why = _WHY_NOT.get(kind, "only kprobe, kretprobe, uprobe, uretprobe, fentry and fexit programs attach")
+            loaded.skipped.append(f"{where}: not loaded: section type '{kind}' is not supported ({why})")
             continue
+        tctx = None
+        if kind in tracing.KINDS:
+            func = attach.get(spec.name, spec.attach_point)
+            if not func or "+" in func:
+                raise BpfError(f"{where}: an {kind} program attaches to a function's entry: SEC(\"{kind}/FUNC\") "
+                               f"or --attach {spec.name}=FUNC" + (f", not {func}" if func else ""))
+            try:
+                tctx = tracing.func_model(machine.btf, func, kind, len(machine.arch.module("regs").ALL_ARG_REGS))
+            except tracing.TracingError as e:
+                raise BpfError(f"{where}: {e}") from None
         insns = isa.decode(spec.insns)
         try:
             for pc, ksym in spec.ksym_refs:
@@ -264,14 +288,19 @@ def load(
                 insns,
                 {**helpers, core.POISON_HELPER: _poisoned} if spec.poisoned else helpers,
                 resolver=runtime.resolve,
-                engine=engine,
+                engine="interp",  # built lazily: the engine is chosen once the verifier has spoken
                 budget=budget,
                 memory=memory,
                 name=spec.name,
             )
+            probe_mem: frozenset[int] = frozenset()
             if verify:
-                absint.verify_program(vm.program.insns, infos, ctx_size, obj.license, frozenset(helpers),
-                                      strict_alignment=machine.arch.name != "x86_64")
+                probe_mem = absint.verify_program(vm.program.insns, infos, ctx_size, obj.license, frozenset(helpers),
+                                                  strict_alignment=machine.arch.name != "x86_64", tracing=tctx,
+                                                  kernel_btf=machine.btf).probe_mem
+            vm.use(engine, probe_mem)
+            if tctx is not None:
+                vm.data["tracing"] = tctx  # bpf_get_func_arg and friends read the layout
         except EbpfError as e:
             raise BpfError(f"{where}: {e}") from None
         if OVERRIDE_RETURN in vm.program.helper_ids and kind != "kprobe":
@@ -279,7 +308,7 @@ def load(
         if TAIL_CALL in vm.program.helper_ids and set(vm.program.subprogs) - {0} - vm.program.callbacks:
             raise BpfError(f"{where}: mixing of tail_calls and bpf-to-bpf calls is not supported")
         loaded.programs[spec.name] = Program(spec.name, spec.section, kind, attach.get(spec.name, _target(spec)), vm,
-                                             fd=PROG_FD_BASE + len(loaded.programs))
+                                             fd=PROG_FD_BASE + len(loaded.programs), tracing=tctx)
 
     if not loaded.programs:
         raise BpfError(loaded.skipped[0] if len(loaded.skipped) == 1 else
@@ -318,7 +347,7 @@ def _fill_prog_arrays(loaded: LoadedObject) -> None:
 
 
 def _check_target(loaded: LoadedObject, prog: Program, target: str) -> None:
-    if prog.kind == "kretprobe" and "+" in target:
+    if prog.kind in ("kretprobe", *tracing.KINDS) and "+" in target:
         raise BpfError(f"{loaded.path}: program '{prog.name}' ({prog.section}): a kretprobe attaches to a "
                        f"function, not an offset")
 
@@ -339,9 +368,10 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
     make_ctx = _context_builder(m, prog.vm.program if lazy_ctx and not tails else None)
     rt = loaded.runtime
 
-    def run(regs: Regs, kind: str, ip: int) -> int:
+    def run(regs: Regs, kind: str, ip: int, ctx: bytes | bytearray | None = None) -> int:
         hit = Hit(regs, kind, ip, prog.addr, entry)
-        ctx = make_ctx(regs, ip)
+        if ctx is None:
+            ctx = make_ctx(regs, ip)
         rt.hit = hit
         prog.runs += 1
         vm = prog.vm
@@ -362,6 +392,11 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
                 _fault(loaded, prog, "ring buffer record reserved but neither submitted nor discarded")
         return 1 if hit.overridden else 0
 
+    if prog.tracing is not None:
+        if not entry:
+            raise BpfError(f"{where}: an {prog.kind} program attaches to a function's entry, not {prog.target}")
+        _attach_trampoline(loaded, prog, run, maxactive)
+        return
     try:
         if prog.kind == "kprobe":
 
@@ -383,6 +418,44 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
                 run(regs, "kretprobe", rt.return_address(inst))
 
             prog.probe = m.kretprobe(prog.addr, handler=ret, maxactive=maxactive, name=prog.name)
+    except ProbeError as e:
+        raise ProbeError(f"{where}: {e}") from None
+
+
+def _attach_trampoline(loaded: LoadedObject, prog: Program, run: Callable[..., int], maxactive: int) -> None:
+    """fentry: a kprobe at the function's entry; fexit: a kretprobe whose entry handler saves
+    the arguments (Linux's trampoline saves them before calling the function). The context is
+    the arguments' registers as u64s, then (fexit) the return value register."""
+    m, rt, tr = loaded.machine, loaded.runtime, prog.tracing
+    assert tr is not None
+    spec: Any = m.arch.module("regs")
+    arg_regs = spec.ALL_ARG_REGS[: tr.nargs]
+    ret_reg = spec.RETVAL_REG
+    buf = bytearray(8 * tr.slots)  # runs never overlap: one buffer per program
+    pack = struct.Struct("<Q").pack_into
+    where = f"{loaded.path}: program '{prog.name}' ({prog.section})"
+    try:
+        if tr.kind == "fentry":
+
+            def pre(probe: Kprobe, regs: Regs) -> int:
+                for i, reg in enumerate(arg_regs):
+                    pack(buf, 8 * i, regs[reg])
+                return run(regs, "kprobe", probe.addr, buf)
+
+            prog.probe = m.kprobe(prog.addr, pre=pre, name=prog.name)
+        else:
+
+            def save(inst: Instance, regs: Regs) -> int:
+                inst.data["args"] = [regs[reg] for reg in arg_regs]
+                return 0
+
+            def ret(inst: Instance, regs: Regs) -> None:
+                for i, value in enumerate(inst.data.get("args", ())):
+                    pack(buf, 8 * i, value)
+                pack(buf, 8 * tr.nargs, regs[ret_reg])
+                run(regs, "kretprobe", rt.return_address(inst), buf)
+
+            prog.probe = m.kretprobe(prog.addr, handler=ret, entry=save, maxactive=maxactive, name=prog.name)
     except ProbeError as e:
         raise ProbeError(f"{where}: {e}") from None
 

@@ -16,7 +16,7 @@ is checked; a bad one raises :class:`MemoryFault` naming the pc, the access kind
 from __future__ import annotations
 
 import struct
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import NoReturn
 
 from .errors import EbpfError, MemoryFault
@@ -86,6 +86,12 @@ class Memory:
         self._by_user_key: dict[Hashable, Region] = {}
         self._temporary: list[Region] = []
         self._next_key = KEY_BASE
+        #: ``guest_read(addr, size) -> bytes | None``: the guest kernel's memory, for loads
+        #: through BTF-typed pointers (:meth:`probe_load`); None: no guest behind this memory
+        self.guest_read: Callable[[int, int], bytes | None] | None = None
+        #: loads through BTF-typed pointers that faulted (read as 0), and the last (pc, addr, size)
+        self.probe_faults = 0
+        self.last_probe_fault: tuple[int, int, int] | None = None
 
     # --- mapping ---------------------------------------------------------------------------------
     def _alloc_key(self) -> int:
@@ -197,6 +203,23 @@ class Memory:
             if off + size <= region.size:
                 return UNPACK[size](region.buf, off)[0]
         self.fault(pc, size, addr, "read")
+
+    def probe_load(self, pc: int, addr: int, size: int) -> int:
+        """A load through a BTF-typed kernel pointer (Linux's ``BPF_PROBE_MEM``): guest memory
+        (or a region of this memory), and 0 when the address cannot be read, as Linux's
+        exception table makes it; the fault is counted (:attr:`probe_faults`)."""
+        region = self.readable.get(addr >> 32)
+        if region is not None:
+            off = addr & SLOT_MASK
+            if off + size <= region.size:
+                return UNPACK[size](region.buf, off)[0]
+        elif self.guest_read is not None:
+            data = self.guest_read(addr, size)
+            if data is not None and len(data) == size:
+                return int.from_bytes(data, "little")
+        self.probe_faults += 1
+        self.last_probe_fault = (pc, addr, size)
+        return 0
 
     def store(self, pc: int | None, addr: int, size: int, value: int) -> None:
         region = self.writable.get(addr >> 32)

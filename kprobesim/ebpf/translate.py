@@ -374,6 +374,12 @@ class _Gen:
                 f"FLT({pc}, {size}, a, '{kind}')"]
 
     def load(self, pc: int, dst: int, base: int, off: int, size: int, sx: bool) -> list[str]:
+        if pc in self.prog.probe_mem:  # through a BTF-typed kernel pointer: 0 on a fault
+            val = f"PM({pc}, {self._addr(base, off)[4:]}, {size})"
+            if sx:
+                sb = 1 << (8 * size - 1)
+                val = f"(({val} ^ {sb:#x}) - {sb:#x}) & {M}"
+            return [f"r{dst} = {val}"]
         if self._on_stack(base, off, size):
             lines, buf, o = [], "stk", str(SS + off)
         else:
@@ -440,6 +446,7 @@ def generate(prog: Program) -> str:
 def _program_key(prog: Program) -> bytes:
     h = hashlib.sha256(isa.encode(prog.insns))
     h.update(repr(sorted(prog.imm64.items())).encode())
+    h.update(repr(sorted(prog.probe_mem)).encode())
     return h.digest()
 
 
@@ -492,6 +499,7 @@ class Translated:
             "Z": bytes(isa.STACK_SIZE), "FLT": flt, "BX": bx, "CH": call_helper, "CX": cx,
             "SDIV64": _sdiv64, "SDIV32": _sdiv32, "SMOD64": _smod64, "SMOD32": _smod32,
             "BS16": _bs16, "BS32": _bs32, "BS64": _bs64, "CB": vm.call_with_callback, "RUN": self,
+            "PM": mem.probe_load,
         }
         for hid in prog.helper_ids:
             ns[f"H{hid & isa.MASK32}"] = vm.helpers[hid]

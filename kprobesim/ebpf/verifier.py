@@ -48,6 +48,9 @@ class Program:
     ninsns: int = 0
     #: Subprogram entries whose address the program takes (``lddw PSEUDO_FUNC``): callbacks.
     callbacks: frozenset[int] = frozenset()
+    #: Loads through BTF-typed kernel pointers (Linux's ``BPF_PROBE_MEM``): they read guest
+    #: memory and give 0 on a fault. Set by the loader from :mod:`.absint`'s verdict.
+    probe_mem: frozenset[int] = frozenset()
 
     def subprog_end(self, entry: int) -> int:
         i = self.subprogs.index(entry)

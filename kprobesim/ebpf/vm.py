@@ -108,6 +108,15 @@ class VM:
             return self._translated
         raise ValueError(f"unknown engine {engine!r}")
 
+    def use(self, engine: Engine, probe_mem: frozenset[int] = frozenset()) -> None:
+        """Make ``engine`` the default, with ``probe_mem`` the loads through BTF-typed kernel
+        pointers (known once the program is verified); engines built before are rebuilt."""
+        if probe_mem != self.program.probe_mem:
+            self.program.probe_mem = probe_mem
+            self._interp = self._translated = None
+        self.engine = engine
+        self._engine(engine)
+
     @property
     def source(self) -> str:
         """The Python source the translator generated for this program ("" if interpreted)."""

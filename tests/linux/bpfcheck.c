@@ -8,7 +8,12 @@
  *   per map: u32 type, key_size, value_size, max_entries, flags, map_extra, init_len, init bytes
  *            (element 0's value; a BPF_F_RDONLY_PROG map is then frozen),
  *   u32 ninsns, ninsns * 8 bytes (lddw src 1/2 carry a map index in imm, replaced by its fd),
- *   u32 btf_len, BTF blob, u32 nfuncs, nfuncs * (u32 insn_off, u32 type_id): the func_info. */
+ *   u32 btf_len, BTF blob, u32 nfuncs, nfuncs * (u32 insn_off, u32 type_id): the func_info.
+ * /data/corpus2.bin ("KPB2", tests/ebpf/verifier_corpus_btf.py): the same records with three u32
+ * after the license: prog_type, expected_attach_type and attach_btf_id (the target function's
+ * id in the running kernel's vmlinux BTF; loading a tracing program does not attach it).
+ * A program whose name starts with "log_" gets the whole verifier log (level 2), one
+ * "kpsim-log: " line each, for investigating a verdict. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -50,6 +55,9 @@ struct prog_load_attr {
     uint32_t prog_ifindex, expected_attach_type, prog_btf_fd, func_info_rec_size;
     uint64_t func_info;
     uint32_t func_info_cnt;
+    uint32_t line_info_rec_size;
+    uint64_t line_info;
+    uint32_t line_info_cnt, attach_btf_id;
 };
 
 struct btf_load_attr {
@@ -115,7 +123,7 @@ static const char *last_line(void)
     return out;
 }
 
-static void check_one(void)
+static void check_one(int ext)
 {
     char name[64] = {0}, license[64] = {0}, num[32];
     int fds[16];
@@ -125,6 +133,12 @@ static void check_one(void)
     uint16_t ll = u16();
     memcpy(license, data + pos, ll < 63 ? ll : 63);
     pos += ll;
+    uint32_t prog_type = BPF_PROG_TYPE_KPROBE, attach_type = 0, attach_btf_id = 0;
+    if (ext) {
+        prog_type = u32();
+        attach_type = u32();
+        attach_btf_id = u32();
+    }
     uint32_t nmaps = u32();
     for (uint32_t i = 0; i < nmaps && i < 16; i++) {
         struct map_create_attr m;
@@ -194,15 +208,28 @@ static void check_one(void)
         p.func_info = (uintptr_t)funcs;
         p.func_info_cnt = nfuncs;
     }
-    p.prog_type = BPF_PROG_TYPE_KPROBE;
+    p.prog_type = prog_type;
+    p.expected_attach_type = attach_type;
+    p.attach_btf_id = attach_btf_id;
     p.insn_cnt = n;
     p.insns = (uintptr_t)insns;
     p.license = (uintptr_t)license;
-    p.log_level = 1;
+    int full_log = !strncmp(name, "log_", 4);
+    p.log_level = full_log ? 2 : 1;
     p.log_size = sizeof logbuf;
     p.log_buf = (uintptr_t)logbuf;
     logbuf[0] = 0;
     int fd = (int)sys_bpf(BPF_PROG_LOAD, &p, sizeof p);
+    for (char *q = logbuf; full_log && *q;) {
+        char *e = strchr(q, '\n');
+        if (e)
+            *e = 0;
+        say("kpsim-log: %s%s", q, "");
+        if (!e)
+            break;
+        *e = '\n';
+        q = e + 1;
+    }
     if (fd >= 0) {
         say("kpsim-bpf: %s ok%s", name, "");
         close(fd);
@@ -230,22 +257,28 @@ int main(void)
         if (jit >= 0)
             close(jit);
     }
-    int fd = open("/data/corpus.bin", O_RDONLY);
-    if (fd < 0) {
-        say("kpsim-bpf: no corpus%s%s", "", "");
-    } else {
+    static const char *const files[] = {"/data/corpus.bin", "/data/corpus2.bin"};
+    for (int f = 0; f < 2; f++) {
+        int fd = open(files[f], O_RDONLY);
+        if (fd < 0) {
+            if (!f)
+                say("kpsim-bpf: no corpus%s%s", "", "");
+            continue;
+        }
         ssize_t got;
+        len = pos = 0;
         while ((got = read(fd, data + len, sizeof data - len)) > 0)
             len += (size_t)got;
         close(fd);
-        if (len >= 8 && !memcmp(data, "KPBF", 4)) {
+        int ext = len >= 8 && !memcmp(data, "KPB2", 4);
+        if (len >= 8 && (ext || !memcmp(data, "KPBF", 4))) {
             pos = 4;
             uint32_t count = u32();
             for (uint32_t i = 0; i < count && pos < len; i++)
-                check_one();
+                check_one(ext);
         }
-        say("kpsim-bpf: done%s%s", "", "");
     }
+    say("kpsim-bpf: done%s%s", "", "");
     sync();
     reboot(RB_POWER_OFF);
     return 1;
