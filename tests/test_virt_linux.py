@@ -1,7 +1,7 @@
 """Debian's Linux 6.12 riscv64 on the ``virt`` board under the builtin SBI, to the test
 initramfs' ``init``, with probes by symbol from the kernel's own kallsyms.
 
-One boot per worker (``riscv_linux``: ~1.28 G guest instructions, ~55 s of CPU, the suite's
+One boot per worker (``riscv_linux``: ~1.29 G guest instructions, ~55 s of CPU, the suite's
 longest single run) snapshotted at init's first instruction; the tests here restore it (~2 s of
 CPU each run to power off). The kernel, OpenSBI-free, brings up its console, unpacks the
 initramfs and runs init, which prints what it read, forks and execs ``/bin/child``, waits for it
