@@ -7,6 +7,7 @@ import fnmatch
 import json
 import math
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -205,6 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     fz.add_argument(
         "--replay", metavar="PLACEMENT", help="check one placement ('p:ADDR,...,r:FUNC,u:ADDR,ur:FUNC')"
     )
+    fz.add_argument(
+        "--board", choices=("default", "virt"), default="default",
+        help="virt: boot the image (a Linux Image) with --initrd up to the initramfs's /init, snapshot there "
+        "and fuzz from that snapshot",
+    )
+    fz.add_argument("--initrd", metavar="FILE", help="virt: the initramfs (its /init is where the snapshot is)")
+    fz.add_argument("--append", metavar="CMDLINE", help="virt: kernel command line")
+    fz.add_argument("-m", "--memory", type=_size, help="virt: RAM size (default 256M)")
+    fz.add_argument("--bios", help="virt: firmware (default: builtin for a Linux Image)")
+    fz.add_argument("--max-insns", type=_count, default=3_000_000_000, help="virt: instruction budget of the boot")
+    fz.add_argument("--timeout", type=_seconds, default=3600.0, help="virt: wall-clock limit of the boot (s)")
+    fz.set_defaults(drive=[], drive_writable=False, virtio_legacy=False, input=None, input_prompt="", dtb=None,
+                    decompress=None, base=None, entry=None, symbols=None)
     prb = sub.add_parser("probeable", help="list a function's instructions and how each would be probed")
     _image_args(prb)
     prb.add_argument("symbol", help="function name")
@@ -449,10 +463,18 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     from .compare import bundled_kernel
     from .fuzz.placement import Failure, Placement, PlacementFuzzer, fuzz, reproducer
 
-    image = args.image or bundled_kernel(args.arch, hint="give the kernel image as fuzz's IMAGE argument")
-    Image.load(image, arch=args.arch)  # a bad or foreign image: one clear line first
+    boot, board_text = None, ""
+    if args.board == "virt":
+        boot, board_text = _fuzz_boot(args)
+        image = args.image
+    else:
+        for name in ("initrd", "append", "memory", "bios"):
+            if getattr(args, name) is not None:
+                raise UsageError(f"--{name} needs --board virt")
+        image = args.image or bundled_kernel(args.arch, hint="give the kernel image as fuzz's IMAGE argument")
+        Image.load(image, arch=args.arch)  # a bad or foreign image: one clear line first
     if args.replay:
-        fz = PlacementFuzzer(image, args.func, args.step)
+        fz = PlacementFuzzer(image, args.func, args.step, start=boot)
         reason = fz.check(Placement.parse(args.replay))
         print(f"replay: {'FAIL: ' + reason if reason else 'pass'}")
         return 1 if reason else 0
@@ -469,19 +491,48 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         )
 
     report = fuzz(
-        args.arch, image, args.seed, args.iterations, args.func, args.step, args.jobs, progress if tty else None
+        args.arch, image, args.seed, args.iterations, args.func, args.step, args.jobs, progress if tty else None,
+        boot=boot,
     )
     if tty:
         print(file=sys.stderr)
     failure: Failure
     for failure in report.failures:
         print(f"FAIL iteration {failure.iteration}: {failure.reason}")
-        print(f"  reproduce: {reproducer(args.arch, image, failure, args.step)}")
+        print(f"  reproduce: {reproducer(args.arch, image, failure, args.step, board_text)}")
     print(
         f"fuzz {args.arch}: {report.iterations} placements, {len(report.failures)} failures, "
         f"{report.rate:.1f} placements/s (seed {args.seed})"
     )
     return 1 if report.failures else 0
+
+
+def _fuzz_boot(args: argparse.Namespace) -> tuple[Any, str]:
+    """For ``fuzz --board virt``: a function booting the kernel to its initramfs's /init and
+    snapshotting there, and the board options a reproducer repeats."""
+    from .guest.initramfs import init_entry
+
+    if args.arch != "riscv64":
+        raise UsageError(f"--board virt is a riscv64 machine, not {args.arch}")
+    if not args.image or not args.initrd:
+        raise UsageError("fuzz --board virt needs the kernel IMAGE and --initrd (the snapshot is taken where its "
+                         "/init starts)")
+    board = _virt_board(args)  # bad options and files: one line now, not after a boot
+    entry = init_entry(board.initrd)
+    image, boot_map = _virt_or_default_image(args, board)
+
+    def boot() -> tuple[Machine, Any]:
+        m = Machine(get_arch("riscv64"), image, step_variant=args.step, board=_virt_board(args))
+        if boot_map is not None:
+            m.boot_maps.append(boot_map)
+        m.run_to(entry, max_insns=args.max_insns, timeout=args.timeout)
+        return m, m.snapshot()
+
+    text = " --board virt" + "".join(
+        f" --{name} {shlex.quote(str(getattr(args, name)))}" for name in ("initrd", "append", "memory", "bios")
+        if getattr(args, name) is not None
+    )
+    return boot, text
 
 
 def cmd_ebpf_test(args: argparse.Namespace) -> int:

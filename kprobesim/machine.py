@@ -87,6 +87,7 @@ class Break:
     """The guest hit a break instruction at ``pc`` (reported by the arch's trap hooks)."""
 
     pc: int
+    fetched: bool = True  # False: reached by a fetch fault (a trampoline the guest does not map)
 
 
 @dataclass
@@ -569,14 +570,15 @@ class Machine:
         return min((d for t in self._timers if (d := t.deadline()) > now), default=NEVER)
 
     # -- events from the arch's trap hooks -------------------------------------------------------
-    def on_break(self, pc: int, inline: bool = True) -> bool:
+    def on_break(self, pc: int, inline: bool = True, fetched: bool = True) -> bool:
         """A break instruction trapped at ``pc`` (called from the engine's trap hook).
 
         A break handler that claims it (a probe hit, a step's end, the kretprobe trampoline)
         runs at once, inside the slice: it sets the PC and the engine goes on, with no
         ``emu_start`` restart (True is returned; the break itself is not a guest instruction).
         Any other break, or every break when ``inline`` is False (the engine cannot go on
-        after this trap), is handled after the slice ends (False).
+        after this trap), is handled after the slice ends (False). ``fetched`` False: the
+        engine reached ``pc`` with a fetch fault, so it counted no instruction there.
         """
         if inline and self._inline_breaks and self.event is None and self._slice_end and not self._pending_fault:
             # The guest does not run while the handlers do: its translations hold meanwhile.
@@ -588,7 +590,7 @@ class Machine:
                         return True
             finally:
                 self._pages = None
-        self.event = Break(pc)
+        self.event = Break(pc, fetched)
         self.engine.emu_stop()
         return False
 
@@ -747,7 +749,8 @@ class Machine:
         if self._boost is not None:
             self._settle_boost(isinstance(event, MemFault))
         retired = self.engine.icount() - self.hidden
-        trapped = isinstance(event, Break | MemFault | Deferred) or (error is not None and event is None)
+        trapped = isinstance(event, MemFault | Deferred) or (error is not None and event is None)
+        trapped = trapped or (isinstance(event, Break) and event.fetched)
         if trapped or self._stopped_before:
             retired -= 1  # the trapping (or hook-stopped) instruction did not retire
         # An engine with its own clock knows best (it retires, traps and idles exactly).

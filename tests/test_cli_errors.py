@@ -136,3 +136,19 @@ def test_virtual_time_is_exact(arch, tmp_path):
     with pytest.raises(BudgetExhausted):
         m.run(max_insns=12345)
     assert m.instructions == 12345
+
+
+def test_fuzz_board_virt_options(run_cli, tmp_path):
+    """fuzz --board virt: what it needs and what it refuses, one line each, before any boot."""
+    image = tmp_path / "Image"
+    image.write_bytes(bytes(64))
+    cases = [
+        (("--board", "virt", str(image)), UsageError, "needs the kernel IMAGE and --initrd"),
+        (("--initrd", str(tmp_path / "i.cpio")), UsageError, "--initrd needs --board virt"),
+        (("--board", "virt", "--initrd", str(tmp_path / "none.cpio"), str(image)), ImageError, "none.cpio"),
+    ]
+    (tmp_path / "bad.cpio").write_bytes(b"070701" + b"0" * 200)
+    cases.append((("--board", "virt", "--initrd", str(tmp_path / "bad.cpio"), str(image)), ImageError, "initramfs"))
+    for args, error, text in cases:
+        status, _, err = run_cli("fuzz", "--arch", "riscv64", *args)
+        assert status == error.exit_status and text in _one_line(err), (args, err)

@@ -2,7 +2,8 @@
 
 ``linux/opensnoop.c`` is compiled at test time against a ``vmlinux.h`` that Debian's bpftool
 generates from the BTF blob found in the kernel image (``linux/corebuild.py``); kprobesim
-relocates its CO-RE reads against the same BTF (:attr:`Machine.btf` of a Linux image). From the
+relocates its CO-RE reads against the same BTF (:attr:`Machine.btf` of a Linux image);
+``linux/digits.c`` pairs uprobe and uretprobe programs on init's ``digits()``. From the
 boot snapshot at init's first instruction (``riscv_linux``) to power off: ~40 M instructions,
 ~5 s of CPU (the boot itself is shared; the first compile of vmlinux.h takes a few seconds).
 
@@ -33,8 +34,10 @@ def _name(key: bytes) -> str:
 
 def test_opensnoop_core_counts_the_files_init_and_child_opened(riscv_linux: rvguest.RiscvLinux) -> None:
     obj_path = obtain(corebuild.build, "opensnoop", "riscv64")
+    digits_path = obtain(corebuild.build, "digits", "riscv64")
     m = riscv_linux.restore()
     obj = load(m, obj_path)
+    digits = load(m, digits_path)  # on the user program's function: see the end
     tracer = Tracer(m)
     tracer.add("r:clone kernel_clone ret=$retval:s64")
     tracer.add("p:op do_sys_openat2 flags=+0($arg3):x64")
@@ -63,3 +66,13 @@ def test_opensnoop_core_counts_the_files_init_and_child_opened(riscv_linux: rvgu
     filps = {_name(k): int.from_bytes(v, "little") for k, v in obj.maps["filps"].items()}
     assert filps == {**{path: len(who) for path, who in opened.items()}, "/bin/child": 1}
     assert [p.hits for p in obj.programs.values()] == [5, 6]
+
+    # uprobe + uretprobe programs on /init's digits(): every argument init printed, paired with
+    # the value it printed, and the caller (init, or its forked child before the exec)
+    printed = re.findall(r"^kpsim-init: (forked child: )?digits (\d+): (\d+)$", m.console.replace("\r", ""), re.M)
+    assert len(printed) == 6
+    results = {int.from_bytes(k, "little"): struct.unpack("<qQ", bytes(v)) for k, v in digits.maps["results"].items()}
+    assert results == {int(n): (int(d), ((child_pid << 32) | child_pid) if forked else (1 << 32) | 1)
+                       for forked, n, d in printed}
+    assert not digits.maps["args"].items()  # every entry met its return
+    assert [p.hits for p in digits.programs.values()] == [6, 6]

@@ -128,7 +128,7 @@ class Traps:
             self.exception(CAUSE_ILLEGAL, epc, int.from_bytes(insn if insn[0] & 3 == 3 else insn[:2], "little"))
         elif intno in (CAUSE_FETCH_FAULT, 12) and self.hart is not None and self.m.in_sim_pages(self.hart.badaddr):
             # e.g. a kretprobe trampoline the guest's tables do not map: handled after the slice
-            self.m.on_break(self.hart.badaddr, inline=False)
+            self.m.on_break(self.hart.badaddr, inline=False, fetched=False)
         elif intno in ADDRESS_CAUSES and self.hart is not None:
             self.exception(intno, pc - 4, self.hart.badaddr)
         else:

@@ -57,3 +57,11 @@ def files(archive: bytes) -> dict[str, bytes]:
         else:
             out.pop(name, None)
     return out
+
+
+def init_entry(archive: bytes, path: str = "init") -> int:
+    """The ELF entry point of the initramfs's ``/init`` (where its process starts)."""
+    data = files(archive).get(path)
+    if data is None or data[:4] != b"\x7fELF" or len(data) < 64:
+        raise ImageError(f"initramfs: no ELF /{path} in it")
+    return int.from_bytes(data[24:32], "little")

@@ -197,11 +197,14 @@ class Registry:
                     )
         return addr, image.describe(addr)
 
-    def classify(self, addr: int) -> Decision:
-        """The arch decoder's verdict on the (original) instruction at ``addr``."""
+    def classify(self, addr: int, code: bytes = b"", base: int = 0) -> Decision:
+        """The arch decoder's verdict on the (original) instruction at ``addr``; from ``code``
+        (the original bytes at ``base``, holding the whole instruction) when given."""
         ram, size = self.m.ram
         end = ram + size if ram <= addr < ram + size else addr + MAX_INSN
         try:
+            if code:
+                return self.decode.decode(code[addr - base : addr - base + MAX_INSN], addr, **self._decode_kw)
             return self.decode.decode(self.original(addr, min(MAX_INSN, end - addr)), addr, **self._decode_kw)
         except UcError:
             raise ProbeError(f"{self.m.image.describe(addr)}: address {addr:#x} cannot be read (EINVAL)") from None

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 MAX_URETPROBE_DEPTH = 64  # Linux's limit on a task's nested uretprobe activations
 MAX_INSN = 16
+FOLLOW_MAXACTIVE = 256  # tasks inside handle_mm_fault at once that a guest-file uprobe can follow
 
 UprobeHandler = Callable[["Uprobe", Regs], Any]
 UretHandler = Callable[[Instance, Regs], Any]
@@ -285,8 +286,9 @@ class Uprobes:
             site.armed = True
             if self._follow is None:
                 try:
-                    self._follow = self.m.probes.register_kretprobe(
-                        "handle_mm_fault", lambda inst, regs: self._arm_mapped_all(), name="uprobes-follow"
+                    self._follow = self.m.probes.register_kretprobe(  # one instance per faulting task
+                        "handle_mm_fault", lambda inst, regs: self._arm_mapped_all(), maxactive=FOLLOW_MAXACTIVE,
+                        name="uprobes-follow",
                     )
                 except SimError as e:
                     site.armed = False

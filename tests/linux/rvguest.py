@@ -1,6 +1,6 @@
 """One boot of Debian's Linux 6.12 riscv64 per test process, snapshotted where ``/init`` starts.
 
-The boot (builtin SBI, the test initramfs, Sv57) costs ~1.2 G guest instructions, ~50 s of
+The boot (builtin SBI, the test initramfs, Sv57) costs ~1.29 G guest instructions, ~55 s of
 CPU: it runs once per pytest worker (the ``linux-virt`` xdist group keeps every riscv Linux
 test in one worker) up to the first user-mode instruction of ``/init`` (its ELF entry, reached
 through one code hook on that address), and is snapshotted there. Every test restores the
