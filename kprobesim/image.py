@@ -172,6 +172,10 @@ class Image:
         except KeyError:
             raise ProbeError(f"unknown symbol '{name}'") from None
 
+    def find_symbol(self, name: str) -> Symbol | None:
+        """The symbol called ``name``, or None."""
+        return self._by_name.get(name)
+
     def has_symbol(self, name: str) -> bool:
         return name in self._by_name
 

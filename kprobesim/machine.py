@@ -120,6 +120,9 @@ class Machine:
         # None: the arch's own board.
         self.board = board
         self._translate: Callable[[int], int | None] | None = None
+        #: virtual page -> physical page while a break handler runs inside the slice (the guest
+        #: is stopped, so its page tables hold); None otherwise (see :meth:`read`)
+        self._pages: dict[int, int] | None = None
         self.reboot_requested = False  # the guest asked the board to reset (the run ended)
         self.arch = arch
         self.step_variant = step_variant
@@ -147,9 +150,12 @@ class Machine:
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
         self.ram = board.ram if board is not None else arch.ram
-        #: Where the guest sees the simulator's pages: the arch's ``sim_base`` (physical), or a
-        #: board's window in the kernel's address space (the pc board maps them near Linux's text).
-        self.sim_base: int = getattr(board, "sim_window", None) or arch.sim_base
+        #: Where the simulator-owned pages are in physical memory: the board's choice (outside
+        #: its RAM, which may be sized by the user), else the arch's.
+        self.sim_phys: int = getattr(board, "sim_base", None) or arch.sim_base
+        #: Where the guest sees them: at their physical address, or in a board's window in the
+        #: kernel's address space (the pc board maps them near Linux's text).
+        self.sim_base: int = getattr(board, "sim_window", None) or self.sim_phys
         self._lines = bool(getattr(board, "interrupt_lines", False))  # devices drive the hart's pending bits
         #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
         #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
@@ -230,17 +236,23 @@ class Machine:
         The guest may only execute these pages (slots: fetch only; the trap trampolines' data is
         read by the trampoline's own instruction). An engine whose host writes ignore page
         protection even under snapshots (the P-code engine) maps each part with those
-        permissions; Unicorn refuses host writes to non-writable pages once snapshots are on,
-        so there the pool is one read/write/execute region (its memory snapshots mishandle
-        several adjacent ones) and read and write hooks over it turn guest accesses into faults.
+        permissions. On Unicorn the pool is one region (its memory snapshots mishandle several
+        adjacent ones): execute-only and written by the host straight into its backing memory
+        (``map_host_backed``), so a guest load or store there is an access fault through the
+        engine's own protection check. Only where the simulator's guest code uses the pool as
+        data (x86's trampoline) is it read/write/execute, with read and write hooks turning the
+        guest's other accesses into faults; such hooks, whatever their range, put every load
+        and store of the guest on the engine's slow path.
         """
-        addr = self.arch.sim_base
+        addr = self.sim_phys
         shift = self.sim_base - addr
         self._sim_pools: dict[int, list[int]] = {}
         self.sim_data_readers: list[tuple[int, int]] = []  # PCs whose loads may read the pool
         self._sim_undo: list[tuple[int, bytes]] = []  # pool bytes a refused guest store overwrote
         protected = getattr(self.engine, "host_writes_ignore_protection", False)
-        if not protected:
+        if not protected and not self.arch.sim_data and hasattr(self.engine, "map_host_backed"):
+            self.engine.map_host_backed(addr, sum(SIM_POOL.values()), UC_PROT_EXEC)
+        elif not protected:
             self.engine.mem_map(addr, sum(SIM_POOL.values()), UC_PROT_ALL)
             # the hooks see the guest's (virtual) addresses: the pages where the guest sees them
             start, end = self.sim_base, self.sim_base + sum(SIM_POOL.values()) - 1
@@ -287,7 +299,7 @@ class Machine:
         if self._translate is None:
             return [(addr, size)]
         if self.in_sim_pages(addr):  # simulator pages are reached by their physical address
-            return [(addr - self.sim_base + self.arch.sim_base, size)]
+            return [(addr - self.sim_base + self.sim_phys, size)]
         pieces = []
         while size > 0:
             n = min(size, PAGE - (addr & (PAGE - 1)))
@@ -302,6 +314,17 @@ class Machine:
         """Guest memory at ``addr``: through the page tables when the arch translates them itself
         (x86_64 paging), else physical, or virtual through the hart's tables (riscv64 virt)."""
         if self._translate is not None:
+            cache = self._pages
+            within = (addr & (PAGE - 1)) + size <= PAGE
+            if cache is not None and within and not self.in_sim_pages(addr):
+                page = addr & ~(PAGE - 1)
+                phys = cache.get(page)
+                if phys is None:
+                    phys = self._translate(page)
+                    if phys is None:
+                        raise UcError(UC_ERR_READ_UNMAPPED)
+                    cache[page] = phys
+                return bytes(self.engine.mem_read(phys | (addr & (PAGE - 1)), size))
             return b"".join(
                 bytes(self.engine.mem_read(p, n)) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED)
             )
@@ -329,6 +352,8 @@ class Machine:
         if self._translate is None:
             self.engine.mem_write(addr, data)  # physical = the guest's address: Unicorn's own flush fits
             return
+        if self._pages:
+            self._pages.clear()  # the write may have changed a page table
         off = 0
         for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
             self.engine.mem_write(phys, data[off : off + n])
@@ -353,8 +378,8 @@ class Machine:
 
         A virtual address the engine does not back physically is written in the physical page
         behind it (Linux's ``text_poke``: even a read-only kernel mapping gets the break)."""
-        if self._translate is not None and self.sim_base != self.arch.sim_base and self.in_sim_pages(addr):
-            self.patch_physical(addr - self.sim_base + self.arch.sim_base, addr, data)
+        if self._translate is not None and self.sim_base != self.sim_phys and self.in_sim_pages(addr):
+            self.patch_physical(addr - self.sim_base + self.sim_phys, addr, data)
             return
         if self._translate is not None:
             self.write(addr, data)
@@ -546,10 +571,15 @@ class Machine:
         after this trap), is handled after the slice ends (False).
         """
         if inline and self._inline_breaks and self.event is None and self._slice_end and not self._pending_fault:
-            for handler in self.break_handlers:
-                if handler(self, pc):
-                    self.hidden += 1
-                    return True
+            # The guest does not run while the handlers do: its translations hold meanwhile.
+            self._pages = {}
+            try:
+                for handler in self.break_handlers:
+                    if handler(self, pc):
+                        self.hidden += 1
+                        return True
+            finally:
+                self._pages = None
         self.event = Break(pc)
         self.engine.emu_stop()
         return False

@@ -32,6 +32,29 @@ class Task:
 
 
 UNKNOWN = Task(0, 0, "<...>")
+_U64 = struct.Struct("<Q").unpack
+_U32X2 = struct.Struct("<II").unpack
+
+
+def current_ids(machine: Machine) -> tuple[int, int, int]:
+    """``(task address, pid, tgid)`` of the running task, ``(0, 0, 0)`` when the kernel does
+    not say: two guest reads on the firmware (the eBPF pid helpers and uprobes ask on every hit)."""
+    source = getattr(machine, "task_source", None)
+    if source is not None:
+        t = source(machine)
+        return t.addr, t.pid, t.tgid
+    sym = machine.image.find_symbol(CURRENT_SYMBOL)
+    if sym is None:
+        return 0, 0, 0
+    read = machine.read
+    try:
+        (ptr,) = _U64(read(sym.addr, 8))
+        if not ptr:
+            return 0, 0, 0
+        pid, tgid = _U32X2(read(ptr, 8))
+    except UcError:
+        return 0, 0, 0
+    return ptr, pid, tgid
 
 
 def current_task(machine: Machine) -> Task:
@@ -39,14 +62,10 @@ def current_task(machine: Machine) -> Task:
     source = getattr(machine, "task_source", None)
     if source is not None:
         return source(machine)
-    image = machine.image
-    if not image.has_symbol(CURRENT_SYMBOL):
+    ptr, pid, tgid = current_ids(machine)
+    if not ptr:
         return UNKNOWN
     try:
-        (ptr,) = struct.unpack("<Q", machine.read(image.symbol(CURRENT_SYMBOL).addr, 8))
-        if not ptr:
-            return UNKNOWN
-        pid, tgid = struct.unpack("<II", machine.read(ptr, 8))
         comm = machine.read(ptr + 8, 16).split(b"\0", 1)[0].decode("ascii", "replace")
     except UcError:
         return UNKNOWN

@@ -51,3 +51,43 @@ def riscv_linux():
     from linux import rvguest
 
     return rvguest.booted()
+
+
+#: Tests (node-id prefixes) that cost the most CPU, costliest first, measured on the 2-core
+#: machine: they are handed to the pytest-xdist workers first, so that no long test starts
+#: near the end of a run and stretches it (longest-first scheduling). Modules with a
+#: module-scoped fixture are listed whole, so the fixture is built once per worker. A stale
+#: entry only loses its place in the queue; tests that are not listed keep their order.
+HEAVY_FIRST = (
+    "tests/test_synth_fuzz.py::test_campaign",
+    "tests/test_fuzz.py::test_fixed_seed_campaign_is_clean",
+    "tests/engine/test_la_conformance.py::",
+    "tests/ebpf/test_properties.py::test_engines_agree_on_valid_programs",
+    "tests/linux/test_pc_linux.py::",
+    "tests/test_fuzz.py::test_planted_simulator_bug_is_found_and_shrunk",
+    "tests/linux/test_guest_kallsyms.py::",
+    "tests/ebpf/test_properties.py::test_engines_agree_on_single_ops",
+    "tests/test_boost.py::test_transparent_with_slices_ending_everywhere",
+    "tests/test_firmware_build.py::",
+    "tests/linux/test_qemu_oracle.py::",
+    "tests/test_hostile_properties.py::",
+    "tests/test_kprobes.py::test_transparency_every_boundary_of_every_target",
+    "tests/test_kprobes.py::test_all_targets_probed_at_once",
+    "tests/test_synth_fuzz.py::test_riscv_crosscheck_against_pcode_engine",
+    "tests/engine/test_pcode_tiers.py::",
+    "tests/test_install.py::",
+    "tests/linux/test_guest_btf.py::",
+    "tests/test_synth_fuzz.py::test_loongarch_crosscheck_against_qemu",
+    "tests/linux/test_verifier_oracle.py::",
+)
+
+
+def heavy_rank(nodeid: str) -> int:
+    """The position of ``nodeid`` in HEAVY_FIRST (len(HEAVY_FIRST) when not listed)."""
+    return next((i for i, prefix in enumerate(HEAVY_FIRST) if nodeid.startswith(prefix)), len(HEAVY_FIRST))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Costliest tests first (a stable sort: the rest keep pytest's order). pytest-xdist's
+    ``--dist loadgroup`` hands out work in this order (after the xdist groups)."""
+    items.sort(key=lambda item: heavy_rank(item.nodeid))

@@ -4,12 +4,14 @@ and one-line errors for bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from unicorn import UC_HOOK_MEM_INVALID, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 
 from kprobesim.arch import get_arch
 from kprobesim.board import fdt
@@ -50,15 +52,54 @@ def _run(elf: Path) -> Machine:
     [
         (1, 9, "ecall from S-mode reaches M-mode as cause 9 (Unicorn reports 8)"),
         (2, 8, "ecall from U-mode, delegated by medeleg, reaches stvec as scause 8"),
-        (3, 1, "two rdtime reads one instruction apart differ by one tick, without a trap"),
+        (3, 2, "two rdtime reads 60 instructions apart differ by two ticks of 30 instructions, no trap"),
         (4, 0x4321, "a load access fault's mtval is the address (>> 12)"),
         (5, 0x37, "Sv39 store (4- and 2-byte) and fetch page faults return to the faulting instruction"),
         (6, 0x40, "a 2-byte illegal instruction's mepc is its own address (Unicorn reports it 4 bytes on)"),
+        # the edge's load is instruction 30, the deadline instruction 120: 8 set-up instructions,
+        # then 81 of the addi/j loop (41 addi) before the interrupt; mtime == mtimecmp in mtrap
+        (7, 0x29, "the CLINT's mtime ticks every 30 instructions; its interrupt comes at the deadline"),
     ],
 )
 def test_cpu_behaviour(build_check, scenario: int, status: int, what: str) -> None:
     m = _run(build_check(scenario))
     assert m.exit_status == status, what
+
+
+@pytest.mark.parametrize("memory", [256 << 20, 1 << 30])
+def test_simulator_pages_follow_ram_of_any_size(build_check, memory: int) -> None:
+    """``--memory`` above 256 MiB used to overlap the simulator's pages (a UC_ERR_MAP traceback)."""
+    m = Machine(get_arch("riscv64"), Image.load(build_check(7)), board=Virt(VirtOptions(memory=memory)))
+    assert m.sim_base == 0x80000000 + memory
+    m.run(max_insns=100_000)
+    assert m.exit_status == 0x29
+
+
+def test_no_memory_hook_slows_the_guest_s_ram(build_check) -> None:
+    """Linux's boot speed rests on this: any ``UC_HOOK_MEM_READ``/``WRITE`` hook sends every
+    guest load and store down TCG's slow path, and a fault hook covering a RAM page keeps every
+    store to it there too. Faults outside RAM still reach the guest (scenario 4's mtval)."""
+    arch = get_arch("riscv64")
+    seen: list[tuple[int, int, int]] = []
+
+    def engine():  # noqa: ANN202
+        uc = arch.new_engine()
+        add = uc.hook_add
+
+        def hook_add(htype, callback, user_data=None, begin=1, end=0, *rest):  # noqa: ANN001, ANN202
+            seen.append((htype, begin, end))
+            return add(htype, callback, user_data, begin, end, *rest)
+
+        uc.hook_add = hook_add
+        return uc
+
+    m = Machine(dataclasses.replace(arch, new_engine=engine), Image.load(build_check(4)), board=Virt())
+    m.run(max_insns=100_000)
+    assert m.exit_status == 0x4321
+    ram, size = m.ram
+    faults = [(begin, end) for htype, begin, end in seen if htype & UC_HOOK_MEM_INVALID]
+    assert faults and not any(htype & (UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE) for htype, _, _ in seen)
+    assert all(begin <= end and (end < ram or begin >= ram + size) for begin, end in faults), faults
 
 
 def test_device_tree_read_back_by_dtc(tmp_path: Path) -> None:

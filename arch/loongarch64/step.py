@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from kprobesim.probes.insn import Decision, Kind, RegView, SlotError
+from collections.abc import Callable
+
+from kprobesim.probes.insn import Decision, Kind, RegForm, RegView, SlotError, sext
+from kprobesim.probes.insn import register_step as _register_step
+
+from .regs import GPR_NAMES
 
 BRK_KPROBE_BP = 0xA
 BRK_KPROBE_SSTEPBP = 0xB
@@ -70,3 +75,33 @@ def restore_interrupts(regs: RegView, saved: int) -> None:
     crmd, prmd = regs["crmd"], regs["prmd"]
     regs["crmd"] = (crmd & ~CRMD_IE) | (CRMD_IE if saved & 1 else 0)
     regs["prmd"] = (prmd & ~PRMD_PIE) | (PRMD_PIE if saved & 2 else 0)
+
+
+def reg_form(raw: bytes) -> RegForm | None:
+    """``(op, rd, rs, imm)`` (see :data:`~kprobesim.probes.insn.RegForm`) when ``raw`` only
+    computes a register: addi.w, addi.d, ori, lu12i.w, ``or rd, rj, $zero`` (move), with rd not
+    r0 (the usual first instructions of a function)."""
+    w = int.from_bytes(raw[:4], "little")
+    rd, rj = w & 31, (w >> 5) & 31
+    if not rd or len(raw) != 4:
+        return None
+    top10 = w >> 22
+    if top10 == 0x00A:  # addi.w
+        return ("add32", rd, rj, sext(w >> 10, 12))
+    if top10 == 0x00B:  # addi.d
+        return ("add", rd, rj, sext(w >> 10, 12))
+    if top10 == 0x00E:  # ori: zero-extended 12-bit immediate
+        return ("or", rd, rj, (w >> 10) & 0xFFF)
+    if w >> 25 == 0x0A:  # lu12i.w
+        return ("set", rd, 0, sext(((w >> 5) & 0xFFFFF) << 12, 32))
+    if w >> 15 == 0x2A and (w >> 10) & 31 == 0:  # or rd, rj, $zero
+        return ("add", rd, rj, 0)
+    return None
+
+
+def register_step(d: Decision) -> Callable[[RegView], None] | None:
+    """How a hit on ``d`` goes without its out-of-line step, when the instruction only computes
+    a register (see :func:`reg_form`); None otherwise."""
+    if d.kind is not Kind.OOL:
+        return None
+    return _register_step(reg_form(d.raw), GPR_NAMES, "pc", (d.addr + d.length) & 0xFFFF_FFFF_FFFF_FFFF)

@@ -30,6 +30,7 @@ class Traps:
         self.m = machine
         self.engine = machine.engine
         self.engine.hook_add(UC_HOOK_INTR, self._intr)
+        self._on_break = machine.on_break  # the break path, bound once
         self.engine.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
 
     def host_access(self) -> contextlib.AbstractContextManager:
@@ -52,7 +53,7 @@ class Traps:
     def _intr(self, uc: object, intno: int, ud: object) -> None:
         pc = self.engine.reg_read(LA_REG_PC)
         if intno == EXC_BRK:
-            self.m.on_break(pc)
+            self._on_break(pc)
             return
         ecode, subcode, badv = self.engine.last_exception or (intno, 0, None)
         self._enter(ecode, subcode, badv, pc)

@@ -75,14 +75,21 @@ class Traps:
             from .hart import Hart
 
             self.hart = Hart(uc)
-            self.hart.serve_time(machine.now)
+            per_tick = getattr(machine.board, "insns_per_tick", 1)
+            self.hart.serve_time(machine.now if per_tick == 1 else lambda: machine.now() // per_tick)
         uc.hook_direct(UC_HOOK_INTR, self._intr)
         uc.hook_direct(UC_HOOK_INSN_INVALID, self._invalid)
-        uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
+        # Unmapped and protected accesses, by physical address: never in RAM (mapped
+        # read/write/execute), and a hook that covers RAM would keep every RAM page on the
+        # engine's slow store path (Unicorn never marks a hooked page's TLB entry dirty).
+        ram, size = machine.ram
+        uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid, None, 0, ram - 1)
+        uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid, None, ram + size, (1 << 64) - 1)
         # Unicorn flags an ebreak as an error before its hook runs; engines that can clear it
         # let a handled break go on in the same emu_start.
         go_on = getattr(uc, "continue_after_trap", None)
         self._continue = go_on if go_on is not None and go_on() else None
+        self._reg_read, self._on_break = uc.reg_read, machine.on_break  # the break path, bound once
 
     @contextmanager
     def machine_mode(self) -> Iterator[int]:
@@ -176,10 +183,9 @@ class Traps:
 
     def _invalid(self) -> bool:
         """An ebreak (Unicorn's only report of it). True: handled at once, go on at the new PC."""
-        engine = self.m.engine
-        inline = self._continue is not None
-        if self.m.on_break(engine.reg_read(UC_RISCV_REG_PC), inline) and self._continue is not None:
-            return self._continue()
+        go_on = self._continue
+        if self._on_break(self._reg_read(UC_RISCV_REG_PC), go_on is not None) and go_on is not None:
+            return go_on()
         return False
 
     def _mem_invalid(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> bool:

@@ -54,8 +54,27 @@ def walk(engine: object, vaddr: int) -> Walk:
     return Walk(table | (vaddr & 0xFFF), writable, user, executable)
 
 
+_U64 = struct.Struct("<Q").unpack
+_LEVELS = ((False, 39), (True, 30), (True, 21), (False, 12))  # (a large page may end it, shift)
+
+
 def translate(engine: object, vaddr: int) -> int | None:
-    return walk(engine, vaddr).phys
+    """The physical address of ``vaddr`` (None if not mapped): :func:`walk` without the
+    permissions, for host reads and writes (a kretprobe's return address on x86_64)."""
+    read_reg = engine.reg_read  # type: ignore[attr-defined]
+    if not read_reg(xc.UC_X86_REG_CR0) & PG:
+        return vaddr
+    read = engine.mem_read  # type: ignore[attr-defined]
+    table = read_reg(xc.UC_X86_REG_CR3) & ADDR_MASK
+    for large_ok, shift in _LEVELS:
+        (entry,) = _U64(read(table + ((vaddr >> shift) & 0x1FF) * 8, 8))
+        if not entry & PRESENT:
+            return None
+        if large_ok and entry & LARGE:
+            size = 1 << shift
+            return (entry & ADDR_MASK & ~(size - 1)) | (vaddr & (size - 1))
+        table = entry & ADDR_MASK
+    return table | (vaddr & 0xFFF)
 
 
 def pmd_entry_addr(engine: object, vaddr: int) -> int | None:

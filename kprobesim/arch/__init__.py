@@ -43,6 +43,9 @@ class Arch:
     dump_regs: Sequence[tuple[str, int]]
     until: int  # an address emu_start is never expected to reach
     default_base: int  # where a raw image of the bundled firmware loads
+    # The simulator's own guest code reads and writes its pages as data (x86's trampoline and
+    # shadow GDT); otherwise the guest may only execute them.
+    sim_data: bool = False
 
     def module(self, part: str) -> Any:
         """The arch's ``decode``, ``simulate``, ``step`` or ``regs`` module."""

@@ -48,10 +48,11 @@ def _signed(value: int) -> int:
 class Sbi:
     """SBI v2.0 for hart 0 of the board; also the supervisor timer (a board timer)."""
 
-    def __init__(self, uart: Ns16550a) -> None:
+    def __init__(self, uart: Ns16550a, insns_per_tick: int = 1) -> None:
         self.uart = uart
-        self.stimecmp = NEVER
+        self.stimecmp = NEVER  # in timer ticks, as the kernel set it
         self.calls = 0
+        self.insns_per_tick = insns_per_tick
 
     def attach(self, machine: Machine) -> None:
         self.machine = machine
@@ -59,17 +60,17 @@ class Sbi:
 
     # -- the supervisor timer -------------------------------------------------------------------
     def deadline(self) -> int:
-        return self.stimecmp
+        return min(self.stimecmp * self.insns_per_tick, NEVER)
 
     def pending(self, now: int) -> int | None:
-        return STIP_IRQ if now >= self.stimecmp else None
+        return STIP_IRQ if now >= self.deadline() else None
 
     def delivered(self, now: int) -> None:
         """Level-triggered: STIP stays up until the kernel sets another deadline."""
 
     def _set_timer(self, when: int) -> None:
         self.stimecmp = when
-        due = self.machine.now() >= when
+        due = self.machine.now() >= self.deadline()
         self.machine.traps.hart.set_line(MIP_STIP, due)
         if not due:
             self.machine.timer_changed()

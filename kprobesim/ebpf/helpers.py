@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from unicorn import UcError
 
-from kprobesim.task import current_task
+from kprobesim.task import current_ids, current_task
 
 from . import isa
 from .errors import EbpfError, HelperError
@@ -139,6 +139,8 @@ TASK_FLAG_USER = 2
 _PAGE = 0x1000
 #: Maps whose elements programs cannot look up, update or delete by key.
 _NO_KEYED_OPS = (QueueStackMap, BloomFilterMap, FdArrayMap)
+#: Map classes that took keyed operations (``_map`` accepted one): checked once per class.
+_KEYED_MAP_CLASSES: set[type] = set()
 _M64 = isa.MASK64
 
 
@@ -385,8 +387,16 @@ class Runtime(ExtraHelpers):
 
     # -- maps -----------------------------------------------------------------------------------
     def map_lookup_elem(self, vm: VM, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
-        m = self._map(r1, MAP_LOOKUP_ELEM)
-        key = self.memory.read_bytes(r2, m.key_size)
+        m = self._handles.get(r1)
+        if m is None or m.__class__ not in _KEYED_MAP_CLASSES:  # the checks, and their errors
+            m = self._map(r1, MAP_LOOKUP_ELEM)
+            _KEYED_MAP_CLASSES.add(m.__class__)
+        region = self.memory.readable.get(r2 >> 32)  # the key, usually on the program's stack
+        off = r2 & 0xFFFF_FFFF
+        if region is not None and off + m.key_size <= region.size:
+            key = bytes(region.buf[off : off + m.key_size])
+        else:
+            key = self.memory.read_bytes(r2, m.key_size)
         buf = m.lookup(key)
         if buf is None:
             return 0
@@ -450,11 +460,11 @@ class Runtime(ExtraHelpers):
         return self.rng.getrandbits(32)
 
     def get_current_pid_tgid(self, vm: VM, *_: int) -> int:
-        t = current_task(self.m)
-        return (t.tgid << 32) | t.pid
+        _, pid, tgid = current_ids(self.m)
+        return (tgid << 32) | pid
 
     def get_current_task(self, vm: VM, *_: int) -> int:
-        return current_task(self.m).addr
+        return current_ids(self.m)[0]
 
     def get_current_comm(self, vm: VM, r1: int, r2: int, *_: int) -> int:
         size = r2 & 0xFFFF_FFFF

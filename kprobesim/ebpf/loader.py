@@ -365,24 +365,35 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
         raise BpfError(f"{where}: bpf_override_return needs a kprobe at a function's entry, not {prog.target}")
     # a tail call may reach a program that reads other fields: then every field is built
     tails = any(isinstance(mp, ProgArrayMap) for mp in loaded.maps.values())
-    make_ctx = _context_builder(m, prog.vm.program if lazy_ctx and not tails else None)
+    make_ctx: Callable[[Regs, int], object] | None
+    if prog.tracing is not None:  # the trampoline's u64s, filled by its handlers before each run
+        make_ctx, ctx_buf = None, bytearray(8 * prog.tracing.slots)
+    else:
+        make_ctx, ctx_buf = _context_builder(m, prog.vm.program if lazy_ctx and not tails else None)
+    run_with_ctx = prog.vm.context_runner(ctx_buf)
     rt = loaded.runtime
+    hit = Hit(loaded.machine.probes.regs, "", 0, prog.addr, entry)  # runs never overlap: one Hit
 
-    def run(regs: Regs, kind: str, ip: int, ctx: bytes | bytearray | None = None) -> int:
-        hit = Hit(regs, kind, ip, prog.addr, entry)
-        if ctx is None:
-            ctx = make_ctx(regs, ip)
+    def run(regs: Regs, kind: str, ip: int) -> int:
+        hit.regs, hit.kind, hit.ip, hit.overridden = regs, kind, ip, False
+        if make_ctx is not None:
+            make_ctx(regs, ip)
         rt.hit = hit
         prog.runs += 1
         vm = prog.vm
         try:
-            while True:
-                try:
-                    vm.run(ctx)
-                    prog.insns += vm.last_count or 0
-                    break
-                except TailCall as t:
-                    vm = t.target  # type: ignore[assignment]
+            try:
+                run_with_ctx()
+                prog.insns += vm.last_count
+            except TailCall as t:
+                vm = t.target  # type: ignore[assignment]
+                while True:
+                    try:
+                        vm.run(ctx_buf)
+                        prog.insns += vm.last_count
+                        break
+                    except TailCall as t:
+                        vm = t.target  # type: ignore[assignment]
         except EbpfError as e:
             poison = loaded.object.program(vm.name).poisoned.get(e.pc) if e.pc is not None else None
             text = f"insn {e.pc}: <invalid CO-RE relocation>: {poison}" if poison else str(e)
@@ -395,7 +406,7 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
     if prog.tracing is not None:
         if not entry:
             raise BpfError(f"{where}: an {prog.kind} program attaches to a function's entry, not {prog.target}")
-        _attach_trampoline(loaded, prog, run, maxactive)
+        _attach_trampoline(loaded, prog, run, maxactive, ctx_buf)
         return
     try:
         if prog.kind == "kprobe":
@@ -422,7 +433,9 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
         raise ProbeError(f"{where}: {e}") from None
 
 
-def _attach_trampoline(loaded: LoadedObject, prog: Program, run: Callable[..., int], maxactive: int) -> None:
+def _attach_trampoline(
+    loaded: LoadedObject, prog: Program, run: Callable[..., int], maxactive: int, buf: bytearray
+) -> None:
     """fentry: a kprobe at the function's entry; fexit: a kretprobe whose entry handler saves
     the arguments (Linux's trampoline saves them before calling the function). The context is
     the arguments' registers as u64s, then (fexit) the return value register."""
@@ -431,7 +444,6 @@ def _attach_trampoline(loaded: LoadedObject, prog: Program, run: Callable[..., i
     spec: Any = m.arch.module("regs")
     arg_regs = spec.ALL_ARG_REGS[: tr.nargs]
     ret_reg = spec.RETVAL_REG
-    buf = bytearray(8 * tr.slots)  # runs never overlap: one buffer per program
     pack = struct.Struct("<Q").pack_into
     where = f"{loaded.path}: program '{prog.name}' ({prog.section})"
     try:
@@ -440,7 +452,7 @@ def _attach_trampoline(loaded: LoadedObject, prog: Program, run: Callable[..., i
             def pre(probe: Kprobe, regs: Regs) -> int:
                 for i, reg in enumerate(arg_regs):
                     pack(buf, 8 * i, regs[reg])
-                return run(regs, "kprobe", probe.addr, buf)
+                return run(regs, "kprobe", probe.addr)
 
             prog.probe = m.kprobe(prog.addr, pre=pre, name=prog.name)
         else:
@@ -453,35 +465,35 @@ def _attach_trampoline(loaded: LoadedObject, prog: Program, run: Callable[..., i
                 for i, value in enumerate(inst.data.get("args", ())):
                     pack(buf, 8 * i, value)
                 pack(buf, 8 * tr.nargs, regs[ret_reg])
-                run(regs, "kretprobe", rt.return_address(inst), buf)
+                run(regs, "kretprobe", rt.return_address(inst))
 
             prog.probe = m.kretprobe(prog.addr, handler=ret, entry=save, maxactive=maxactive, name=prog.name)
     except ProbeError as e:
         raise ProbeError(f"{where}: {e}") from None
 
 
-def _context_builder(m: Machine, program: Verified | None) -> Callable[[Regs, int], bytes | bytearray]:
-    """``make(regs, ip) -> pt_regs``: only the fields the program reads when that is known."""
+def _context_builder(m: Machine, program: Verified | None) -> tuple[Callable[[Regs, int], object], bytearray]:
+    """``(fill, buffer)``: ``fill(regs, ip)`` writes ``pt_regs`` into the buffer, only the fields
+    the program reads when that is known."""
     spec: Any = m.arch.module("regs")
     ip_field = next(f for f in spec.PT_REGS_FIELDS if f.reg == spec.PC_REG)
     reads = ctx_reads(program) if program is not None else None
     fields = [] if reads is None else [f for f in spec.PT_REGS_FIELDS if any(f.offset + i in reads for i in range(8))]
+    buf = bytearray(spec.PT_REGS_SIZE)  # runs never overlap: one buffer per program, kept mapped
     if reads is None or any(f.reg is None for f in fields):
 
-        def full(regs: Regs, ip: int) -> bytes:
-            return regs.pt_regs(**{ip_field.name: ip})
+        def full(regs: Regs, ip: int) -> None:
+            buf[:] = regs.pt_regs(**{ip_field.name: ip})
 
-        return full
-    buf = bytearray(spec.PT_REGS_SIZE)  # runs never overlap: one buffer per program
+        return full, buf
     plan = [(f.offset, None if f is ip_field else f.reg) for f in fields]
     pack = struct.Struct("<Q").pack_into
 
-    def partial(regs: Regs, ip: int) -> bytearray:
+    def partial(regs: Regs, ip: int) -> None:
         for offset, reg in plan:
             pack(buf, offset, ip if reg is None else regs[reg])
-        return buf
 
-    return partial
+    return partial, buf
 
 
 def _poisoned(vm: VM, *_: int) -> int:

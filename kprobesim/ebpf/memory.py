@@ -28,6 +28,7 @@ KEY_STRIDE = 16  # unmapped slots between regions, so runaway pointers do not la
 KEY_LIMIT = 0xFFFF_FFFF
 SLOT_MASK = 0xFFFF_FFFF
 NULL_GUARD = 0x10000  # addresses below this are reported as null-pointer dereferences
+PARKED_LIMIT = 4096  # released temporary regions kept for their key (see release_temporary)
 
 _U = {1: struct.Struct("<B"), 2: struct.Struct("<H"), 4: struct.Struct("<I"), 8: struct.Struct("<Q")}
 UNPACK = {n: s.unpack_from for n, s in _U.items()}
@@ -85,6 +86,7 @@ class Memory:
         self.writable: dict[int, Region] = {}
         self._by_user_key: dict[Hashable, Region] = {}
         self._temporary: list[Region] = []
+        self._parked = 0  # temporary regions released since the last purge (bounds those parked)
         self._next_key = KEY_BASE
         #: ``guest_read(addr, size) -> bytes | None``: the guest kernel's memory, for loads
         #: through BTF-typed pointers (:meth:`probe_load`); None: no guest behind this memory
@@ -115,8 +117,17 @@ class Memory:
         if key is not None:
             old = self._by_user_key.get(key)
             if old is not None:
-                if old.buf is buf and old.writable == writable:
-                    return old.base
+                if old.buf is buf and old.writable == writable and old.temporary == temporary:
+                    held = self.readable.get(old.key)
+                    if held is old:
+                        return old.base
+                    if held is None:  # parked by the last release: map it again, same address
+                        self.readable[old.key] = old
+                        if writable:
+                            self.writable[old.key] = old
+                        if temporary:
+                            self._temporary.append(old)
+                        return old.base
                 self._drop(old)
         buf = _as_buffer(buf, writable)
         if len(buf) > SLOT_MASK:
@@ -165,10 +176,26 @@ class Memory:
             self._drop(region)
 
     def release_temporary(self) -> None:
-        """Unmap all regions mapped with ``temporary=True``."""
+        """Unmap all regions mapped with ``temporary=True``.
+
+        One mapped under a key is parked, not forgotten: mapping the same buffer under that key
+        again (the next run's lookup of the same map element) reinstates it at its address
+        without building a new region. At most :data:`PARKED_LIMIT` are kept parked.
+        """
+        readable, writable = self.readable, self.writable
         for region in self._temporary:
-            self._drop(region)
+            key = region.key
+            if readable.get(key) is region:
+                del readable[key]
+                if region.writable:
+                    writable.pop(key, None)
+        self._parked += len(self._temporary)
         self._temporary.clear()
+        if self._parked > PARKED_LIMIT:
+            keyed = self._by_user_key
+            for k in [k for k, r in keyed.items() if r.temporary and readable.get(r.key) is not r]:
+                del keyed[k]
+            self._parked = 0
 
     def region_at(self, addr: int) -> Region | None:
         return self.readable.get(addr >> 32)

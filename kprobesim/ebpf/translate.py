@@ -6,8 +6,17 @@ target); the code between two entries is straight-line Python, so falling throug
 and a taken jump costs one ``log2(entries)`` walk (a run that jumps back to its own start, the
 usual loop, becomes an inner ``while`` instead).  Loads and stores inline the memory fast path
 (one dict lookup on ``addr >> 32`` plus a bounds check); accesses through r10 with a constant
-offset inside the frame go straight to the frame's bytearray.  The budget is charged per basic
-block, like the interpreter does, so both engines stop at the same pc.
+offset inside the frame go straight to the frame's bytearray.  A register used as the base of
+several accesses in a straight-line run keeps its region's buffer and bounds in locals (until
+it is written or a call may remap memory), so each further access is one bounds check; an
+access outside those bounds takes the generic path (which finds another region or faults
+exactly as the interpreter does).  The budget is charged per basic block, like the
+interpreter does, so both engines stop at the same pc.
+
+Helpers are called directly (``r0 = H<id>(VM, r1, ..., r5)``); what ``VM.call_helper`` checks on
+every call (the pc of a helper's error, a non-integer result) is worked out from the traceback
+only when an exception comes out of the program, from a table of the source lines that call
+helpers.
 
 Generated code objects are cached by program content: loading the same program again (another
 VM, another memory) only re-executes the ``def`` statements against the new runtime bindings.
@@ -20,7 +29,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from . import isa
-from .errors import BudgetExhausted, HelperError, MemoryFault
+from .errors import BudgetExhausted, EbpfError, HelperError, MemoryFault, StopProgram, TailCall
 from .helper_ids import TAKES_CALLBACK
 from .isa import Insn
 from .memory import PACK, UNPACK
@@ -88,6 +97,10 @@ class _Gen:
         self.insns = prog.insns
         self.lines: list[str] = []
         self.inner: int | None = None  # entry pc of the inner loop being emitted
+        #: source line (1-based) -> (pc, helper id, what): "call" lines call a helper, "mask"
+        #: lines reduce its result to 64 bits (a TypeError there: the result was no integer)
+        self.helper_lines: dict[int, tuple[int, int, str]] = {}
+        self.cached: set[int] = set()  # base registers whose region is held in locals
 
     def out(self, depth: int, text: str) -> None:
         self.lines.append("    " * depth + text)
@@ -95,6 +108,8 @@ class _Gen:
     # --- top level -------------------------------------------------------------------------------
     def program(self) -> str:
         prog = self.prog
+        self.dispatch: set[int] = set()
+        self.end = len(prog.insns)
         for i, entry in enumerate(prog.subprogs):
             end = prog.subprogs[i + 1] if i + 1 < len(prog.subprogs) else len(prog.insns)
             self.function(entry, end)
@@ -108,6 +123,7 @@ class _Gen:
         return starts
 
     def function(self, entry: int, end: int) -> None:
+        self.end = end
         starts = self._starts(entry, end)
         targets = {entry}
         jumps = False
@@ -118,7 +134,8 @@ class _Gen:
                 jumps = True
         entries = sorted(targets)
         self.out(0, f"def f{entry}(r1, r2, r3, r4, r5, d, n, RG=RG, WG=WG, U2=U2, U4=U4, "
-                    f"U8=U8, P2=P2, P4=P4, P8=P8, STK=STK, Z=Z, FLT=FLT, BX=BX, CB=CB, RUN=RUN):")
+                    f"U8=U8, P2=P2, P4=P4, P8=P8, STK=STK, Z=Z, FLT=FLT, BX=BX, CB=CB, RUN=RUN, "
+                    f"VM=VM, LD=LD, ST=ST):")
         self.out(1, "stk, r10 = STK[d]")
         self.out(1, "stk[:] = Z")
         self.out(1, "r0 = r6 = r7 = r8 = r9 = 0")
@@ -179,6 +196,8 @@ class _Gen:
 
     def _straight(self, pc: int, dispatch: set[int], depth: int) -> None:
         first = True
+        self.dispatch = dispatch
+        self.cached = set()  # a run is entered from elsewhere: nothing is known
         while True:
             if not first and pc in dispatch:
                 self.goto(depth, pc)
@@ -201,7 +220,11 @@ class _Gen:
                 self.goto(depth + 1, pc + 1 + insn.off)
             else:
                 for line in self.insn(pc, insn):
+                    if isinstance(line, tuple):  # (source, helper id, what): a helper call line
+                        line, hid, what = line
+                        self.helper_lines[len(self.lines) + 1] = (pc, hid, what)
                     self.out(depth, line)
+                self.cached -= _written(insn)
             pc += 2 if op == isa.LDDW else 1
 
     # --- instructions ----------------------------------------------------------------------------
@@ -219,7 +242,8 @@ class _Gen:
                 return [f"r0, n = f{pc + 1 + imm}(r1, r2, r3, r4, r5, d + 1, n)"]
             if imm in TAKES_CALLBACK:
                 return [f"r0, n = CB(RUN, {pc}, H{imm & isa.MASK32}, {imm}, r1, r2, r3, r4, r5, d, n)"]
-            return [f"r0 = CH({pc}, H{imm & isa.MASK32}, {imm}, r1, r2, r3, r4, r5)"]
+            hid = imm & isa.MASK32
+            return [(f"r0 = H{hid}(VM, r1, r2, r3, r4, r5)", imm, "call"), (f"r0 &= {M}", imm, "mask")]
         if op == isa.CALLX_OP:
             return [f"r0 = CX({pc}, r{dst}, r1, r2, r3, r4, r5)"]
         size = isa.SIZE_BYTES[op & 0x18]
@@ -373,6 +397,41 @@ class _Gen:
                 f"if g is None or (o := a & 0xffffffff) + {size} > g.size: "
                 f"FLT({pc}, {size}, a, '{kind}')"]
 
+    def _reused(self, pc: int, base: int) -> bool:
+        """Is ``base`` the base of another access later in this straight-line run, before it
+        is written or a call may remap memory? (Then its region is worth keeping in locals.)"""
+        nxt = pc + 1
+        while nxt < self.end:
+            if nxt in self.dispatch:
+                return False
+            insn = self.insns[nxt]
+            op, cls = insn.opcode, insn.opcode & 7
+            if cls in (isa.LDX, isa.ST, isa.STX) and not (op & 0xE0 == isa.ATOMIC and cls == isa.STX):
+                through = insn.src if cls == isa.LDX else insn.dst
+                if through == base and not self._on_stack(base, insn.off, isa.SIZE_BYTES[op & 0x18]):
+                    return True
+            if cls in (isa.JMP, isa.JMP32) and (op & 0xF0) in (isa.CALL, isa.EXIT, isa.JA):
+                return False
+            if base in _written(insn):
+                return False
+            nxt += 2 if op == isa.LDDW else 1
+        return False
+
+    def _region(self, pc: int, base: int, off: int, size: int, kind: str) -> list[str]:
+        """Hold the region of ``base + off`` in locals: its buffer ``bN``, readable size ``zN``,
+        writable size ``wN`` (-1 if read-only) and ``dN`` = the base's offset in it."""
+        self.cached.add(base)
+        b = base
+        return [self._addr(base, off), "g = RG(a >> 32)", f"if g is None: FLT({pc}, {size}, a, '{kind}')",
+                f"b{b} = g.buf; z{b} = g.size; w{b} = z{b} if g.writable else -1; d{b} = r{b} - g.base"]
+
+    def _held(self, pc: int, base: int) -> bool:
+        return base in self.cached or self._reused(pc, base)
+
+    def _in_bounds(self, base: int, off: int, size: int, limit: str) -> str:
+        o = f"d{base} + {off}" if off else f"d{base}"
+        return f"0 <= (o := {o}) and o + {size} <= {limit}{base}"
+
     def load(self, pc: int, dst: int, base: int, off: int, size: int, sx: bool) -> list[str]:
         if pc in self.prog.probe_mem:  # through a BTF-typed kernel pointer: 0 on a fault
             val = f"PM({pc}, {self._addr(base, off)[4:]}, {size})"
@@ -380,11 +439,18 @@ class _Gen:
                 sb = 1 << (8 * size - 1)
                 val = f"(({val} ^ {sb:#x}) - {sb:#x}) & {M}"
             return [f"r{dst} = {val}"]
+        fast = None
         if self._on_stack(base, off, size):
             lines, buf, o = [], "stk", str(SS + off)
+        elif self._held(pc, base):
+            lines = [] if base in self.cached else self._region(pc, base, off, size, "read")
+            buf, o = f"b{base}", "o"
+            fast = self._in_bounds(base, off, size, "z")
         else:
             lines, buf, o = self._check(pc, base, off, size, "RG", "read"), "g.buf", "o"
         val = f"{buf}[{o}]" if size == 1 else f"U{size}({buf}, {o})[0]"
+        if fast is not None:
+            val = f"({val} if {fast} else LD({pc}, (r{base} + {off}) & {M}, {size}))"
         if sx:
             sb = 1 << (8 * size - 1)
             val = f"(({val} ^ {sb:#x}) - {sb:#x}) & {M}"
@@ -392,14 +458,21 @@ class _Gen:
         return lines
 
     def store(self, pc: int, base: int, off: int, size: int, val: str) -> list[str]:
+        fast = None
         if self._on_stack(base, off, size):
             lines, buf, o = [], "stk", str(SS + off)
+        elif self._held(pc, base):
+            lines = [] if base in self.cached else self._region(pc, base, off, size, "write")
+            buf, o = f"b{base}", "o"
+            fast = self._in_bounds(base, off, size, "w")
         else:
             lines, buf, o = self._check(pc, base, off, size, "WG", "write"), "g.buf", "o"
-        if size == 1:
-            lines.append(f"{buf}[{o}] = {val}")
+        put = f"{buf}[{o}] = {val}" if size == 1 else f"P{size}({buf}, {o}, {val})"
+        if fast is not None:
+            lines.append(f"if {fast}: {put}")
+            lines.append(f"else: ST({pc}, (r{base} + {off}) & {M}, {size}, {val})")
         else:
-            lines.append(f"P{size}({buf}, {o}, {val})")
+            lines.append(put)
         return lines
 
     def atomic(self, pc: int, insn: Insn, size: int) -> list[str]:
@@ -429,6 +502,25 @@ class _Gen:
         return lines
 
 
+def _written(insn: Insn) -> frozenset[int] | set[int]:
+    """Registers ``insn`` may write (a call: r0-r5, and every held region is dropped too,
+    since a helper or subprogram may remap memory)."""
+    op, dst, src, _off, imm = insn
+    cls = op & 7
+    if cls in (isa.ALU, isa.ALU64, isa.LDX) or op == isa.LDDW:
+        return {dst}
+    if cls == isa.STX and op & 0xE0 == isa.ATOMIC:
+        if imm == isa.CMPXCHG:
+            return {0}
+        return {src} if imm & isa.FETCH or imm == isa.XCHG else set()
+    if cls in (isa.JMP, isa.JMP32) and op & 0xF0 == isa.CALL:
+        return _ALL_REGS
+    return set()
+
+
+_ALL_REGS = frozenset(range(isa.NREGS))
+
+
 def _jump_target(insn: Insn, pc: int) -> int | None:
     op, cls, code = insn.opcode, insn.opcode & 7, insn.opcode & 0xF0
     if op == isa.JA32_OP:
@@ -452,22 +544,27 @@ def _program_key(prog: Program) -> bytes:
 
 @functools.lru_cache(maxsize=512)
 def _compile(key: bytes, source: str) -> object:
-    return compile(source, f"<ebpf {key.hex()[:12]}>", "exec")
+    return compile(source, _filename(key), "exec")
 
 
-_source_cache: dict[bytes, str] = {}
+def _filename(key: bytes) -> str:
+    return f"<ebpf {key.hex()[:12]}>"
 
 
-def compile_program(prog: Program) -> tuple[str, object]:
-    """Source and code object of ``prog``, both cached by program content."""
+_source_cache: dict[bytes, tuple[str, dict[int, tuple[int, int, str]]]] = {}
+
+
+def compile_program(prog: Program) -> tuple[str, object, dict[int, tuple[int, int, str]]]:
+    """Source, code object and helper-call lines of ``prog``, cached by program content."""
     key = _program_key(prog)
-    source = _source_cache.get(key)
-    if source is None:
-        source = generate(prog)
+    cached = _source_cache.get(key)
+    if cached is None:
+        gen = _Gen(prog)
+        cached = gen.program(), gen.helper_lines
         if len(_source_cache) > 512:
             _source_cache.clear()
-        _source_cache[key] = source
-    return source, _compile(key, source)
+        _source_cache[key] = cached
+    return cached[0], _compile(key, cached[0]), cached[1]
 
 
 class Translated:
@@ -475,7 +572,8 @@ class Translated:
 
     def __init__(self, vm: VM) -> None:
         prog = vm.program
-        self.source, code = compile_program(prog)
+        self.source, code, self._helper_lines = compile_program(prog)
+        self._filename = code.co_filename  # type: ignore[attr-defined]
         mem = vm.memory
 
         def flt(pc: int, size: int, addr: int, kind: str) -> None:
@@ -500,6 +598,7 @@ class Translated:
             "SDIV64": _sdiv64, "SDIV32": _sdiv32, "SMOD64": _smod64, "SMOD32": _smod32,
             "BS16": _bs16, "BS32": _bs32, "BS64": _bs64, "CB": vm.call_with_callback, "RUN": self,
             "PM": mem.probe_load,
+            "VM": vm, "LD": mem.load, "ST": mem.store,
         }
         for hid in prog.helper_ids:
             ns[f"H{hid & isa.MASK32}"] = vm.helpers[hid]
@@ -508,9 +607,41 @@ class Translated:
         self.functions = {entry: ns[f"f{entry}"] for entry in prog.subprogs}
 
     def run(self, r1: int, r2: int, r3: int, r4: int, r5: int, budget: int) -> tuple[int, int]:
-        return self.entry(r1, r2, r3, r4, r5, 0, budget)
+        try:
+            return self.entry(r1, r2, r3, r4, r5, 0, budget)
+        except (StopProgram, TailCall):
+            raise
+        except Exception as e:
+            raise self._blame(e) from (None if isinstance(e, EbpfError) else e)
 
     def call(self, pc: int, r1: int, r2: int, r3: int, r4: int, r5: int, depth: int,
              n: int) -> tuple[int, int]:
         """Run the subprogram at ``pc`` (a callback) in frame ``depth``; ``(r0, budget left)``."""
-        return self.functions[pc](r1, r2, r3, r4, r5, depth, n)
+        try:
+            return self.functions[pc](r1, r2, r3, r4, r5, depth, n)
+        except (StopProgram, TailCall):
+            raise
+        except Exception as e:
+            raise self._blame(e) from (None if isinstance(e, EbpfError) else e)
+
+    def _blame(self, e: Exception) -> Exception:
+        """What ``VM.call_helper`` would have made of ``e`` at the helper call it came out of:
+        an :class:`EbpfError` gets the call's pc if it has none, anything else becomes a
+        :class:`HelperError`; an exception from elsewhere is returned unchanged."""
+        tb, line, frame = e.__traceback__, None, None
+        while tb is not None:  # the innermost frame of this program's code
+            if tb.tb_frame.f_code.co_filename == self._filename:
+                line, frame = tb.tb_lineno, tb.tb_frame
+            tb = tb.tb_next
+        where = self._helper_lines.get(line) if line is not None else None
+        if where is None:
+            return e
+        pc, hid, what = where
+        if isinstance(e, EbpfError):
+            if e.pc is None:
+                e.pc = pc
+            return e
+        if what == "mask":
+            ret = frame.f_locals.get("r0")  # type: ignore[union-attr]
+            return HelperError(f"helper {hid} returned {type(ret).__name__}, not an int", pc)
+        return HelperError(f"helper {hid} failed: {type(e).__name__}: {e}", pc)

@@ -84,6 +84,13 @@ class VM:
             base = self.memory.map_region(stack, True, f"stack{depth}")
             self.frames.append((stack, base + isa.STACK_SIZE))
         self.ctx_addr = self.memory.reserve("ctx")
+        # The context region, and the buffer the last run mapped there (a run with the same
+        # buffer maps it again by two assignments)
+        self._ctx_region = self.memory.region_at(self.ctx_addr)
+        self._ctx: object = None
+        self._ctx_buf: Buffer = b""
+        self._ctx_writable = False
+        self._ctx_len = 0
         self._running = False
         self._interp: Interpreter | None = None
         self._translated: Translated | None = None
@@ -164,6 +171,43 @@ class VM:
         return ret & isa.MASK64
 
     # --- running ---------------------------------------------------------------------------------
+    def context_runner(self, ctx: bytearray) -> Callable[[], int]:
+        """A function running the program with ``ctx`` as its (read-only) context, for a caller
+        that fills one buffer in place before every run (a probe's ``pt_regs``): the same as
+        ``run(ctx)`` without its per-call set-up."""
+        region, mem, addr, size = self._ctx_region, self.memory, self.ctx_addr, len(ctx)
+        writable = mem.writable
+
+        def run() -> int:
+            if self._running:
+                raise EbpfError(f"program {self.name!r} is already running (re-entered)")
+            runner = self._engine(self.engine)
+            region.buf, region.size = ctx, size
+            if region.writable:  # a run() with a writable context was last
+                region.writable = False
+                writable.pop(region.key, None)
+                self._ctx = None
+            budget = self.current_budget = self.budget
+            self._running = True
+            self.last_count = None
+            try:
+                r0, left = runner.run(addr, 0, 0, 0, 0, budget)
+                self.last_count = budget - left
+                return r0
+            except StopProgram as stop:
+                return stop.value & isa.MASK64
+            except (EbpfError, TailCall):
+                raise
+            except Exception as e:  # never let an engine bug escape as a random exception
+                raise EbpfError(f"internal error: {type(e).__name__}: {e}") from e
+            finally:
+                self._running = False
+                region.buf, region.size = b"", 0
+                if mem._temporary:
+                    mem.release_temporary()
+
+        return run
+
     def run(self, ctx: Buffer | int | None = None, *, ctx_writable: bool = False,
             args: Sequence[int] = (), engine: Engine | None = None,
             budget: int | None = None) -> int:
@@ -176,25 +220,35 @@ class VM:
         if self._running:
             raise EbpfError(f"program {self.name!r} is already running (re-entered)")
         budget = self.budget if budget is None else budget
-        regs = [0, 0, 0, 0, 0]
-        mem = self.memory
-        mapped_ctx = False
-        if isinstance(ctx, int):
-            regs[0] = ctx & isa.MASK64
-        elif ctx is not None:
-            mem.rebind(self.ctx_addr, ctx, ctx_writable)
-            mapped_ctx = True
-            regs[0] = self.ctx_addr
-        if len(args) > 5:
-            raise EbpfError("at most 5 arguments (r1..r5)")
-        for i, v in enumerate(args):
-            regs[i] = v & isa.MASK64
+        r1 = r2 = r3 = r4 = r5 = 0
+        ctx_region = None
+        if ctx is not None:
+            if ctx.__class__ is int or isinstance(ctx, int):
+                r1 = ctx & isa.MASK64  # type: ignore[operator]
+            else:
+                ctx_region = self._ctx_region
+                if ctx is self._ctx and ctx_writable == self._ctx_writable and len(ctx) == self._ctx_len:
+                    ctx_region.buf, ctx_region.size = self._ctx_buf, self._ctx_len  # as last run
+                    if ctx_writable:
+                        self.memory.writable[ctx_region.key] = ctx_region
+                else:
+                    self.memory.rebind(self.ctx_addr, ctx, ctx_writable)
+                    self._ctx, self._ctx_writable, self._ctx_len = ctx, ctx_writable, ctx_region.size
+                    self._ctx_buf = ctx_region.buf
+                r1 = self.ctx_addr
+        if args:
+            if len(args) > 5:
+                raise EbpfError("at most 5 arguments (r1..r5)")
+            regs = [r1, r2, r3, r4, r5]
+            for i, v in enumerate(args):
+                regs[i] = v & isa.MASK64
+            r1, r2, r3, r4, r5 = regs
         runner = self._engine(engine or self.engine)
         self._running = True
         self.current_budget = budget
         self.last_count = None
         try:
-            r0, left = runner.run(regs[0], regs[1], regs[2], regs[3], regs[4], budget)
+            r0, left = runner.run(r1, r2, r3, r4, r5, budget)
             self.last_count = budget - left
             return r0
         except StopProgram as stop:
@@ -205,9 +259,12 @@ class VM:
             raise EbpfError(f"internal error: {type(e).__name__}: {e}") from e
         finally:
             self._running = False
-            if mapped_ctx:
-                mem.rebind(self.ctx_addr, b"", False)
-            mem.release_temporary()
+            if ctx_region is not None:  # the context is mapped during the run only
+                ctx_region.buf, ctx_region.size = b"", 0
+                if ctx_writable:
+                    self.memory.writable.pop(ctx_region.key, None)
+            if self.memory._temporary:
+                self.memory.release_temporary()
 
 
 def load(program: Sequence[Insn] | bytes | str, helpers: Mapping[int, Helper] | None = None,

@@ -20,7 +20,7 @@ from functools import cache
 
 from unicorn import UC_ARCH_RISCV, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_MODE_RISCV64, Uc, UcError
 from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_PC
-from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_ERR_EXCEPTION
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_ERR_EXCEPTION, UC_ERR_WRITE_UNMAPPED
 
 _CAL_BASE = 0x10000
 _NOP = bytes.fromhex("13000000")  # riscv addi x0, x0, 0
@@ -185,7 +185,39 @@ def new_unicorn(arch: int, mode: int) -> Uc:
 
     uc.continue_after_trap = continue_after_trap  # type: ignore[attr-defined]
     uc.stop_after_insn = stop_after_insn  # type: ignore[attr-defined]
+    _host_backed(uc)
     return uc
+
+
+def _host_backed(uc: Uc) -> None:
+    """Add ``map_host_backed(address, size, perms)``: memory the guest sees with ``perms`` and
+    the host writes straight into (``mem_write`` there ignores the guest's permissions, also
+    once memory snapshots are on, where Unicorn's own write path refuses non-writable pages).
+
+    This is how simulator-owned pages stay execute-only to the guest without memory hooks:
+    any ``UC_HOOK_MEM_READ``/``WRITE`` hook, whatever its range, sends every load and store
+    of the guest through TCG's slow path. Host writes must be followed by
+    ``ctl_remove_cache`` over the written code, as anywhere else.
+    """
+    regions: list[tuple[int, int, ctypes.Array]] = []
+    slow_write = uc.mem_write
+
+    def map_host_backed(address: int, size: int, perms: int) -> None:
+        buf = (ctypes.c_char * size)()  # zeroed, kept alive with the engine
+        uc.mem_map_ptr(address, size, perms, ctypes.addressof(buf))
+        regions.append((address, address + size, buf))
+
+    def mem_write(address: int, data: bytes) -> None:
+        for lo, hi, buf in regions:
+            if lo <= address < hi:
+                if address + len(data) > hi:
+                    raise UcError(UC_ERR_WRITE_UNMAPPED)
+                ctypes.memmove(ctypes.addressof(buf) + address - lo, bytes(data), len(data))
+                return
+        slow_write(address, data)
+
+    uc.map_host_backed = map_host_backed  # type: ignore[attr-defined]
+    uc.mem_write = mem_write  # type: ignore[method-assign]
 
 
 def _fast_registers(uc: Uc) -> None:
@@ -232,30 +264,50 @@ _SMALL = 64  # reads up to this many bytes go through one preallocated buffer
 
 
 def _fast_memory(uc: Uc) -> None:
-    """Replace small ``mem_read``s and ``ctl_remove_cache`` by direct libunicorn calls (probe
-    hits read and write stack words, placing a probe reads and patches a few bytes)."""
+    """Replace small ``mem_read``s and ``mem_write``s and ``ctl_remove_cache`` by direct
+    libunicorn calls (probe hits read and write stack words, placing a probe reads and patches
+    a few bytes)."""
     lib = _raw_lib()
-    read, ctl = lib.uc_mem_read, lib.uc_ctl
-    handle = ctypes.c_void_p(uc._uch.value)
+    ctl = lib.uc_ctl
+    # A private prototype that converts plain ints itself (no ctypes objects built per call).
+    read = type(lib.uc_mem_read)(("uc_mem_read", lib))
+    read.argtypes = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t)
+    read.restype = ctypes.c_int
+    handle = uc._uch.value
     buf = ctypes.create_string_buffer(_SMALL)
     slow_read = uc.mem_read
     u64 = ctypes.c_uint64
     remove = (UC_CTL_IO_WRITE << 30) | (2 << 26) | UC_CTL_TB_REMOVE_CACHE  # a write, two arguments
 
     def mem_read(address: int, size: int) -> bytearray:
-        if 0 < size <= _SMALL and 0 <= address:
-            err = read(handle, u64(address), buf, ctypes.c_size_t(size))
+        if 0 < size <= _SMALL and 0 <= address <= 0xFFFF_FFFF_FFFF_FFFF:
+            err = read(handle, address, buf, size)
             if err:
                 raise UcError(err)
-            return bytearray(buf.raw[:size])
+            return bytearray(buf[:size])
         return slow_read(address, size)
 
+    write = type(lib.uc_mem_write)(("uc_mem_write", lib))
+    write.argtypes = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t)
+    write.restype = ctypes.c_int
+    slow_write = uc.mem_write
+
+    def mem_write(address: int, data: bytes) -> None:
+        size = len(data)
+        if 0 < size <= _SMALL and 0 <= address <= 0xFFFF_FFFF_FFFF_FFFF:
+            err = write(handle, address, data if data.__class__ is bytes else bytes(data), size)
+            if err:
+                raise UcError(err)
+            return
+        slow_write(address, data)
+
     def ctl_remove_cache(lbound: int, ubound: int) -> None:
-        err = ctl(handle, ctypes.c_int(remove), u64(lbound), u64(ubound))
+        err = ctl(ctypes.c_void_p(handle), ctypes.c_int(remove), u64(lbound), u64(ubound))
         if err:
             raise UcError(err)
 
     uc.mem_read = mem_read  # type: ignore[method-assign]
+    uc.mem_write = mem_write  # type: ignore[method-assign]
     uc.ctl_remove_cache = ctl_remove_cache  # type: ignore[method-assign]
 
 

@@ -163,3 +163,48 @@ def unpack_fields(fields: tuple[PtRegsField, ...], size: int, data: bytes) -> di
     if len(data) < size:
         raise ValueError(f"pt_regs needs {size} bytes, got {len(data)}")
     return {f.name: int.from_bytes(data[f.offset : f.offset + 8], "little") for f in fields}
+
+
+#: ``(op, rd, rs, imm)`` of an instruction that only computes one register from registers and
+#: constants: ``add``: rd = rs + imm; ``add32``: rd = sign-extended low 32 bits of rs + imm;
+#: ``or``: rd = rs | imm; ``set``: rd = imm; ``addreg``: rd = rd + rs (imm unused).
+RegForm = tuple[str, int, int, int]
+
+
+def register_step(form: RegForm | None, names: tuple[str, ...], pc_name: str, nxt: int
+                  ) -> Callable[[RegView], None] | None:
+    """The effect of a register-only instruction on a RegView (its result, then ``pc = nxt``),
+    for a hit that needs no out-of-line step: such an instruction can neither fault nor read
+    or write memory or control state, so computing it is what running it in a slot would do."""
+    if form is None:
+        return None
+    op, rd, rs, imm = form
+    dst, src, imm = names[rd], names[rs], imm & MASK64
+    if op == "add":
+
+        def run(regs: RegView) -> None:
+            regs[dst] = (regs[src] + imm) & MASK64
+            regs[pc_name] = nxt
+    elif op == "add32":
+
+        def run(regs: RegView) -> None:
+            regs[dst] = sext(regs[src] + imm, 32) & MASK64
+            regs[pc_name] = nxt
+    elif op == "or":
+
+        def run(regs: RegView) -> None:
+            regs[dst] = regs[src] | imm
+            regs[pc_name] = nxt
+    elif op == "set":
+
+        def run(regs: RegView) -> None:
+            regs[dst] = imm
+            regs[pc_name] = nxt
+    elif op == "addreg":
+
+        def run(regs: RegView) -> None:
+            regs[dst] = (regs[dst] + regs[src]) & MASK64
+            regs[pc_name] = nxt
+    else:
+        raise ValueError(f"unknown register form {op!r}")
+    return run

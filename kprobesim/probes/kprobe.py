@@ -72,6 +72,8 @@ class Kretprobe:
     enabled: bool = True
     kprobe: Kprobe | None = field(default=None, repr=False)
     registry: Registry | None = field(default=None, repr=False)
+    #: Instances whose function returned, reused by later activations (no allocation per hit).
+    free: list[Instance] = field(default_factory=list, repr=False)
 
     def disable(self) -> None:
         self.enabled = False

@@ -46,6 +46,9 @@ class Site:
     #: (step break address, TF backstop address) of the slot, worked out at the first hit.
     plan: tuple[int | None, int | None] | None = None
     boost: int | None = None  # the boosted slot (copy + jump back); 0: none; None: not yet asked
+    #: The arch's register-only execution of the instruction (no step needed), False: none,
+    #: None: not yet asked (see the arch step module's ``register_step``).
+    reg_step: Callable[[Any], None] | bool | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -96,6 +99,11 @@ class Registry:
         self._sp_name: str = self.spec.SP_REG
         # Boosted slots (x86): the copy jumps back, no trap ends the step (see _boosted).
         self._boost_fn: Callable[[Decision, int], bytes | None] | None = getattr(self.step, "boost_slot", None)
+        # Register-only instructions (riscv64, loongarch64: addi sp, ...) are computed at the
+        # hit instead of stepped, the way x86 boosts a slot: one trap a hit, not two.
+        self._reg_step: Callable[[Decision], Callable[[Any], None] | None] | None = getattr(
+            self.step, "register_step", None
+        )
         self._boost_sites: dict[int, Site] = {}  # boosted slot -> its site
         self._boost_orphans: list[int] = []  # boosted slots of removed sites, freed once left
         self._hold: Callable[[bool], None] | None = getattr(machine.traps, "hold_interrupts", None)
@@ -104,6 +112,13 @@ class Registry:
             name: getattr(self.step, name, None)
             for name in ("backstop_addr", "step_begin", "step_extra_count")
         }
+        self._step_begin = self._step_hooks["step_begin"]
+        self._step_extra = self._step_hooks["step_extra_count"]
+        # The PC written straight to the engine where nothing reads it back in this trap.
+        pc_id = self.spec.REG_IDS[self.spec.PC_REG]
+        reg_write = machine.engine.reg_write
+        self._set_pc: Callable[[int], None] = lambda value: reg_write(pc_id, value)
+        self._pc_name: str = self.spec.PC_REG
         self._hitting: Site | None = None  # the site whose pre-handlers are running
         machine.break_handlers.append(self._on_break)
         machine.exception_fixups.append(self._on_exception)
@@ -298,9 +313,17 @@ class Registry:
         ra_reg = self.spec.RA_REG
         sp = regs[self._sp_name]
         if ra_reg is not None:
-            inst = Instance(rp, regs[ra_reg], sp)
+            ret_addr, return_sp = regs[ra_reg], sp
         else:  # the return address is on the stack
-            inst = Instance(rp, int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8)
+            ret_addr, return_sp = int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8
+        free = rp.free
+        if free:  # instances are recycled, as Linux's kretprobe_instance pool
+            inst = free.pop()
+            inst.ret_addr, inst.return_sp = ret_addr, return_sp
+            if inst.data:
+                inst.data.clear()
+        else:
+            inst = Instance(rp, ret_addr, return_sp)
         if rp.entry is not None and self._call("entry", rp, rp.entry, inst, regs):
             return 0
         assert self.trampoline is not None
@@ -339,7 +362,7 @@ class Registry:
                 inst.ret_addr = real
         # Back to the real caller first (Linux sets the return address before the handlers run),
         # so a handler that raises leaves no instance behind and the guest resumes correctly.
-        regs.pc = real
+        self._set_pc(real)  # nothing read the PC through the view in this trap
         ra_reg = self.spec.RA_REG
         if ra_reg is not None:
             regs[ra_reg] = real  # as if never hijacked
@@ -359,6 +382,8 @@ class Registry:
                         raise
                     except Exception as e:
                         raise self._handler_error("return", rp, handler, e) from e
+            if len(rp.free) < rp.maxactive:
+                rp.free.append(inst)
 
     # -- traps ---------------------------------------------------------------------------------
     @property
@@ -478,7 +503,7 @@ class Registry:
         finally:
             self._busy = False
             self._hitting = None
-        if site.addr not in self.sites or self.sites[site.addr] is not site:
+        if self.sites.get(site.addr) is not site:
             # A pre-handler unregistered the site's last probe: its original instruction is
             # back in place, so resume there; the slot it would have stepped is freed now.
             if site.slot is not None:
@@ -502,9 +527,18 @@ class Registry:
             self._step_in_place(site, quiet)
             return
         assert site.slot is not None
+        reg_step = site.reg_step
+        if reg_step is None:  # worked out at the first hit
+            reg_step = site.reg_step = (self._reg_step(d) if self._reg_step is not None else None) or False
+        if reg_step:  # it only computes a register: done here, no trap ends a step
+            reg_step(regs)
+            self.m.account(1)
+            if not quiet:
+                self._post(site, regs)
+            return
         if self._boost_fn is not None and self._boosted(site, regs):
             self.m.boost_entered(site.boost, site.boost + d.length, d.addr + d.length)  # type: ignore[operator]
-            regs.pc = site.boost  # type: ignore[assignment]
+            self._set_pc(site.boost)  # type: ignore[arg-type]
             return
         plan = site.plan
         if plan is None:
@@ -514,11 +548,11 @@ class Registry:
         saved = self.step.mask_interrupts(regs, d) if self._mask_irqs else None
         if end is None:  # single-step with the trap flag
             self.step.arm_single_step(regs)
-        begin = self._arch_hook("step_begin", d, regs)
+        begin = self._step_begin(d, regs) if self._step_begin is not None else None
         self.steps.append(Step(site, saved, end, quiet=quiet, backstop=backstop, begin=begin))
         if self._hold is not None:
             self._hold(True)
-        regs.pc = site.slot
+        self._set_pc(site.slot)
 
     def _boosted(self, site: Site, regs: Regs) -> bool:
         """May this hit run the site's boosted slot (Linux: no post-handler, and here the arch
@@ -577,9 +611,10 @@ class Registry:
         assert site.slot is not None
         if step.end is None:
             self.step.disarm_single_step(regs, site.decision)
-        extra = self._arch_hook("step_extra_count", site.decision, step.begin, regs)
-        if extra:
-            self.m.account(extra)
+        if self._step_extra is not None:
+            extra = self._step_extra(site.decision, step.begin, regs)
+            if extra:
+                self.m.account(extra)
         self.step.after_step(site.decision, regs, site.slot, step.saved_irq)
         if step.saved_irq is not None:
             self.step.restore_interrupts(regs, step.saved_irq)

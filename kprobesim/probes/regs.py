@@ -87,6 +87,8 @@ class Regs:
                 self._write(rid, value & MASK64)
         else:
             self._write(rid, value & MASK64)
+        if self._m._pages:  # translations noted in this trap may not hold (a CR3 write)
+            self._m._pages.clear()
 
     def __contains__(self, name: str) -> bool:
         return name in self._ids
@@ -144,6 +146,9 @@ class Regs:
 
     @staticmethod
     def _check(addr: int, size: int, what: str) -> None:
+        if addr.__class__ is int and size.__class__ is int and 0 <= size <= MAX_ACCESS:
+            if (addr & MASK64) + size <= 1 << 64:
+                return  # the usual case
         if isinstance(addr, bool) or not isinstance(addr, int):
             raise ProbeError(f"{what}: the address must be an int, not {type(addr).__name__}")
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_ACCESS:

@@ -198,7 +198,7 @@ class Uprobes:
             raise ProbeError(f"{text}: cannot probe '{d.text}': {d.reason} (EINVAL)")
         if d.kind is Kind.OOL:  # can the copy run in any XOL slot (x86: RIP-relative reach)?
             align = getattr(self.step, "SLOT_ALIGN", 8)
-            for where in (self.m.arch.sim_base, (self.m.sim_end - MAX_INSN) & ~(align - 1)):
+            for where in (self.m.sim_base, (self.m.sim_end - MAX_INSN) & ~(align - 1)):
                 try:
                     self.step.make_slot(d, where)
                 except SlotError as e:

@@ -254,6 +254,73 @@ def test_helpers_and_callx():
     assert str(e) == "pc 1: callx to unknown helper id 99"
 
 
+def test_helper_errors_name_the_call_pc():
+    """The translator calls helpers directly and works out the pc of a failing call from the
+    traceback: each failure must read as the interpreter's (run() compares the two)."""
+    from kprobesim.ebpf.errors import HelperError
+
+    def no_pc(vm, *args):
+        raise HelperError("refused")
+
+    def nested(vm, r1, r2, r3, r4, r5, invoke):
+        return invoke(r2)
+
+    helpers = {1: no_pc, 3: lambda vm, *a: 1 // 0, 4: lambda vm, *a: None, 181: nested}
+    assert str(err("mov %r0, 0\nmov %r1, 1\ncall 1\nexit", helpers=helpers)) == "pc 2: refused"
+    assert str(err("call 4\nexit", helpers=helpers)) == "pc 0: helper 4 returned NoneType, not an int"
+    # a helper failing inside a callback (a subprogram run by a helper) names the inner call
+    prog = "mov %r1, 1\nlddw %r2, func[+3]\ncall 181\nexit\nmov %r0, 0\ncall 3\nexit"
+    e = err(prog, helpers=helpers)
+    assert str(e).startswith("pc 6: helper 3 failed: ZeroDivisionError")
+    # and one in a bpf-to-bpf subprogram
+    e = err("call local sub\nexit\nsub: mov %r0, 0\ncall 3\nexit", helpers=helpers)
+    assert str(e).startswith("pc 3: helper 3 failed: ZeroDivisionError")
+
+
+def test_pointer_reused_as_a_base_checks_every_access():
+    """Accesses through one base register share its region in the translation: each is still
+    checked, including a base outside its region with offsets that land inside it, a store into
+    a read-only region, and an access running off the end (run() compares both engines)."""
+    walk = """
+        mov %r2, %r1
+        add %r2, -8
+        ldxdw %r0, [%r2+8]
+        ldxdw %r3, [%r2+16]
+        add %r0, %r3
+        ldxb %r3, [%r2+23]
+        add %r0, %r3
+        ldxdw %r3, [%r2+{last}]
+        exit
+    """
+    ctx = bytes(range(16))
+    assert run(walk.format(last=8), ctx=ctx) == 2 * int.from_bytes(ctx[:8], "little") + \
+        int.from_bytes(ctx[8:], "little") + 15 - int.from_bytes(ctx[:8], "little")
+    e = err(walk.format(last=17), ctx=ctx)
+    assert e.kind == "MemoryFault" and str(e).startswith("pc 7: invalid read of 8 bytes")
+    e = err(walk.format(last=0), ctx=ctx)
+    assert e.kind == "MemoryFault" and str(e).startswith("pc 7: invalid read of 8 bytes")
+    stores = """
+        ldxdw %r0, [%r1+0]
+        stxdw [%r1+8], %r0
+        exit
+    """
+    assert run(stores, ctx=bytearray(16), ctx_writable=True) == 0
+    e = err(stores, ctx=bytes(16))
+    assert e.kind == "MemoryFault" and "pc 1: invalid write" in str(e) and "read-only" in str(e)
+    loop = """
+        mov %r0, 0
+        mov %r2, %r1
+    l:  ldxb %r3, [%r2+0]
+        add %r0, %r3
+        stb [%r2+0], 1
+        add %r2, 1
+        jlt %r0, 1000, l
+        exit
+    """
+    e = err(loop, ctx=bytearray(range(1, 9)), ctx_writable=True)
+    assert e.kind == "MemoryFault" and str(e).startswith("pc 2: invalid read of 1 byte")
+
+
 def test_helper_memory_access():
     def fill(vm, r1, r2, *_):
         vm.memory.write_bytes(r1, b"abcd"[:r2])

@@ -6,7 +6,9 @@ corpus's second part (tests/ebpf/verifier_corpus_btf.py: fentry/fexit and BTF-ty
 against this kernel's own BTF) is loaded in the same boot, as tracing programs with the target
 function's BTF id (checked against kprobesim in tests/linux/test_verifier_btf_corpus.py).
 
-Cost: one QEMU boot (TCG) for both tests (module-cached; one xdist group)."""
+Cost: one QEMU boot (TCG) for both tests (module-cached; one xdist group), ~8 s of CPU for the
+first part: the verifier log asks for the verdict lines only (see bpfcheck.c), not level 1's
+per-instruction trace."""
 
 from __future__ import annotations
 

@@ -8,6 +8,21 @@
 _start:
         la      t0, mtrap
         csrw    mtvec, t0
+#if SCENARIO == 7                       /* M-mode CLINT timer: mtime counts 30 instructions a tick */
+        li      t0, 0x200bff8           /* mtime */
+        ld      t1, 0(t0)
+1:      ld      t2, 0(t0)               /* wait for a tick edge */
+        beq     t2, t1, 1b
+        addi    t2, t2, 3
+        li      t0, 0x2004000           /* mtimecmp: 3 ticks (90 instructions) after the edge */
+        sd      t2, 0(t0)
+        li      t0, (1 << 7)
+        csrw    mie, t0                 /* MTIE */
+        li      a1, 0
+        csrsi   mstatus, 8              /* MIE: 8 instructions after the edge's load */
+2:      addi    a1, a1, 1               /* 81 or 82 loop instructions until the deadline */
+        j       2b
+#endif
         la      t0, strap
         csrw    stvec, t0
         li      t0, (1 << 8)            /* delegate ecall from U-mode to S-mode */
@@ -44,8 +59,11 @@ smain:
         sret
 #elif SCENARIO == 3                     /* rdtime in S-mode: virtual time, no trap */
         rdtime  a0
+        .rept   59
+        nop
+        .endr
         rdtime  a1
-        sub     a0, a1, a0              /* one instruction apart */
+        sub     a0, a1, a0              /* 60 instructions apart: 2 ticks of 30 */
         slli    a0, a0, 16
         li      t0, 0x3333
         or      a0, a0, t0
@@ -123,6 +141,15 @@ mtrap:
 #if SCENARIO == 4
         csrr    a0, mtval
         srli    a0, a0, 12
+#endif
+#if SCENARIO == 7                       /* (mtime - mtimecmp) << 8 | loop count */
+        li      t0, 0x200bff8
+        ld      a0, 0(t0)
+        li      t0, 0x2004000
+        ld      t1, 0(t0)
+        sub     a0, a0, t1
+        slli    a0, a0, 8
+        or      a0, a0, a1
 #endif
         slli    a0, a0, 16
         li      t0, 0x3333

@@ -38,7 +38,14 @@ RAM_BASE = 0x80000000
 DEFAULT_MEMORY = 256 << 20
 TEST, CLINT, PLIC, UART, VIRTIO = 0x100000, 0x2000000, 0xC000000, 0x10000000, 0x10001000
 UART_IRQ, VIRTIO_IRQ, VIRTIO_SLOTS = 10, 1, 8
-TIMEBASE = 10_000_000  # mtime ticks per second (one tick = one instruction)
+TIMEBASE = 10_000_000  # mtime ticks per second, as QEMU's virt machine
+# Retired instructions per mtime tick: the hart runs 300 M instructions a virtual second, about
+# QEMU's TCG speed on Debian's Linux here, so a kernel's timer ticks and time-based loops cost
+# about as many instructions as under QEMU, and its log's timestamps look alike (power-off at
+# 3.0 s; QEMU on an idle machine: 2.6 s). Debian's 6.12 boot to power-off: 1.318 G instructions
+# at 1 per tick (Linux's 250 Hz tick a tenth of it), 1.164 G at 10, 1.063 G at 30, 1.072 G at
+# 100 (time-based loops grow). Exact: an interrupt comes at the instruction reaching its deadline.
+INSNS_PER_TICK = 30
 ISA = "rv64imafdc"  # what Unicorn's riscv64 CPU implements (no Zicsr/Zifencei names in priv 1.10 strings)
 KERNEL_OFFSET = 0x200000  # where a kernel goes behind an M-mode firmware
 # What the builtin SBI delegates to S-mode, as OpenSBI does: every exception but ecall from
@@ -70,6 +77,7 @@ class Virt:
 
     name = "virt"
     interrupt_lines = True  # devices drive the hart's mip bits; Unicorn takes the interrupts
+    insns_per_tick = INSNS_PER_TICK  # the time CSR and mtime: virtual time // this
 
     def __init__(self, options: VirtOptions | None = None) -> None:
         self.options = options = options or VirtOptions()
@@ -78,7 +86,8 @@ class Virt:
         if len(options.drives) > VIRTIO_SLOTS:
             raise UsageError(f"at most {VIRTIO_SLOTS} drives")
         self.ram = (RAM_BASE, options.memory)
-        self.clint = Clint(CLINT, lines=True)
+        self.sim_base = RAM_BASE + options.memory  # the simulator's pages: right after RAM, whatever its size
+        self.clint = Clint(CLINT, lines=True, insns_per_tick=INSNS_PER_TICK)
         self.plic = Plic(PLIC)
         self.uart = Ns16550a(UART, UART_IRQ)
         disks = [Disk(path, options.drive_writable) for path in options.drives]
@@ -91,7 +100,7 @@ class Virt:
             ConsoleInput(options.input, self.uart, prompt=options.input_prompt) if options.input is not None else None
         )
         self.firmware = _read(options.bios, "firmware") if options.bios not in ("none", "builtin") else None
-        self.sbi = Sbi(self.uart) if options.bios == "builtin" else None
+        self.sbi = Sbi(self.uart, INSNS_PER_TICK) if options.bios == "builtin" else None
         self.initrd = _read(options.initrd, "initrd") if options.initrd else None
         self.dtb_blob = _read(options.dtb, "device tree") if options.dtb else None
         if self.dtb_blob is not None:

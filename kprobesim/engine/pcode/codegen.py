@@ -42,15 +42,17 @@ T_STOP = 7  # emu_stop() during a device access: stop with this instruction unre
 
 
 class Trap(Exception):
-    """Leave a block at instruction ``idx`` (which started) with the registers written back."""
+    """Leave a block at instruction ``idx`` (which started). ``wb``: the raising code wrote the
+    block's registers back to ``R`` itself; otherwise they are in the block's locals."""
 
-    def __init__(self, kind: int, idx: int, a: Any = 0, b: Any = 0, c: Any = None) -> None:
+    def __init__(self, kind: int, idx: int, a: Any = 0, b: Any = 0, c: Any = None, wb: bool = False) -> None:
         super().__init__(kind, idx, a, b, c)
         self.kind = kind
         self.idx = idx
         self.a = a
         self.b = b
         self.c = c
+        self.wb = wb
 
 
 class Leave(Exception):  # noqa: N818 - control-flow signal, not an error
@@ -551,7 +553,9 @@ class BlockEmitter:
         self.line(f"return {target}")
 
     def trap(self, kind: int, a: str = "0", b: str = "0", c: str = "None") -> None:
-        self.line(f"raise Trap({kind}, {self.idx}, {a}, {b}, {c})")
+        # registers written back here (the engine then need not read them from the frame)
+        self.line(("WB",))
+        self.line(f"raise Trap({kind}, {self.idx}, {a}, {b}, {c}, True)")
 
     # -- ops
     def op(self, p: POp) -> None:

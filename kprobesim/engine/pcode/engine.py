@@ -1162,7 +1162,7 @@ class PcodeEngine:
                     pc = b.fn(R, vt)
                     vt += b.n
             except Trap as t:
-                tb = t.__traceback__.tb_next if t.__traceback__ is not None else None
+                tb = t.__traceback__.tb_next if t.__traceback__ is not None and not t.wb else None
                 if tb is not None:  # a compiled block's written registers are in its locals
                     info = _CODE_INFO.get(tb.tb_frame.f_code)
                     if info is not None and info[2]:

@@ -52,6 +52,8 @@ from .codegen import (
 from .loongarch_fp import HELPERS as FP_HELPERS
 
 GPR = 0x100  # register-space offset of r0
+_PC, _R0, _R31 = K.LA_REG_PC, K.LA_REG_R0, K.LA_REG_R0 + 31  # register ids (host access)
+_GPR_WORD = (GPR >> 3) - K.LA_REG_R0  # word of register id rid in R: _GPR_WORD + rid
 LLW = 0xB00  # register-file word holding LLbit (outside SLEIGH's register space)
 NWORDS = 0xB08
 PAMASK = (1 << 48) - 1
@@ -264,10 +266,10 @@ class LoongArch64(ArchModel):
     # ------------------------------------------------------------------ registers
     def reg_read(self, rid: int) -> int:
         R = self.eng._R
-        if K.LA_REG_R0 <= rid <= K.LA_REG_R0 + 31:
-            return int(R[(GPR >> 3) + rid - K.LA_REG_R0])
-        if rid == K.LA_REG_PC:
+        if rid == _PC:
             return int(R[0])
+        if _R0 <= rid <= _R31:
+            return int(R[_GPR_WORD + rid])
         if rid >= K.LA_REG_CSR_BASE:
             return self.csr_read(rid - K.LA_REG_CSR_BASE, self.eng._live_vt())
         if K.LA_REG_F0 <= rid <= K.LA_REG_F0 + 31:
@@ -283,11 +285,11 @@ class LoongArch64(ArchModel):
     def reg_write(self, rid: int, value: int) -> None:
         R = self.eng._R
         value = int(value) & M64
-        if K.LA_REG_R0 <= rid <= K.LA_REG_R0 + 31:
-            if rid != K.LA_REG_R0:
-                R[(GPR >> 3) + rid - K.LA_REG_R0] = value
-        elif rid == K.LA_REG_PC:
+        if rid == _PC:
             R[0] = value
+        elif _R0 <= rid <= _R31:
+            if rid != _R0:
+                R[_GPR_WORD + rid] = value
         elif rid >= K.LA_REG_CSR_BASE:
             self.csr_host_write(rid - K.LA_REG_CSR_BASE, value)
         elif K.LA_REG_F0 <= rid <= K.LA_REG_F0 + 31:
