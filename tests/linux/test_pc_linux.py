@@ -6,12 +6,14 @@ and every line init and its child print (reads, fork, exec, wait) must be QEMU's
 on the running kernel, from a snapshot taken as the kernel starts init, with both step variants.
 
 One boot per module, shared by its tests: ~1.42 G guest instructions to the start of init,
-~55 s of CPU measured on a quiet machine (~70 s on a busy one); init's whole life after the
-snapshot is a few million instructions, so the unprobed run and the two probed ones (tf, int3)
-from the snapshot cost well under a second each. The QEMU oracle run is ~45 s of wall time,
-~11 s of CPU. Without ACPI (``acpi=off``) Linux's power-off halts the CPU with interrupts
-masked ("reboot: System halted"), which ends the run with status 0; QEMU, same command line,
-halts the same way and is stopped once it says so.
+~55-60 s of CPU; init's whole life after the snapshot is ~0.5 M instructions, so the unprobed
+run and the two probed ones (tf, int3) from the snapshot cost well under a second each. The
+QEMU oracle run is ~45 s of wall time, ~11 s of CPU. Measured for the whole module on the
+shared 2-core machine: 75 s of CPU (user), 2 min 50 s wall.
+
+Without ACPI (``acpi=off``) Linux's power-off halts the CPU with interrupts masked ("reboot:
+System halted"), which ends the run with status 0; QEMU, same command line, halts the same way
+and is stopped once it says so.
 """
 
 from __future__ import annotations
