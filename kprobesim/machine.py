@@ -241,7 +241,7 @@ class Machine:
         adjacent ones): execute-only and written by the host straight into its backing memory
         (``map_host_backed``), so a guest load or store there is an access fault through the
         engine's own protection check. Only where the simulator's guest code uses the pool as
-        data (x86's trampoline) is it read/write/execute, with read and write hooks turning the
+        data (an arch's ``sim_data``; none now) is it read/write/execute, with read and write hooks turning the
         guest's other accesses into faults; such hooks, whatever their range, put every load
         and store of the guest on the engine's slow path.
         """

@@ -23,5 +23,4 @@ ARCH = Arch(
     dump_regs=[(name, getattr(xc, f"UC_X86_REG_{name.upper()}")) for name in _DUMP],
     until=0xFFFF_FFFF_FFFF_FFF0,
     default_base=0x100000,
-    sim_data=True,
 )

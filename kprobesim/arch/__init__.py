@@ -43,8 +43,8 @@ class Arch:
     dump_regs: Sequence[tuple[str, int]]
     until: int  # an address emu_start is never expected to reach
     default_base: int  # where a raw image of the bundled firmware loads
-    # The simulator's own guest code reads and writes its pages as data (x86's trampoline and
-    # shadow GDT); otherwise the guest may only execute them.
+    # The simulator's own guest code reads and writes its pages as data (x86's former ring-3
+    # trampoline and shadow GDT; no arch does now); otherwise the guest may only execute them.
     sim_data: bool = False
 
     def module(self, part: str) -> Any:
