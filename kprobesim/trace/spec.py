@@ -174,8 +174,13 @@ def parse(text: str) -> ProbeSpec:
         maxactive,
         text=text,
     )
+    return _with_args(spec, text, words[2:])
+
+
+def _with_args(spec: ProbeSpec, text: str, words: list[str]) -> ProbeSpec:
+    """Add the FETCHARGS ``words`` to ``spec``; each argument name once."""
     names = set()
-    for i, word in enumerate(words[2:], 1):
+    for i, word in enumerate(words, 1):
         fa = parse_fetcharg(word, i, spec.is_return)
         if fa.name in names:
             raise SpecError(f"'{text}': argument name '{fa.name}' used twice")
@@ -212,11 +217,4 @@ def _parse_uprobe(text: str, head: re.Match[str], words: list[str]) -> ProbeSpec
     spec = ProbeSpec(
         kind, event, head.group("group") or "uprobes", f"{m.group('path')}:{loc}", text=text, user=True
     )
-    names = set()
-    for i, word in enumerate(words[2:], 1):
-        fa = parse_fetcharg(word, i, spec.is_return)
-        if fa.name in names:
-            raise SpecError(f"'{text}': argument name '{fa.name}' used twice")
-        names.add(fa.name)
-        spec.args.append(fa)
-    return spec
+    return _with_args(spec, text, words[2:])
