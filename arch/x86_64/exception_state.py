@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import ctypes
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
+from typing import Any
 
 from unicorn import (
     UC_ARCH_X86,
@@ -73,24 +76,32 @@ def old_exception_offset() -> int:
     return hits[0]
 
 
-def clear(uc: Uc, memory_snapshots: bool) -> None:
-    """Forget the exception just delivered (what QEMU's delivery does on entering the handler).
+@contextmanager
+def cpu_context(uc: Uc, memory_snapshots: bool) -> Iterator[tuple[Any, int]]:
+    """Unicorn's saved CPU state to edit in place: yields ``(context, address of its data)``;
+    the caller writes fields there and calls ``uc.context_restore(context)``.
 
-    ``memory_snapshots``: the engine's context mode includes memory (snapshots are in use); the
-    CPU-only save and restore here must not take or roll back a memory snapshot."""
-    offset = old_exception_offset()
+    ``memory_snapshots``: the engine's context mode includes memory (snapshots are in use); this
+    CPU-only save and restore must not take or roll back a memory snapshot."""
     if memory_snapshots:
         uc.ctl(UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU))
     try:
         ctx = uc.context_save()
         data = ctypes.cast(ctx.context, ctypes.c_void_p).value
         assert data is not None
-        # The context's data follows its header; the offset was measured on the whole blob.
-        if struct.unpack("<i", ctypes.string_at(data + offset, 4))[0] != _NONE:
-            ctypes.memmove(data + offset, struct.pack("<i", _NONE), 4)
-            uc.context_restore(ctx)
+        yield ctx, data
     finally:
         if memory_snapshots:
             uc.ctl(
                 UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
             )
+
+
+def clear(uc: Uc, memory_snapshots: bool) -> None:
+    """Forget the exception just delivered (what QEMU's delivery does on entering the handler)."""
+    offset = old_exception_offset()
+    with cpu_context(uc, memory_snapshots) as (ctx, data):
+        # The context's data follows its header; the offset was measured on the whole blob.
+        if struct.unpack("<i", ctypes.string_at(data + offset, 4))[0] != _NONE:
+            ctypes.memmove(data + offset, struct.pack("<i", _NONE), 4)
+            uc.context_restore(ctx)

@@ -21,14 +21,12 @@ from functools import cache
 
 from unicorn import (
     UC_ARCH_X86,
-    UC_CTL_CONTEXT_CPU,
-    UC_CTL_CONTEXT_MEMORY,
-    UC_CTL_CONTEXT_MODE,
-    UC_CTL_IO_WRITE,
     UC_MODE_64,
     Uc,
 )
 from unicorn import x86_const as xc
+
+from .exception_state import cpu_context
 
 # QEMU's descriptor-cache flag bits (the high dword of a descriptor) and hflags bits
 DESC_A, DESC_R_W, DESC_CS, DESC_S, DESC_P = 1 << 8, 1 << 9, 1 << 11, 1 << 12, 1 << 15
@@ -98,12 +96,7 @@ def enter_ring0(uc: Uc, cs: int, cs_flags: int, ss: int, ss_flags: int, memory_s
     an interrupt gate or ``syscall`` does. ``memory_snapshots``: the engine's context mode
     includes memory; this CPU-only save and restore must not take or roll back a snapshot."""
     off = offsets()
-    if memory_snapshots:
-        uc.ctl(UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU))
-    try:
-        ctx = uc.context_save()
-        data = ctypes.cast(ctx.context, ctypes.c_void_p).value
-        assert data is not None
+    with cpu_context(uc, memory_snapshots) as (ctx, data):
         hflags = struct.unpack("<I", ctypes.string_at(data + off.hflags, 4))[0] & ~(HF_CPL | HF_SS32)
         if cs_flags & DESC_L:
             hflags |= HF_CS32 | HF_SS32 | HF_CS64
@@ -112,8 +105,3 @@ def enter_ring0(uc: Uc, cs: int, cs_flags: int, ss: int, ss_flags: int, memory_s
         ctypes.memmove(data + off.cs, struct.pack("<IIQII", cs, 0, 0, 0xFFFFFFFF, cs_flags), 24)
         ctypes.memmove(data + off.ss, struct.pack("<IIQII", ss, 0, 0, limit, ss_flags), 24)
         uc.context_restore(ctx)
-    finally:
-        if memory_snapshots:
-            uc.ctl(
-                UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
-            )
