@@ -20,6 +20,7 @@ from unicorn import UcError
 from kprobesim.errors import HandlerError, ProbeError, SimError
 from kprobesim.numbers import MASK64
 
+from .archbound import ArchBound
 from .insn import Decision, DecodeError, Kind, SlotError
 from .kprobe import Instance, Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .regs import Regs
@@ -64,22 +65,11 @@ class Step:
     begin: Any = None  # arch state noted at the start (x86: a rep op's count)
 
 
-class Registry:
+class Registry(ArchBound):
     """All kprobes and kretprobes of one machine."""
 
     def __init__(self, machine: Machine, variant: str | None = None) -> None:
-        self.m = machine
-        arch = machine.arch
-        self.decode: Any = arch.module("decode")
-        self.simulate: Any = arch.module("simulate")
-        self.step: Any = arch.module("step")
-        self.spec: Any = arch.module("regs")
-        variants = getattr(self.decode, "VARIANTS", ("break",))
-        self.variant = variant or variants[0]
-        if self.variant not in variants:
-            raise ProbeError(f"{arch.name} has no '{self.variant}' step variant ({', '.join(variants)})")
-        # Arches with several step variants decode for one (what is simulated differs).
-        self._decode_kw = {"variant": self.variant} if len(variants) > 1 else {}
+        super().__init__(machine, variant)
         self.slots = SlotPages(machine, self.step.SLOT_SIZE)
         self.sites: dict[int, Site] = {}
         self._boundaries: dict[tuple[int, int], frozenset[int]] = {}  # per function (addr, size)

@@ -44,6 +44,7 @@ from unicorn import UcError
 from kprobesim.errors import HandlerError, ProbeError, SimError
 from kprobesim.task import current_task
 
+from .archbound import ArchBound
 from .insn import Decision, DecodeError, Kind, SlotError
 from .kprobe import Instance, Kprobe, Kretprobe
 from .regs import Regs
@@ -101,21 +102,11 @@ class UStep:
     begin: Any = None
 
 
-class Uprobes:
+class Uprobes(ArchBound):
     """All uprobes and uretprobes of one machine."""
 
     def __init__(self, machine: Machine, variant: str | None = None) -> None:
-        self.m = machine
-        arch = machine.arch
-        self.decode: Any = arch.module("decode")
-        self.simulate: Any = arch.module("simulate")
-        self.step: Any = arch.module("step")
-        self.spec: Any = arch.module("regs")
-        variants = getattr(self.decode, "VARIANTS", ("break",))
-        self.variant = variant or variants[0]
-        if self.variant not in variants:
-            raise ProbeError(f"{arch.name} has no '{self.variant}' step variant ({', '.join(variants)})")
-        self._decode_kw = {"variant": self.variant} if len(variants) > 1 else {}
+        super().__init__(machine, variant)
         self.sites: dict[int, USite] = {}
         self.uretprobes: list[Uretprobe] = []
         self._xol: dict[int, SlotPages] = {}  # per process (tgid)
