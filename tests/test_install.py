@@ -71,3 +71,14 @@ def test_readme_api_example_from_the_root(tmp_path, editable):
         assert files == [str(tree / "kprobesim" / "__init__.py"), str(tree / "arch" / "x86_64" / "__init__.py")]
     else:
         assert all(f.startswith(str(venv)) and "site-packages" in f for f in files), files
+
+
+def test_every_package_is_installed() -> None:
+    """Each package folder of ``kprobesim/`` and ``arch/`` is in pyproject's package list, so a
+    plain ``pip install .`` carries it (``kprobesim.board.pc`` once was not)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "kprobesim").rglob("__init__.py")}
+    found |= {f"kprobesim.arch.{p.parent.name}" for p in (ROOT / "arch").glob("*/__init__.py")}
+    assert found - listed == set()
