@@ -80,7 +80,7 @@ class Registry(ArchBound):
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
         self._busy = False
-        self.regs = Regs(machine)  # the view handlers get, reset at every trap
+        self.regs = Regs(machine, in_trap=True)  # the view handlers get, reset at every trap
         # Interrupts wait while a step is in flight without touching the guest's enable bits
         # (no instruction in a slot can read them; the arch's fix-ups see to pushf): where the
         # machine delivers them (between slices) it holds them itself (_deliver_interrupts);
@@ -107,7 +107,9 @@ class Registry(ArchBound):
         # The PC written straight to the engine where nothing reads it back in this trap.
         pc_id = self.spec.REG_IDS[self.spec.PC_REG]
         reg_write = machine.engine.reg_write
-        self._set_pc: Callable[[int], None] = lambda value: reg_write(pc_id, value)
+        self._set_pc: Callable[[int], None] = getattr(machine.engine, "write_pc", None) or (
+            lambda value: reg_write(pc_id, value)
+        )
         self._pc_name: str = self.spec.PC_REG
         self._hitting: Site | None = None  # the site whose pre-handlers are running
         machine.break_handlers.append(self._on_break)

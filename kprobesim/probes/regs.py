@@ -31,13 +31,19 @@ class Regs:
     __slots__ = ("_m", "_engine", "_read", "_write", "_spec", "_ids", "_privileged", "_lift", "_cache",
                  "_host_access", "_access_needed")
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, in_trap: bool = False) -> None:
         self._m = machine
         engine = self._engine = machine.engine
         self._read = engine.reg_read
-        self._write = engine.reg_write
         self._spec: Any = machine.arch.module("regs")
         self._ids: dict[str, int] = self._spec.REG_IDS
+        self._write = engine.reg_write
+        write_pc = getattr(engine, "write_pc", None)
+        if in_trap and write_pc is not None:
+            # Only ever used from a trap hook or between slices: the engine resumes from the
+            # stored PC, so it is stored like any register (see the engine's ``write_pc``).
+            pc_id, write = self._ids[self._spec.PC_REG], engine.reg_write
+            self._write = lambda rid, value: write_pc(value) if rid == pc_id else write(rid, value)
         # Control registers the host may only touch at the guest's highest privilege.
         self._privileged = frozenset(self._ids[n] for n in getattr(self._spec, "CSR_NAMES", ()))
         self._host_access = machine.traps.host_access
