@@ -396,7 +396,8 @@ def _fast_registers(uc: Uc, arch: int, mode: int) -> None:
     uc.reg_read = reg_read  # type: ignore[method-assign]
     uc.reg_write = reg_write  # type: ignore[method-assign]
     uc.write_pc = write_pc  # type: ignore[attr-defined]
-    uc.register_file = regfile is not None  # type: ignore[attr-defined]
+    #: (the register file, register id -> its index) for a trap hook's direct use, or None
+    uc.direct_registers = (regfile, dict(slot)) if regfile is not None else None  # type: ignore[attr-defined]
 
 
 _SMALL = 64  # reads up to this many bytes go through one preallocated buffer
