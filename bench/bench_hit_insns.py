@@ -145,7 +145,8 @@ def measure(arch: str, step: str | None, kind: str, work: Path, toggle: Path, bp
     env = dict(os.environ, PYTHONHASHSEED="0")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
-        raise RuntimeError(f"{label}: {done.stderr.strip().splitlines()[-1:]}")
+        said = [ln for ln in done.stderr.splitlines() if not ln.startswith("==")][-3:]
+        raise RuntimeError(f"{label}: exit status {done.returncode}: {' | '.join(said)}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return _total(out), report
 

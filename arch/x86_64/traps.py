@@ -90,6 +90,10 @@ class Traps:
                         return base + vaddr - start
         return phys
 
+    def untranslated(self) -> bool:
+        """Is paging off (every virtual address is its physical one)?"""
+        return not self._reg(xc.UC_X86_REG_CR0) & paging.PG
+
     def _page_fault_error(self, cr2: int, rip: int) -> int:
         """The #PF error code, from the page-table state (Unicorn does not report the one it
         computed): not present -> P=0; present but the access was refused -> whichever right

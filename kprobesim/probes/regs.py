@@ -103,7 +103,7 @@ class Regs:
                 self._write(rid, value & MASK64)
         else:
             self._write(rid, value & MASK64)
-        if self._m._pages:  # translations noted in this trap may not hold (a CR3 write)
+        if self._m._pages:  # translations noted in this trap may not hold (a CR3 or CR0 write)
             self._m._pages.clear()
 
     def __contains__(self, name: str) -> bool:
