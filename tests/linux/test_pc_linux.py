@@ -5,11 +5,11 @@ line) must be QEMU's, it must calibrate its TSC against the board's PIT and find
 and every line init and its child print (reads, fork, exec, wait) must be QEMU's. Then kprobes
 on the running kernel, from a snapshot taken as the kernel starts init, with both step variants.
 
-One boot per module, shared by its tests: ~1.42 G guest instructions to the start of init,
-~55-60 s of CPU; init's whole life after the snapshot is ~0.5 M instructions, so the unprobed
-run and the two probed ones (tf, int3) from the snapshot cost well under a second each. The
-QEMU oracle run is ~45 s of wall time, ~11 s of CPU. Measured for the whole module on the
-shared 2-core machine: 75 s of CPU (user), 2 min 50 s wall.
+One boot per worker, shared with the other pc Linux tests (``linux/pclinux.py``): ~1.42 G
+guest instructions to the start of init, ~55-60 s of CPU; init's whole life after the snapshot
+is ~0.5 M instructions, so the unprobed run and the two probed ones (tf, int3) from the snapshot
+cost well under a second each. The QEMU oracle run is ~45 s of wall time, ~11 s of CPU.
+Measured for the whole module on the shared 2-core machine: 75 s of CPU (user), 2 min 50 s wall.
 
 Without ACPI (``acpi=off``) Linux's power-off halts the CPU with interrupts masked ("reboot:
 System halted"), which ends the run with status 0; QEMU, same command line, halts the same way
@@ -20,25 +20,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cache
 
 import pytest
 
-from kprobesim.arch import get_arch
-from kprobesim.board.pc import DEFAULT_APPEND, PcBoard
-from kprobesim.errors import BudgetExhausted
 from kprobesim.machine import Machine, Snapshot
 from kprobesim.trace.tracer import Tracer
-from linux import debian, obtain, qemu
-from linux.initramfs import initramfs
+from linux import pclinux, qemu
 from linux.qemu import init_lines
 
-pytestmark = pytest.mark.xdist_group("linux-pc")
+pytestmark = pytest.mark.xdist_group(pclinux.XDIST_GROUP)
 
-BUDGET = 2_000_000_000
-TAIL = 200_000_000  # init's run from the snapshot to the power-off (a few million)
-FIRST_LINE = b"Run /init as init process"  # printk: synchronous, before init's exec (init's own
-# lines reach the UART by interrupts, behind init: its first opens are done by then)
+TAIL = pclinux.TAIL
 SAME_AS_QEMU = re.compile(
     r"^(Linux version |Command line: |Kernel command line: |BIOS-e820: \[mem 0x00000000|Memory: |"
     r"  (DMA|DMA32|Normal) |  node   0: |Initmem setup |On node 0, zone |Built 1 zonelists|Dentry cache |"
@@ -56,12 +48,7 @@ def _lines(transcript: str) -> list[str]:
     return qemu.kernel_lines(text) + [line for line in text.splitlines() if line.startswith("  ")]
 
 
-@cache
-def _qemu_transcript() -> str:
-    kernel = obtain(debian.bookworm_amd64_kernel).image
-    cmd = ["qemu-system-x86_64", "-smp", "1", "-m", "128M", "-kernel", str(kernel), "-initrd",
-           str(obtain(initramfs, "x86_64")), "-append", DEFAULT_APPEND, "-nographic", "-no-reboot"]
-    return obtain(qemu.run_until, cmd, "reboot: System halted", 300).transcript
+_qemu_transcript = pclinux.qemu_transcript
 
 
 @dataclass
@@ -97,23 +84,11 @@ def _probed_run(m: Machine, snap: Snapshot, variant: str) -> Run:
 
 @pytest.fixture(scope="module")
 def booted() -> Booted:
-    kernel = obtain(debian.bookworm_amd64_kernel).image
-    board = PcBoard(initrd=obtain(initramfs, "x86_64"))
-
-    paused: list[bool] = []
-
-    def started(data: bytes) -> None:  # the kernel starts init: pause there for the snapshot
-        if not paused and FIRST_LINE in m.console_bytes[-2 * len(FIRST_LINE) :]:
-            paused.append(True)
-            m.pause()
-
-    m = Machine(get_arch("x86_64"), board.load(kernel), board=board, console=started)
-    with pytest.raises(BudgetExhausted, match="paused"):
-        m.run(max_insns=BUDGET, timeout=1200)
-    snap = m.snapshot()
-    status = m.run(max_insns=TAIL, timeout=600)
+    pc = pclinux.booted()  # shared by this worker's pc Linux tests (linux/pclinux.py)
+    m = pc.restore()
+    status = pc.run_to_power_off()
     unprobed = Run(m.console, status)
-    return Booted(unprobed, {variant: _probed_run(m, snap, variant) for variant in ("tf", "int3")})
+    return Booted(unprobed, {variant: _probed_run(m, pc.snap, variant) for variant in ("tf", "int3")})
 
 
 def test_reports_qemus_machine(booted: Booted) -> None:
