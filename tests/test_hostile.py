@@ -142,6 +142,24 @@ def test_api_bad_location_types(bad):
         m.kprobe(bad)
 
 
+def test_api_handlers_that_cannot_be_called():
+    """Refused when placed, not at the first hit."""
+    m = Machine.load(firmware("riscv64"))
+    calls = [
+        (lambda: m.kprobe("do_work", pre=5), "the pre handler must be callable, not int 5"),
+        (lambda: m.kprobe("do_work", post="x"), "the post handler must be callable, not str 'x'"),
+        (lambda: m.kretprobe("fib", handler=[]), "the handler must be callable, not list []"),
+        (lambda: m.kretprobe("fib", entry=1.5), "the entry handler must be callable, not float 1.5"),
+        (lambda: m.uprobe("init:0x0", handler=3), "the handler must be callable, not int 3"),
+        (lambda: m.uretprobe("init:main", handler=b""), "the handler must be callable, not bytes b''"),
+    ]
+    for place, says in calls:
+        with pytest.raises(ProbeError) as info:
+            place()
+        assert str(info.value) == says
+    assert not m.probes.sites
+
+
 @pytest.mark.parametrize("maxactive", [0, -1, 2.5])
 def test_api_bad_maxactive(maxactive):
     m = Machine.load(firmware("riscv64"))
@@ -565,6 +583,11 @@ def test_run_from_a_handler_refused(variant):
     m = _load(variant)
     m.kprobe("do_work", pre=lambda p, regs: m.run(max_insns=10))
     with pytest.raises(UsageError, match="already running"):
+        m.run()
+    m = _load(variant)  # going back to a snapshot mid-run left the CPU anywhere (a store fault)
+    snap = m.snapshot()
+    m.kprobe("do_work", pre=lambda p, regs: m.restore(snap))
+    with pytest.raises(UsageError, match=r"Machine.restore called while the machine is running \(from inside"):
         m.run()
 
 
