@@ -223,7 +223,7 @@ class Uprobes(ArchBound):
 
     def _new_site(self, addr: int, text: str, prog: UserProgram) -> USite:
         try:
-            d = self.decode.decode(self._program_bytes(prog, addr, MAX_INSN), addr, **self._decode_kw)
+            d = self.decide(self._program_bytes(prog, addr, MAX_INSN), addr)
         except (DecodeError, IndexError, struct.error, UcError) as e:
             raise ProbeError(f"{text}: {e}") from None
         if d.kind is Kind.REJECT:

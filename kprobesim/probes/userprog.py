@@ -76,7 +76,11 @@ class UserProgram:
 
 
 def user_program(image: Image) -> UserProgram | None:
-    """The image's user program, or None when it marks none."""
+    """The image's user program, or None when it marks none (worked out once per image)."""
+    return image.memo("user_program", lambda: _find_user_program(image))
+
+
+def _find_user_program(image: Image) -> UserProgram | None:
     if not (image.has_symbol(START) and image.has_symbol(END)):
         return None
     lo, hi = image.symbol(START).addr, image.symbol(END).addr
