@@ -8,6 +8,7 @@ Nothing is hooked per instruction: hooks fire only on traps, faults and device a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import math
@@ -294,6 +295,13 @@ class Machine:
         pool[0] += size
         return pool[0] - size
 
+    def sim_phys_alloc(self) -> int:
+        """One zeroed simulator page for the guest's page tables to point at (a uprobe XOL page,
+        a page table of the simulator's): its physical address."""
+        page = self.sim_alloc(PAGE, SLOT_PERMS) - self.sim_base + self.sim_phys
+        self.write_phys(page, bytes(PAGE))  # a page handed out after a restore keeps its old bytes
+        return page
+
     def _pieces(self, addr: int, size: int, error: int) -> list[tuple[int, int]]:
         """(physical address, length) pieces behind ``addr .. addr+size`` in the guest's current
         address space (the page tables, when the arch has them and they are on)."""
@@ -380,7 +388,11 @@ class Machine:
         entries of the page's *physical* address only, so a guest that pages could keep
         reaching the old copy through its virtual one."""
         if self._memory_snapshots:
-            self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+            self.flush_tlb()
+
+    def flush_tlb(self) -> None:
+        """Drop the CPU's cached translations (after the host changed the guest's page tables)."""
+        self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     def patch_code(self, addr: int, data: bytes) -> None:
         """Write instructions and drop stale translations (the simulator's fence.i).
@@ -401,15 +413,23 @@ class Machine:
                     raise
                 self.patch_physical(physical(addr), addr, data)
                 return
-        self.engine.ctl_remove_cache(addr, addr + len(data))
+        with self._host_translation():
+            self.engine.ctl_remove_cache(addr, addr + len(data))
 
     def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
         """Write instructions at a physical address seen by the guest at ``vaddr``."""
         self.engine.mem_write(phys, data)
         self._host_wrote()
-        self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
-        if phys != vaddr:
-            self.engine.ctl_remove_cache(phys, phys + len(data))
+        with self._host_translation():
+            self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
+            if phys != vaddr:
+                self.engine.ctl_remove_cache(phys, phys + len(data))
+
+    def _host_translation(self) -> contextlib.AbstractContextManager:
+        """Around the engine translating addresses for the host (dropping stale translations):
+        the arch's guard against that leaving fault state behind, if it needs one."""
+        guard = getattr(self.traps, "host_translation", None)
+        return guard() if guard is not None else contextlib.nullcontext()
 
     def in_sim_pages(self, addr: int) -> bool:
         return self.sim_base <= addr < self.sim_end
