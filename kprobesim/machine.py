@@ -35,7 +35,7 @@ from unicorn.unicorn_const import (
 
 from .arch import Arch, get_arch
 from .board import NEVER, Timer
-from .errors import BudgetExhausted, GuestFault, ImageError, SimError, UsageError
+from .errors import BudgetExhausted, GuestFault, ImageError, ProbeError, SimError, UsageError
 from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
@@ -897,6 +897,8 @@ class Machine:
 
     def restore(self, snap: Snapshot) -> None:
         """Go back to ``snap``: the same run can be replayed with other probes, without reloading."""
+        if self._running:
+            raise UsageError("Machine.restore called while the machine is running (from inside a handler)")
         if self._registry is not None:
             self._registry.detach()
             self._registry = None
@@ -932,6 +934,7 @@ class Machine:
         self, spec: str | int, pre: PreHandler | None = None, post: PostHandler | None = None, name: str = ""
     ) -> Kprobe:
         """Place a kprobe at ``SYM``, ``SYM+OFF`` or an address."""
+        _callable(pre=pre, post=post)
         return self.probes.register(spec, pre, post, name)
 
     def kretprobe(
@@ -943,6 +946,7 @@ class Machine:
         name: str = "",
     ) -> Kretprobe:
         """Place a kretprobe on a function."""
+        _callable(handler=handler, entry=entry)
         return self.probes.register_kretprobe(spec, handler, entry, maxactive, name)
 
     @property
@@ -955,10 +959,12 @@ class Machine:
     def uprobe(self, target: str, handler: UprobeHandler | None = None, name: str = "") -> Uprobe:
         """Place a uprobe at ``PATH:OFFSET`` or ``PATH:SYMBOL[+OFF]`` (the bundled firmware's
         user program is ``init``); ``handler(probe, regs)`` runs before the instruction."""
+        _callable(handler=handler)
         return self.uprobes.register(target, handler, name)
 
     def uretprobe(self, target: str, handler: UretHandler | None = None, name: str = "") -> Uretprobe:
         """Place a uretprobe on a user function (``PATH:SYMBOL``); ``handler(instance, regs)``."""
+        _callable(handler=handler)
         return self.uprobes.register_uretprobe(target, handler, name)
 
     @property
@@ -1005,3 +1011,11 @@ class Machine:
             raise fault
         self._pending_fault = fault
         self.engine.emu_stop()
+
+
+def _callable(**handlers: object) -> None:
+    """Refuse a handler that cannot be called, when the probe is placed (not at its first hit)."""
+    for what, fn in handlers.items():
+        if fn is not None and not callable(fn):
+            label = "the handler" if what == "handler" else f"the {what} handler"
+            raise ProbeError(f"{label} must be callable, not {type(fn).__name__} {fn!r}")

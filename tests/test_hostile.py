@@ -142,6 +142,24 @@ def test_api_bad_location_types(bad):
         m.kprobe(bad)
 
 
+def test_api_handlers_that_cannot_be_called():
+    """Refused when placed, not at the first hit."""
+    m = Machine.load(firmware("riscv64"))
+    calls = [
+        (lambda: m.kprobe("do_work", pre=5), "the pre handler must be callable, not int 5"),
+        (lambda: m.kprobe("do_work", post="x"), "the post handler must be callable, not str 'x'"),
+        (lambda: m.kretprobe("fib", handler=[]), "the handler must be callable, not list []"),
+        (lambda: m.kretprobe("fib", entry=1.5), "the entry handler must be callable, not float 1.5"),
+        (lambda: m.uprobe("init:0x0", handler=3), "the handler must be callable, not int 3"),
+        (lambda: m.uretprobe("init:main", handler=b""), "the handler must be callable, not bytes b''"),
+    ]
+    for place, says in calls:
+        with pytest.raises(ProbeError) as info:
+            place()
+        assert str(info.value) == says
+    assert not m.probes.sites
+
+
 @pytest.mark.parametrize("maxactive", [0, -1, 2.5])
 def test_api_bad_maxactive(maxactive):
     m = Machine.load(firmware("riscv64"))
@@ -327,6 +345,24 @@ def test_elf_segment_outside_ram_refused_before_reading(tmp_path, arch):
         Machine.load(tmp_path / "k.elf")
 
 
+def test_big_and_bad_system_maps(run_cli, tmp_path):
+    """A System.map of 100,000 lines (a distribution kernel has ~150,000) loads in linear time
+    (the sizes were once found by a quadratic scan: minutes); an address over 64 bits is refused."""
+    from kprobesim.image import Image
+
+    big = tmp_path / "big.map"
+    big.write_text("".join(f"{0x80000000 + 4 * i:x} T f{i}\n" for i in range(100_000)))
+    start = time.monotonic()
+    image = Image.load(firmware("riscv64", "kernel.bin"), arch="riscv64", base=0x80000000, symbols=big)
+    assert time.monotonic() - start < 10
+    assert image.symbol("f99998").size == 4 and image.symbol("f99999").size == 0
+    wide = tmp_path / "wide.map"
+    wide.write_text("80000000 T start\n1ffffffffffffffff T wide\n")
+    line = _refused(run_cli, ImageError.exit_status, "--arch", "riscv64", str(firmware("riscv64", "kernel.bin")),
+                    "--symbols", str(wide))
+    assert line.endswith("wide.map:2: address 1ffffffffffffffff is not a 64-bit address")
+
+
 # -- 5. damaged symbol tables ---------------------------------------------------------------------
 def _sections(data: bytes) -> list[tuple[int, ...]]:
     (shoff,) = struct.unpack_from("<Q", data, 40)
@@ -444,9 +480,10 @@ def test_bpf_printk_field_widths(run_cli, tmp_path, arch):
         ("kprobe/trap_handler", "trap_handler is blacklisted"),
     ],
 )
-def test_bpf_sections_off_kernel_text(run_cli, tmp_path, section, says):
-    obj = _bpf(tmp_path, "riscv64", f'SEC("{section}")\nint prog(struct pt_regs *ctx) {{ return 0; }}\n')
-    line = _refused(run_cli, ProbeError.exit_status, str(firmware("riscv64")), "--bpf", obj)
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_bpf_sections_off_kernel_text(run_cli, tmp_path, arch, section, says):
+    obj = _bpf(tmp_path, arch, f'SEC("{section}")\nint prog(struct pt_regs *ctx) {{ return 0; }}\n')
+    line = _refused(run_cli, ProbeError.exit_status, str(firmware(arch)), "--bpf", obj)
     assert says in line and "program 'prog'" in line
 
 
@@ -546,6 +583,11 @@ def test_run_from_a_handler_refused(variant):
     m = _load(variant)
     m.kprobe("do_work", pre=lambda p, regs: m.run(max_insns=10))
     with pytest.raises(UsageError, match="already running"):
+        m.run()
+    m = _load(variant)  # going back to a snapshot mid-run left the CPU anywhere (a store fault)
+    snap = m.snapshot()
+    m.kprobe("do_work", pre=lambda p, regs: m.restore(snap))
+    with pytest.raises(UsageError, match=r"Machine.restore called while the machine is running \(from inside"):
         m.run()
 
 
