@@ -35,6 +35,7 @@ from unicorn.unicorn_const import (
 from .arch import Arch, get_arch
 from .board import NEVER, Timer
 from .errors import BudgetExhausted, GuestFault, ImageError, SimError, UsageError
+from .guest.panic import PanicWatch
 from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
@@ -135,6 +136,7 @@ class Machine:
         self.engine = arch.new_engine()
         self.console_bytes = bytearray()
         self._console_sink = console
+        self.panic_watch = PanicWatch()  # a Linux panic on the console ends the run (guest/panic.py)
         self.exit_status: int | None = None
         self._running = False  # inside run(): a handler calling run() again is refused
         self._time = 0
@@ -351,7 +353,21 @@ class Machine:
         """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
         for read-only kernel text)."""
         if self._translate is None:
-            self.engine.mem_write(addr, data)  # physical = the guest's address: Unicorn's own flush fits
+            try:
+                self.engine.mem_write(addr, data)  # physical = the guest's address: Unicorn's own flush fits
+            except UcError:
+                physical = getattr(self.traps, "physical", None)  # a virtual address (riscv64 virt)
+                if physical is None:
+                    raise
+                done = 0
+                while done < len(data):  # page by page, as read() does
+                    chunk = min(len(data) - done, 0x1000 - ((addr + done) & 0xFFF))
+                    try:
+                        phys = physical(addr + done)
+                    except Exception:
+                        raise UcError(UC_ERR_WRITE_UNMAPPED) from None
+                    self.write_phys(phys, data[done : done + chunk])
+                    done += chunk
             return
         cache = self._pages
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
@@ -446,6 +462,8 @@ class Machine:
         self.console_bytes += data
         if self._console_sink is not None:
             self._console_sink(data)
+        if b"\n" in data and self.panic_watch.feed(self.console_bytes, self.now()):
+            self.cut_slice()
 
     @property
     def console(self) -> str:
@@ -647,6 +665,8 @@ class Machine:
         wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
         self._storm = 0
         while self.exit_status is None:
+            if self.panic_watch.due(self._time, exited=False):
+                raise self.panic_watch.error(self.console_bytes, self._time)
             if self._pause:
                 self._pause = False
                 raise BudgetExhausted(f"paused after {self._time} instructions at {self.image.describe(self.pc)}")
@@ -662,6 +682,8 @@ class Machine:
             if time.monotonic() > wall:
                 raise BudgetExhausted(f"time limit reached after {self._time} instructions")
             self._step_slice(limit)
+        if self.panic_watch.due(self._time, exited=True):  # panic=-1: the restart that followed
+            raise self.panic_watch.error(self.console_bytes, self._time)
         return self.exit_status
 
     def run_to(self, addr: int, max_insns: int | None = None, timeout: float | None = None) -> None:
@@ -889,6 +911,7 @@ class Machine:
         self._time = snap.time
         self._sync_engine_clock()
         self.console_bytes[:] = snap.console
+        self.panic_watch.reset(snap.console)
         del self.trace_lines[snap.trace_lines :]
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None
