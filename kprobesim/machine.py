@@ -8,6 +8,7 @@ Nothing is hooked per instruction: hooks fire only on traps, faults and device a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import math
@@ -34,7 +35,7 @@ from unicorn.unicorn_const import (
 
 from .arch import Arch, get_arch
 from .board import NEVER, Timer
-from .errors import BudgetExhausted, GuestFault, ImageError, SimError, UsageError
+from .errors import BudgetExhausted, GuestFault, ImageError, ProbeError, SimError, UsageError
 from .guest.panic import PanicWatch
 from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
@@ -296,6 +297,13 @@ class Machine:
         pool[0] += size
         return pool[0] - size
 
+    def sim_phys_alloc(self) -> int:
+        """One zeroed simulator page for the guest's page tables to point at (a uprobe XOL page,
+        a page table of the simulator's): its physical address."""
+        page = self.sim_alloc(PAGE, SLOT_PERMS) - self.sim_base + self.sim_phys
+        self.write_phys(page, bytes(PAGE))  # a page handed out after a restore keeps its old bytes
+        return page
+
     def _pieces(self, addr: int, size: int, error: int) -> list[tuple[int, int]]:
         """(physical address, length) pieces behind ``addr .. addr+size`` in the guest's current
         address space (the page tables, when the arch has them and they are on)."""
@@ -396,7 +404,11 @@ class Machine:
         entries of the page's *physical* address only, so a guest that pages could keep
         reaching the old copy through its virtual one."""
         if self._memory_snapshots:
-            self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+            self.flush_tlb()
+
+    def flush_tlb(self) -> None:
+        """Drop the CPU's cached translations (after the host changed the guest's page tables)."""
+        self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     def patch_code(self, addr: int, data: bytes) -> None:
         """Write instructions and drop stale translations (the simulator's fence.i).
@@ -417,15 +429,23 @@ class Machine:
                     raise
                 self.patch_physical(physical(addr), addr, data)
                 return
-        self.engine.ctl_remove_cache(addr, addr + len(data))
+        with self._host_translation():
+            self.engine.ctl_remove_cache(addr, addr + len(data))
 
     def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
         """Write instructions at a physical address seen by the guest at ``vaddr``."""
         self.engine.mem_write(phys, data)
         self._host_wrote()
-        self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
-        if phys != vaddr:
-            self.engine.ctl_remove_cache(phys, phys + len(data))
+        with self._host_translation():
+            self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
+            if phys != vaddr:
+                self.engine.ctl_remove_cache(phys, phys + len(data))
+
+    def _host_translation(self) -> contextlib.AbstractContextManager:
+        """Around the engine translating addresses for the host (dropping stale translations):
+        the arch's guard against that leaving fault state behind, if it needs one."""
+        guard = getattr(self.traps, "host_translation", None)
+        return guard() if guard is not None else contextlib.nullcontext()
 
     def in_sim_pages(self, addr: int) -> bool:
         return self.sim_base <= addr < self.sim_end
@@ -899,6 +919,8 @@ class Machine:
 
     def restore(self, snap: Snapshot) -> None:
         """Go back to ``snap``: the same run can be replayed with other probes, without reloading."""
+        if self._running:
+            raise UsageError("Machine.restore called while the machine is running (from inside a handler)")
         if self._registry is not None:
             self._registry.detach()
             self._registry = None
@@ -935,6 +957,7 @@ class Machine:
         self, spec: str | int, pre: PreHandler | None = None, post: PostHandler | None = None, name: str = ""
     ) -> Kprobe:
         """Place a kprobe at ``SYM``, ``SYM+OFF`` or an address."""
+        _callable(pre=pre, post=post)
         return self.probes.register(spec, pre, post, name)
 
     def kretprobe(
@@ -946,6 +969,7 @@ class Machine:
         name: str = "",
     ) -> Kretprobe:
         """Place a kretprobe on a function."""
+        _callable(handler=handler, entry=entry)
         return self.probes.register_kretprobe(spec, handler, entry, maxactive, name)
 
     @property
@@ -958,10 +982,12 @@ class Machine:
     def uprobe(self, target: str, handler: UprobeHandler | None = None, name: str = "") -> Uprobe:
         """Place a uprobe at ``PATH:OFFSET`` or ``PATH:SYMBOL[+OFF]`` (the bundled firmware's
         user program is ``init``); ``handler(probe, regs)`` runs before the instruction."""
+        _callable(handler=handler)
         return self.uprobes.register(target, handler, name)
 
     def uretprobe(self, target: str, handler: UretHandler | None = None, name: str = "") -> Uretprobe:
         """Place a uretprobe on a user function (``PATH:SYMBOL``); ``handler(instance, regs)``."""
+        _callable(handler=handler)
         return self.uprobes.register_uretprobe(target, handler, name)
 
     @property
@@ -1008,3 +1034,11 @@ class Machine:
             raise fault
         self._pending_fault = fault
         self.engine.emu_stop()
+
+
+def _callable(**handlers: object) -> None:
+    """Refuse a handler that cannot be called, when the probe is placed (not at its first hit)."""
+    for what, fn in handlers.items():
+        if fn is not None and not callable(fn):
+            label = "the handler" if what == "handler" else f"the {what} handler"
+            raise ProbeError(f"{label} must be callable, not {type(fn).__name__} {fn!r}")
