@@ -15,7 +15,7 @@ from typing import Any
 
 from . import __version__
 from .arch import ARCH_NAMES, get_arch
-from .errors import GuestFault, ImageError, ProbeError, SimError, UsageError, exit_status_of_guest
+from .errors import GuestFault, GuestPanic, ImageError, ProbeError, SimError, UsageError, exit_status_of_guest
 from .files import open_regular, read_regular
 from .image import Image
 from .image import load_image as _load_image
@@ -642,6 +642,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(e.line(), file=sys.stderr)
         if e.registers:
             print(e.registers, file=sys.stderr)
+        return e.exit_status
+    except GuestPanic as e:
+        sys.stdout.flush()
+        print(e.line(), file=sys.stderr)
+        print(e.details(), file=sys.stderr)
         return e.exit_status
     except SimError as e:
         sys.stdout.flush()

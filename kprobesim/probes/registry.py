@@ -197,8 +197,8 @@ class Registry(ArchBound):
         end = ram + size if ram <= addr < ram + size else addr + MAX_INSN
         try:
             if code:
-                return self.decode.decode(code[addr - base : addr - base + MAX_INSN], addr, **self._decode_kw)
-            return self.decode.decode(self.original(addr, min(MAX_INSN, end - addr)), addr, **self._decode_kw)
+                return self.decide(code[addr - base : addr - base + MAX_INSN], addr)
+            return self.decide(self.original(addr, min(MAX_INSN, end - addr)), addr)
         except UcError:
             raise ProbeError(f"{self.m.image.describe(addr)}: address {addr:#x} cannot be read (EINVAL)") from None
         except (DecodeError, IndexError, struct.error) as e:
