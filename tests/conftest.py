@@ -53,6 +53,16 @@ def riscv_linux():
     return rvguest.booted()
 
 
+@pytest.fixture(scope="session")
+def pc_linux():
+    """Debian's Linux x86_64 on ``pc``, booted once per worker and snapshotted at ``/init``'s
+    first instruction (``linux/pclinux.py``; ~60 s of CPU the first time). Modules using it carry
+    ``pytest.mark.xdist_group(pclinux.XDIST_GROUP)`` so one worker runs them all from one boot."""
+    from linux import pclinux
+
+    return pclinux.booted()
+
+
 #: Tests (node-id prefixes) that cost the most CPU, costliest first, measured on the 2-core
 #: machine: they are handed to the pytest-xdist workers first, so that no long test starts
 #: near the end of a run and stretches it (longest-first scheduling). Modules with a

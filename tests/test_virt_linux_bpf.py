@@ -7,9 +7,9 @@ relocates its CO-RE reads against the same BTF (:attr:`Machine.btf` of a Linux i
 boot snapshot at init's first instruction (``riscv_linux``) to power off: ~40 M instructions,
 ~5 s of CPU (the boot itself is shared; the first compile of vmlinux.h takes a few seconds).
 
-Oracles: init's and its child's console lines (which files they opened), the kernel's own
-return value of ``kernel_clone`` in init (the child's pid), and a kprobe fetcharg reading
-``open_how`` by hand.
+Oracles (``linux/snoopcheck.py``): init's and its child's console lines (which files they
+opened), the kernel's own return value of ``kernel_clone`` in init (the child's pid), and a
+kprobe fetcharg reading ``open_how`` by hand.
 """
 
 from __future__ import annotations
@@ -18,18 +18,12 @@ import re
 import struct
 
 import pytest
-from linux import corebuild, obtain, rvguest
+from linux import corebuild, obtain, rvguest, snoopcheck
 
 from kprobesim.ebpf.loader import load
 from kprobesim.trace.tracer import Tracer
 
 pytestmark = pytest.mark.xdist_group(rvguest.XDIST_GROUP)
-
-SEEN = struct.Struct("<QQIIQ16s16s")  # struct open_seen
-
-
-def _name(key: bytes) -> str:
-    return key.split(b"\0", 1)[0].decode()
 
 
 def test_opensnoop_core_counts_the_files_init_and_child_opened(riscv_linux: rvguest.RiscvLinux) -> None:
@@ -39,33 +33,12 @@ def test_opensnoop_core_counts_the_files_init_and_child_opened(riscv_linux: rvgu
     obj = load(m, obj_path)
     digits = load(m, digits_path)  # on the user program's function: see the end
     tracer = Tracer(m)
-    tracer.add("r:clone kernel_clone ret=$retval:s64")
-    tracer.add("p:op do_sys_openat2 flags=+0($arg3):x64")
+    tracer.add(snoopcheck.CLONE)
+    tracer.add(snoopcheck.OPEN_FLAGS)
     riscv_linux.run_to_power_off()
     assert m.exit_status == 0, m.console[-2000:]
-
-    said = re.findall(r"^kpsim-(init|child): (?:read|open) (/\S+):", m.console, re.M)
-    assert len(said) == 5, said
-    opened: dict[str, list[str]] = {}
-    for who, path in said:
-        opened.setdefault(path, []).append(who)
-    assert "kpsim-init: fork and exec /bin/child" in m.console
-    child_pid = next(int(e.args["ret"]) for e in tracer.events if e.event == "clone" and e.comm == "init")
-    flags = {int(e.args["flags"]) for e in tracer.events if e.event == "op"}
-    assert len(flags) == 1
-
-    opens = {_name(k): SEEN.unpack(bytes(v)) for k, v in obj.maps["opens"].items()}
-    assert {path: seen[0] for path, seen in opens.items()} == {path: len(who) for path, who in opened.items()}
-    for path, (_, pid_tgid, core_pid, core_tgid, how_flags, comm, core_comm) in opens.items():
-        pid = 1 if opened[path][-1] == "init" else child_pid  # the map keeps the last opener
-        assert (pid_tgid >> 32, pid_tgid & 0xFFFFFFFF) == (pid, pid) == (core_tgid, core_pid), path
-        assert _name(comm) == _name(core_comm) == opened[path][-1], path
-        assert {how_flags} == flags, path
-
-    # do_filp_open sees the kernel's copy of every name (struct filename), and the exec
-    filps = {_name(k): int.from_bytes(v, "little") for k, v in obj.maps["filps"].items()}
-    assert filps == {**{path: len(who) for path, who in opened.items()}, "/bin/child": 1}
-    assert [p.hits for p in obj.programs.values()] == [5, 6]
+    snoopcheck.check_opensnoop(obj, tracer, m.console)
+    child_pid = snoopcheck.child_pid(tracer)
 
     # uprobe + uretprobe programs on /init's digits(): every argument init printed, paired with
     # the value it printed, and the caller (init, or its forked child before the exec)

@@ -177,7 +177,10 @@ class Registry(ArchBound):
         if not image.in_text(addr):
             named = spec.split("+")[0] if isinstance(spec, str) and image.has_symbol(spec.split("+")[0]) else None
             name = named or (found[0].name if found is not None else None)
-            what = f"{name} is data, not" if name else f"address {addr:#x} is not in"
+            if name and image.in_text(image.symbol(name).addr):  # SYM+OFF past the end of text
+                what = f"address {addr:#x} ({name}+{addr - image.symbol(name).addr:#x}) is not in"
+            else:
+                what = f"{name} is data, not" if name else f"address {addr:#x} is not in"
             raise ProbeError(f"{text}: {what} kernel text (EINVAL)")
         if found is not None:
             sym, off = found
@@ -199,8 +202,8 @@ class Registry(ArchBound):
         end = ram + size if ram <= addr < ram + size else addr + MAX_INSN
         try:
             if code:
-                return self.decode.decode(code[addr - base : addr - base + MAX_INSN], addr, **self._decode_kw)
-            return self.decode.decode(self.original(addr, min(MAX_INSN, end - addr)), addr, **self._decode_kw)
+                return self.decide(code[addr - base : addr - base + MAX_INSN], addr)
+            return self.decide(self.original(addr, min(MAX_INSN, end - addr)), addr)
         except UcError:
             raise ProbeError(f"{self.m.image.describe(addr)}: address {addr:#x} cannot be read (EINVAL)") from None
         except (DecodeError, IndexError, struct.error) as e:

@@ -11,6 +11,7 @@ from kprobesim.errors import GuestFault, ProbeError
 from .insn import MASK64
 
 MAX_ACCESS = 1 << 24  # the most one handler access may move (16 MiB)
+SIGN = 1 << 63
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -153,8 +154,11 @@ class Regs:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ProbeError(f"write_mem takes bytes, not {type(data).__name__}")
         self._check(addr, len(data), "write_mem")
+        m, at = self._m, addr & MASK64
+        if at < m.sim_end and m.sim_base < at + len(data):
+            raise ProbeError(f"write_mem: {len(data)} bytes at {at:#x} would overwrite the simulator's own pages")
         try:
-            self._m.write(addr & MASK64, bytes(data))
+            m.write(at, bytes(data))
         except UcError:
             raise GuestFault(
                 f"write_mem of {len(data)} bytes at {addr & MASK64:#x}: not guest memory", self.pc
@@ -162,11 +166,13 @@ class Regs:
 
     @staticmethod
     def _check(addr: int, size: int, what: str) -> None:
-        if addr.__class__ is int and size.__class__ is int and 0 <= size <= MAX_ACCESS:
+        if addr.__class__ is int and size.__class__ is int and 0 <= size <= MAX_ACCESS and -SIGN <= addr <= MASK64:
             if (addr & MASK64) + size <= 1 << 64:
                 return  # the usual case
         if isinstance(addr, bool) or not isinstance(addr, int):
             raise ProbeError(f"{what}: the address must be an int, not {type(addr).__name__}")
+        if not -SIGN <= addr <= MASK64:  # negative ones are two's complement, as in C
+            raise ProbeError(f"{what}: {addr:#x} is not a 64-bit address")
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_ACCESS:
             raise ProbeError(f"{what}: size {size!r} is not 0..{MAX_ACCESS} bytes")
         if (addr & MASK64) + size > 1 << 64:

@@ -3,13 +3,13 @@ QEMU booting the same kernel, initramfs and command line with the same RAM: the 
 report of the machine (the e820 map the loader wrote, its memory zones and totals, the command
 line) must be QEMU's, it must calibrate its TSC against the board's PIT and find the 16550A,
 and every line init and its child print (reads, fork, exec, wait) must be QEMU's. Then kprobes
-on the running kernel, from a snapshot taken as the kernel starts init, with both step variants.
+on the running kernel, from the snapshot at init's first instruction, with both step variants.
 
-One boot per module, shared by its tests: ~1.42 G guest instructions to the start of init,
-~55-60 s of CPU; init's whole life after the snapshot is ~0.5 M instructions, so the unprobed
-run and the two probed ones (tf, int3) from the snapshot cost well under a second each. The
-QEMU oracle run is ~45 s of wall time, ~11 s of CPU. Measured for the whole module on the
-shared 2-core machine: 75 s of CPU (user), 2 min 50 s wall.
+The boot is the worker's shared one (``pc_linux``, ``linux/pclinux.py``: ~1.42 G guest
+instructions, ~60 s of CPU, paid by whichever pc Linux module runs first); init's whole life
+after the snapshot is ~0.6 M instructions, so the unprobed run and the two probed ones (tf,
+int3) from the snapshot cost well under a second each. The QEMU oracle run is ~45 s of wall
+time, ~11 s of CPU.
 
 Without ACPI (``acpi=off``) Linux's power-off halts the CPU with interrupts masked ("reboot:
 System halted"), which ends the run with status 0; QEMU, same command line, halts the same way
@@ -20,25 +20,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cache
 
 import pytest
 
-from kprobesim.arch import get_arch
-from kprobesim.board.pc import DEFAULT_APPEND, PcBoard
-from kprobesim.errors import BudgetExhausted
-from kprobesim.machine import Machine, Snapshot
 from kprobesim.trace.tracer import Tracer
-from linux import debian, obtain, qemu
-from linux.initramfs import initramfs
+from linux import pclinux, qemu
 from linux.qemu import init_lines
 
-pytestmark = pytest.mark.xdist_group("linux-pc")
+pytestmark = pytest.mark.xdist_group(pclinux.XDIST_GROUP)
 
-BUDGET = 2_000_000_000
-TAIL = 200_000_000  # init's run from the snapshot to the power-off (a few million)
-FIRST_LINE = b"Run /init as init process"  # printk: synchronous, before init's exec (init's own
-# lines reach the UART by interrupts, behind init: its first opens are done by then)
 SAME_AS_QEMU = re.compile(
     r"^(Linux version |Command line: |Kernel command line: |BIOS-e820: \[mem 0x00000000|Memory: |"
     r"  (DMA|DMA32|Normal) |  node   0: |Initmem setup |On node 0, zone |Built 1 zonelists|Dentry cache |"
@@ -56,12 +46,7 @@ def _lines(transcript: str) -> list[str]:
     return qemu.kernel_lines(text) + [line for line in text.splitlines() if line.startswith("  ")]
 
 
-@cache
-def _qemu_transcript() -> str:
-    kernel = obtain(debian.bookworm_amd64_kernel).image
-    cmd = ["qemu-system-x86_64", "-smp", "1", "-m", "128M", "-kernel", str(kernel), "-initrd",
-           str(obtain(initramfs, "x86_64")), "-append", DEFAULT_APPEND, "-nographic", "-no-reboot"]
-    return obtain(qemu.run_until, cmd, "reboot: System halted", 300).transcript
+_qemu_transcript = pclinux.qemu_transcript  # one QEMU run per worker, shared with the uprobe tests
 
 
 @dataclass
@@ -81,39 +66,25 @@ class Booted:
     probed: dict[str, Run]  # by step variant
 
 
-def _probed_run(m: Machine, snap: Snapshot, variant: str) -> Run:
+def _probed_run(pc_linux: pclinux.PcLinux, variant: str) -> Run:
     """From the snapshot: tracer probes on init's opens and reads, and probes with empty handlers
     on fork and write, stepping with ``variant``."""
-    m.restore(snap)
-    m.step_variant = variant
+    m = pc_linux.restore(variant)
     tracer = Tracer(m)
     tracer.add("p:op do_sys_openat2 dfd=$arg1:s32 name=+0($arg2):ustring")
     tracer.add("r:vr vfs_read ret=$retval:s64")
     clone = m.kprobe("kernel_clone", pre=lambda p, r: None, post=lambda p, r: None)
     write = m.kretprobe("__x64_sys_write", handler=lambda i, r: None, entry=lambda i, r: None)
-    status = m.run(max_insns=TAIL, timeout=600)
+    status = pc_linux.run_to_power_off()
     return Run(m.console, status, tracer.events, {"kernel_clone": clone.hits, "__x64_sys_write": write.kprobe.hits})
 
 
 @pytest.fixture(scope="module")
-def booted() -> Booted:
-    kernel = obtain(debian.bookworm_amd64_kernel).image
-    board = PcBoard(initrd=obtain(initramfs, "x86_64"))
-
-    paused: list[bool] = []
-
-    def started(data: bytes) -> None:  # the kernel starts init: pause there for the snapshot
-        if not paused and FIRST_LINE in m.console_bytes[-2 * len(FIRST_LINE) :]:
-            paused.append(True)
-            m.pause()
-
-    m = Machine(get_arch("x86_64"), board.load(kernel), board=board, console=started)
-    with pytest.raises(BudgetExhausted, match="paused"):
-        m.run(max_insns=BUDGET, timeout=1200)
-    snap = m.snapshot()
-    status = m.run(max_insns=TAIL, timeout=600)
+def booted(pc_linux: pclinux.PcLinux) -> Booted:
+    m = pc_linux.restore()
+    status = pc_linux.run_to_power_off()
     unprobed = Run(m.console, status)
-    return Booted(unprobed, {variant: _probed_run(m, snap, variant) for variant in ("tf", "int3")})
+    return Booted(unprobed, {variant: _probed_run(pc_linux, variant) for variant in ("tf", "int3")})
 
 
 def test_reports_qemus_machine(booted: Booted) -> None:

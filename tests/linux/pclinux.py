@@ -1,0 +1,75 @@
+"""One boot of Debian bookworm's Linux 6.1 x86_64 on the ``pc`` board per test process,
+snapshotted at ``/init``'s first instruction.
+
+The boot (the board's loader, the test initramfs, ``DEFAULT_APPEND``) costs ~1.42 G guest
+instructions, ~55-60 s of CPU: it runs once per pytest worker (the ``linux-pc`` xdist group
+keeps every pc Linux test in one worker) up to init's ELF entry in user mode (one code hook on
+that address), and is snapshotted there. Init's whole life from the snapshot to the power-off
+("reboot: System halted") is ~0.5 M instructions: every test restores the snapshot, places its
+probes and runs to the end in well under a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from kprobesim.arch import get_arch
+from kprobesim.board.pc import DEFAULT_APPEND, PcBoard
+from kprobesim.machine import Machine, Snapshot
+from kprobesim.probes.regs import Regs
+
+from . import debian, obtain, qemu
+from .initramfs import initramfs, program
+
+XDIST_GROUP = "linux-pc"  # pytest.mark.xdist_group of every test module using the boot
+BOOT_BUDGET = 2_000_000_000
+RUN_BUDGET = 200_000_000  # from the snapshot to the power-off, with room for probes
+
+
+@dataclass
+class PcLinux:
+    """The booted machine and its snapshot at init's first instruction."""
+
+    machine: Machine
+    snap: Snapshot
+    init_entry: int
+    boot_instructions: int
+
+    def restore(self, step_variant: str | None = None) -> Machine:
+        """The machine back at init's first instruction, with no probes placed (and the kprobe
+        step variant ``step_variant``, when given)."""
+        self.machine.restore(self.snap)
+        if step_variant is not None:
+            self.machine.step_variant = step_variant
+        return self.machine
+
+    def run_to_power_off(self) -> int | None:
+        """Run init to its end; the exit status (0 once Linux halts)."""
+        return self.machine.run(max_insns=RUN_BUDGET, timeout=600)
+
+
+def init_entry() -> int:
+    """The ELF entry point of the initramfs ``/init`` for x86_64."""
+    return int.from_bytes(program("init", "x86_64").read_bytes()[24:32], "little")
+
+
+@cache
+def booted() -> PcLinux:
+    """Boot once in this process (see the module's docstring)."""
+    board = PcBoard(initrd=obtain(initramfs, "x86_64"))
+    m = Machine(get_arch("x86_64"), board.load(obtain(debian.bookworm_amd64_kernel).image), board=board)
+    entry = init_entry()
+    m.run_to(entry, max_insns=BOOT_BUDGET, timeout=1200)
+    assert Regs(m)["cs"] & 3 == 3, "stopped at init's entry address in kernel mode"
+    return PcLinux(m, m.snapshot(), entry, m.instructions)
+
+
+@cache
+def qemu_transcript() -> str:
+    """QEMU's console for the same kernel, initramfs, command line and RAM, to the halt (~45 s
+    of wall time, ~11 s of CPU; once per worker)."""
+    kernel = obtain(debian.bookworm_amd64_kernel).image
+    cmd = ["qemu-system-x86_64", "-smp", "1", "-m", "128M", "-kernel", str(kernel), "-initrd",
+           str(obtain(initramfs, "x86_64")), "-append", DEFAULT_APPEND, "-nographic", "-no-reboot"]
+    return obtain(qemu.run_until, cmd, "reboot: System halted", 300).transcript
