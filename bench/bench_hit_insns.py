@@ -103,9 +103,10 @@ def child(arch: str, step: str | None, kind: str, toggle: Path, bpf_obj: Path | 
             return lambda: calls[0]
         return lambda: 0
 
+    limit = 3600.0  # seconds: valgrind on a busy machine is far slower than the run's default limit
     warm = Machine.load(path, step_variant=step)
     setup(warm)
-    warm.run()
+    warm.run(timeout=limit)
     m = Machine.load(path, step_variant=step)
     if kind == "restart":
         engine, entry, until = m.engine, m.image.entry, m.arch.until
@@ -119,7 +120,7 @@ def child(arch: str, step: str | None, kind: str, toggle: Path, bpf_obj: Path | 
     events = setup(m)
     gc.collect()
     lib.kps_start()
-    m.run()
+    m.run(timeout=limit)
     lib.kps_stop()
     return {"events": events(), "guest": m.instructions}
 
