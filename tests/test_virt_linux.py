@@ -1,12 +1,15 @@
-"""Debian's Linux 6.12 riscv64 on the ``virt`` board under the builtin SBI, to the test
-initramfs' ``init``, with probes by symbol from the kernel's own kallsyms.
+"""Debian's Linux 6.12 riscv64 on the ``virt`` board under Debian's OpenSBI (``--bios
+fw_jump.bin``, the real M-mode firmware, as QEMU runs it), to the test initramfs' ``init``, with
+probes by symbol from the kernel's own kallsyms.
 
-One boot per worker (``riscv_linux``: ~1.29 G guest instructions, ~55 s of CPU, the suite's
+One boot per worker (``riscv_linux``: ~1.05 G guest instructions, ~35 s of CPU, the suite's
 longest single run) snapshotted at init's first instruction; the tests here restore it (~2 s of
-CPU each run to power off). The kernel, OpenSBI-free, brings up its console, unpacks the
-initramfs and runs init, which prints what it read, forks and execs ``/bin/child``, waits for it
-and powers off. Every line init and its child print equals QEMU's transcript of the same kernel and initramfs
-(``linux/oracle.py``), under Linux's default paging mode (Sv57). Page faults are the heart of
+CPU each run to power off). The same kernel under the builtin SBI is checked up to its memory
+setup in ``test_virt_sbi.py`` (a second boot to init would double the cost). The kernel
+brings up its console, unpacks the initramfs and runs init, which prints what it read, forks
+and execs ``/bin/child``, waits for it and powers off. Every line init and its child print
+equals QEMU's transcript of the same kernel, firmware and initramfs (``linux/oracle.py``),
+under Linux's default paging mode (Sv57). Page faults are the heart of
 it: every user page arrives by one, copy-on-write after fork included, and each must be retried
 at the faulting instruction.
 """
@@ -43,6 +46,8 @@ def test_snapshot_is_where_init_starts(riscv_linux: rvguest.RiscvLinux) -> None:
     m = riscv_linux.restore()
     assert m.pc == riscv_linux.init_entry == rvguest.init_entry()
     assert "Run /init as init process" in m.console and "kpsim-init" not in m.console
+    # under OpenSBI (its banner, and the implementation ID Linux read through the SBI, 1)
+    assert "OpenSBI v1.6" in m.console and "SBI implementation ID=0x1 Version=0x10006" in m.console
     with m.traps.machine_mode() as priv:
         assert priv == 0
 
