@@ -32,7 +32,7 @@ from unicorn import x86_const as xc
 from kprobesim.board.pc import USER_XOL
 from kprobesim.ebpf.loader import load
 from kprobesim.elfread import read_header, read_symbols
-from kprobesim.errors import ProbeError
+from kprobesim.errors import GuestFault, ProbeError
 from kprobesim.trace.tracer import Tracer
 
 pytestmark = pytest.mark.xdist_group(pclinux.XDIST_GROUP)
@@ -187,3 +187,13 @@ def test_bad_uprobe_specs_on_the_pc_guest(pc_linux: pclinux.PcLinux) -> None:
         with pytest.raises(ProbeError, match=message):
             m.uprobe(spec)
     assert not m.uprobes.placed
+
+
+def test_a_process_mapping_the_xol_address_ends_the_run_with_one_line(pc_linux: pclinux.PcLinux) -> None:
+    """x86 has no in-place step: where the process maps the XOL address itself (here a page put
+    there before init runs), the first step is a guest fault saying so, not a wrong run."""
+    m = pc_linux.restore()
+    assert m.traps.map_user_page(USER_XOL, m.sim_phys_alloc(), m.sim_phys_alloc) is None
+    m.uprobe("/init:digits")
+    with pytest.raises(GuestFault, match=r"cannot map the XOL page of process 1: the guest maps 0x7ffffffff000 itself"):
+        pc_linux.run_to_power_off()

@@ -86,9 +86,9 @@ def test_snapshot_is_where_init_starts(riscv_linux: rvguest.RiscvLinux) -> None:
 
 def test_runs_from_the_snapshot_are_identical(riscv_linux: rvguest.RiscvLinux) -> None:
     """Restoring replays the same run: same console, same instruction count, twice over; and
-    probes change neither (kprobes stepped in place, kretprobes and a uretprobe returning
-    through a simulator address, which the engine reaches by a fetch fault that retires no
-    instruction, uprobes in the user pages). ~6 s of CPU."""
+    probes change neither (kprobes stepped in place, kretprobes returning through a simulator
+    address, which the engine reaches by a fetch fault that retires no instruction, a uprobe
+    and a uretprobe stepping and returning through the process's XOL page). ~6 s of CPU."""
     runs = []
     for probed in (False, False, True):
         m = riscv_linux.restore()
