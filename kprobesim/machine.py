@@ -138,6 +138,8 @@ class Machine:
         self.engine = arch.new_engine()
         self.console_bytes = bytearray()
         self._console_sink = console
+        #: Called after each console write (a device that waits for the console to go quiet).
+        self.console_listeners: list[Callable[[], None]] = []
         self.panic_watch = PanicWatch()  # a Linux panic on the console ends the run (guest/panic.py)
         self.exit_status: int | None = None
         self._running = False  # inside run(): a handler calling run() again is refused
@@ -499,6 +501,8 @@ class Machine:
         self.console_bytes += data
         if self._console_sink is not None:
             self._console_sink(data)
+        for listener in self.console_listeners:
+            listener()
         if b"\n" in data and self.panic_watch.feed(self.console_bytes, self.now()):
             self.cut_slice()
 
