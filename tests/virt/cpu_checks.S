@@ -41,6 +41,30 @@ panic_text:
 2:      addi    a1, a1, 1               /* 81 or 82 loop instructions until the deadline */
         j       2b
 #endif
+#if SCENARIO == 8                       /* a device raises MEIP mid-block, interrupts enabled */
+        li      t0, 0xc000000 + 4 * 10  /* PLIC: UART source 10, priority 1, enabled for M */
+        li      t1, 1
+        sw      t1, 0(t0)
+        li      t0, 0xc002000
+        li      t1, 1 << 10
+        sw      t1, 0(t0)
+        li      t0, (1 << 11)
+        csrw    mie, t0                 /* MEIE */
+        csrsi   mstatus, 8              /* MIE */
+        li      a1, 0
+        li      t0, 0x10000001
+        li      t1, 2
+        sb      t1, 0(t0)               /* UART IER: THR-empty interrupt, raised by this store */
+raised: addi    a1, a1, 1               /* none of these runs: the interrupt comes first */
+        addi    a1, a1, 1
+        addi    a1, a1, 1
+        addi    a1, a1, 1
+        addi    a1, a1, 1
+        addi    a1, a1, 1
+        addi    a1, a1, 1
+        addi    a1, a1, 1
+1:      j       1b
+#endif
         la      t0, strap
         csrw    stvec, t0
         li      t0, (1 << 8)            /* delegate ecall from U-mode to S-mode */
@@ -159,6 +183,10 @@ mtrap:
 #if SCENARIO == 4
         csrr    a0, mtval
         srli    a0, a0, 12
+#endif
+#if SCENARIO == 8                       /* mcause's code << 8 | instructions run after the store */
+        slli    a0, a0, 8
+        or      a0, a0, a1
 #endif
 #if SCENARIO == 7                       /* (mtime - mtimecmp) << 8 | loop count */
         li      t0, 0x200bff8
