@@ -8,6 +8,12 @@
 _start:
         la      t0, mtrap
         csrw    mtvec, t0
+#if SCENARIO == 9                       /* FINISHER_FAIL with code 0 */
+        li      t0, TEST
+        li      t1, 0x3333
+        sw      t1, 0(t0)
+1:      j       1b
+#endif
 #if SCENARIO == 20 || SCENARIO == 21    /* Linux's panic lines on the UART, then spin forever */
         li      t0, 0x10000000
         la      t1, panic_text
