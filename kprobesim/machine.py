@@ -42,6 +42,7 @@ from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHan
 from .probes.registry import Registry
 from .probes.uprobes import Uprobe, UprobeHandler, Uprobes, UretHandler, Uretprobe
 
+_FLAT = -1  # key of a trap's page cache: the guest does not translate addresses now
 SLICE = 200_000  # longest emu_start slice (instructions)
 POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact moment)
 DEFAULT_BUDGET = 50_000_000
@@ -201,6 +202,7 @@ class Machine:
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
         self._translate = getattr(self.traps, "translate", None)  # virtual -> physical, if paging
+        self._flat: Callable[[], bool] | None = getattr(self.traps, "untranslated", None)  # paging off now?
         self._before_slice: Callable[[], None] | None = getattr(self.traps, "before_slice", None)
         if board is not None:
             board.boot(self)
@@ -331,10 +333,7 @@ class Machine:
                 page = addr & ~(PAGE - 1)
                 phys = cache.get(page)
                 if phys is None:
-                    phys = self._translate(page)
-                    if phys is None:
-                        raise UcError(UC_ERR_READ_UNMAPPED)
-                    cache[page] = phys
+                    phys = self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
                 return bytes(self.engine.mem_read(phys | (addr & (PAGE - 1)), size))
             return b"".join(
                 bytes(self.engine.mem_read(p, n)) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED)
@@ -353,6 +352,20 @@ class Machine:
                 except Exception:
                     raise UcError(UC_ERR_READ_UNMAPPED) from None
             return bytes(out)
+
+    def _page_in_trap(self, cache: dict[int, int], page: int, error: int) -> int:
+        """The physical page behind virtual ``page``, noted for the rest of the trap (see
+        :meth:`on_break`). While the guest does not translate at all (x86 with paging off),
+        every page is its own and no store can change that: noted once, kept over stores."""
+        if not cache and self._flat is not None and self._flat():
+            cache[_FLAT] = 1
+        if _FLAT in cache:
+            return page
+        phys = self._translate(page)  # type: ignore[misc]
+        if phys is None:
+            raise UcError(error)
+        cache[page] = phys
+        return phys
 
     def read_phys(self, addr: int, size: int) -> bytes:
         return bytes(self.engine.mem_read(addr, size))
@@ -380,11 +393,15 @@ class Machine:
         cache = self._pages
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
         if cache is not None and within and not self.arch.sim_base <= addr < self.sim_end:
-            phys = cache.get(addr & ~(PAGE - 1))
-            cache.clear()  # the write may change a page table
-            if phys is not None:
-                self.engine.mem_write(phys | (addr & (PAGE - 1)), data)
-                return
+            page = addr & ~(PAGE - 1)
+            phys = cache.get(page)
+            if phys is None:
+                phys = self._page_in_trap(cache, page, UC_ERR_WRITE_UNMAPPED)
+            if _FLAT not in cache:
+                cache.clear()  # the write may change a page table
+            self.engine.mem_write(phys | (addr & (PAGE - 1)), data)
+            self._host_wrote()
+            return
         elif cache:
             cache.clear()
         off = 0

@@ -91,6 +91,10 @@ class Traps:
                         return base + vaddr - start
         return phys
 
+    def untranslated(self) -> bool:
+        """Is paging off (every virtual address is its physical one)?"""
+        return not self._reg(xc.UC_X86_REG_CR0) & paging.PG
+
     @contextlib.contextmanager
     def host_translation(self) -> Iterator[None]:
         """Unicorn drops stale translations of a virtual address by translating it as an

@@ -30,15 +30,24 @@ class Regs:
     """
 
     __slots__ = ("_m", "_engine", "_read", "_write", "_spec", "_ids", "_privileged", "_lift", "_cache",
-                 "_host_access", "_access_needed")
+                 "_host_access", "_access_needed", "_file", "_direct")
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, in_trap: bool = False) -> None:
         self._m = machine
         engine = self._engine = machine.engine
         self._read = engine.reg_read
-        self._write = engine.reg_write
         self._spec: Any = machine.arch.module("regs")
         self._ids: dict[str, int] = self._spec.REG_IDS
+        self._write = engine.reg_write
+        #: name -> index in ``_file`` of the registers read and written straight in the
+        #: engine's register file: only for a view used from trap hooks or between slices,
+        #: where the file is current and the engine resumes from the stored PC.
+        self._direct: dict[str, int] = {}
+        self._file: Any = None
+        direct = getattr(engine, "direct_registers", None) if in_trap else None
+        if direct is not None:
+            self._file, slots = direct
+            self._direct = {name: slots[rid] for name, rid in self._ids.items() if rid in slots}
         # Control registers the host may only touch at the guest's highest privilege.
         self._privileged = frozenset(self._ids[n] for n in getattr(self._spec, "CSR_NAMES", ()))
         self._host_access = machine.traps.host_access
@@ -65,6 +74,9 @@ class Regs:
         return self._lift
 
     def __getitem__(self, name: str) -> int:
+        at = self._direct.get(name)
+        if at is not None:
+            return self._file[at] & MASK64
         rid = self._ids.get(name)
         if rid is None:
             rid = self._id(name)
@@ -79,6 +91,10 @@ class Regs:
         return value
 
     def __setitem__(self, name: str, value: int) -> None:
+        at = self._direct.get(name)
+        if at is not None and value.__class__ is int:  # a general register or the PC
+            self._file[at] = value & MASK64
+            return
         rid = self._ids.get(name)
         if rid is None:
             rid = self._id(name)
@@ -88,7 +104,7 @@ class Regs:
                 self._write(rid, value & MASK64)
         else:
             self._write(rid, value & MASK64)
-        if self._m._pages:  # translations noted in this trap may not hold (a CR3 write)
+        if self._m._pages:  # translations noted in this trap may not hold (a CR3 or CR0 write)
             self._m._pages.clear()
 
     def __contains__(self, name: str) -> bool:
