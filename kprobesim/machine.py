@@ -191,7 +191,8 @@ class Machine:
         self._boost: tuple[int, int, int] | None = None
         self._carry = 0  # hidden instructions the next slice owes (a boost's jump back)
         # Breaks handled inside the trap hook, except where probed instructions are stepped in
-        # place (that runs the engine again, which a hook cannot).
+        # place (that runs the engine again, which a hook cannot): there only hits the registry
+        # finishes without the engine (a simulated or register-only instruction).
         self._inline_breaks = not self.steps_in_place
         self._refused = False  # the last delivery found an interrupt the CPU masks
         self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
@@ -639,7 +640,13 @@ class Machine:
         after this trap), is handled after the slice ends (False). ``fetched`` False: the
         engine reached ``pc`` with a fetch fault, so it counted no instruction there.
         """
-        if inline and self._inline_breaks and self.event is None and self._slice_end and not self._pending_fault:
+        if (
+            inline
+            and (self._inline_breaks or (self._registry is not None and self._registry.hit_needs_no_engine(pc)))
+            and self.event is None
+            and self._slice_end
+            and not self._pending_fault
+        ):
             # The guest does not run while the handlers do: its translations hold meanwhile.
             self._pages = {}
             try:
