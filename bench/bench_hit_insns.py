@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,53 +64,64 @@ def build_toggle(outdir: Path) -> Path:
 
 # -- the measured process ------------------------------------------------------------------------
 def child(arch: str, step: str | None, kind: str, toggle: Path, bpf_obj: Path | None) -> dict[str, int]:
-    """Set up one measurement, warm up outside the count, then count only the measured part."""
+    """Set up one measurement, warm up outside the count (the same setup, so one-off costs such
+    as translating the patched code are paid there), then count only the measured part."""
+    import gc
+
     from unicorn import UC_HOOK_CODE
 
     from kprobesim.machine import Machine
 
     lib = ctypes.CDLL(str(toggle))
     path = ROOT / "firmware" / arch / "kernel.elf"
-    Machine.load(path, step_variant=step).run()  # warm-up: engine caches, imports, first calls
+
+    def setup(m: Machine) -> Callable[[], int]:
+        """Place what ``kind`` measures; returns how many events it saw."""
+        if kind == "kprobe":
+            kp = m.kprobe(TARGET, pre=lambda p, r: 0)
+            return lambda: kp.hits
+        if kind == "kretprobe":
+            rp = m.kretprobe(TARGET, handler=lambda i, r: None, maxactive=64)
+            return lambda: rp.hits
+        if kind == "ebpf":
+            from kprobesim.ebpf.loader import load
+
+            assert bpf_obj is not None
+            prog = load(m, bpf_obj, engine="translate").programs["bench"]
+            return lambda: prog.hits
+        if kind == "hook":
+            calls = [0]
+            engine, sp, pc = m.engine, m.arch.sp_reg, m.arch.pc_reg
+
+            def cb(uc: object, addr: int, size: int, ud: object) -> None:
+                calls[0] += 1
+                engine.reg_read(sp)
+                engine.reg_read(pc)
+
+            addr = m.image.symbol(TARGET).addr
+            engine.hook_add(UC_HOOK_CODE, cb, None, addr, addr)
+            return lambda: calls[0]
+        return lambda: 0
+
+    warm = Machine.load(path, step_variant=step)
+    setup(warm)
+    warm.run()
     m = Machine.load(path, step_variant=step)
-    count: list[object] = []
     if kind == "restart":
         engine, entry, until = m.engine, m.image.entry, m.arch.until
         engine.emu_start(entry, until, 0, 1)
+        gc.collect()
         lib.kps_start()
         for _ in range(RESTARTS):
             engine.emu_start(entry, until, 0, 1)
         lib.kps_stop()
         return {"events": RESTARTS}
-    if kind == "kprobe":
-        count.append(m.kprobe(TARGET, pre=lambda p, r: 0))
-    elif kind == "kretprobe":
-        count.append(m.kretprobe(TARGET, handler=lambda i, r: None, maxactive=64))
-    elif kind == "ebpf":
-        from kprobesim.ebpf.loader import load
-
-        assert bpf_obj is not None
-        count.append(load(m, bpf_obj, engine="translate").programs["bench"])
-    elif kind == "hook":
-        calls = [0]
-        engine, sp, pc = m.engine, m.arch.sp_reg, m.arch.pc_reg
-
-        def cb(uc: object, addr: int, size: int, ud: object) -> None:
-            calls[0] += 1
-            engine.reg_read(sp)
-            engine.reg_read(pc)
-
-        addr = m.image.symbol(TARGET).addr
-        engine.hook_add(UC_HOOK_CODE, cb, None, addr, addr)
-        count.append(calls)
+    events = setup(m)
+    gc.collect()
     lib.kps_start()
     m.run()
     lib.kps_stop()
-    if not count:
-        return {"events": 0, "guest": m.instructions}
-    what = count[0]
-    events = what[0] if isinstance(what, list) else what.hits  # type: ignore[attr-defined]
-    return {"events": int(events), "guest": m.instructions}
+    return {"events": events(), "guest": m.instructions}
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -133,7 +145,8 @@ def measure(arch: str, step: str | None, kind: str, work: Path, toggle: Path, bp
     env = dict(os.environ, PYTHONHASHSEED="0")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
-        raise RuntimeError(f"{label}: {done.stderr.strip().splitlines()[-1:]}")
+        said = [ln for ln in done.stderr.splitlines() if not ln.startswith("==")][-3:]
+        raise RuntimeError(f"{label}: exit status {done.returncode}: {' | '.join(said)}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return _total(out), report
 

@@ -325,10 +325,17 @@ def _read_system_map(path: Path) -> list[Symbol]:
         m = _MAP_LINE.match(line.strip())
         if not m:
             raise ImageError(f"{path}:{n}: not a System.map line: {line.strip()[:60]!r}")
-        rows.append((int(m.group(1), 16), m.group(2), m.group(3)))
+        addr = int(m.group(1), 16)
+        if addr > MASK64:
+            raise ImageError(f"{path}:{n}: address {m.group(1)} is not a 64-bit address")
+        rows.append((addr, m.group(2), m.group(3)))
     rows.sort()
     syms = []
-    for i, (addr, kind, name) in enumerate(rows):
-        nxt = next((a for a, _, _ in rows[i + 1 :] if a > addr), addr)
-        syms.append(Symbol(name, addr, nxt - addr, kind in "Tt"))
+    nxt = 0  # the next higher address, walking down (linear: maps have 100,000s of lines)
+    for i in range(len(rows) - 1, -1, -1):
+        addr, kind, name = rows[i]
+        if i + 1 < len(rows) and rows[i + 1][0] > addr:
+            nxt = rows[i + 1][0]
+        syms.append(Symbol(name, addr, nxt - addr if nxt > addr else 0, kind in "Tt"))
+    syms.reverse()
     return _dedupe(syms)

@@ -117,7 +117,7 @@ def elf_program(name: str, data: bytes, arch: str) -> UserProgram:
 
 def guest_file_program(machine: Machine, path: str) -> UserProgram | None:
     """The program a guest's initramfs holds at ``path`` (None: the machine boots no initramfs)."""
-    archive = getattr(machine.board, "initrd", None)
+    archive = getattr(machine.board, "initrd_data", None) or getattr(machine.board, "initrd", None)
     if not isinstance(archive, bytes | bytearray):
         return None
     from kprobesim.guest.initramfs import files
