@@ -172,7 +172,8 @@ def test_interrupt_path_probes_keep_the_run_exact(
     interrupt, each typed byte's included) end the session at exactly the unprobed run's
     instruction count (virtual time) with the same console. Typing used to be timed from the
     run loop's slice boundaries, which probe hits move: the run ended 359,893 instructions
-    early. ~2 s of CPU from the shared snapshot."""
+    early. The claim's device load, also probed, is stepped in place. ~3 s of CPU from the
+    shared snapshot."""
     m, snap = booted
     console, end = unprobed_run
     m.restore(snap)
@@ -180,8 +181,15 @@ def test_interrupt_path_probes_keep_the_run_exact(
     uart: list[int] = []
     m.kprobe("plic_claim", pre=lambda p, regs: claims.append(m.now()))
     m.kprobe("uartintr", pre=lambda p, regs: uart.append(m.now()))
+    # and the claim itself, ``lw a0, 0(a0)`` from the PLIC (c.lw 0x4108): stepped in place
+    base = m.image.resolve("plic_claim")
+    code = m.read(base, 0x26)
+    load = next(off for off in range(0, len(code), 2) if code[off : off + 2] == b"\x08\x41")
+    loads: list[int] = []
+    m.kprobe(base + load, pre=lambda p, regs: loads.append(m.now()))
     assert m.run(max_insns=300_000_000, timeout=300) == 0
     assert (m.instructions, m.console) == (end, console)
+    assert len(loads) == len(claims)
     # both fire for each typed byte (and for transmit interrupts), uartintr after plic_claim
     assert len(uart) >= len(SCRIPT) and len(claims) >= len(uart)
     assert all(c < u for c, u in zip(claims, uart, strict=False))
