@@ -147,6 +147,8 @@ class Machine:
         self.engine = arch.new_engine()
         self.console_bytes = bytearray()
         self._console_sink = console
+        #: Called after each console write (a device that waits for the console to go quiet).
+        self.console_listeners: list[Callable[[], None]] = []
         self.panic_watch = PanicWatch()  # a Linux panic on the console ends the run (guest/panic.py)
         self.exit_status: int | None = None
         self._running = False  # inside run(): a handler calling run() again is refused
@@ -198,7 +200,8 @@ class Machine:
         self._boost: tuple[int, int, int] | None = None
         self._carry = 0  # hidden instructions the next slice owes (a boost's jump back)
         # Breaks handled inside the trap hook, except where probed instructions are stepped in
-        # place (that runs the engine again, which a hook cannot).
+        # place (that runs the engine again, which a hook cannot): there only hits the registry
+        # finishes without the engine (a simulated or register-only instruction).
         self._inline_breaks = not self.steps_in_place
         self._refused = False  # the last delivery found an interrupt the CPU masks
         self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
@@ -532,6 +535,8 @@ class Machine:
         self.console_bytes += data
         if self._console_sink is not None:
             self._console_sink(data)
+        for listener in self.console_listeners:
+            listener()
         if b"\n" in data and self.panic_watch.feed(self.console_bytes, self.now()):
             self.cut_slice()
 
@@ -668,7 +673,13 @@ class Machine:
         after this trap), is handled after the slice ends (False). ``fetched`` False: the
         engine reached ``pc`` with a fetch fault, so it counted no instruction there.
         """
-        if inline and self._inline_breaks and self.event is None and self._slice_end and not self._pending_fault:
+        if (
+            inline
+            and (self._inline_breaks or (self._registry is not None and self._registry.hit_needs_no_engine(pc)))
+            and self.event is None
+            and self._slice_end
+            and not self._pending_fault
+        ):
             # The guest does not run while the handlers do: its translations hold meanwhile.
             self._pages = {}
             try:

@@ -75,6 +75,7 @@ class Traps:
             from .hart import Hart
 
             self.hart = Hart(uc)
+            self.hart.raised = machine.cut_slice
             per_tick = getattr(machine.board, "insns_per_tick", 1)
             self.hart.serve_time(machine.now if per_tick == 1 else lambda: machine.now() // per_tick)
         uc.hook_direct(UC_HOOK_INTR, self._intr)
