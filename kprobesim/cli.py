@@ -15,7 +15,7 @@ from typing import Any
 
 from . import __version__
 from .arch import ARCH_NAMES, get_arch
-from .errors import GuestFault, ImageError, ProbeError, SimError, UsageError, exit_status_of_guest
+from .errors import GuestFault, GuestPanic, ImageError, ProbeError, SimError, UsageError, exit_status_of_guest
 from .files import open_regular, read_regular
 from .image import Image
 from .image import load_image as _load_image
@@ -53,6 +53,17 @@ def _count(text: str) -> int:
     n = _int(text)
     if not 0 < n <= MAX_COUNT:
         raise argparse.ArgumentTypeError(f"{text!r} is not a count from 1 to 2**63-1")
+    return n
+
+
+MAX_JOBS = 256
+
+
+def _jobs(text: str) -> int:
+    """A number of worker processes: 1..MAX_JOBS (more would only exhaust the host)."""
+    n = _count(text)
+    if n > MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more worker processes than the {MAX_JOBS} allowed")
     return n
 
 
@@ -201,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     fz.add_argument("--func", default="*", metavar="GLOB", help="probe only functions matching this")
     fz.add_argument("--seed", type=_int, default=0, help="random seed (the same seed draws the same placements)")
     fz.add_argument("--iterations", type=_count, default=100, help="placements to draw and check")
-    fz.add_argument("--jobs", type=_count, default=1, help="worker processes")
+    fz.add_argument("--jobs", type=_jobs, default=1, help=f"worker processes (at most {MAX_JOBS})")
     fz.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: tf)")
     fz.add_argument(
         "--replay", metavar="PLACEMENT", help="check one placement ('p:ADDR,...,r:FUNC,u:ADDR,ur:FUNC')"
@@ -492,7 +503,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         )
 
     report = fuzz(
-        args.arch, image, args.seed, args.iterations, args.func, args.step, args.jobs, progress if tty else None,
+        args.arch, image, args.seed, args.iterations, args.func, args.step, min(args.jobs, args.iterations),
+        progress if tty else None,
         boot=boot,
     )
     if tty:
@@ -646,6 +658,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(e.line(), file=sys.stderr)
         if e.registers:
             print(e.registers, file=sys.stderr)
+        return e.exit_status
+    except GuestPanic as e:
+        sys.stdout.flush()
+        print(e.line(), file=sys.stderr)
+        print(e.details(), file=sys.stderr)
         return e.exit_status
     except SimError as e:
         sys.stdout.flush()

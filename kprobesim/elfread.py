@@ -21,6 +21,10 @@ _SHDR = struct.Struct("<IIQQQQIIQQ")  # name type flags addr offset size link in
 _SYM = struct.Struct("<IBBHQQ")  # name info other shndx value size
 
 
+#: Sections whose name says what their type must be (a flipped type must not hide the symbols).
+_TABLE_TYPES = {".symtab": SHT_SYMTAB, ".dynsym": SHT_DYNSYM}
+
+
 class ElfDamage(Exception):
     """The file is not a well-formed ELF64 image; the message names the damaged part."""
 
@@ -159,6 +163,10 @@ def executable_ranges(hdr: ElfHeader, data: bytes, segments: list[ElfSegment]) -
 def read_symbols(hdr: ElfHeader, data: bytes) -> list[ElfSymbol]:
     """Defined, named symbols of the symbol table (SHT_SYMTAB, else SHT_DYNSYM)."""
     sections = _sections(hdr, data)
+    for s in sections:  # a symbol table's header with a damaged type would hide every symbol
+        want = _TABLE_TYPES.get(s.name)
+        if want is not None and s.type != want:
+            raise ElfDamage(f"section {s.index} '{s.name}' has type {s.type:#x}, not {want} (a symbol table)")
     table = next((s for s in sections if s.type == SHT_SYMTAB), None) or next(
         (s for s in sections if s.type == SHT_DYNSYM), None
     )
@@ -173,14 +181,16 @@ def read_symbols(hdr: ElfHeader, data: bytes) -> list[ElfSymbol]:
         raise ElfDamage(f"{where}: its string table (section {table.link}) is not a string table")
     strtab = sections[table.link]
     names = data[strtab.offset : strtab.offset + strtab.size]
+    if names[:1] != b"\0":  # the ELF rule: a table that moved breaks it
+        raise ElfDamage(f"{where}: its string table '{strtab.name}' does not start with a NUL byte")
+    if names[-1:] != b"\0":
+        raise ElfDamage(f"{where}: the last name of '{strtab.name}' is not terminated")
     out = []
     for i in range(1, table.size // _SYM.size):  # entry 0 is the null symbol
         name, info, _other, shndx, value, size = _SYM.unpack_from(data, table.offset + i * _SYM.size)
         if name >= len(names):
             raise ElfDamage(f"{where}: symbol {i} names string offset {name:#x} beyond '{strtab.name}'")
-        text = _cstr(names, name)
-        if text is None:
-            raise ElfDamage(f"{where}: symbol {i}'s name is not terminated within '{strtab.name}'")
+        text = names[name : names.index(b"\0", name)].decode("utf-8", "replace")  # the table ends in NUL
         stype = info & 0xF
         if not text or stype in (STT_SECTION, STT_FILE) or shndx == SHN_UNDEF:
             continue

@@ -67,6 +67,24 @@ class GuestFault(SimError):
         return f"kprobesim: guest fault: {self} at pc={self.pc:#x}"
 
 
+
+class GuestPanic(SimError):
+    """The guest kernel panicked (Linux's ``Kernel panic - not syncing``): the reason in one line,
+    then the last console lines."""
+
+    exit_status = 125
+
+    def __init__(self, message: str, last_lines: list[str]) -> None:
+        super().__init__(message)
+        self.last_lines = last_lines
+
+    def line(self) -> str:
+        return f"kprobesim: guest kernel panic: {self}"
+
+    def details(self) -> str:
+        """The console's last lines, indented, as the CLI prints them below the line."""
+        return "last console lines:\n" + "\n".join(f"  {line}" for line in self.last_lines)
+
 # Exit statuses of the command: the guest's own status when it can be told apart from the ones
 # above, else GUEST_STATUS_OTHER with the real status on stderr. 64..79 are kprobesim's own,
 # 124/125 its budget and fault statuses, 128+ what shells report for signals, and the OS keeps

@@ -6,9 +6,10 @@ import bisect
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from . import elfread
 from .errors import ImageError, ProbeError
@@ -65,6 +66,7 @@ class Image:
             self.text = funcs or [(s.addr, s.addr + s.memsz) for s in self.segments]
         self._by_name = {s.name: s for s in self.symbols}
         self._addrs = [s.addr for s in self.symbols]
+        self._memo: dict[str, Any] = {}  # see memo(); not a field: a copy of the fields starts afresh
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod
@@ -226,14 +228,27 @@ class Image:
                 return chunk + bytes(size - len(chunk))
         raise ImageError(f"{self.path}: address {addr:#x} is not in the image")
 
-    def blacklist(self) -> set[int]:
-        """Function addresses the image marks not-probeable (``kprobe_blacklist`` section)."""
+    def blacklist(self) -> frozenset[int]:
+        """Function addresses the image marks not-probeable (``kprobe_blacklist`` section); read
+        once per image (every probe registry asks, and a registry is made after each restore)."""
+        return self.memo("blacklist", self._read_blacklist)
+
+    def _read_blacklist(self) -> frozenset[int]:
         if not (self.has_symbol("__start_kprobe_blacklist") and self.has_symbol("__stop_kprobe_blacklist")):
-            return set()
+            return frozenset()
         start = self._by_name["__start_kprobe_blacklist"].addr
         stop = self._by_name["__stop_kprobe_blacklist"].addr
         raw = self.read(start, stop - start)
-        return {v for (v,) in struct.iter_unpack("<Q", raw[: len(raw) // 8 * 8])}
+        return frozenset(v for (v,) in struct.iter_unpack("<Q", raw[: len(raw) // 8 * 8]))
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``'s value, computed once per image: for facts that follow from the image's
+        bytes and symbols alone (both fixed once it is loaded). The value must not be mutated."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = compute()
+            return value
 
     def probe_site(self, addr: int) -> int:
         """Where a probe asked for at ``addr`` goes (the address itself; a guest OS may move it)."""
@@ -310,10 +325,17 @@ def _read_system_map(path: Path) -> list[Symbol]:
         m = _MAP_LINE.match(line.strip())
         if not m:
             raise ImageError(f"{path}:{n}: not a System.map line: {line.strip()[:60]!r}")
-        rows.append((int(m.group(1), 16), m.group(2), m.group(3)))
+        addr = int(m.group(1), 16)
+        if addr > MASK64:
+            raise ImageError(f"{path}:{n}: address {m.group(1)} is not a 64-bit address")
+        rows.append((addr, m.group(2), m.group(3)))
     rows.sort()
     syms = []
-    for i, (addr, kind, name) in enumerate(rows):
-        nxt = next((a for a, _, _ in rows[i + 1 :] if a > addr), addr)
-        syms.append(Symbol(name, addr, nxt - addr, kind in "Tt"))
+    nxt = 0  # the next higher address, walking down (linear: maps have 100,000s of lines)
+    for i in range(len(rows) - 1, -1, -1):
+        addr, kind, name = rows[i]
+        if i + 1 < len(rows) and rows[i + 1][0] > addr:
+            nxt = rows[i + 1][0]
+        syms.append(Symbol(name, addr, nxt - addr if nxt > addr else 0, kind in "Tt"))
+    syms.reverse()
     return _dedupe(syms)

@@ -8,6 +8,7 @@ Nothing is hooked per instruction: hooks fire only on traps, faults and device a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import math
@@ -34,12 +35,14 @@ from unicorn.unicorn_const import (
 
 from .arch import Arch, get_arch
 from .board import NEVER, Timer
-from .errors import BudgetExhausted, GuestFault, ImageError, SimError, UsageError
+from .errors import BudgetExhausted, GuestFault, ImageError, ProbeError, SimError, UsageError
+from .guest.panic import PanicWatch
 from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
 from .probes.uprobes import Uprobe, UprobeHandler, Uprobes, UretHandler, Uretprobe
 
+_FLAT = -1  # key of a trap's page cache: the guest does not translate addresses now
 SLICE = 200_000  # longest emu_start slice (instructions)
 POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact moment)
 DEFAULT_BUDGET = 50_000_000
@@ -135,6 +138,7 @@ class Machine:
         self.engine = arch.new_engine()
         self.console_bytes = bytearray()
         self._console_sink = console
+        self.panic_watch = PanicWatch()  # a Linux panic on the console ends the run (guest/panic.py)
         self.exit_status: int | None = None
         self._running = False  # inside run(): a handler calling run() again is refused
         self._time = 0
@@ -199,6 +203,7 @@ class Machine:
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
         self._translate = getattr(self.traps, "translate", None)  # virtual -> physical, if paging
+        self._flat: Callable[[], bool] | None = getattr(self.traps, "untranslated", None)  # paging off now?
         self._before_slice: Callable[[], None] | None = getattr(self.traps, "before_slice", None)
         if board is not None:
             board.boot(self)
@@ -295,6 +300,13 @@ class Machine:
         pool[0] += size
         return pool[0] - size
 
+    def sim_phys_alloc(self) -> int:
+        """One zeroed simulator page for the guest's page tables to point at (a uprobe XOL page,
+        a page table of the simulator's): its physical address."""
+        page = self.sim_alloc(PAGE, SLOT_PERMS) - self.sim_base + self.sim_phys
+        self.write_phys(page, bytes(PAGE))  # a page handed out after a restore keeps its old bytes
+        return page
+
     def _pieces(self, addr: int, size: int, error: int) -> list[tuple[int, int]]:
         """(physical address, length) pieces behind ``addr .. addr+size`` in the guest's current
         address space (the page tables, when the arch has them and they are on)."""
@@ -322,10 +334,7 @@ class Machine:
                 page = addr & ~(PAGE - 1)
                 phys = cache.get(page)
                 if phys is None:
-                    phys = self._translate(page)
-                    if phys is None:
-                        raise UcError(UC_ERR_READ_UNMAPPED)
-                    cache[page] = phys
+                    phys = self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
                 return bytes(self.engine.mem_read(phys | (addr & (PAGE - 1)), size))
             return b"".join(
                 bytes(self.engine.mem_read(p, n)) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED)
@@ -345,6 +354,20 @@ class Machine:
                     raise UcError(UC_ERR_READ_UNMAPPED) from None
             return bytes(out)
 
+    def _page_in_trap(self, cache: dict[int, int], page: int, error: int) -> int:
+        """The physical page behind virtual ``page``, noted for the rest of the trap (see
+        :meth:`on_break`). While the guest does not translate at all (x86 with paging off),
+        every page is its own and no store can change that: noted once, kept over stores."""
+        if not cache and self._flat is not None and self._flat():
+            cache[_FLAT] = 1
+        if _FLAT in cache:
+            return page
+        phys = self._translate(page)  # type: ignore[misc]
+        if phys is None:
+            raise UcError(error)
+        cache[page] = phys
+        return phys
+
     def read_phys(self, addr: int, size: int) -> bytes:
         return bytes(self.engine.mem_read(addr, size))
 
@@ -352,16 +375,34 @@ class Machine:
         """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
         for read-only kernel text)."""
         if self._translate is None:
-            self.engine.mem_write(addr, data)  # physical = the guest's address: Unicorn's own flush fits
+            try:
+                self.engine.mem_write(addr, data)  # physical = the guest's address: Unicorn's own flush fits
+            except UcError:
+                physical = getattr(self.traps, "physical", None)  # a virtual address (riscv64 virt)
+                if physical is None:
+                    raise
+                done = 0
+                while done < len(data):  # page by page, as read() does
+                    chunk = min(len(data) - done, 0x1000 - ((addr + done) & 0xFFF))
+                    try:
+                        phys = physical(addr + done)
+                    except Exception:
+                        raise UcError(UC_ERR_WRITE_UNMAPPED) from None
+                    self.write_phys(phys, data[done : done + chunk])
+                    done += chunk
             return
         cache = self._pages
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
         if cache is not None and within and not self.arch.sim_base <= addr < self.sim_end:
-            phys = cache.get(addr & ~(PAGE - 1))
-            cache.clear()  # the write may change a page table
-            if phys is not None:
-                self.engine.mem_write(phys | (addr & (PAGE - 1)), data)
-                return
+            page = addr & ~(PAGE - 1)
+            phys = cache.get(page)
+            if phys is None:
+                phys = self._page_in_trap(cache, page, UC_ERR_WRITE_UNMAPPED)
+            if _FLAT not in cache:
+                cache.clear()  # the write may change a page table
+            self.engine.mem_write(phys | (addr & (PAGE - 1)), data)
+            self._host_wrote()
+            return
         elif cache:
             cache.clear()
         off = 0
@@ -381,7 +422,11 @@ class Machine:
         entries of the page's *physical* address only, so a guest that pages could keep
         reaching the old copy through its virtual one."""
         if self._memory_snapshots:
-            self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+            self.flush_tlb()
+
+    def flush_tlb(self) -> None:
+        """Drop the CPU's cached translations (after the host changed the guest's page tables)."""
+        self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     def patch_code(self, addr: int, data: bytes) -> None:
         """Write instructions and drop stale translations (the simulator's fence.i).
@@ -402,15 +447,23 @@ class Machine:
                     raise
                 self.patch_physical(physical(addr), addr, data)
                 return
-        self.engine.ctl_remove_cache(addr, addr + len(data))
+        with self._host_translation():
+            self.engine.ctl_remove_cache(addr, addr + len(data))
 
     def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
         """Write instructions at a physical address seen by the guest at ``vaddr``."""
         self.engine.mem_write(phys, data)
         self._host_wrote()
-        self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
-        if phys != vaddr:
-            self.engine.ctl_remove_cache(phys, phys + len(data))
+        with self._host_translation():
+            self.engine.ctl_remove_cache(vaddr, vaddr + len(data))
+            if phys != vaddr:
+                self.engine.ctl_remove_cache(phys, phys + len(data))
+
+    def _host_translation(self) -> contextlib.AbstractContextManager:
+        """Around the engine translating addresses for the host (dropping stale translations):
+        the arch's guard against that leaving fault state behind, if it needs one."""
+        guard = getattr(self.traps, "host_translation", None)
+        return guard() if guard is not None else contextlib.nullcontext()
 
     def in_sim_pages(self, addr: int) -> bool:
         return self.sim_base <= addr < self.sim_end
@@ -447,6 +500,8 @@ class Machine:
         self.console_bytes += data
         if self._console_sink is not None:
             self._console_sink(data)
+        if b"\n" in data and self.panic_watch.feed(self.console_bytes, self.now()):
+            self.cut_slice()
 
     @property
     def console(self) -> str:
@@ -648,6 +703,8 @@ class Machine:
         wall = time.monotonic() + (timeout if timeout is not None else DEFAULT_TIMEOUT)
         self._storm = 0
         while self.exit_status is None:
+            if self.panic_watch.due(self._time, exited=False):
+                raise self.panic_watch.error(self.console_bytes, self._time)
             if self._pause:
                 self._pause = False
                 raise BudgetExhausted(f"paused after {self._time} instructions at {self.image.describe(self.pc)}")
@@ -663,6 +720,8 @@ class Machine:
             if time.monotonic() > wall:
                 raise BudgetExhausted(f"time limit reached after {self._time} instructions")
             self._step_slice(limit)
+        if self.panic_watch.due(self._time, exited=True):  # panic=-1: the restart that followed
+            raise self.panic_watch.error(self.console_bytes, self._time)
         return self.exit_status
 
     def run_to(self, addr: int, max_insns: int | None = None, timeout: float | None = None) -> None:
@@ -883,6 +942,8 @@ class Machine:
 
     def restore(self, snap: Snapshot) -> None:
         """Go back to ``snap``: the same run can be replayed with other probes, without reloading."""
+        if self._running:
+            raise UsageError("Machine.restore called while the machine is running (from inside a handler)")
         if self._registry is not None:
             self._registry.detach()
             self._registry = None
@@ -895,6 +956,7 @@ class Machine:
         self._time = snap.time
         self._sync_engine_clock()
         self.console_bytes[:] = snap.console
+        self.panic_watch.reset(snap.console)
         del self.trace_lines[snap.trace_lines :]
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None
@@ -918,6 +980,7 @@ class Machine:
         self, spec: str | int, pre: PreHandler | None = None, post: PostHandler | None = None, name: str = ""
     ) -> Kprobe:
         """Place a kprobe at ``SYM``, ``SYM+OFF`` or an address."""
+        _callable(pre=pre, post=post)
         return self.probes.register(spec, pre, post, name)
 
     def kretprobe(
@@ -929,6 +992,7 @@ class Machine:
         name: str = "",
     ) -> Kretprobe:
         """Place a kretprobe on a function."""
+        _callable(handler=handler, entry=entry)
         return self.probes.register_kretprobe(spec, handler, entry, maxactive, name)
 
     @property
@@ -941,10 +1005,12 @@ class Machine:
     def uprobe(self, target: str, handler: UprobeHandler | None = None, name: str = "") -> Uprobe:
         """Place a uprobe at ``PATH:OFFSET`` or ``PATH:SYMBOL[+OFF]`` (the bundled firmware's
         user program is ``init``); ``handler(probe, regs)`` runs before the instruction."""
+        _callable(handler=handler)
         return self.uprobes.register(target, handler, name)
 
     def uretprobe(self, target: str, handler: UretHandler | None = None, name: str = "") -> Uretprobe:
         """Place a uretprobe on a user function (``PATH:SYMBOL``); ``handler(instance, regs)``."""
+        _callable(handler=handler)
         return self.uprobes.register_uretprobe(target, handler, name)
 
     @property
@@ -991,3 +1057,11 @@ class Machine:
             raise fault
         self._pending_fault = fault
         self.engine.emu_stop()
+
+
+def _callable(**handlers: object) -> None:
+    """Refuse a handler that cannot be called, when the probe is placed (not at its first hit)."""
+    for what, fn in handlers.items():
+        if fn is not None and not callable(fn):
+            label = "the handler" if what == "handler" else f"the {what} handler"
+            raise ProbeError(f"{label} must be callable, not {type(fn).__name__} {fn!r}")

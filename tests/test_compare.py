@@ -21,6 +21,8 @@ SHARED = [
     "p:sc handle_syscall nr=$arg1:u64",
     "r:sr handle_syscall ret=$retval:s64",
     "p:sch schedule",
+    "p:us init:u_strlen",  # uprobes and a uretprobe on the user program (issue 14: compare covers them)
+    "r:ur init:u_rsum ret=$retval:s64",
 ]
 
 
@@ -31,6 +33,8 @@ def test_shared_targets_agree_across_arches():
     hits = {r.probe: r.values for r in result.rows if r.what == "hits"}
     assert hits["dw"] == {a: 557 for a in ALL_ARCHES}
     assert hits["sc"] == {a: 11 for a in ALL_ARCHES}
+    assert hits["us"] == {a: 1 for a in ALL_ARCHES} and hits["ur"] == {a: 41 for a in ALL_ARCHES}
+    assert any(r.probe == "ur" and r.what == "ret" and r.agree for r in result.rows)
     assert table.endswith("all arches agree: yes")
     sch = next(r for r in result.rows if r.probe == "sch" and r.what == "hits")
     assert sch.ignored and f"{sch.probe:<14}" in table

@@ -61,6 +61,28 @@ def test_same_seed_same_placements_any_jobs():
     assert (one.iterations, one.failures) == (two.iterations, two.failures)
 
 
+def test_reference_run_is_shared_per_image_file(tmp_path, monkeypatch):
+    """Fuzzers on one image file share its unprobed reference run (each gets its own counts);
+    a changed file gets a new one. ~2 s of CPU."""
+    import os
+    import shutil
+
+    from kprobesim.fuzz import placement
+
+    image = tmp_path / "kernel.elf"
+    shutil.copy(firmware("riscv64"), image)
+    runs = []
+    real = placement._reference_run
+    monkeypatch.setattr(placement, "_reference_run", lambda *args: runs.append(args) or real(*args))
+    one, two = PlacementFuzzer(image), PlacementFuzzer(image, variant=None)
+    assert len(runs) == 1 and one.counts == two.counts and one.counts is not two.counts
+    assert (one.console, one.instructions, one.checksum) == (two.console, two.instructions, two.checksum)
+    mtime = image.stat().st_mtime_ns
+    os.utime(image, ns=(mtime, mtime + 1_000_000_000))
+    PlacementFuzzer(image)
+    assert len(runs) == 2
+
+
 def test_fuzz_cli(run_cli):
     status, out, _ = run_cli("fuzz", "--arch", "riscv64", "--seed", "1", "--iterations", "5")
     assert status == 0 and out.decode().strip().startswith("fuzz riscv64: 5 placements, 0 failures")
@@ -136,3 +158,41 @@ def test_planted_uprobe_bug_is_found_and_shrunk():
         assert fz.m.probes.classify(p.uprobes[0]).text.startswith("auipc")
         assert fz.check(Placement.parse(p.text()))  # the reproducer fails on its own
     assert PlacementFuzzer(firmware("riscv64"), func="u*").check(Placement.parse(p.text())) is None  # unplanted
+
+
+@pytest.mark.parametrize(("arch", "variant"), [("riscv64", None), ("x86_64", "int3"), ("loongarch64", None)])
+def test_internal_error_is_shrunk_to_a_replay_line_on_the_command_line(run_cli, monkeypatch, arch, variant):
+    """``kprobesim fuzz`` with a simulator that crashes stepping any instruction of do_work
+    (issue 17 item 3): each failing placement is shrunk to one probe and printed with its
+    ``--replay`` line, and the campaign runs all its placements. On the Unicorn arches the
+    replay line also fails the same way while the crash is planted and passes once it is gone
+    (each replay sets a fuzzer up afresh: ~9 s of CPU on LoongArch's P-code engine, so not there)."""
+    from kprobesim.probes.registry import Registry
+
+    real = Registry._execute
+
+    def crashing(self, site, regs, quiet=False):  # noqa: ANN001, ANN202
+        if self.m.image.lookup(site.addr)[0].name == "do_work":
+            raise RuntimeError(f"planted crash at {site.addr:#x}")
+        return real(self, site, regs, quiet)
+
+    monkeypatch.setattr(Registry, "_execute", crashing)
+    step = ["--step", variant] if variant else []
+    status, out, err = run_cli("fuzz", "--arch", arch, *step, "--func", "do_work", "--seed", "1", "--iterations", "2")
+    lines = out.decode().splitlines()
+    assert status == 1 and err == "", err
+    assert lines[-1].startswith(f"fuzz {arch}: 2 placements, 2 failures")
+    fails, repros = lines[0:-1:2], lines[1:-1:2]
+    assert [f.split(":", 1)[0] for f in fails] == ["FAIL iteration 0", "FAIL iteration 1"]
+    assert all("internal error: RuntimeError: planted crash at 0x" in f for f in fails), fails
+    for line in repros:
+        head = f"  reproduce: kprobesim fuzz --arch {arch} {firmware(arch)}{' --step ' + variant if variant else ''}"
+        assert line.startswith(f"{head} --replay '"), line
+        replay = line.split("--replay ")[1].strip("'")
+        assert len(Placement.parse(replay)) == 1  # shrunk to the one probe that crashes
+    if arch == "loongarch64":
+        return
+    status, out, _ = run_cli("fuzz", "--arch", arch, *step, "--replay", replay)
+    assert status == 1 and out.decode().startswith("replay: FAIL: internal error: RuntimeError: planted crash")
+    monkeypatch.undo()
+    assert run_cli("fuzz", "--arch", arch, *step, "--replay", replay)[:2] == (0, b"replay: pass\n")

@@ -40,6 +40,7 @@ def _refused(run_cli, status: int, *argv: str) -> str:
         ("__nokprobe_trap_handler", "__nokprobe_trap_handler is data, not kernel text"),  # blacklist section
         ("trap_handler", "trap_handler is blacklisted (not probeable)"),  # a blacklisted function
         ("0", "address 0x0 is not in kernel text (EINVAL)"),
+        ("do_work+0x1000000", "(do_work+0x1000000) is not in kernel text (EINVAL)"),  # not "do_work is data"
         ("0xfffffffffffffff0", "address 0xfffffffffffffff0 is not in kernel text"),
     ],
 )
@@ -141,6 +142,24 @@ def test_api_bad_location_types(bad):
         m.kprobe(bad)
 
 
+def test_api_handlers_that_cannot_be_called():
+    """Refused when placed, not at the first hit."""
+    m = Machine.load(firmware("riscv64"))
+    calls = [
+        (lambda: m.kprobe("do_work", pre=5), "the pre handler must be callable, not int 5"),
+        (lambda: m.kprobe("do_work", post="x"), "the post handler must be callable, not str 'x'"),
+        (lambda: m.kretprobe("fib", handler=[]), "the handler must be callable, not list []"),
+        (lambda: m.kretprobe("fib", entry=1.5), "the entry handler must be callable, not float 1.5"),
+        (lambda: m.uprobe("init:0x0", handler=3), "the handler must be callable, not int 3"),
+        (lambda: m.uretprobe("init:main", handler=b""), "the handler must be callable, not bytes b''"),
+    ]
+    for place, says in calls:
+        with pytest.raises(ProbeError) as info:
+            place()
+        assert str(info.value) == says
+    assert not m.probes.sites
+
+
 @pytest.mark.parametrize("maxactive", [0, -1, 2.5])
 def test_api_bad_maxactive(maxactive):
     m = Machine.load(firmware("riscv64"))
@@ -206,6 +225,25 @@ def test_guest_exit_status_mapping(run_cli, tmp_path, arch, status):
         )
 
 
+def test_readme_documents_every_exit_status():
+    """README's table names each status kprobesim uses, and the guest statuses passed through."""
+    import re
+
+    from fwpaths import ROOT
+
+    from kprobesim import errors
+    from kprobesim.errors import exit_status_of_guest
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| status | meaning |") :].split("\n\n", 1)[0]
+    listed = {int(n) for row in table.splitlines() for n in re.findall(r"\b\d+\b", row.split("|")[1])}
+    ours = {c.exit_status for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.SimError)}
+    assert listed == ours | {GUEST_STATUS_OTHER}
+    assert "0..63 or 80..123" in table
+    passing = [s for s in range(300) if exit_status_of_guest(s) == (s, None)]
+    assert passing == [*range(64), *range(80, 124)]
+
+
 # -- 7. option values -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("option", "value"),
@@ -225,6 +263,21 @@ def test_guest_exit_status_mapping(run_cli, tmp_path, arch, status):
 def test_bad_option_values(run_cli, option, value):
     line = _refused(run_cli, UsageError.exit_status, str(firmware("riscv64")), f"{option}={value}")
     assert option in line and repr(value) in line
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--iterations", "-1", "is not a count from 1 to 2**63-1"),
+        ("--iterations", "0", "is not a count"),
+        ("--iterations", str(1 << 70), "is not a count"),
+        ("--jobs", "0", "is not a count"),
+        ("--jobs", "100000", "'100000' is more worker processes than the 256 allowed"),  # was 100,000 spawns
+    ],
+)
+def test_bad_fuzz_option_values(run_cli, option, value, says):
+    line = _refused(run_cli, UsageError.exit_status, "fuzz", "--arch", "riscv64", option, value)
+    assert f"argument {option}: " in line and says in line
 
 
 @pytest.mark.parametrize("kwargs", [{"max_insns": -1}, {"max_insns": 0}, {"timeout": float("nan")}, {"timeout": 1e400}])
@@ -292,6 +345,24 @@ def test_elf_segment_outside_ram_refused_before_reading(tmp_path, arch):
         Machine.load(tmp_path / "k.elf")
 
 
+def test_big_and_bad_system_maps(run_cli, tmp_path):
+    """A System.map of 100,000 lines (a distribution kernel has ~150,000) loads in linear time
+    (the sizes were once found by a quadratic scan: minutes); an address over 64 bits is refused."""
+    from kprobesim.image import Image
+
+    big = tmp_path / "big.map"
+    big.write_text("".join(f"{0x80000000 + 4 * i:x} T f{i}\n" for i in range(100_000)))
+    start = time.monotonic()
+    image = Image.load(firmware("riscv64", "kernel.bin"), arch="riscv64", base=0x80000000, symbols=big)
+    assert time.monotonic() - start < 10
+    assert image.symbol("f99998").size == 4 and image.symbol("f99999").size == 0
+    wide = tmp_path / "wide.map"
+    wide.write_text("80000000 T start\n1ffffffffffffffff T wide\n")
+    line = _refused(run_cli, ImageError.exit_status, "--arch", "riscv64", str(firmware("riscv64", "kernel.bin")),
+                    "--symbols", str(wide))
+    assert line.endswith("wide.map:2: address 1ffffffffffffffff is not a 64-bit address")
+
+
 # -- 5. damaged symbol tables ---------------------------------------------------------------------
 def _sections(data: bytes) -> list[tuple[int, ...]]:
     (shoff,) = struct.unpack_from("<Q", data, 40)
@@ -319,7 +390,13 @@ def test_damaged_symbol_tables_are_a_bad_image(run_cli, tmp_path, arch):
     bad = bytearray(good[: strtab[4] + strtab[5]])
     bad[-1:] = b"x"  # the last name loses its terminator
     bad += good[strtab[4] + strtab[5] :]
-    cases["unterminated"] = (bytes(bad), "is not terminated within '.strtab'")
+    cases["unterminated"] = (bytes(bad), "the last name of '.strtab' is not terminated")
+    bad = bytearray(good)
+    bad[shoff + 64 * symtab + 4] ^= 1  # sh_type: SHT_SYMTAB becomes SHT_STRTAB, hiding every symbol
+    cases["type"] = (bytes(bad), f"section {symtab} '.symtab' has type 0x3, not 2 (a symbol table)")
+    bad = bytearray(good)
+    struct.pack_into("<Q", bad, shoff + 64 * secs[symtab][6] + 24, secs[secs[symtab][6]][4] + 1)  # strings moved
+    cases["moved"] = (bytes(bad), "its string table '.strtab' does not start with a NUL byte")
     bad = bytearray(good)
     struct.pack_into("<Q", bad, shoff + 64 * symtab + 32, 1 << 40)  # sh_size
     cases["size"] = (bytes(bad), f"section {symtab} '.symtab' at file offset")
@@ -328,6 +405,21 @@ def test_damaged_symbol_tables_are_a_bad_image(run_cli, tmp_path, arch):
         path.write_bytes(data)
         line = _refused(run_cli, ImageError.exit_status, str(path), "-p", "p:x do_work")
         assert f"{path}: damaged ELF: " in line and says in line, (label, line)
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_unknown_program_header_types_are_quiet(run_cli, tmp_path, arch):
+    """Program headers of types nobody knows (lief printed a warning for each) load quietly."""
+    data = bytearray(firmware(arch).read_bytes())
+    (phoff,) = struct.unpack_from("<Q", data, 32)
+    (phnum,) = struct.unpack_from("<H", data, 56)
+    others = [i for i in range(phnum) if struct.unpack_from("<I", data, phoff + 56 * i)[0] != 1]  # not PT_LOAD
+    assert others
+    for i in others:
+        struct.pack_into("<I", data, phoff + 56 * i, 0x7FFF1234)
+    (tmp_path / "k.elf").write_bytes(data)
+    got, out, err = run_cli("symbols", str(tmp_path / "k.elf"), "do_work")
+    assert (got, err) == (0, "") and b"do_work" in out
 
 
 # -- 8. eBPF: printk field widths, attach points off kernel text ----------------------------------
@@ -388,9 +480,10 @@ def test_bpf_printk_field_widths(run_cli, tmp_path, arch):
         ("kprobe/trap_handler", "trap_handler is blacklisted"),
     ],
 )
-def test_bpf_sections_off_kernel_text(run_cli, tmp_path, section, says):
-    obj = _bpf(tmp_path, "riscv64", f'SEC("{section}")\nint prog(struct pt_regs *ctx) {{ return 0; }}\n')
-    line = _refused(run_cli, ProbeError.exit_status, str(firmware("riscv64")), "--bpf", obj)
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_bpf_sections_off_kernel_text(run_cli, tmp_path, arch, section, says):
+    obj = _bpf(tmp_path, arch, f'SEC("{section}")\nint prog(struct pt_regs *ctx) {{ return 0; }}\n')
+    line = _refused(run_cli, ProbeError.exit_status, str(firmware(arch)), "--bpf", obj)
     assert says in line and "program 'prog'" in line
 
 
@@ -406,6 +499,19 @@ def _plain_run(arch: str) -> tuple[int, str]:
     return _PLAIN[arch]
 
 
+#: Every arch, and x86_64's other step variant (int3 ends the out-of-line step, not TF).
+VARIANTS = [*ALL_ARCHES, "x86_64-int3"]
+
+
+def _load(variant: str) -> Machine:
+    """The bundled kernel of ``variant``'s arch, probes stepped with its step variant."""
+    from kprobesim.arch import get_arch
+    from kprobesim.image import Image
+
+    arch, _, step = variant.partition("-")
+    return Machine(get_arch(arch), Image.load(firmware(arch)), step_variant=step or None)
+
+
 def _ool_site(m: Machine, func: str = "do_work") -> int:
     """The first instruction of ``func`` stepped out of line."""
     from kprobesim.probes.insn import Kind
@@ -417,9 +523,9 @@ def _ool_site(m: Machine, func: str = "do_work") -> int:
     raise AssertionError(f"no out-of-line instruction in {func}")
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHES)
-def test_pre_handler_unregistering_its_own_probe(arch):
-    m = Machine.load(firmware(arch))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pre_handler_unregistering_its_own_probe(variant):
+    m = _load(variant)
     addr = _ool_site(m)
     seen = []
 
@@ -429,15 +535,15 @@ def test_pre_handler_unregistering_its_own_probe(arch):
         return 0
 
     kp = m.kprobe(addr, pre=pre)
-    assert (m.run(), m.console) == _plain_run(arch)
+    assert (m.run(), m.console) == _plain_run(variant.split("-")[0])
     assert kp.hits == 1 and len(seen) == 1 and not m.probes.sites and not m.probes.slots.in_use
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHES)
-def test_handler_exception_leaves_the_pc_at_the_probe(arch):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_handler_exception_leaves_the_pc_at_the_probe(variant):
     from kprobesim.errors import HandlerError
 
-    m = Machine.load(firmware(arch))
+    m = _load(variant)
     addr = _ool_site(m)
 
     def pre(p, regs):
@@ -448,14 +554,14 @@ def test_handler_exception_leaves_the_pc_at_the_probe(arch):
         m.run()
     assert m.pc == addr  # x86: not one byte past the int3
     kp.unregister()
-    assert (m.run(), m.console) == _plain_run(arch)  # the kernel resumes where it was
+    assert (m.run(), m.console) == _plain_run(variant.split("-")[0])  # the kernel resumes where it was
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHES)
-def test_kretprobe_handler_exception_keeps_the_kernel_consistent(arch):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_kretprobe_handler_exception_keeps_the_kernel_consistent(variant):
     from kprobesim.errors import HandlerError
 
-    m = Machine.load(firmware(arch))
+    m = _load(variant)
     calls = []
 
     def handler(inst, regs):
@@ -468,15 +574,20 @@ def test_kretprobe_handler_exception_keeps_the_kernel_consistent(arch):
         m.run()
     assert rp.active == 0 and not m.probes.instances  # the instance is not lost mid-return
     assert m.image.lookup(m.pc)[0].name != "do_work"  # back in the caller
-    assert (m.run(), m.console) == _plain_run(arch)
+    assert (m.run(), m.console) == _plain_run(variant.split("-")[0])
     assert len(calls) == rp.hits >= 2
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHES)
-def test_run_from_a_handler_refused(arch):
-    m = Machine.load(firmware(arch))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_run_from_a_handler_refused(variant):
+    m = _load(variant)
     m.kprobe("do_work", pre=lambda p, regs: m.run(max_insns=10))
     with pytest.raises(UsageError, match="already running"):
+        m.run()
+    m = _load(variant)  # going back to a snapshot mid-run left the CPU anywhere (a store fault)
+    snap = m.snapshot()
+    m.kprobe("do_work", pre=lambda p, regs: m.restore(snap))
+    with pytest.raises(UsageError, match=r"Machine.restore called while the machine is running \(from inside"):
         m.run()
 
 
@@ -496,6 +607,9 @@ def test_regs_memory_access_errors(arch):
         lambda r: r.read_mem(base, 1 << 40),
         lambda r: r.read_mem("0", 1),
         lambda r: r.write_mem(base, "text"),
+        lambda r: r.read_mem(1 << 64, 1),  # not masked down to address 0
+        lambda r: r.write_mem(-(1 << 63) - 1, b"x"),
+        lambda r: r.write_mem(m.sim_base + 0x2000, b"xx"),  # a probe slot page
     ]
 
     def pre(p, regs):
@@ -510,11 +624,15 @@ def test_regs_memory_access_errors(arch):
     m.kprobe("do_work", pre=pre)
     assert m.run() == 0
     kinds = [k for k, _ in outcomes]
-    assert kinds == ["GuestFault"] * 3 + ["ProbeError"] * 5, outcomes
+    assert kinds == ["GuestFault"] * 3 + ["ProbeError"] * 8, outcomes
     assert f"read_mem of 8 bytes at {base + size:#x}: not guest memory" == outcomes[0][1]
     assert "run past the end of the address space" in outcomes[3][1]
     assert "size -1 is not 0..16777216 bytes" in outcomes[4][1]
     assert "write_mem takes bytes, not str" in outcomes[7][1]
+    assert outcomes[8][1] == "read_mem: 0x10000000000000000 is not a 64-bit address"
+    assert outcomes[9][1] == "write_mem: -0x8000000000000001 is not a 64-bit address"
+    slot = m.sim_base + 0x2000
+    assert outcomes[10][1] == f"write_mem: 2 bytes at {slot:#x} would overwrite the simulator's own pages"
 
 
 # -- 10. simulator pages --------------------------------------------------------------------------

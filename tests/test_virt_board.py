@@ -176,3 +176,26 @@ def test_trap_pc_scenarios_match_qemu(build_check, scenario: int, status: int) -
     done = subprocess.run([qemu, "-M", "virt", "-m", "128M", "-bios", "none", "-kernel", str(elf), "-nographic",
                            "-monitor", "none", "-serial", "none"], capture_output=True, timeout=60)
     assert done.returncode == _run(elf).exit_status == status, done.stderr
+
+
+@pytest.mark.parametrize(("scenario", "ends"), [(20, "its end line"), (21, "the grace after the panic line")])
+def test_kernel_panic_on_the_console_ends_the_run(run_cli, build_check, scenario: int, ends: str) -> None:
+    """Linux's panic lines on the console (printed by a small program; the real kernel's panics
+    are in test_virt_linux_panic.py) end the run at once, or once the grace is spent when the
+    kernel would wait (panic=N): one line naming the reason, then the last console lines, 125."""
+    from kprobesim.guest.panic import GRACE
+
+    got, out, err = run_cli("--board", "virt", "--bios", "none", "--max-insns", str(4 * GRACE),
+                            str(build_check(scenario)))
+    lines = err.splitlines()
+    assert got == 125 and lines[0].startswith(
+        "kprobesim: guest kernel panic: Kernel panic - not syncing: checked reason (after "
+    ), (ends, err)
+    spent = int(lines[0].rsplit("(after ", 1)[1].split()[0])
+    assert (spent < 1000) if scenario == 20 else (GRACE <= spent < GRACE + 1_000_000), (ends, spent)
+    shown = ["booting", "[    0.250000] Kernel panic - not syncing: checked reason",
+             "[    0.250010] CPU: 0 UID: 0 PID: 1 Comm: init"]
+    if scenario == 20:
+        shown.append("[    0.250100] ---[ end Kernel panic - not syncing: checked reason ]---")
+    assert lines[1:] == ["last console lines:", *(f"  {line}" for line in shown)], err
+    assert out.decode().replace("\r\n", "\n") == "\n".join(shown) + "\n"  # the console went to stdout

@@ -15,8 +15,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from kprobesim.arch.riscv64.mmu import user_top
 from linux import oracle, rvguest
 from linux.qemu import init_lines
+from unicorn import UC_HOOK_CODE
+from unicorn.riscv_const import UC_RISCV_REG_PRIV, UC_RISCV_REG_SATP
 
 from kprobesim.errors import ProbeError
 from kprobesim.trace.tracer import Tracer
@@ -30,6 +33,16 @@ def test_uprobe_counts_calls_and_uretprobe_reads_returns(riscv_linux: rvguest.Ri
     entry = tracer.add("p:dig /init:digits n=$arg1:u64")
     ret = tracer.add("r:digr /init:digits d=$retval:s32")
     tracer.add("r:clone kernel_clone pid=$retval:s64")
+    with m.traps.machine_mode():
+        satp = m.engine.reg_read(UC_RISCV_REG_SATP)
+    xol = user_top(satp) - 0x1000  # the top page of the user half (Sv57 here: 2^56 - 4 KiB)
+    assert satp >> 60 == 10 and m.uprobes.user_xol == xol == (1 << 56) - 0x1000
+    in_xol: list[tuple[int, int, int]] = []  # (pc, privilege, its physical page) of every instruction run there
+
+    def xol_insn(uc, addr, size, ud):
+        in_xol.append((addr, uc.reg_read(UC_RISCV_REG_PRIV), m.traps.physical(addr) & ~0xFFF))
+
+    m.engine.hook_add(UC_HOOK_CODE, xol_insn, None, xol, xol + 0xFFF)
     riscv_linux.run_to_power_off()
     assert m.exit_status == 0, m.console[-2000:]
     expected = [line for line in oracle.boot("riscv64").init_lines if not line.startswith("kpsim-init: kallsyms")]
@@ -48,6 +61,14 @@ def test_uprobe_counts_calls_and_uretprobe_reads_returns(riscv_linux: rvguest.Ri
     assert entry.hits == 6 and ret.hits == 6 and ret.kprobe.hits == 6
     assert all(e.location.endswith(f"<- {ret.addr:#x}") for e in returns)
 
+    # Stepped out of line in the process's XOL page, in U-mode, in init's and its child's own
+    # address spaces; each return comes back through the trampoline, the page's first slot
+    assert in_xol and all(priv == 0 for _, priv, _ in in_xol)
+    assert len({page for _, _, page in in_xol}) == 2  # one XOL page each, at the same address
+    assert sum(pc == xol for pc, _, _ in in_xol) == 6
+    steps = [pc for pc, _, _ in in_xol if pc != xol]
+    assert len(steps) == 2 * 6  # digits' first instruction, then the slot's ebreak, per call
+
 
 def test_bad_uprobe_specs_on_a_linux_guest(riscv_linux: rvguest.RiscvLinux) -> None:
     m = riscv_linux.restore()
@@ -62,3 +83,26 @@ def test_bad_uprobe_specs_on_a_linux_guest(riscv_linux: rvguest.RiscvLinux) -> N
         with pytest.raises(ProbeError, match=message):
             m.uprobe(spec)
     assert not m.uprobes.placed
+
+
+def test_process_mapping_the_xol_address_steps_in_place(riscv_linux: rvguest.RiscvLinux) -> None:
+    """A process whose own tables already map the XOL address (here: a page put there before it
+    runs) has its probed instruction stepped in place and its uretprobes return through the
+    simulator's address; its forked child (a new address space) gets its XOL page. Same counts,
+    same values, same transcript."""
+    m = riscv_linux.restore()
+    xol = m.uprobes.user_xol
+    assert xol is not None
+    assert m.traps.map_user_page(xol, m.sim_phys_alloc(), m.sim_phys_alloc) is None  # init's "own" page
+    tracer = Tracer(m)
+    tracer.add("p:dig /init:digits n=$arg1:u64")
+    tracer.add("r:digr /init:digits d=$retval:s32")
+    riscv_linux.run_to_power_off()
+    assert m.exit_status == 0, m.console[-2000:]
+    expected = [line for line in oracle.boot("riscv64").init_lines if not line.startswith("kpsim-init: kallsyms")]
+    assert init_lines(m.console) == expected
+    printed = re.findall(r"^kpsim-init: (forked child: )?digits (\d+): (\d+)$", "\n".join(init_lines(m.console)), re.M)
+    assert [e.args["n"] for e in tracer.events if e.event == "dig"] == [int(n) for _, n, _ in printed]
+    assert [e.args["d"] for e in tracer.events if e.event == "digr"] == [int(d) for _, _, d in printed]
+    kinds = {tgid: type(area).__name__ for tgid, area in m.uprobes._xol.items()}
+    assert kinds[1] == "SlotPages" and sorted(kinds.values()) == ["SlotPages", "UserXol"], kinds

@@ -25,6 +25,7 @@ from kprobesim.machine import Machine, Snapshot
 from kprobesim.trace.tracer import Tracer
 
 SCRIPT = b"ls\necho hi\ncat README\n"
+PROGRAMS = b"forktest\nwc README\ngrep xv6 README\n"
 PROMPT = b"$ "
 MEMORY = 128 << 20  # xv6's PHYSTOP
 
@@ -64,24 +65,43 @@ def unprobed(booted: tuple[Machine, Snapshot]) -> str:
     return _session(*booted)
 
 
-def test_session_matches_qemu(unprobed: str, xv6_build: Path, tmp_path: Path) -> None:
-    assert "\x03" not in unprobed  # the divisor latch byte is not printed
-    assert "$ echo hi\nhi\n$ " in unprobed and "README         2 2 " in unprobed
+def qemu_session(xv6_build: Path, script: bytes, folder: Path) -> str:
+    """QEMU's transcript of ``script`` typed into xv6 (on a copy of fs.img)."""
     qemu = shutil.which("qemu-system-riscv64")
     assert qemu, "qemu-system-riscv64 (Debian qemu-system-misc) is needed as the oracle"
-    disk = tmp_path / "fs.img"
+    disk = folder / "fs.img"
     shutil.copy(xv6_build / "fs.img", disk)
-    theirs = run_script(
+    return run_script(
         [
             qemu, "-machine", "virt", "-bios", "none", "-kernel", str(xv6_build / "kernel/kernel"), "-m", "128M",
             "-smp", "1", "-nographic", "-global", "virtio-mmio.force-legacy=false",
             "-drive", f"file={disk},if=none,format=raw,id=x0",
             "-device", "virtio-blk-device,drive=x0,bus=virtio-mmio-bus.0",
         ],
-        SCRIPT,
+        script,
         PROMPT,
     ).decode("utf-8", "replace")
-    assert unprobed == theirs
+
+
+def test_session_matches_qemu(unprobed: str, xv6_build: Path, tmp_path: Path) -> None:
+    assert "\x03" not in unprobed  # the divisor latch byte is not printed
+    assert "$ echo hi\nhi\n$ " in unprobed and "README         2 2 " in unprobed
+    assert unprobed == qemu_session(xv6_build, SCRIPT, tmp_path)
+
+
+def test_xv6_test_programs_match_qemu(booted: tuple[Machine, Snapshot], xv6_build: Path, tmp_path: Path) -> None:
+    """xv6's own cheap test programs from the prompt snapshot, typed as another script:
+    ``forktest`` (fork until the process table is full, then reap them all), ``wc`` and
+    ``grep`` over README. ~60 M instructions, ~1 s of CPU. (``usertests`` costs 5.65 G
+    instructions, 84 s of CPU, even for one named case such as ``copyin``: it counts all free
+    memory page by page before and after; it runs from ``bench/bench_xv6_usertests.py``.)"""
+    m, snap = booted
+    m.restore(snap)
+    m.board.input.retype(PROGRAMS)
+    assert m.run(max_insns=1_000_000_000, timeout=600) == 0, m.console[-2000:]
+    ours = m.console
+    assert "fork test OK" in ours and "49 325 2305 README" in ours, ours[-2000:]
+    assert ours == qemu_session(xv6_build, PROGRAMS, tmp_path)
 
 
 def _free_pages(m: Machine) -> int:
@@ -105,10 +125,15 @@ def test_probes_count_and_fetch_right_and_change_nothing(booted: tuple[Machine, 
     kfree = tracer.add("p:kf kfree page=$arg1")
     fork_entry = tracer.add("p:fe fork")
     tracer.add("r:fr fork pid=$retval:s32")
+    # every UART interrupt (received byte or transmitter empty) calls uartintr; the UART's line
+    # status register (@ its address, read by the probe without side effects) tells which
+    uart = tracer.add("p:ui uartintr lsr=@0x10000005:u8")
+    tracer.add("p:ci consoleintr c=$arg1:u8")
     assert m.run(max_insns=300_000_000, timeout=300) == 0
     assert m.console == unprobed  # transparency: the probed session prints exactly the same
 
-    events = {name: [e.args for e in tracer.events if e.event == name] for name in ("sw", "fw", "ka", "kf", "fe", "fr")}
+    names = ("sw", "fw", "ka", "kf", "fe", "fr", "ui", "ci")
+    events = {name: [e.args for e in tracer.events if e.event == name] for name in names}
     # sh forks one child a command; xv6 hands out pids in order (init 1, sh 2).
     assert fork_entry.hits == 3 and [a["pid"] for a in events["fr"]] == [3, 4, 5]
     # Every write of the session goes to the console device (FD_DEVICE 3, major CONSOLE 1), and
@@ -123,3 +148,11 @@ def test_probes_count_and_fetch_right_and_change_nothing(booted: tuple[Machine, 
     pages = [a["page"] for a in events["ka"]]
     assert kalloc.hits == len(pages) > 0 and all(p % 4096 == 0 and 0x80000000 <= p < 0x80000000 + MEMORY for p in pages)
     assert kalloc.hits - kfree.hits == free_before - _free_pages(m)
+
+    # Input: each byte is typed once the previous one was read, so each raises one receive
+    # interrupt, whose uartintr finds data ready (LSR bit 0) and hands it to consoleintr; the
+    # other uartintr calls are transmit-empty interrupts (LSR without data).
+    received = [a["lsr"] for a in events["ui"] if a["lsr"] & 1]
+    assert len(received) == len(SCRIPT) and uart.hits > len(received), (uart.hits, len(received))
+    assert all(a["lsr"] & 0x60 == 0x60 for a in events["ui"])  # THR empty, transmitter idle
+    assert bytes(a["c"] for a in events["ci"]) == SCRIPT

@@ -31,6 +31,8 @@ class Traps:
         self.engine = machine.engine
         self.engine.hook_add(UC_HOOK_INTR, self._intr)
         self._on_break = machine.on_break  # the break path, bound once
+        direct = getattr(self.engine, "direct_registers", None)  # the PC read in place in a trap hook
+        self._file, self._pc_at = (direct[0], direct[1][LA_REG_PC]) if direct else (None, 0)
         self.engine.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
 
     def host_access(self) -> contextlib.AbstractContextManager:
@@ -51,7 +53,7 @@ class Traps:
 
     # -- engine hooks --------------------------------------------------------------------------
     def _intr(self, uc: object, intno: int, ud: object) -> None:
-        pc = self.engine.reg_read(LA_REG_PC)
+        pc = self._file[self._pc_at] if self._file is not None else self.engine.reg_read(LA_REG_PC)
         if intno == EXC_BRK:
             self._on_break(pc)
             return

@@ -42,3 +42,49 @@ def translate(satp: int, vaddr: int, read_phys: Callable[[int, int], bytes]) -> 
             return (ppn << PAGE_SHIFT) & ~((1 << span) - 1) | (vaddr & ((1 << span) - 1))
         table = ppn << PAGE_SHIFT
     raise PageFault(f"no leaf mapping for {vaddr:#x}")
+
+
+PTE_U, PTE_A = 0x10, 0x40
+PPN_MASK = (1 << 44) - 1
+
+
+def user_top(satp: int) -> int | None:
+    """The end of the user half of the address space under ``satp`` (None: paging is off)."""
+    levels = SATP_MODES.get(satp >> 60)
+    return None if levels is None else 1 << (PAGE_SHIFT + 9 * levels - 1)
+
+
+def map_user_page(
+    satp: int,
+    vaddr: int,
+    phys: int,
+    read_phys: Callable[[int, int], bytes],
+    write_phys: Callable[[int, bytes], None],
+    new_table: Callable[[], int],
+) -> str | None:
+    """Map the 4 KiB page at user address ``vaddr`` to ``phys`` execute-only for user mode
+    (V|X|U|A: no R, so the process cannot read it, as Linux's XOL vma) in the tables of
+    ``satp``; missing levels get a zeroed table from ``new_table()``. Entries the guest made on
+    the way are used as they are. None when mapped (now or already), else why it cannot be."""
+    levels = SATP_MODES.get(satp >> 60)
+    if levels is None:
+        return "paging is off: there is no user address space"
+    table = (satp & PPN_MASK) << PAGE_SHIFT
+    for level in range(levels - 1, 0, -1):
+        where = table + 8 * ((vaddr >> (PAGE_SHIFT + 9 * level)) & 0x1FF)
+        pte = int.from_bytes(read_phys(where, 8), "little")
+        if not pte & PTE_V:
+            pte = (new_table() >> PAGE_SHIFT) << 10 | PTE_V
+            write_phys(where, pte.to_bytes(8, "little"))
+        elif pte & (PTE_R | PTE_W | PTE_X):
+            return f"the guest maps {vaddr:#x} with a large page of its own"
+        table = ((pte >> 10) & PPN_MASK) << PAGE_SHIFT
+    where = table + 8 * ((vaddr >> PAGE_SHIFT) & 0x1FF)
+    pte = int.from_bytes(read_phys(where, 8), "little")
+    want = (phys >> PAGE_SHIFT) << 10 | PTE_V | PTE_X | PTE_U | PTE_A
+    if pte == want:
+        return None
+    if pte & PTE_V:
+        return f"the guest maps {vaddr:#x} itself (entry {pte:#x})"
+    write_phys(where, want.to_bytes(8, "little"))
+    return None

@@ -16,7 +16,7 @@ takes them itself (mideleg, priorities, exact unmasking), see ``hart.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -41,7 +41,7 @@ from unicorn.riscv_const import (
 
 from kprobesim.engine import access_kind
 
-from .mmu import PageFault, translate
+from .mmu import PageFault, map_user_page, translate, user_top
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -157,6 +157,33 @@ class Traps:
             with self.machine_mode():
                 uc.reg_write(UC_RISCV_REG_MIE, mie)
         return uc.reg_read(UC_RISCV_REG_PC) == addr + len(original) and self.m.event is None
+
+    def user_xol(self) -> int | None:
+        """Where a process's uprobe XOL page goes on a board that maps one into processes
+        (``user_xol``): the last page of the user half of the paging mode in use (Sv39:
+        0x3ffffff000; Linux's mmap stays below Sv48's end even under Sv57). None without."""
+        if not getattr(self.m.board, "user_xol", False):
+            return None
+        with self.machine_mode():
+            top = user_top(self.m.engine.reg_read(UC_RISCV_REG_SATP))
+        return None if top is None else top - 0x1000
+
+    def map_user_page(self, vaddr: int, phys: int, new_table: Callable[[], int]) -> str | None:
+        """Map a simulator page execute-only for user mode at ``vaddr`` in the current address
+        space (a uprobe XOL page, see :func:`mmu.map_user_page`); None when done, else why not."""
+        uc = self.m.engine
+        with self.machine_mode():
+            satp = uc.reg_read(UC_RISCV_REG_SATP)
+        wrote: list[int] = []
+
+        def write(addr: int, data: bytes) -> None:
+            self.m.write_phys(addr, data)
+            wrote.append(addr)
+
+        why = map_user_page(satp, vaddr, phys, self.m.read_phys, write, new_table)
+        if wrote:
+            self.m.flush_tlb()
+        return why
 
     def physical(self, vaddr: int) -> int:
         """The physical address the hart would use for ``vaddr`` now (its page tables below M)."""

@@ -258,3 +258,46 @@ def boundaries(code: bytes, start: int) -> list[int]:
     """Instruction start addresses of a linear sweep from ``start`` (stops at invalid bytes)."""
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     return [i.address for i in md.disasm(bytes(code), start)]
+
+
+_RELATIVE = frozenset({"jmp", "jcc", "call", "loop", "loope", "loopne", "jrcxz"})
+
+
+def for_far_slot(d: Decision, code: bytes) -> Decision:
+    """The decision for a slot far from the probed code (a uprobe's XOL page at the top of the
+    user address space): relative branches are simulated whatever the variant, as Linux's
+    uprobes emulate them (``branch_emulate_op``): stepped there, their target would be re-based
+    out of reach (or out of the canonical half)."""
+    if d.kind is not Kind.OOL:
+        return d
+    other = decode(code, d.addr, "int3")
+    return other if other.kind is Kind.SIMULATE and other.info.sim in _RELATIVE else d
+
+
+_SCRATCH = (6, 7, 3)  # rsi, rdi, rbx: Linux's uprobes take the first the ModRM reg does not name
+
+
+def scratch_form(d: Decision) -> tuple[Decision, str] | None:
+    """A RIP-relative instruction rewritten to address through a scratch register, for a slot
+    too far from its target (Linux's uprobes ``riprel_analyze``): ModRM mod=00 rm=101
+    (RIP+disp32) becomes mod=10 rm=scratch (scratch+disp32, REX.B cleared), same length. The
+    step sets the scratch register to the original next instruction's address and puts it back
+    afterwards. None for an instruction that is not RIP-relative or not legacy-encoded."""
+    info = d.info
+    if d.kind is not Kind.OOL or not isinstance(info, X86Insn) or info.rip_disp_offset is None:
+        return None
+    if not info.opcode or info.modrm is None or info.modrm & 0xC7 != 0x05:
+        return None
+    at = len(info.prefixes) + (1 if info.rex else 0) + len(info.opcode)
+    raw = bytearray(d.raw)
+    if raw[at] != info.modrm:
+        return None
+    reg = ((info.rex >> 2) & 1) << 3 | (info.modrm >> 3) & 7
+    scratch = next(r for r in _SCRATCH if r != reg)
+    modrm = 0x80 | (info.modrm & 0x38) | scratch
+    raw[at] = modrm
+    rex = info.rex & ~1
+    if info.rex:
+        raw[len(info.prefixes)] = rex
+    new = replace(info, rex=rex, modrm=modrm, rip_disp_offset=None, rip_disp=0)
+    return replace(d, raw=bytes(raw), info=new), GPR64[scratch]

@@ -7,6 +7,7 @@ virtual once the guest turns paging on, so trap delivery and probe patching tran
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from unicorn import x86_const as xc
@@ -87,3 +88,40 @@ def pmd_entry_addr(engine: object, vaddr: int) -> int | None:
             return None
         table = entry & ADDR_MASK
     return table + ((vaddr >> 21) & 0x1FF) * 8
+
+
+ACCESSED = 0x20
+USER_TABLE = PRESENT | WRITABLE | USER | ACCESSED  # a table the simulator adds (Linux's _PAGE_TABLE)
+USER_EXEC_PAGE = PRESENT | USER | ACCESSED  # read+execute, not writable (Linux's XOL vma)
+
+
+def map_user_page(
+    engine: object, vaddr: int, phys: int, new_table: Callable[[], int], write_phys: Callable[[int, bytes], None]
+) -> str | None:
+    """Map the 4 KiB page at user address ``vaddr`` to ``phys`` (user, read+execute) in the page
+    tables at CR3; a missing level gets a zeroed table from ``new_table()`` (its physical
+    address). Entries the guest made on the way are used as they are and only the missing ones
+    are written (the kernel walks its user tables only over its own mappings, so it never meets
+    these). None when the page is mapped (now or already); else why it cannot be: the guest
+    maps that address itself, with a page of its own or a large page."""
+    table = engine.reg_read(xc.UC_X86_REG_CR3) & ADDR_MASK  # type: ignore[attr-defined]
+    for shift in (39, 30, 21):
+        where = table + ((vaddr >> shift) & 0x1FF) * 8
+        (entry,) = _U64(bytes(engine.mem_read(where, 8)))  # type: ignore[attr-defined]
+        if entry & PRESENT and entry & LARGE and shift != 39:
+            return f"the guest maps {vaddr:#x} with a large page of its own"
+        if not entry & PRESENT:
+            entry = new_table() | USER_TABLE
+            write_phys(where, struct.pack("<Q", entry))
+        elif not entry & USER:
+            return f"the guest maps the tables of {vaddr:#x} for the kernel only"
+        table = entry & ADDR_MASK
+    where = table + ((vaddr >> 12) & 0x1FF) * 8
+    (entry,) = _U64(bytes(engine.mem_read(where, 8)))  # type: ignore[attr-defined]
+    want = (phys & ADDR_MASK) | USER_EXEC_PAGE
+    if entry == want:
+        return None
+    if entry & PRESENT:
+        return f"the guest maps {vaddr:#x} itself (entry {entry:#x})"
+    write_phys(where, struct.pack("<Q", want))
+    return None

@@ -874,5 +874,7 @@ def call_setup(fn: SynthFunction, ret: int, sp: int) -> tuple[dict[str, int], li
 
 
 def exit_stub(base: int) -> bytes:
-    """``xor eax, eax; out 0xf4, al``: the debug-exit port with status 0."""
-    return b"\x31\xc0\xe6\xf4"
+    """``xor eax, eax; out 0xf4, al``: the debug-exit port with status 0; then ``hlt``, never
+    reached, which ends the engine's translation block (without it, the zeros after the stub
+    decode as ~140 ``add [rax], al`` that Unicorn translates again after every restore)."""
+    return b"\x31\xc0\xe6\xf4\xf4"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import capstone
@@ -89,6 +90,47 @@ class Traps:
                     if start <= vaddr < start + size:
                         return base + vaddr - start
         return phys
+
+    def untranslated(self) -> bool:
+        """Is paging off (every virtual address is its physical one)?"""
+        return not self._reg(xc.UC_X86_REG_CR0) & paging.PG
+
+    @contextlib.contextmanager
+    def host_translation(self) -> Iterator[None]:
+        """Unicorn drops stale translations of a virtual address by translating it as an
+        instruction fetch would; for one the guest's page tables do not map, that records a page
+        fault (CR2, and QEMU's memory of an exception being delivered, which would turn the
+        guest's next #PF into #DF). Both are put back afterwards."""
+        uc = self.m.engine
+        cr2 = uc.reg_read(xc.UC_X86_REG_CR2)
+        try:
+            yield
+        finally:
+            if paging.paging_on(uc):
+                if uc.reg_read(xc.UC_X86_REG_CR2) != cr2:
+                    uc.reg_write(xc.UC_X86_REG_CR2, cr2)
+                exception_state.clear(uc, self.m._memory_snapshots)
+
+    def user_xol(self) -> int | None:
+        """Where a process's uprobe XOL page goes: the board's ``user_xol`` (None: no board
+        maps one into processes)."""
+        return getattr(self.m.board, "user_xol", None)
+
+    def map_user_page(self, vaddr: int, phys: int, new_table: Callable[[], int]) -> str | None:
+        """Map a simulator page at user address ``vaddr`` in the current address space (a
+        uprobe XOL area, see :func:`paging.map_user_page`); None when done, else why not."""
+        if not paging.paging_on(self.m.engine):
+            return "paging is off: there is no user address space"
+        wrote: list[int] = []
+
+        def write(addr: int, data: bytes) -> None:
+            self.m.write_phys(addr, data)
+            wrote.append(addr)
+
+        why = paging.map_user_page(self.m.engine, vaddr, phys, new_table, write)
+        if wrote:
+            self.m.flush_tlb()
+        return why
 
     def _page_fault_error(self, cr2: int, rip: int) -> int:
         """The #PF error code, from the page-table state (Unicorn does not report the one it

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,7 +50,8 @@ class Arch:
 
     def module(self, part: str) -> Any:
         """The arch's ``decode``, ``simulate``, ``step`` or ``regs`` module."""
-        return importlib.import_module(f"kprobesim.arch.{self.name}.{part}")
+        name = f"kprobesim.arch.{self.name}.{part}"
+        return sys.modules.get(name) or importlib.import_module(name)  # asked for at every registry
 
 
 def get_arch(name: str) -> Arch:

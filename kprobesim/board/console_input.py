@@ -35,6 +35,11 @@ class ConsoleInput:
         self.last_activity = 0
         self.seen_output = 0
 
+    def retype(self, data: bytes) -> None:
+        """Type ``data`` from here on instead of what is left of the script (e.g. another
+        script for each run from a snapshot taken at a prompt)."""
+        self.data, self.pos = bytes(data), 0
+
     def attach(self, machine: Machine) -> None:
         self.machine = machine
         machine.add_timer(self)

@@ -14,12 +14,14 @@ break (and moved the PC) go on in the same ``emu_start`` instead of ending it.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 from collections.abc import Callable
 from functools import cache
 
-from unicorn import UC_ARCH_RISCV, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_MODE_RISCV64, Uc, UcError
-from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_PC
+from unicorn import UC_ARCH_RISCV, UC_ARCH_X86, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_MODE_RISCV64, Uc, UcError
+from unicorn import x86_const as xc
+from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_PC, UC_RISCV_REG_X1
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_ERR_EXCEPTION, UC_ERR_WRITE_UNMAPPED
 
 _CAL_BASE = 0x10000
@@ -118,10 +120,13 @@ class UnicornEngine(Uc):
 
 @cache
 def _raw_lib() -> ctypes.CDLL:
-    """libunicorn's functions without argument conversion (the binding's copy declares them)."""
+    """libunicorn's functions without argument conversion (the binding's copy declares them),
+    called with the GIL held (``PyDLL``): nothing runs beside the engine, and releasing and
+    taking the GIL back cost more than a register read itself. Hooks called from inside
+    ``uc_emu_start`` then find the GIL already theirs."""
     from unicorn.unicorn_py3.unicorn import uclib
 
-    return ctypes.CDLL(uclib._name)
+    return ctypes.PyDLL(uclib._name)
 
 
 def new_unicorn(arch: int, mode: int) -> Uc:
@@ -135,21 +140,25 @@ def new_unicorn(arch: int, mode: int) -> Uc:
     index = counter_word()
     words = _words(uc)
     state: dict[str, int | None] = {"count": 0, "cut": None}
-    real_start = uc.emu_start
+    start = type(_raw_lib().uc_emu_start)(("uc_emu_start", _raw_lib()))
+    start.argtypes = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_size_t)
+    start.restype = ctypes.c_int
+    handle = uc._uch.value
 
     def emu_start(begin: int, until: int, timeout: int = 0, count: int = 0) -> None:
+        """The binding's ``emu_start``, with the GIL held throughout (see ``_raw_lib``)."""
         state["count"], state["cut"] = count, None
         words[index] = 0
-        try:
-            real_start(begin, until, timeout, count)
-        except UcError:
+        uc._hook_exception = None
+        status = start(handle, begin, until, timeout, count)
+        pending = uc._hook_exception
+        if pending is not None:
             # A hook that raised stops the engine, and a riscv trap hook that could not finish
-            # then leaves an error status: the binding reports that instead of the cause.
-            pending = uc._hook_exception
-            if pending is not None:
-                pending.__suppress_context__ = True  # keep its own __cause__, hide the status
-                raise pending  # noqa: B904
-            raise
+            # then leaves an error status: report the cause, not the status.
+            pending.__suppress_context__ = True  # keep its own __cause__, hide the status
+            raise pending
+        if status:
+            raise UcError(status)
 
     def icount() -> int:
         if state["cut"] is not None:
@@ -169,7 +178,7 @@ def new_unicorn(arch: int, mode: int) -> Uc:
 
     uc.emu_start = emu_start  # type: ignore[method-assign]
     uc.icount = icount  # type: ignore[attr-defined]
-    _fast_registers(uc)
+    _fast_registers(uc, arch, mode)
     _fast_memory(uc)
     uc.hook_direct = lambda htype, fn: _hook_direct(uc, htype, fn)  # type: ignore[attr-defined]
     offset = error_offset() if arch == UC_ARCH_RISCV else None
@@ -220,9 +229,106 @@ def _host_backed(uc: Uc) -> None:
     uc.mem_write = mem_write  # type: ignore[method-assign]
 
 
-def _fast_registers(uc: Uc) -> None:
+#: Registers Unicorn keeps as one plain u64 in the CPU state, read and written there with no
+#: side effect beyond the store (the PC's write also restarts translation: see ``write_pc``).
+_FILE_REGS: dict[int, tuple[tuple[int, ...], int]] = {
+    UC_ARCH_RISCV: (tuple(range(UC_RISCV_REG_X1, UC_RISCV_REG_X1 + 31)), UC_RISCV_REG_PC),
+    UC_ARCH_X86: (
+        (xc.UC_X86_REG_RAX, xc.UC_X86_REG_RBX, xc.UC_X86_REG_RCX, xc.UC_X86_REG_RDX, xc.UC_X86_REG_RSI,
+         xc.UC_X86_REG_RDI, xc.UC_X86_REG_RBP, xc.UC_X86_REG_RSP, xc.UC_X86_REG_R8, xc.UC_X86_REG_R9,
+         xc.UC_X86_REG_R10, xc.UC_X86_REG_R11, xc.UC_X86_REG_R12, xc.UC_X86_REG_R13, xc.UC_X86_REG_R14,
+         xc.UC_X86_REG_R15),
+        xc.UC_X86_REG_RIP,
+    ),
+}  # fmt: skip
+_MARK = 0x6B70_7369_6D00_0000  # "kpsim" in the high bytes: values no reset state holds
+_FILE_SPAN = 0x40000  # how far past a pointer of the engine handle the CPU state is looked for
+
+
+def _readable() -> list[tuple[int, int]]:
+    """This process's readable anonymous memory ranges (the heap and mmap'd blocks, where the
+    engine's CPU state lives; never a file mapping, whose bytes past the file's end fault)."""
+    spans = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if fields[1][0] == "r" and (len(fields) < 6 or fields[5] == "[heap]"):
+                lo, hi = fields[0].split("-")
+                spans.append((int(lo, 16), int(hi, 16)))
+    return sorted(spans)
+
+
+def _span_of(spans: list[tuple[int, int]], addr: int) -> tuple[int, int] | None:
+    at = bisect.bisect_right(spans, (addr, 1 << 64)) - 1
+    return spans[at] if at >= 0 and spans[at][0] <= addr < spans[at][1] else None
+
+
+def _mark_registers(uc: Uc, rids: tuple[int, ...]) -> dict[int, int]:
+    values = {rid: _MARK + 0x1_0001 * (i + 1) for i, rid in enumerate(rids)}
+    for rid, value in values.items():
+        uc.reg_write(rid, value)
+    return values
+
+
+def _file_at(uc: Uc, word: int, offsets: tuple[int, ...], rids: tuple[int, ...]) -> int | None:
+    """The register file's address in this engine when ``offsets`` from the pointer in handle
+    word ``word`` hold ``rids`` (checked by writing each through the API and reading it back
+    from memory, the old values put back); None otherwise."""
+    saved = [uc.reg_read(rid) for rid in rids]  # also makes the engine set its CPU up
+    base = _words(uc)[word]
+    span = _span_of(_readable(), base) if base and not base % 8 else None
+    if span is None or base + max(offsets) + 8 > span[1]:
+        return None
+    try:
+        for mark in (_MARK + 0x55, _MARK + 0xAA):
+            for i, rid in enumerate(rids):
+                uc.reg_write(rid, mark + i)
+            if any(ctypes.c_uint64.from_address(base + off).value != mark + i for i, off in enumerate(offsets)):
+                return None
+    finally:
+        for rid, value in zip(rids, saved, strict=True):
+            uc.reg_write(rid, value)
+    return base
+
+
+@cache
+def _file_layout(arch: int, mode: int) -> tuple[int, tuple[int, ...]] | None:
+    """(handle word holding a pointer, offsets from it of the file registers and the PC) of
+    this Unicorn build: found by writing marked values through the API and looking for them
+    in memory behind the handle's pointers (only readable ranges), proven on a second engine."""
+    regs, pc = _FILE_REGS[arch]
+    rids = (*regs, pc)
+    uc = Uc(arch, mode)
+    values = _mark_registers(uc, rids)
+    spans = _readable()
+    words = _words(uc)
+    first = values[rids[0]].to_bytes(8, "little")
+    for word in range(_SCAN_WORDS):
+        ptr = words[word]
+        span = _span_of(spans, ptr) if ptr and not ptr % 8 else None
+        if span is None:
+            continue
+        blob = ctypes.string_at(ptr, min(span[1], ptr + _FILE_SPAN) - ptr)
+        if blob.find(first) < 0:
+            continue
+        found = [blob.find(values[rid].to_bytes(8, "little")) for rid in rids]
+        if any(at < 0 or at % 8 for at in found):
+            continue
+        offsets = tuple(found)
+        if _file_at(Uc(arch, mode), word, offsets, rids) is not None:
+            return word, offsets
+    return None
+
+
+def _fast_registers(uc: Uc, arch: int, mode: int) -> None:
     """Replace ``reg_read``/``reg_write`` by direct libunicorn calls for the registers the
-    binding itself passes as one u64 (all but x86's MSR, descriptor-table and vector ones)."""
+    binding itself passes as one u64 (all but x86's MSR, descriptor-table and vector ones);
+    the general registers and the PC are read (and the general registers written) straight
+    in the CPU state, where a calibration finds them (a hundred times cheaper than a call).
+
+    ``write_pc(value)`` stores the PC there too: only for a trap hook that handled its trap
+    (the engine resumes from the stored PC) or outside ``emu_start``; elsewhere (a code
+    hook, mid-block) use ``reg_write``, which also makes the engine leave the block."""
     lib = _raw_lib()
     read, write = lib.uc_reg_read, lib.uc_reg_write
     handle = ctypes.c_void_p(uc._uch.value)
@@ -238,7 +344,24 @@ def _fast_registers(uc: Uc) -> None:
             known = plain[rid] = select(rid) is ctypes.c_uint64
         return known
 
+    slot: dict[int, int] = {}  # register id -> index in ``regfile``
+    regfile: ctypes.Array | None = None
+    layout = _file_layout(arch, mode) if arch in _FILE_REGS else None
+    if layout is not None:
+        word, offsets = layout
+        regs, pc = _FILE_REGS[arch]
+        base = _file_at(uc, word, offsets, (*regs, pc))
+        if base is not None:
+            lo = min(offsets)
+            regfile = (ctypes.c_uint64 * ((max(offsets) - lo) // 8 + 1)).from_address(base + lo)
+            slot = {rid: (off - lo) // 8 for rid, off in zip((*regs, pc), offsets, strict=True)}
+    written = {rid: i for rid, i in slot.items() if rid != _FILE_REGS.get(arch, ((), -1))[1]}
+    pc_id = _FILE_REGS[arch][1] if arch in _FILE_REGS else None
+
     def reg_read(rid: int, aux: object = None) -> object:
+        at = slot.get(rid)
+        if at is not None and aux is None:
+            return regfile[at]  # type: ignore[index]
         if aux is None and (plain.get(rid) or is_plain(rid)):
             buf.value = 0  # some registers fill fewer bytes (x86 selectors)
             err = read(handle, rid, ref)
@@ -248,6 +371,10 @@ def _fast_registers(uc: Uc) -> None:
         return slow_read(rid, aux)
 
     def reg_write(rid: int, value: object) -> None:
+        at = written.get(rid)
+        if at is not None and value.__class__ is int:
+            regfile[at] = value & 0xFFFF_FFFF_FFFF_FFFF  # type: ignore[index]
+            return
         if isinstance(value, int) and (plain.get(rid) or is_plain(rid)):
             buf.value = value & 0xFFFF_FFFF_FFFF_FFFF
             err = write(handle, rid, ref)
@@ -256,8 +383,21 @@ def _fast_registers(uc: Uc) -> None:
             return
         slow_write(rid, value)
 
+    if regfile is not None and pc_id is not None:
+        pc_at = slot[pc_id]
+
+        def write_pc(value: int) -> None:
+            regfile[pc_at] = value & 0xFFFF_FFFF_FFFF_FFFF  # type: ignore[index]
+    else:
+
+        def write_pc(value: int) -> None:
+            reg_write(pc_id, value)  # type: ignore[arg-type]
+
     uc.reg_read = reg_read  # type: ignore[method-assign]
     uc.reg_write = reg_write  # type: ignore[method-assign]
+    uc.write_pc = write_pc  # type: ignore[attr-defined]
+    #: (the register file, register id -> its index) for a trap hook's direct use, or None
+    uc.direct_registers = (regfile, dict(slot)) if regfile is not None else None  # type: ignore[attr-defined]
 
 
 _SMALL = 64  # reads up to this many bytes go through one preallocated buffer

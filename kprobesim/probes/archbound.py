@@ -7,8 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 from kprobesim.errors import ProbeError
 
+from .insn import Decision
+
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
+
+#: The decoder's verdicts by (decode function, variant, address, bytes from the address on): a
+#: registry is made afresh after every restore, and fuzzers classify an instruction before
+#: probing it; decoding is a pure function of these. Emptied when full.
+_DECISIONS: dict[tuple[Any, str, int, bytes], Decision] = {}
+DECISIONS_MAX = 1 << 16
 
 
 class ArchBound:
@@ -27,3 +35,16 @@ class ArchBound:
             raise ProbeError(f"{arch.name} has no '{self.variant}' step variant ({', '.join(variants)})")
         # Arches with several step variants decode for one (what is simulated differs).
         self._decode_kw = {"variant": self.variant} if len(variants) > 1 else {}
+
+    def decide(self, code: bytes, addr: int) -> Decision:
+        """The arch decoder's verdict on the instruction at the start of ``code``, at ``addr``
+        (decoded once for the same bytes at the same address; DecodeError as the decoder's)."""
+        decode = self.decode.decode
+        key = (decode, self.variant, addr, bytes(code))
+        found = _DECISIONS.get(key)
+        if found is None:
+            found = decode(code, addr, **self._decode_kw)
+            if len(_DECISIONS) >= DECISIONS_MAX:
+                _DECISIONS.clear()
+            _DECISIONS[key] = found
+        return found

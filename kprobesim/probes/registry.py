@@ -80,7 +80,7 @@ class Registry(ArchBound):
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
         self._busy = False
-        self.regs = Regs(machine)  # the view handlers get, reset at every trap
+        self.regs = Regs(machine, in_trap=True)  # the view handlers get, reset at every trap
         # Interrupts wait while a step is in flight without touching the guest's enable bits
         # (no instruction in a slot can read them; the arch's fix-ups see to pushf): where the
         # machine delivers them (between slices) it holds them itself (_deliver_interrupts);
@@ -107,9 +107,14 @@ class Registry(ArchBound):
         # The PC written straight to the engine where nothing reads it back in this trap.
         pc_id = self.spec.REG_IDS[self.spec.PC_REG]
         reg_write = machine.engine.reg_write
-        self._set_pc: Callable[[int], None] = lambda value: reg_write(pc_id, value)
+        self._set_pc: Callable[[int], None] = getattr(machine.engine, "write_pc", None) or (
+            lambda value: reg_write(pc_id, value)
+        )
         self._pc_name: str = self.spec.PC_REG
         self._hitting: Site | None = None  # the site whose pre-handlers are running
+        # Fixed for the machine's life, so asked once, not on every hit.
+        self._in_place = machine.steps_in_place
+        self._map_sim = getattr(machine.board, "map_sim_window", None)
         machine.break_handlers.append(self._on_break)
         machine.exception_fixups.append(self._on_exception)
         if hasattr(machine.traps, "debug_handlers"):
@@ -172,7 +177,10 @@ class Registry(ArchBound):
         if not image.in_text(addr):
             named = spec.split("+")[0] if isinstance(spec, str) and image.has_symbol(spec.split("+")[0]) else None
             name = named or (found[0].name if found is not None else None)
-            what = f"{name} is data, not" if name else f"address {addr:#x} is not in"
+            if name and image.in_text(image.symbol(name).addr):  # SYM+OFF past the end of text
+                what = f"address {addr:#x} ({name}+{addr - image.symbol(name).addr:#x}) is not in"
+            else:
+                what = f"{name} is data, not" if name else f"address {addr:#x} is not in"
             raise ProbeError(f"{text}: {what} kernel text (EINVAL)")
         if found is not None:
             sym, off = found
@@ -194,8 +202,8 @@ class Registry(ArchBound):
         end = ram + size if ram <= addr < ram + size else addr + MAX_INSN
         try:
             if code:
-                return self.decode.decode(code[addr - base : addr - base + MAX_INSN], addr, **self._decode_kw)
-            return self.decode.decode(self.original(addr, min(MAX_INSN, end - addr)), addr, **self._decode_kw)
+                return self.decide(code[addr - base : addr - base + MAX_INSN], addr)
+            return self.decide(self.original(addr, min(MAX_INSN, end - addr)), addr)
         except UcError:
             raise ProbeError(f"{self.m.image.describe(addr)}: address {addr:#x} cannot be read (EINVAL)") from None
         except (DecodeError, IndexError, struct.error) as e:
@@ -462,7 +470,8 @@ class Registry(ArchBound):
     def _hit(self, site: Site) -> None:
         regs = self.regs
         regs.reset()
-        if not self.m.map_sim_pages():  # the slot, boosted copy or kretprobe trampoline it may enter
+        # The slot, boosted copy or kretprobe trampoline it may enter must be reachable.
+        if self._map_sim is not None and not self._map_sim(self.m):
             regs.pc = site.addr  # the run ends here, at the probed instruction
             return
         if self._busy or self.steps:
@@ -516,7 +525,7 @@ class Registry(ArchBound):
             if not quiet:
                 self._post(site, regs)
             return
-        if self.m.steps_in_place:
+        if self._in_place:
             self._step_in_place(site, quiet)
             return
         assert site.slot is not None
@@ -618,6 +627,11 @@ class Registry(ArchBound):
             self.slots.free(site.slot)
 
     def _post(self, site: Site, regs: Regs) -> None:
+        for p in site.probes:
+            if p.post is not None:
+                break
+        else:
+            return  # no post-handler (the usual case)
         for p in site.probes.copy():
             if p.enabled and p.post is not None:
                 self._call("post", p, p.post, p, regs)

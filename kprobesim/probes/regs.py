@@ -11,6 +11,7 @@ from kprobesim.errors import GuestFault, ProbeError
 from .insn import MASK64
 
 MAX_ACCESS = 1 << 24  # the most one handler access may move (16 MiB)
+SIGN = 1 << 63
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -29,15 +30,24 @@ class Regs:
     """
 
     __slots__ = ("_m", "_engine", "_read", "_write", "_spec", "_ids", "_privileged", "_lift", "_cache",
-                 "_host_access", "_access_needed")
+                 "_host_access", "_access_needed", "_file", "_direct")
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, in_trap: bool = False) -> None:
         self._m = machine
         engine = self._engine = machine.engine
         self._read = engine.reg_read
-        self._write = engine.reg_write
         self._spec: Any = machine.arch.module("regs")
         self._ids: dict[str, int] = self._spec.REG_IDS
+        self._write = engine.reg_write
+        #: name -> index in ``_file`` of the registers read and written straight in the
+        #: engine's register file: only for a view used from trap hooks or between slices,
+        #: where the file is current and the engine resumes from the stored PC.
+        self._direct: dict[str, int] = {}
+        self._file: Any = None
+        direct = getattr(engine, "direct_registers", None) if in_trap else None
+        if direct is not None:
+            self._file, slots = direct
+            self._direct = {name: slots[rid] for name, rid in self._ids.items() if rid in slots}
         # Control registers the host may only touch at the guest's highest privilege.
         self._privileged = frozenset(self._ids[n] for n in getattr(self._spec, "CSR_NAMES", ()))
         self._host_access = machine.traps.host_access
@@ -64,6 +74,9 @@ class Regs:
         return self._lift
 
     def __getitem__(self, name: str) -> int:
+        at = self._direct.get(name)
+        if at is not None:
+            return self._file[at] & MASK64
         rid = self._ids.get(name)
         if rid is None:
             rid = self._id(name)
@@ -78,6 +91,10 @@ class Regs:
         return value
 
     def __setitem__(self, name: str, value: int) -> None:
+        at = self._direct.get(name)
+        if at is not None and value.__class__ is int:  # a general register or the PC
+            self._file[at] = value & MASK64
+            return
         rid = self._ids.get(name)
         if rid is None:
             rid = self._id(name)
@@ -87,7 +104,7 @@ class Regs:
                 self._write(rid, value & MASK64)
         else:
             self._write(rid, value & MASK64)
-        if self._m._pages:  # translations noted in this trap may not hold (a CR3 write)
+        if self._m._pages:  # translations noted in this trap may not hold (a CR3 or CR0 write)
             self._m._pages.clear()
 
     def __contains__(self, name: str) -> bool:
@@ -137,8 +154,11 @@ class Regs:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ProbeError(f"write_mem takes bytes, not {type(data).__name__}")
         self._check(addr, len(data), "write_mem")
+        m, at = self._m, addr & MASK64
+        if at < m.sim_end and m.sim_base < at + len(data):
+            raise ProbeError(f"write_mem: {len(data)} bytes at {at:#x} would overwrite the simulator's own pages")
         try:
-            self._m.write(addr & MASK64, bytes(data))
+            m.write(at, bytes(data))
         except UcError:
             raise GuestFault(
                 f"write_mem of {len(data)} bytes at {addr & MASK64:#x}: not guest memory", self.pc
@@ -146,11 +166,13 @@ class Regs:
 
     @staticmethod
     def _check(addr: int, size: int, what: str) -> None:
-        if addr.__class__ is int and size.__class__ is int and 0 <= size <= MAX_ACCESS:
+        if addr.__class__ is int and size.__class__ is int and 0 <= size <= MAX_ACCESS and -SIGN <= addr <= MASK64:
             if (addr & MASK64) + size <= 1 << 64:
                 return  # the usual case
         if isinstance(addr, bool) or not isinstance(addr, int):
             raise ProbeError(f"{what}: the address must be an int, not {type(addr).__name__}")
+        if not -SIGN <= addr <= MASK64:  # negative ones are two's complement, as in C
+            raise ProbeError(f"{what}: {addr:#x} is not a 64-bit address")
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_ACCESS:
             raise ProbeError(f"{what}: size {size!r} is not 0..{MAX_ACCESS} bytes")
         if (addr & MASK64) + size > 1 << 64:

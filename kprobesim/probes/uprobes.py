@@ -25,11 +25,17 @@ it runs it. Text pages of a file mapping are the file's page-cache page, shared 
 process mapping it (after fork too), so one write serves them all, as Linux's breaks serve a
 process and its forked children. Unlike Linux, which copies the page for the one process
 (``uprobe_write_opcode``), the simulator cannot allocate guest pages: while the probe is
-armed, ``read(2)`` of the file shows the break. On boards whose guests page (``virt``) the
-instruction is stepped in place, as kprobes are there (no XOL page is mapped into the
-process); a step that faults is re-run after the guest handles the fault without running the
-handlers again, as Linux resumes a faulted XOL step. The uretprobe trampoline is a simulator
-address: returning to it is a fetch fault the simulator takes as the return.
+armed, ``read(2)`` of the file shows the break.
+
+On boards with a ``user_xol`` (``pc``, ``virt``) the XOL area is a process's own page
+(``xol.py``): a simulator page mapped into the process's page tables at the top of its user
+half, as Linux's; a fault in a slot there is the process's (the kernel resumes the step in
+the slot). On x86 relative branches are emulated (the decoder's ``for_far_slot``) and a
+RIP-relative copy that cannot reach its target from there addresses it through a scratch
+register (``scratch_form``, Linux's ``riprel_analyze``). On ``virt``, in a process that maps
+that page itself, the instruction is stepped in place (a step that faults is re-run after the
+guest handles the fault without running the handlers again) and the uretprobe trampoline is a
+simulator address: returning to it is a fetch fault the simulator takes as the return.
 """
 
 from __future__ import annotations
@@ -48,8 +54,9 @@ from .archbound import ArchBound
 from .insn import Decision, DecodeError, Kind, SlotError
 from .kprobe import Instance, Kprobe, Kretprobe
 from .regs import Regs
-from .slots import SlotPages
+from .slots import PAGE, SlotPages
 from .userprog import UserProgram, resolve_in
+from .xol import UserXol
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -87,6 +94,7 @@ class USite:
     armed: bool = False
     program: UserProgram | None = None  # a guest file's program: armed per physical page
     pages: set[int] = field(default_factory=set)  # physical addresses holding its break
+    scratch: str | None = None  # the copy addresses through this register (x86 RIP-relative)
 
 
 @dataclass(eq=False)
@@ -100,6 +108,7 @@ class UStep:
     end: int | None  # the step break's address; None when single-stepping with TF
     backstop: int | None = None
     begin: Any = None
+    scratch: tuple[str, int] | None = None  # the scratch register of a rewritten copy, its value
 
 
 class Uprobes(ArchBound):
@@ -110,10 +119,15 @@ class Uprobes(ArchBound):
         self.sites: dict[int, USite] = {}
         self.uretprobes: list[Uretprobe] = []
         self._xol: dict[int, SlotPages] = {}  # per process (tgid)
+        self._programs: dict[str, UserProgram] = {}  # guest files probed, by path
+        #: Where a board's guest OS leaves a user page free for the XOL area (Linux: the top of
+        #: the user half), when the arch can map it into a process; else XOL areas are pool pages.
+        self._user_xol_at: Callable[[], int | None] | None = getattr(machine.traps, "user_xol", None)
+        self._user_xol: int | None = None
         self._trampolines: dict[int, int] = {}  # trampoline address -> tgid
         self._trampoline_of: dict[int, int] = {}  # tgid -> trampoline address
         self.steps: dict[int, UStep] = {}  # per task (pid)
-        self._ends: dict[int, UStep] = {}  # step break / backstop address -> step
+        self._ends: dict[int, list[UStep]] = {}  # step break / backstop address -> steps
         self.returns: dict[int, list[Instance]] = {}  # per task (pid), innermost last
         self._follow: Kretprobe | None = None  # handle_mm_fault's return: new mappings of files
         self._replay: set[tuple[int, int]] = set()  # (pid, addr) of in-place steps that faulted
@@ -134,15 +148,39 @@ class Uprobes(ArchBound):
         return bool(self.sites or self.uretprobes)
 
     # -- the XOL area --------------------------------------------------------------------------
-    def xol(self, tgid: int) -> SlotPages:
-        """The process's XOL area: its first slot is the uretprobe trampoline."""
+    @property
+    def user_xol(self) -> int | None:
+        """The user address of XOL pages (None: they are pool pages, or the guest does not page
+        yet; asked again until it does)."""
+        if self._user_xol is None and self._user_xol_at is not None:
+            self._user_xol = self._user_xol_at()
+        return self._user_xol
+
+    def xol(self, tgid: int) -> SlotPages | None:
+        """The process's XOL area: a user page mapped into its address space where the board
+        has one (a pool page instead where it cannot be mapped and the board steps probed
+        instructions in place; None, and the run ends with a fault saying why, where it does
+        not), else a page of the simulator's pool. Its first slot is the uretprobe trampoline."""
         area = self._xol.get(tgid)
         if area is None:
-            area = self._xol[tgid] = SlotPages(self.m, self.step.SLOT_SIZE)
-            trampoline = area.alloc()
-            area.write(trampoline, self.step.PROBE_BREAK)
-            self._trampolines[trampoline] = tgid
-            self._trampoline_of[tgid] = trampoline
+            xol_at = self.user_xol
+            area = self._new_area(tgid, UserXol(self.m, xol_at, self.step.SLOT_SIZE) if xol_at is not None else None)
+        if isinstance(area, UserXol):
+            why = area.map()
+            if why is not None:
+                if not self.m.steps_in_place:
+                    self.m.fault(f"cannot map the XOL page of process {tgid}: {why}", self.m.pc)
+                    return None
+                area = self._new_area(tgid, None)
+        return area
+
+    def _new_area(self, tgid: int, area: SlotPages | None) -> SlotPages:
+        area = area or SlotPages(self.m, self.step.SLOT_SIZE)
+        self._xol[tgid] = area
+        trampoline = area.alloc()
+        area.write(trampoline, self.step.PROBE_BREAK)
+        self._trampolines[trampoline] = tgid
+        self._trampoline_of[tgid] = trampoline
         return area
 
     # -- placing -------------------------------------------------------------------------------
@@ -163,6 +201,8 @@ class Uprobes(ArchBound):
             raise ProbeError(f"a uprobe location is 'PATH:OFFSET' or 'PATH:SYMBOL[+OFF]', not {target!r}")
         path, _, loc = target.partition(":")
         prog, addr = resolve_in(self.m, path, loc)
+        if prog.source is not None:  # one object per guest file: its sites know each other by it
+            prog = self._programs.setdefault(prog.name, prog)
         sym = prog.containing(addr)
         if sym is None:
             raise ProbeError(f"{target}: offset {addr - prog.lo:#x} is in no function of {prog.name} (EINVAL)")
@@ -183,21 +223,31 @@ class Uprobes(ArchBound):
 
     def _new_site(self, addr: int, text: str, prog: UserProgram) -> USite:
         try:
-            d = self.decode.decode(self._program_bytes(prog, addr, MAX_INSN), addr, **self._decode_kw)
+            d = self.decide(self._program_bytes(prog, addr, MAX_INSN), addr)
         except (DecodeError, IndexError, struct.error, UcError) as e:
             raise ProbeError(f"{text}: {e}") from None
         if d.kind is Kind.REJECT:
             raise ProbeError(f"{text}: cannot probe '{d.text}': {d.reason} (EINVAL)")
+        far = getattr(self.decode, "for_far_slot", None)
+        if self.user_xol is not None and far is not None:
+            d = far(d, self._program_bytes(prog, addr, MAX_INSN))  # control flow is emulated
+        scratch = None
         if d.kind is Kind.OOL:  # can the copy run in any XOL slot (x86: RIP-relative reach)?
             align = getattr(self.step, "SLOT_ALIGN", 8)
-            for where in (self.m.sim_base, (self.m.sim_end - MAX_INSN) & ~(align - 1)):
-                try:
+            lo, hi = (self.m.sim_base, self.m.sim_end)
+            if self.user_xol is not None:
+                lo, hi = self.user_xol, self.user_xol + PAGE
+            try:
+                for where in (lo, (hi - MAX_INSN) & ~(align - 1)):
                     self.step.make_slot(d, where)
-                except SlotError as e:
+            except SlotError as e:
+                rewrite = getattr(self.decode, "scratch_form", None)
+                rewritten = rewrite(d) if rewrite is not None else None
+                if rewritten is None:
                     raise ProbeError(f"{text}: {e}") from None
-        if prog.source is not None:
-            return USite(addr, d, self._program_bytes(prog, addr, d.length), program=prog)
-        return USite(addr, d, self.original(addr, d.length))
+                d, scratch = rewritten  # addressed through a scratch register, as Linux's uprobes
+        orig = self._program_bytes(prog, addr, d.length) if prog.source is not None else self.original(addr, d.length)
+        return USite(addr, d, orig, program=prog if prog.source is not None else None, scratch=scratch)
 
     def register(self, target: str, handler: UprobeHandler | None = None, name: str = "") -> Uprobe:
         """Place a uprobe; several on one address share the site."""
@@ -328,7 +378,8 @@ class Uprobes(ArchBound):
         if len(chain) >= MAX_URETPROBE_DEPTH:
             rp.missed += 1
             return
-        self.xol(task.tgid)
+        if self.xol(task.tgid) is None:
+            return
         trampoline = self._trampoline_of[task.tgid]
         ra_reg, sp = self.spec.RA_REG, regs.sp
         if ra_reg is not None:
@@ -375,8 +426,12 @@ class Uprobes(ArchBound):
 
     # -- traps ---------------------------------------------------------------------------------
     def _on_break(self, machine: Machine, pc: int) -> bool:
-        step = self._ends.get(pc)
-        if step is not None:
+        steps = self._ends.get(pc)
+        if steps:
+            step = steps[0]
+            if len(steps) > 1:  # XOL pages of several processes at one user address
+                pid = current_task(self.m).pid
+                step = next((s for s in steps if s.pid == pid), step)
             if pc == step.backstop:
                 self.m.pc = pc  # undo the backstop break's advance: the copy ended right there
             self._finish(step)
@@ -406,14 +461,24 @@ class Uprobes(ArchBound):
         return True
 
     def _on_exception(self, pc: int) -> int:
-        """A fault inside an XOL slot: abandon that step and report the probed address."""
-        for step in list(self.steps.values()):
-            if 0 <= pc - step.slot < step.xol.size:
-                if step.end is None:
-                    self.step.disarm_single_step(Regs(self.m), step.site.decision)
-                self._drop(step)
-                return step.site.addr
-        return pc
+        """A fault inside an XOL slot of the pool: abandon that step and report the probed
+        address. In a process's own XOL page the fault is the process's, at the slot: the
+        kernel handles it and returns there, and the step goes on (Linux's)."""
+        inside = [step for step in self.steps.values() if 0 <= pc - step.slot < step.xol.size]
+        if len(inside) > 1:  # XOL pages of several processes at one user address
+            pid = current_task(self.m).pid
+            inside = [step for step in inside if step.pid == pid]
+        if not inside:
+            return pc
+        step = inside[0]
+        if isinstance(step.xol, UserXol):
+            return pc  # the process's own page: the kernel handles the fault and resumes the step there
+        if step.end is None:
+            self.step.disarm_single_step(Regs(self.m), step.site.decision)
+        if step.scratch is not None:
+            Regs(self.m)[step.scratch[0]] = step.scratch[1]
+        self._drop(step)
+        return step.site.addr
 
     def _call(self, kind: str, probe: Kprobe | Kretprobe, handler: Callable[..., Any], *args: Any) -> Any:
         """Run a handler; an exception it raises ends the run as a HandlerError naming it."""
@@ -455,14 +520,20 @@ class Uprobes(ArchBound):
             self.m.account(1)
             return
         task = current_task(self.m)
-        if self.m.steps_in_place:
+        area = self.xol(task.tgid)
+        if area is None:
+            return
+        if self.m.steps_in_place and not isinstance(area, UserXol):  # where it is, as kprobes here
             if self.m.traps.step_in_place(site.addr, site.orig, self.step.probe_break(d)):
                 self.m.account(1)
             else:  # it trapped into the guest, which will come back to this address
                 self._replay.add((task.pid, site.addr))
             return
-        area = self.xol(task.tgid)
-        slot = area.alloc()
+        try:
+            slot = area.alloc()
+        except SimError as e:
+            self.m.fault(str(e), site.addr)
+            return
         try:
             area.write(slot, self.step.make_slot(d, slot))
         except SlotError as e:
@@ -475,10 +546,13 @@ class Uprobes(ArchBound):
             self.step.arm_single_step(regs)
             step.backstop = self._arch_hook("backstop_addr", d, slot)
         step.begin = self._arch_hook("step_begin", d, regs)
+        if site.scratch is not None:
+            step.scratch = (site.scratch, regs[site.scratch])
+            regs[site.scratch] = d.end  # what RIP was relative to
         self.steps[task.pid] = step
         for addr in (end, step.backstop):
             if addr is not None:
-                self._ends[addr] = step
+                self._ends.setdefault(addr, []).append(step)
         regs.pc = slot
 
     def _arch_hook(self, name: str, *args: Any) -> Any:
@@ -493,12 +567,17 @@ class Uprobes(ArchBound):
         if extra:
             self.m.account(extra)
         self.step.after_step(d, regs, step.slot)
+        if step.scratch is not None:
+            regs[step.scratch[0]] = step.scratch[1]
         self._drop(step)
 
     def _drop(self, step: UStep) -> None:
         if self.steps.get(step.pid) is step:
             del self.steps[step.pid]
         for addr in (step.end, step.backstop):
-            if addr is not None:
-                self._ends.pop(addr, None)
+            waiting = self._ends.get(addr) if addr is not None else None
+            if waiting and step in waiting:
+                waiting.remove(step)
+                if not waiting:
+                    del self._ends[addr]
         step.xol.free(step.slot)

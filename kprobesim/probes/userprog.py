@@ -76,7 +76,11 @@ class UserProgram:
 
 
 def user_program(image: Image) -> UserProgram | None:
-    """The image's user program, or None when it marks none."""
+    """The image's user program, or None when it marks none (worked out once per image)."""
+    return image.memo("user_program", lambda: _find_user_program(image))
+
+
+def _find_user_program(image: Image) -> UserProgram | None:
     if not (image.has_symbol(START) and image.has_symbol(END)):
         return None
     lo, hi = image.symbol(START).addr, image.symbol(END).addr
@@ -113,7 +117,7 @@ def elf_program(name: str, data: bytes, arch: str) -> UserProgram:
 
 def guest_file_program(machine: Machine, path: str) -> UserProgram | None:
     """The program a guest's initramfs holds at ``path`` (None: the machine boots no initramfs)."""
-    archive = getattr(machine.board, "initrd", None)
+    archive = getattr(machine.board, "initrd_data", None) or getattr(machine.board, "initrd", None)
     if not isinstance(archive, bytes | bytearray):
         return None
     from kprobesim.guest.initramfs import files

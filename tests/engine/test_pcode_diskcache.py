@@ -148,7 +148,6 @@ def test_riscv_oracle_uses_its_own_file(cache_dir: Path) -> None:
 def test_budget_keeps_what_the_last_process_used(cache_dir: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the budget, entries no process used lately are dropped (fuzzing leaves many)."""
-    import marshal
     import struct
 
     from kprobesim.engine.pcode import PcodeEngine
@@ -157,7 +156,7 @@ def test_budget_keeps_what_the_last_process_used(cache_dir: Path,
     _run_la()
     diskcache.flush_all()
     (path,) = cache_dir.glob("pcode-*-Loongarch*.bin")
-    big = len(marshal.loads(path.read_bytes())[2])
+    big = len(diskcache._read(path)[1])
     assert big > 100
     monkeypatch.setattr(diskcache, "MAX_CODE", 20)
     _new_process()
@@ -167,20 +166,19 @@ def test_budget_keeps_what_the_last_process_used(cache_dir: Path,
     e.reg_write(K.LA_REG_RA, 0x20000)
     e.emu_start(0x10000, 0x20000)
     diskcache.flush_all()
-    code = marshal.loads(path.read_bytes())[2]
+    code = diskcache._read(path)[1]
     assert 1 <= len(code) <= 2
 
 
 def test_wrong_shaped_entries_are_recompiled_and_the_file_rewritten(cache_dir: Path) -> None:
-    """A well-formed file whose entries have the wrong shape: those blocks are decoded and
-    compiled again, the run is the same, and the next flush rewrites the file without them."""
-    import marshal
-
+    """A well-formed file (its digest right: as a buggy writer would leave it) whose entries
+    have the wrong shape: those blocks are decoded and compiled again, the run is the same,
+    and the next flush rewrites the file without them."""
     first, _ = _run_la()
     diskcache.flush_all()
     (path,) = cache_dir.glob("pcode-*-Loongarch*.bin")
     assert diskcache._read(path)[3] is False  # what the engine writes passes the checks whole
-    fmt, shapes, code, runs = marshal.loads(path.read_bytes())
+    shapes, code, runs, _ = diskcache._read(path)
     block = next(k for k in code if k[1] != "snippets")
     snip = next(k for k in code if k[1] == "snippets")
     code[block] = (code[block][0], "source only")  # too short: was a TypeError in every run
@@ -189,7 +187,7 @@ def test_wrong_shaped_entries_are_recompiled_and_the_file_rewritten(cache_dir: P
     shapes[shape] = [(b"\x00", None, (1, 2), 2, ((1, 2, b"", (), "", False, {}),))]
     runs[next(iter(runs))] = "many"
     code[("junk",)] = 5
-    path.write_bytes(marshal.dumps((fmt, shapes, code, runs)))
+    path.write_bytes(diskcache._pack(shapes, code, runs))
     _new_process()
     result, calls = _run_la()
     assert result == first and calls["compile_block"] >= 1 and calls["_decode"] >= 1
@@ -197,3 +195,25 @@ def test_wrong_shaped_entries_are_recompiled_and_the_file_rewritten(cache_dir: P
     shapes2, code2, runs2, dropped = diskcache._read(path)
     assert not dropped and block in code2 and ("junk",) not in code2
     assert code2[snip][2] != ["not_a_name"] and shapes2[shape] != shapes[shape]
+
+
+def test_entries_changed_behind_the_digest_are_all_dropped(cache_dir: Path) -> None:
+    """Entries of the right shape but wrong content (an instruction's decoded fields, as a
+    damaged or edited file has them) cannot be checked one by one: the file's digest no longer
+    matches, so nothing of it is used, the run is the same, and the next flush rewrites it."""
+    import marshal
+
+    first, _ = _run_la()
+    diskcache.flush_all()
+    (path,) = cache_dir.glob("pcode-*-Loongarch*.bin")
+    fmt, digest, payload = marshal.loads(path.read_bytes())
+    shapes, code, runs = marshal.loads(payload)
+    for key, entries in shapes.items():  # every decoded instruction loses its fields: was a KeyError
+        shapes[key] = [(*e[:4], tuple((*i[:6], {}) for i in e[4])) for e in entries]
+    path.write_bytes(marshal.dumps((fmt, digest, marshal.dumps((shapes, code, runs)))))
+    assert diskcache._read(path) is None
+    _new_process()
+    result, calls = _run_la()
+    assert result == first and calls["_decode"] > 50
+    diskcache.flush_all()
+    assert diskcache._read(path) is not None

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cache
 
 import pytest
 
-from kprobesim.board.pc import DEFAULT_APPEND
 from kprobesim.trace.tracer import Tracer
-from linux import debian, obtain, pclinux, qemu
-from linux.initramfs import initramfs
+from linux import pclinux, qemu
 from linux.qemu import init_lines
 
 pytestmark = pytest.mark.xdist_group(pclinux.XDIST_GROUP)
@@ -49,12 +46,7 @@ def _lines(transcript: str) -> list[str]:
     return qemu.kernel_lines(text) + [line for line in text.splitlines() if line.startswith("  ")]
 
 
-@cache
-def _qemu_transcript() -> str:
-    kernel = obtain(debian.bookworm_amd64_kernel).image
-    cmd = ["qemu-system-x86_64", "-smp", "1", "-m", "128M", "-kernel", str(kernel), "-initrd",
-           str(obtain(initramfs, "x86_64")), "-append", DEFAULT_APPEND, "-nographic", "-no-reboot"]
-    return obtain(qemu.run_until, cmd, "reboot: System halted", 300).transcript
+_qemu_transcript = pclinux.qemu_transcript  # one QEMU run per worker, shared with the uprobe tests
 
 
 @dataclass

@@ -8,6 +8,24 @@
 _start:
         la      t0, mtrap
         csrw    mtvec, t0
+#if SCENARIO == 20 || SCENARIO == 21    /* Linux's panic lines on the UART, then spin forever */
+        li      t0, 0x10000000
+        la      t1, panic_text
+1:      lbu     t2, 0(t1)
+        beqz    t2, 2f
+        sb      t2, 0(t0)
+        addi    t1, t1, 1
+        j       1b
+2:      j       2b
+panic_text:
+        .ascii  "booting\r\n[    0.250000] Kernel panic - not syncing: checked reason\r\n"
+        .ascii  "[    0.250010] CPU: 0 UID: 0 PID: 1 Comm: init\r\n"
+#if SCENARIO == 20                      /* panic=0: the end line (21: panic=N, waiting N seconds) */
+        .ascii  "[    0.250100] ---[ end Kernel panic - not syncing: checked reason ]---\r\n"
+#endif
+        .byte   0
+        .align  2
+#endif
 #if SCENARIO == 7                       /* M-mode CLINT timer: mtime counts 30 instructions a tick */
         li      t0, 0x200bff8           /* mtime */
         ld      t1, 0(t0)

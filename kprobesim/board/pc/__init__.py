@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ...machine import Machine
 
 RAM_SIZE = 128 << 20
+USER_XOL = 0x7FFF_FFFF_F000
 DEFAULT_APPEND = "console=ttyS0 acpi=off nolapic noapic nokaslr panic=-1"
 EFER_LME, EFER_LMA = 1 << 8, 1 << 10
 CR0_PE, CR0_ET, CR0_PG = 1, 0x10, 1 << 31
@@ -78,6 +79,10 @@ class PcBoard:
     #: (KERNEL_IMAGE_SIZE), which nothing else maps; within rel32 reach of all kernel text, as
     #: Linux's own kprobe instruction pages are (module_alloc, near the kernel).
     sim_window = SIM_WINDOW
+    #: Where a process's uprobe XOL page is mapped: the last page of the lower canonical half,
+    #: which Linux never maps (its TASK_SIZE_MAX ends one page short of it), at the top of the
+    #: user address space as Linux's own XOL area.
+    user_xol = USER_XOL
 
 
     def __init__(
@@ -120,6 +125,11 @@ class PcBoard:
             PortExit(0xF4),
             InterruptLine(pic, pit),
         ]
+
+    @property
+    def initrd_data(self) -> bytes | None:
+        """The initramfs the loader placed (None before load() or without one)."""
+        return self.loaded.initrd if self.loaded is not None else None
 
     def map_sim_window(self, machine: Machine) -> bool:
         """Map the simulator's pages at :attr:`sim_window` in the kernel's page tables (one 2 MiB

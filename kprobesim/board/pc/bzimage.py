@@ -214,6 +214,7 @@ class Boot:
     boot_params: int
     ram_top: int  # bytes of RAM the e820 map reports usable up to
     kernel_map: tuple[int, int, int] | None = None  # the vmlinux's high mapping, when known
+    initrd: bytes | None = None  # the initramfs loaded with it (uprobes read its files)
 
 
 def load_bzimage(
@@ -254,6 +255,7 @@ def load_bzimage(
     struct.pack_into("<I", zp, BP_EXT_CMD_LINE_PTR, 0)
     struct.pack_into("<I", zp, BP_HARDWARE_SUBARCH, 0)  # X86_SUBARCH_PC
     segments = identity_tables(sim_window, layout)
+    rd = None
     if initrd is not None:
         initrd = Path(initrd)
         rd = read_regular(initrd, ram_size, "initrd", ImageError)
@@ -278,8 +280,8 @@ def load_bzimage(
     segments += kernel
     image = Image(path, "x86_64", entry, segments, [])
     if vmlinux is None:
-        return Boot(image, entry, layout.zero_page, ram_size)
-    return Boot(kallsyms_image(path, image, vmlinux), entry, layout.zero_page, ram_size, vmlinux.kernel_map)
+        return Boot(image, entry, layout.zero_page, ram_size, initrd=rd)
+    return Boot(kallsyms_image(path, image, vmlinux), entry, layout.zero_page, ram_size, vmlinux.kernel_map, rd)
 
 
 def kallsyms_image(path: Path, image: Image, vmlinux: Vmlinux) -> Image:

@@ -77,6 +77,10 @@ class Virt:
 
     name = "virt"
     interrupt_lines = True  # devices drive the hart's mip bits; Unicorn takes the interrupts
+    #: A process's uprobe XOL page goes at the top of the user half of its address space (the
+    #: last page below 2^38, 2^47 or 2^56 for Sv39, Sv48, Sv57), where the guest leaves it free;
+    #: in a process that maps that page itself, probed instructions step in place instead.
+    user_xol = True
     insns_per_tick = INSNS_PER_TICK  # the time CSR and mtime: virtual time // this
 
     def __init__(self, options: VirtOptions | None = None) -> None:

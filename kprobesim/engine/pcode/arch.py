@@ -114,6 +114,11 @@ class ArchModel:
     def on_arch_trap(self, t: Trap, ipc: int) -> int | None:
         raise NotImplementedError
 
+    def direct_registers(self) -> dict[int, int]:
+        """Register id -> word of ``R`` for the registers read and written there as plain
+        values (the PC and the general registers but the zero one); empty: none."""
+        return {}
+
     def trap_retires(self, kind: int) -> bool:
         """Does an instruction that left its block with a Trap of ``kind`` count as retired
         in virtual time? (icount() counts it as started either way.)"""

@@ -26,7 +26,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2  # (FORMAT, digest of the payload, payload); 1 had no digest
 # Budgets: past them, a flush keeps only what this process used or added (probe placements and
 # patched code leave many variants nobody runs again; loading them would slow every start).
 MAX_CODE = 3000
@@ -118,7 +118,7 @@ class Store:
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(marshal.dumps((FORMAT, shapes, code, runs)))
+            tmp.write_bytes(_pack(shapes, code, runs))
             os.replace(tmp, self.path)
         except (OSError, ValueError):
             try:
@@ -132,18 +132,33 @@ class Store:
         self.dirty = False
 
 
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+def _pack(shapes: dict[Any, Any], code: dict[Any, Any], runs: dict[Any, int]) -> bytes:
+    """The file's bytes: the entries, and a digest that tells any later change of them."""
+    payload = marshal.dumps((shapes, code, runs))
+    return marshal.dumps((FORMAT, _digest(payload), payload))
+
+
 def _read(path: Path) -> tuple[dict[Any, Any], dict[Any, Any], dict[Any, int], bool] | None:
     """The file's shapes, code and runs, each entry checked (wrong-shaped ones are dropped, so
-    the engine decodes and compiles those blocks again), and whether anything was dropped."""
+    the engine decodes and compiles those blocks again), and whether anything was dropped.
+    None for a file that is not one this engine wrote whole: truncated, foreign, or changed
+    since (its digest no longer matches; entries of the right shape can still be wrong)."""
     try:
         data = path.read_bytes()
     except OSError:
         return None
     try:
-        fmt, shapes, code, runs = marshal.loads(data)
+        fmt, digest, payload = marshal.loads(data)
+        if fmt != FORMAT or type(payload) is not bytes or digest != _digest(payload):
+            return None
+        shapes, code, runs = marshal.loads(payload)
     except Exception:  # noqa: BLE001 - truncated or foreign: ignored (rewritten at the next flush)
         return None
-    if fmt != FORMAT or not all(isinstance(d, dict) for d in (shapes, code, runs)):
+    if not all(isinstance(d, dict) for d in (shapes, code, runs)):
         return None
     good_shapes = {k: v for k, v in shapes.items() if _valid_shape(k, v)}
     good_code = {k: v for k, v in code.items() if _valid_code(k, v)}

@@ -204,6 +204,8 @@ class PcodeEngine:
         """``hot_after``: runs of a block in tier 0 (interpreted) before it is compiled (0:
         compile every block at once); default :data:`HOT_AFTER`."""
         self.arch: ArchModel = _arch_class(arch)(self)
+        #: Trap kinds whose instruction retires (the arch's ``trap_retires``, asked once).
+        self._retiring = frozenset(k for k in range(T_EXC, T_STOP + 1) if self.arch.trap_retires(k))
         self.hot_after = HOT_AFTER if hot_after is None else hot_after
         self._hot: set[Any] = set()
         self.arch_name = self.arch.name
@@ -279,8 +281,12 @@ class PcodeEngine:
 
     @vtime.setter
     def vtime(self, value: int) -> None:
-        self._toff = int(value) - self._live_vt()
-        self._chk = -1
+        toff = int(value) - self._live_vt()
+        ahead = toff - self._toff
+        self._toff = toff
+        # The next check (in instructions run, the clock minus the offset) comes ``ahead``
+        # sooner: a timer deadline is that much closer (a probe's simulated instruction).
+        self._chk = self._chk - ahead if ahead >= 0 else -1
 
     def _live_vt(self) -> int:
         """Instructions done so far, also from inside a callback of a running block (the
@@ -668,6 +674,17 @@ class PcodeEngine:
         return data, pa
 
     # ------------------------------------------------------------------ registers / context
+    @property
+    def direct_registers(self) -> tuple[list[int], dict[int, int]] | None:
+        """(the register file, register id -> its word) for the registers a trap hook may read
+        and write there directly (the arch's plain ones), or None; see ``write_pc``."""
+        words = self.arch.direct_registers()
+        return (self._R, words) if words else None
+
+    def write_pc(self, value: int) -> None:
+        """Set the PC from a trap hook (or between runs), where the register file is current."""
+        self._R[self.arch.pc_word] = value & 0xFFFF_FFFF_FFFF_FFFF
+
     def reg_read(self, reg_id: int, opt: Any = None) -> int:
         if self._sync_due:
             self._sync_now()
@@ -1177,7 +1194,7 @@ class PcodeEngine:
                     ipc = pc
                 R[pcw] = ipc
                 self._vt = vt
-                if t.idx >= 0 and not self.arch.trap_retires(t.kind):
+                if t.idx >= 0 and t.kind not in self._retiring:
                     self._toff -= 1  # started (icount) but not retired: no virtual time
                 if t.kind == T_STOP and self._finish:
                     self._finish_insn(ipc)
@@ -1191,7 +1208,10 @@ class PcodeEngine:
                 if npc is None or self._stop:
                     return
                 pc = npc
-                self._chk = -1
+                # No blanket event check here: whatever a trap changes that the dispatcher must
+                # look at (an exception entered, CSRs, timers, interrupt lines, the clock) calls
+                # _resched itself, as it must from a device callback inside a block; so a probe
+                # hit, handled in its hook, goes straight on.
             except Leave as lv:
                 vt += lv.idx
                 if lv.idx:  # a code hook stopped before its instruction: counted, not run

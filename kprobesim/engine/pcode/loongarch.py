@@ -264,6 +264,9 @@ class LoongArch64(ArchModel):
         return vt + self.eng._toff
 
     # ------------------------------------------------------------------ registers
+    def direct_registers(self) -> dict[int, int]:
+        return {_PC: 0, **{rid: _GPR_WORD + rid for rid in range(_R0 + 1, _R31 + 1)}}
+
     def reg_read(self, rid: int) -> int:
         R = self.eng._R
         if rid == _PC:
