@@ -196,6 +196,7 @@ class Machine:
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
         self._held = False  # an interrupt is pending but the CPU masks it
+        self._held_by_step = False  # ... or only a probe's step masks it (it ends the slice at the step's end)
         #: A boosted probe slot entered and its jump back not yet accounted: (copy, jump, resume).
         self._boost: tuple[int, int, int] | None = None
         self._carry = 0  # hidden instructions the next slice owes (a boost's jump back)
@@ -920,7 +921,9 @@ class Machine:
         if self._registry is not None and self._registry.steps:
             # A probe's out-of-line step is in flight: interrupts wait until it ends (Linux
             # masks them for the step; the registry's step end stops the slice to let them in).
-            return POLL if any(t.pending(self._time) is not None for t in self._timers) else SLICE
+            self._held_by_step = any(t.pending(self._time) is not None for t in self._timers)
+            return POLL if self._held_by_step else SLICE
+        self._held_by_step = False
         for timer in self._timers:
             irq = timer.pending(self._time)
             if irq is None:
@@ -935,9 +938,12 @@ class Machine:
         return held
 
     def interrupts_unmasked(self) -> None:
-        """A hook gave the guest back its interrupts (a probe step ended): when one is waiting,
-        end the slice so it is delivered right here, as between slices."""
-        if self._slice_end and self._held:
+        """A hook gave the guest back its interrupts (a probe step ended): when one waited for
+        the step, end the slice so it is delivered right here, as between slices. One the guest
+        held back itself keeps waiting for the moment the unprobed run looks again (where no
+        unmask point catches the exact instruction that lets it in, as under a relocated kernel,
+        that is the slice's end): a probe must not move an interrupt."""
+        if self._slice_end and self._held and self._held_by_step:
             self.engine.emu_stop()
 
     def account(self, instructions: int) -> None:
@@ -998,7 +1004,7 @@ class Machine:
         del self.trace_lines[snap.trace_lines :]
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None
-        self._held = False
+        self._held = self._held_by_step = False
         self._boost, self._carry = None, 0
         self._run_exactly = 0
         self._storm = 0
