@@ -37,11 +37,10 @@ class PcLinux:
     boot_instructions: int
 
     def restore(self, step_variant: str | None = None) -> Machine:
-        """The machine back at init's first instruction, with no probes placed (and the kprobe
-        step variant ``step_variant``, when given)."""
+        """The machine back at init's first instruction, with no probes placed, stepping kprobes
+        with ``step_variant`` (None: the arch's default)."""
         self.machine.restore(self.snap)
-        if step_variant is not None:
-            self.machine.step_variant = step_variant
+        self.machine.step_variant = step_variant
         return self.machine
 
     def run_to_power_off(self) -> int | None:
