@@ -61,8 +61,15 @@ def _session(m: Machine, snap: Snapshot) -> str:
 
 
 @pytest.fixture(scope="module")
-def unprobed(booted: tuple[Machine, Snapshot]) -> str:
-    return _session(*booted)
+def unprobed_run(booted: tuple[Machine, Snapshot]) -> tuple[str, int]:
+    """The scripted session's transcript and its end (instructions, i.e. virtual time)."""
+    console = _session(*booted)
+    return console, booted[0].instructions
+
+
+@pytest.fixture(scope="module")
+def unprobed(unprobed_run: tuple[str, int]) -> str:
+    return unprobed_run[0]
 
 
 def qemu_session(xv6_build: Path, script: bytes, folder: Path) -> str:
@@ -156,3 +163,25 @@ def test_probes_count_and_fetch_right_and_change_nothing(booted: tuple[Machine, 
     assert len(received) == len(SCRIPT) and uart.hits > len(received), (uart.hits, len(received))
     assert all(a["lsr"] & 0x60 == 0x60 for a in events["ui"])  # THR empty, transmitter idle
     assert bytes(a["c"] for a in events["ci"]) == SCRIPT
+
+
+def test_interrupt_path_probes_keep_the_run_exact(
+    booted: tuple[Machine, Snapshot], unprobed_run: tuple[str, int]
+) -> None:
+    """Kprobes on ``plic_claim`` (every external interrupt) and ``uartintr`` (every UART
+    interrupt, each typed byte's included) end the session at exactly the unprobed run's
+    instruction count (virtual time) with the same console. Typing used to be timed from the
+    run loop's slice boundaries, which probe hits move: the run ended 359,893 instructions
+    early. ~2 s of CPU from the shared snapshot."""
+    m, snap = booted
+    console, end = unprobed_run
+    m.restore(snap)
+    claims: list[int] = []
+    uart: list[int] = []
+    m.kprobe("plic_claim", pre=lambda p, regs: claims.append(m.now()))
+    m.kprobe("uartintr", pre=lambda p, regs: uart.append(m.now()))
+    assert m.run(max_insns=300_000_000, timeout=300) == 0
+    assert (m.instructions, m.console) == (end, console)
+    # both fire for each typed byte (and for transmit interrupts), uartintr after plic_claim
+    assert len(uart) >= len(SCRIPT) and len(claims) >= len(uart)
+    assert all(c < u for c, u in zip(claims, uart, strict=False))
