@@ -110,15 +110,17 @@ def compare(
     ``ignore`` names rows (``EVENT`` or ``EVENT.FIELD``) shown but left out of the verdict.
     ``machines``: per arch, a function returning the machine to run instead of the bundled
     kernel (a booted Linux guest, e.g. back at a snapshot where its ``/init`` starts); its
-    transcript row compares only what user space printed.
+    transcript row compares only what user space printed from there.
     """
     machines = machines or {}
     arches = list(arches or machines or ARCH_NAMES)
     images = images or {}
     runs: dict[str, tuple[Machine, Tracer, int]] = {}
+    before: dict[str, int] = {}  # console already printed by a given machine (e.g. its boot)
     for arch in arches:
         if arch in machines:
             m = machines[arch]()
+            before[arch] = len(m.console)
         else:
             m = Machine(get_arch(arch), Image.load(images.get(arch) or bundled_kernel(arch), arch=arch))
         tracer = Tracer(m)
@@ -130,7 +132,8 @@ def compare(
     result.rows.append(Row("(kernel)", "exit status", {a: runs[a][2] for a in arches}))
     result.rows.append(
         Row("(kernel)", "transcript",
-            {a: _digest(_transcript(runs[a][0].console, a in machines).splitlines()) for a in arches})
+            {a: _digest(_transcript(runs[a][0].console[before.get(a, 0):], a in machines).splitlines())
+             for a in arches})
     )
     first = runs[arches[0]][1]
     for i, (spec, _) in enumerate(first.probes):
