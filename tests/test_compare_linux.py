@@ -5,9 +5,8 @@ open, the byte counts ``vfs_read`` returns to them, and what user space prints m
 across the arches; the kernels' own log lines (different on every arch) are left out.
 
 CPU: each run from its snapshot to the power-off (riscv64 ~40 M instructions, ~5 s; x86_64
-~0.6 M, under a second). The test needs both boots in one worker: it is in the pc group and
-uses ``riscv_linux`` too, which costs that worker one riscv64 boot (~55 s of CPU) until boots
-are shared between workers.
+~0.6 M, under a second). The test needs both boots in one worker: both guests' modules share
+one xdist group, so the worker that runs them boots each guest once.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The boot (Debian trixie's OpenSBI ``fw_jump.bin`` as the M-mode firmware, as under QEMU; the
 test initramfs; Sv57) costs ~1.05 G guest instructions, ~35 s of CPU: it runs once per pytest
-worker (the ``linux-virt`` xdist group keeps every riscv Linux test in one worker) up to the
+worker (the ``linux`` xdist group keeps every riscv Linux test in one worker) up to the
 first user-mode instruction of ``/init`` (its ELF entry, reached through one code hook on that
 address), and is snapshotted there. Every test restores the snapshot, places its probes and
 runs only as far as it needs (the rest of init's run to power off is a few M instructions).
@@ -24,7 +24,7 @@ from . import debian, obtain
 from .initramfs import initramfs, program
 from .qemu import APPEND
 
-XDIST_GROUP = "linux-virt"  # pytest.mark.xdist_group of every test module using the boot
+XDIST_GROUP = "linux"  # pytest.mark.xdist_group of every module using a Linux boot (both guests: one worker)
 BOOT_BUDGET = 2_500_000_000
 RUN_BUDGET = 400_000_000  # from the snapshot to power off, with room for probes
 
