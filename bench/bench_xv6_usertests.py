@@ -15,7 +15,8 @@ status 0 when both sides passed every test and agree, 1 otherwise.
 Why this is a bench and not a suite test: every ``usertests`` run starts and ends by counting
 free memory (``countfree``: one page at a time, sbrk, touch, report through a pipe, then free),
 so even one named case (``copyin``) costs 5.65 G guest instructions (84 s of CPU here); ``-q`` costs far more
-(``killstatus`` and ``preempt`` sleep on xv6's 100 ms tick, 30 M instructions each).
+(``killstatus`` and ``preempt`` sleep on xv6's 100 ms tick, 30 M instructions each): all 53
+quick tests pass in ~590 s of CPU on this project's machine.
 """
 
 from __future__ import annotations

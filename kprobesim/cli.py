@@ -218,16 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--replay", metavar="PLACEMENT", help="check one placement ('p:ADDR,...,r:FUNC,u:ADDR,ur:FUNC')"
     )
     fz.add_argument(
-        "--board", choices=("default", "virt"), default="default",
-        help="virt: boot the image (a Linux Image) with --initrd up to the initramfs's /init, snapshot there "
-        "and fuzz from that snapshot",
+        "--board", choices=("default", "virt", "pc"), default="default",
+        help="virt (riscv64 Linux Image), pc (x86_64 bzImage): boot the image with --initrd up to the first "
+        "instruction of the initramfs's /init, snapshot there and fuzz from that snapshot",
     )
-    fz.add_argument("--initrd", metavar="FILE", help="virt: the initramfs (its /init is where the snapshot is)")
-    fz.add_argument("--append", metavar="CMDLINE", help="virt: kernel command line")
+    fz.add_argument("--initrd", metavar="FILE", help="virt, pc: the initramfs (its /init is where the snapshot is)")
+    fz.add_argument("--append", metavar="CMDLINE", help="virt, pc: kernel command line")
     fz.add_argument("-m", "--memory", type=_size, help="virt: RAM size (default 256M)")
     fz.add_argument("--bios", help="virt: firmware (default: builtin for a Linux Image)")
-    fz.add_argument("--max-insns", type=_count, default=3_000_000_000, help="virt: instruction budget of the boot")
-    fz.add_argument("--timeout", type=_seconds, default=3600.0, help="virt: wall-clock limit of the boot (s)")
+    fz.add_argument("--max-insns", type=_count, default=3_000_000_000,
+                    help="virt, pc: instruction budget of the boot")
+    fz.add_argument("--timeout", type=_seconds, default=3600.0, help="virt, pc: wall-clock limit of the boot (s)")
     fz.set_defaults(drive=[], drive_writable=False, virtio_legacy=False, input=None, input_prompt="", dtb=None,
                     decompress=None, base=None, entry=None, symbols=None)
     prb = sub.add_parser("probeable", help="list a function's instructions and how each would be probed")
@@ -475,13 +476,13 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     from .fuzz.placement import Failure, Placement, PlacementFuzzer, fuzz, reproducer
 
     boot, board_text = None, ""
-    if args.board == "virt":
+    if args.board in ("virt", "pc"):
         boot, board_text = _fuzz_boot(args)
         image = args.image
     else:
         for name in ("initrd", "append", "memory", "bios"):
             if getattr(args, name) is not None:
-                raise UsageError(f"--{name} needs --board virt")
+                raise UsageError(f"--{name} needs --board virt{' or pc' if name in ('initrd', 'append') else ''}")
         image = args.image or bundled_kernel(args.arch, hint="give the kernel image as fuzz's IMAGE argument")
         Image.load(image, arch=args.arch)  # a bad or foreign image: one clear line first
     if args.replay:
@@ -520,29 +521,44 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 
 
 def _fuzz_boot(args: argparse.Namespace) -> tuple[Any, str]:
-    """For ``fuzz --board virt``: a function booting the kernel to its initramfs's /init and
-    snapshotting there, and the board options a reproducer repeats."""
+    """For ``fuzz --board virt|pc``: a function booting the kernel to the first instruction of
+    its initramfs's /init and snapshotting there, and the board options a reproducer repeats."""
     from .guest.initramfs import init_entry
+    from .probes.regs import Regs
 
-    if args.arch != "riscv64":
-        raise UsageError(f"--board virt is a riscv64 machine, not {args.arch}")
+    arch = {"virt": "riscv64", "pc": "x86_64"}[args.board]
+    if args.arch != arch:
+        raise UsageError(f"--board {args.board} is an {arch} machine, not {args.arch}")
     if not args.image or not args.initrd:
-        raise UsageError("fuzz --board virt needs the kernel IMAGE and --initrd (the snapshot is taken where its "
-                         "/init starts)")
-    board = _virt_board(args)  # bad options and files: one line now, not after a boot
-    entry = init_entry(board.initrd)
-    image, boot_map = _virt_or_default_image(args, board)
+        raise UsageError(f"fuzz --board {args.board} needs the kernel IMAGE and --initrd (the snapshot is taken "
+                         "where its /init starts)")
 
-    def boot() -> tuple[Machine, Any]:
-        m = Machine(get_arch("riscv64"), image, step_variant=args.step, board=_virt_board(args))
+    def machine() -> Machine:
+        if args.board == "pc":
+            board = _pc_board(args)
+            return Machine(get_arch(arch), board.load(args.image), step_variant=args.step, board=board)
+        board = _virt_board(args)
+        image, boot_map = _virt_or_default_image(args, board)
+        m = Machine(get_arch(arch), image, step_variant=args.step, board=board)
         if boot_map is not None:
             m.boot_maps.append(boot_map)
+        return m
+
+    (_pc_board if args.board == "pc" else _virt_board)(args)  # bad options: one line first
+    entry = init_entry(read_regular(Path(args.initrd), 1 << 30, "initrd", ImageError))
+    first = [machine()]  # a bad image: one line before any boot
+
+    def boot() -> tuple[Machine, Any]:
+        m = first.pop() if first else machine()
         m.run_to(entry, max_insns=args.max_insns, timeout=args.timeout)
+        in_user_mode = getattr(m.arch.module("step"), "in_user_mode", None)
+        if in_user_mode is not None and not in_user_mode(Regs(m)):
+            raise SimError(f"stopped at /init's entry {entry:#x} in kernel mode (the kernel runs code there)")
         return m, m.snapshot()
 
-    text = " --board virt" + "".join(
-        f" --{name} {shlex.quote(str(getattr(args, name)))}" for name in ("initrd", "append", "memory", "bios")
-        if getattr(args, name) is not None
+    names = ("initrd", "append", "memory", "bios") if args.board == "virt" else ("initrd", "append")
+    text = f" --board {args.board}" + "".join(
+        f" --{name} {shlex.quote(str(getattr(args, name)))}" for name in names if getattr(args, name) is not None
     )
     return boot, text
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +84,16 @@ def _digest_tasks(per_task: dict[str, list]) -> object:
     return f"{total}@{len(per_task)} tasks #{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
-def _transcript(console: str) -> str:
-    return "".join(line for line in console.splitlines(keepends=True) if not line.startswith("arch:"))
+_KERNEL_LOG = re.compile(r"^\[\s*\d+\.\d+\] ")
+
+
+def _transcript(console: str, user_only: bool = False) -> str:
+    """The console without its ``arch:`` lines; ``user_only`` (a Linux guest): only what user
+    space printed, without the kernel's log lines (timestamped, different on every arch)."""
+    lines = console.replace("\r\n", "\n").splitlines(keepends=True)
+    if user_only:
+        return "".join(line for line in lines if not _KERNEL_LOG.match(line) and line.strip())
+    return "".join(line for line in lines if not line.startswith("arch:"))
 
 
 def compare(
@@ -93,17 +103,26 @@ def compare(
     max_insns: int | None = None,
     timeout: float | None = None,
     ignore: list[str] | None = None,
+    machines: dict[str, Callable[[], Machine]] | None = None,
 ) -> Comparison:
     """Run ``specs`` on each arch's kernel and collect the comparison rows.
 
     ``ignore`` names rows (``EVENT`` or ``EVENT.FIELD``) shown but left out of the verdict.
+    ``machines``: per arch, a function returning the machine to run instead of the bundled
+    kernel (a booted Linux guest, e.g. back at a snapshot where its ``/init`` starts); its
+    transcript row compares only what user space printed from there.
     """
-    arches = list(arches or ARCH_NAMES)
+    machines = machines or {}
+    arches = list(arches or machines or ARCH_NAMES)
     images = images or {}
     runs: dict[str, tuple[Machine, Tracer, int]] = {}
+    before: dict[str, int] = {}  # console already printed by a given machine (e.g. its boot)
     for arch in arches:
-        image = Image.load(images.get(arch) or bundled_kernel(arch), arch=arch)
-        m = Machine(get_arch(arch), image)
+        if arch in machines:
+            m = machines[arch]()
+            before[arch] = len(m.console)
+        else:
+            m = Machine(get_arch(arch), Image.load(images.get(arch) or bundled_kernel(arch), arch=arch))
         tracer = Tracer(m)
         for spec in specs:
             tracer.add(spec)
@@ -112,7 +131,9 @@ def compare(
     result = Comparison(arches)
     result.rows.append(Row("(kernel)", "exit status", {a: runs[a][2] for a in arches}))
     result.rows.append(
-        Row("(kernel)", "transcript", {a: _digest(_transcript(runs[a][0].console).splitlines()) for a in arches})
+        Row("(kernel)", "transcript",
+            {a: _digest(_transcript(runs[a][0].console[before.get(a, 0):], a in machines).splitlines())
+             for a in arches})
     )
     first = runs[arches[0]][1]
     for i, (spec, _) in enumerate(first.probes):

@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UcError
+from unicorn import (
+    UC_HOOK_CODE,
+    UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_WRITE,
+    UC_PROT_ALL,
+    UC_PROT_EXEC,
+    UC_PROT_READ,
+    Uc,
+    UcError,
+)
 from unicorn.unicorn_const import (
     UC_CTL_CONTEXT_CPU,
     UC_CTL_CONTEXT_MEMORY,
@@ -138,6 +147,8 @@ class Machine:
         self.engine = arch.new_engine()
         self.console_bytes = bytearray()
         self._console_sink = console
+        #: Called after each console write (a device that waits for the console to go quiet).
+        self.console_listeners: list[Callable[[], None]] = []
         self.panic_watch = PanicWatch()  # a Linux panic on the console ends the run (guest/panic.py)
         self.exit_status: int | None = None
         self._running = False  # inside run(): a handler calling run() again is refused
@@ -185,11 +196,13 @@ class Machine:
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
         self._held = False  # an interrupt is pending but the CPU masks it
+        self._held_by_step = False  # ... or only a probe's step masks it (it ends the slice at the step's end)
         #: A boosted probe slot entered and its jump back not yet accounted: (copy, jump, resume).
         self._boost: tuple[int, int, int] | None = None
         self._carry = 0  # hidden instructions the next slice owes (a boost's jump back)
         # Breaks handled inside the trap hook, except where probed instructions are stepped in
-        # place (that runs the engine again, which a hook cannot).
+        # place (that runs the engine again, which a hook cannot): there only hits the registry
+        # finishes without the engine (a simulated or register-only instruction).
         self._inline_breaks = not self.steps_in_place
         self._refused = False  # the last delivery found an interrupt the CPU masks
         self.entries = 0  # traps and interrupts the guest entered (each spends budget, not time)
@@ -375,7 +388,8 @@ class Machine:
         for read-only kernel text)."""
         if self._translate is None:
             try:
-                self.engine.mem_write(addr, data)  # physical = the guest's address: Unicorn's own flush fits
+                self.engine.mem_write(addr, data)  # physical = the guest's address
+                self.forget_code(addr, len(data))
             except UcError:
                 physical = getattr(self.traps, "physical", None)  # a virtual address (riscv64 virt)
                 if physical is None:
@@ -401,19 +415,42 @@ class Machine:
                 cache.clear()  # the write may change a page table
             self.engine.mem_write(phys | (addr & (PAGE - 1)), data)
             self._host_wrote()
+            self.forget_code(phys | (addr & (PAGE - 1)), len(data))
             return
         elif cache:
             cache.clear()
         off = 0
         for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
             self.engine.mem_write(phys, data[off : off + n])
+            self.forget_code(phys, n)
             off += n
         self._host_wrote()
 
     def write_phys(self, addr: int, data: bytes) -> None:
-        """Store at physical address ``addr`` (a guest page-table entry, say)."""
+        """Store at physical address ``addr`` (a guest page-table entry, a device's DMA)."""
         self.engine.mem_write(addr, data)
         self._host_wrote()
+        self.forget_code(addr, len(data))
+
+    def forget_code(self, phys: int, size: int) -> None:
+        """Drop the engine's translations of code in physical ``[phys, phys + size)`` after a host
+        store there. Unicorn 2.1.4's ``uc_mem_write`` keeps them (its ``invalidate_and_set_dirty``
+        is empty), so the guest would go on running the old instructions: on virt, xv6 ran
+        another process's code when virtio read a program into pages that had held one. Unicorn
+        finds what to drop by translating the address as a fetch would, so the arch makes
+        fetches physical meanwhile (riscv64: M-mode); where it cannot (x86-64 with paging on,
+        where only the guest's page tables are stored this way), nothing is dropped."""
+        if not isinstance(self.engine, Uc):
+            return  # the P-code engine drops them on every store itself
+        physical_fetch = getattr(self.traps, "physical_fetch", None)
+        if physical_fetch is not None:
+            with physical_fetch():
+                self.engine.ctl_remove_cache(phys, phys + size)
+            return
+        untranslated = getattr(self.traps, "untranslated", None)
+        if untranslated is None or untranslated():
+            with self._host_translation():
+                self.engine.ctl_remove_cache(phys, phys + size)
 
     def _host_wrote(self) -> None:
         """After a host store under memory snapshots, drop the CPU's TLB: the store may copy
@@ -499,6 +536,8 @@ class Machine:
         self.console_bytes += data
         if self._console_sink is not None:
             self._console_sink(data)
+        for listener in self.console_listeners:
+            listener()
         if b"\n" in data and self.panic_watch.feed(self.console_bytes, self.now()):
             self.cut_slice()
 
@@ -635,7 +674,13 @@ class Machine:
         after this trap), is handled after the slice ends (False). ``fetched`` False: the
         engine reached ``pc`` with a fetch fault, so it counted no instruction there.
         """
-        if inline and self._inline_breaks and self.event is None and self._slice_end and not self._pending_fault:
+        if (
+            inline
+            and (self._inline_breaks or (self._registry is not None and self._registry.hit_needs_no_engine(pc)))
+            and self.event is None
+            and self._slice_end
+            and not self._pending_fault
+        ):
             # The guest does not run while the handlers do: its translations hold meanwhile.
             self._pages = {}
             try:
@@ -876,7 +921,9 @@ class Machine:
         if self._registry is not None and self._registry.steps:
             # A probe's out-of-line step is in flight: interrupts wait until it ends (Linux
             # masks them for the step; the registry's step end stops the slice to let them in).
-            return POLL if any(t.pending(self._time) is not None for t in self._timers) else SLICE
+            self._held_by_step = any(t.pending(self._time) is not None for t in self._timers)
+            return POLL if self._held_by_step else SLICE
+        self._held_by_step = False
         for timer in self._timers:
             irq = timer.pending(self._time)
             if irq is None:
@@ -891,9 +938,12 @@ class Machine:
         return held
 
     def interrupts_unmasked(self) -> None:
-        """A hook gave the guest back its interrupts (a probe step ended): when one is waiting,
-        end the slice so it is delivered right here, as between slices."""
-        if self._slice_end and self._held:
+        """A hook gave the guest back its interrupts (a probe step ended): when one waited for
+        the step, end the slice so it is delivered right here, as between slices. One the guest
+        held back itself keeps waiting for the moment the unprobed run looks again (where no
+        unmask point catches the exact instruction that lets it in, as under a relocated kernel,
+        that is the slice's end): a probe must not move an interrupt."""
+        if self._slice_end and self._held and self._held_by_step:
             self.engine.emu_stop()
 
     def account(self, instructions: int) -> None:
@@ -954,7 +1004,7 @@ class Machine:
         del self.trace_lines[snap.trace_lines :]
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None
-        self._held = False
+        self._held = self._held_by_step = False
         self._boost, self._carry = None, 0
         self._run_exactly = 0
         self._storm = 0

@@ -152,3 +152,24 @@ def test_fuzz_board_virt_options(run_cli, tmp_path):
     for args, error, text in cases:
         status, _, err = run_cli("fuzz", "--arch", "riscv64", *args)
         assert status == error.exit_status and text in _one_line(err), (args, err)
+
+
+def test_fuzz_board_pc_options(run_cli, tmp_path):
+    """fuzz --board pc: what it needs and what it refuses, one line each, before any boot."""
+    image = tmp_path / "bzImage"
+    image.write_bytes(bytes(64))
+    (tmp_path / "bad.cpio").write_bytes(b"070701" + b"0" * 200)
+    cases = [
+        (("--arch", "riscv64", "--board", "pc", str(image)), UsageError, "--board pc is an x86_64 machine"),
+        (("--arch", "x86_64", "--board", "pc", str(image)), UsageError, "needs the kernel IMAGE and --initrd"),
+        (("--arch", "x86_64", "--append", "quiet"), UsageError, "--append needs --board virt or pc"),
+        (("--arch", "x86_64", "--board", "pc", "-m", "64M", "--initrd", str(tmp_path / "bad.cpio"), str(image)),
+         UsageError, "--memory needs --board virt"),
+        (("--arch", "x86_64", "--board", "pc", "--initrd", str(tmp_path / "none.cpio"), str(image)),
+         ImageError, "none.cpio"),
+        (("--arch", "x86_64", "--board", "pc", "--initrd", str(tmp_path / "bad.cpio"), str(image)),
+         ImageError, "initramfs"),
+    ]
+    for args, error, text in cases:
+        status, _, err = run_cli("fuzz", *args)
+        assert status == error.exit_status and text in _one_line(err), (args, err)

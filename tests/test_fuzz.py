@@ -61,6 +61,28 @@ def test_same_seed_same_placements_any_jobs():
     assert (one.iterations, one.failures) == (two.iterations, two.failures)
 
 
+def test_reference_run_is_shared_per_image_file(tmp_path, monkeypatch):
+    """Fuzzers on one image file share its unprobed reference run (each gets its own counts);
+    a changed file gets a new one. ~2 s of CPU."""
+    import os
+    import shutil
+
+    from kprobesim.fuzz import placement
+
+    image = tmp_path / "kernel.elf"
+    shutil.copy(firmware("riscv64"), image)
+    runs = []
+    real = placement._reference_run
+    monkeypatch.setattr(placement, "_reference_run", lambda *args: runs.append(args) or real(*args))
+    one, two = PlacementFuzzer(image), PlacementFuzzer(image, variant=None)
+    assert len(runs) == 1 and one.counts == two.counts and one.counts is not two.counts
+    assert (one.console, one.instructions, one.checksum) == (two.console, two.instructions, two.checksum)
+    mtime = image.stat().st_mtime_ns
+    os.utime(image, ns=(mtime, mtime + 1_000_000_000))
+    PlacementFuzzer(image)
+    assert len(runs) == 2
+
+
 def test_fuzz_cli(run_cli):
     status, out, _ = run_cli("fuzz", "--arch", "riscv64", "--seed", "1", "--iterations", "5")
     assert status == 0 and out.decode().strip().startswith("fuzz riscv64: 5 placements, 0 failures")

@@ -30,6 +30,7 @@ from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as xc
 
 from kprobesim.board.pc import USER_XOL
+from kprobesim.board.pc.pic import Pic8259Pair
 from kprobesim.ebpf.loader import load
 from kprobesim.elfread import read_header, read_symbols
 from kprobesim.errors import GuestFault, ProbeError
@@ -197,3 +198,38 @@ def test_a_process_mapping_the_xol_address_ends_the_run_with_one_line(pc_linux: 
     m.uprobe("/init:digits")
     with pytest.raises(GuestFault, match=r"cannot map the XOL page of process 1: the guest maps 0x7ffffffff000 itself"):
         pc_linux.run_to_power_off()
+
+
+@pytest.mark.parametrize("variant", ["tf", "int3"])
+def test_process_interrupted_inside_its_xol_slot(pc_linux: pclinux.PcLinux, variant: str) -> None:
+    """The first hit raises the timer's IRQ 0: the CPU takes it with the process standing in its
+    XOL slot (uprobe steps run with interrupts open, as Linux's); the kernel's interrupt path
+    runs and returns to the slot, the step finishes there. Same init lines as QEMU's, every
+    hit and value right."""
+    m = pc_linux.restore(variant)
+    pic = next(d for d in m.devices if isinstance(d, Pic8259Pair))
+    raised: list[bool] = []
+
+    def tick(probe, regs):
+        if not raised:
+            raised.append(True)
+            pic.set_irq(0, True)  # an edge on IRQ 0, as the PIT makes
+            pic.set_irq(0, False)
+
+    entry = m.uprobe("/init:digits", tick)
+    ret = m.uretprobe("/init:digits")
+    in_slot: list[int] = []
+    deliver = m.traps.interrupt
+
+    def interrupt(vector: int) -> bool:
+        pc = m.pc
+        taken = deliver(vector)
+        if taken and USER_XOL < pc < USER_XOL + 0x1000:  # a step slot (not the trampoline)
+            in_slot.append(vector)
+        return taken
+
+    m.traps.interrupt = interrupt
+    assert pc_linux.run_to_power_off() == 0
+    assert init_lines(m.console) == init_lines(pclinux.qemu_transcript())
+    assert in_slot == [0x30]  # IRQ 0 at Linux's ISA_IRQ_VECTOR(0)
+    assert entry.hits == ret.hits == 6 and not m.uprobes.steps

@@ -61,8 +61,15 @@ def _session(m: Machine, snap: Snapshot) -> str:
 
 
 @pytest.fixture(scope="module")
-def unprobed(booted: tuple[Machine, Snapshot]) -> str:
-    return _session(*booted)
+def unprobed_run(booted: tuple[Machine, Snapshot]) -> tuple[str, int]:
+    """The scripted session's transcript and its end (instructions, i.e. virtual time)."""
+    console = _session(*booted)
+    return console, booted[0].instructions
+
+
+@pytest.fixture(scope="module")
+def unprobed(unprobed_run: tuple[str, int]) -> str:
+    return unprobed_run[0]
 
 
 def qemu_session(xv6_build: Path, script: bytes, folder: Path) -> str:
@@ -156,3 +163,33 @@ def test_probes_count_and_fetch_right_and_change_nothing(booted: tuple[Machine, 
     assert len(received) == len(SCRIPT) and uart.hits > len(received), (uart.hits, len(received))
     assert all(a["lsr"] & 0x60 == 0x60 for a in events["ui"])  # THR empty, transmitter idle
     assert bytes(a["c"] for a in events["ci"]) == SCRIPT
+
+
+def test_interrupt_path_probes_keep_the_run_exact(
+    booted: tuple[Machine, Snapshot], unprobed_run: tuple[str, int]
+) -> None:
+    """Kprobes on ``plic_claim`` (every external interrupt) and ``uartintr`` (every UART
+    interrupt, each typed byte's included) end the session at exactly the unprobed run's
+    instruction count (virtual time) with the same console. Typing used to be timed from the
+    run loop's slice boundaries, which probe hits move: the run ended 359,893 instructions
+    early. The claim's device load, also probed, is stepped in place. ~3 s of CPU from the
+    shared snapshot."""
+    m, snap = booted
+    console, end = unprobed_run
+    m.restore(snap)
+    claims: list[int] = []
+    uart: list[int] = []
+    m.kprobe("plic_claim", pre=lambda p, regs: claims.append(m.now()))
+    m.kprobe("uartintr", pre=lambda p, regs: uart.append(m.now()))
+    # and the claim itself, ``lw a0, 0(a0)`` from the PLIC (c.lw 0x4108): stepped in place
+    base = m.image.resolve("plic_claim")
+    code = m.read(base, 0x26)
+    load = next(off for off in range(0, len(code), 2) if code[off : off + 2] == b"\x08\x41")
+    loads: list[int] = []
+    m.kprobe(base + load, pre=lambda p, regs: loads.append(m.now()))
+    assert m.run(max_insns=300_000_000, timeout=300) == 0
+    assert (m.instructions, m.console) == (end, console)
+    assert len(loads) == len(claims)
+    # both fire for each typed byte (and for transmit interrupts), uartintr after plic_claim
+    assert len(uart) >= len(SCRIPT) and len(claims) >= len(uart)
+    assert all(c < u for c, u in zip(claims, uart, strict=False))

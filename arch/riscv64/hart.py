@@ -92,6 +92,8 @@ class Hart:
         self._u64 = {off: ctypes.c_uint64.from_address(self.env + off) for off in (BADADDR, PRIV, MIP, MTVEC)}
         self._check()
         self._rdtime: object = None
+        #: Called when a line rises: the machine ends its slice after the running instruction.
+        self.raised: Callable[[], None] = lambda: None
 
     def _check(self) -> None:
         uc = self.uc
@@ -129,6 +131,7 @@ class Hart:
                 self.uc.reg_write(rc.UC_RISCV_REG_MIP, new & _SOFT_MIP)
             finally:
                 priv.value = prev
+            self.raised()
 
     def serve_time(self, now: Callable[[], int]) -> None:
         """Answer ``rdtime``/``csrr time`` with ``now()`` (one C callback, no trap)."""

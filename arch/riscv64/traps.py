@@ -75,16 +75,20 @@ class Traps:
             from .hart import Hart
 
             self.hart = Hart(uc)
+            self.hart.raised = machine.cut_slice
             per_tick = getattr(machine.board, "insns_per_tick", 1)
             self.hart.serve_time(machine.now if per_tick == 1 else lambda: machine.now() // per_tick)
         uc.hook_direct(UC_HOOK_INTR, self._intr)
         uc.hook_direct(UC_HOOK_INSN_INVALID, self._invalid)
-        # Unmapped and protected accesses, by physical address: never in RAM (mapped
-        # read/write/execute), and a hook that covers RAM would keep every RAM page on the
-        # engine's slow store path (Unicorn never marks a hooked page's TLB entry dirty).
-        ram, size = machine.ram
-        uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid, None, 0, ram - 1)
-        uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid, None, ram + size, (1 << 64) - 1)
+        # Unmapped and protected accesses (never in RAM, mapped read/write/execute). The hook
+        # also covers RAM on purpose: Unicorn 2.1.4 lets a store skip its check for translated
+        # code once the store's TLB entry is marked dirty, which it does after the first store
+        # through that entry to a page with code (dropping only the blocks that store overlaps),
+        # unless a memory hook covers the page. Then a kernel filling a page through its direct
+        # map, where a process's code had been, left that code's other blocks to run in the
+        # next process given the page (xv6's stressfs on virt). Covered, every store to RAM is
+        # checked, as in QEMU while a page holds code.
+        uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
         # Unicorn flags an ebreak as an error before its hook runs; engines that can clear it
         # let a handled break go on in the same emu_start.
         go_on = getattr(uc, "continue_after_trap", None)
@@ -106,6 +110,8 @@ class Traps:
             uc.reg_write(UC_RISCV_REG_PRIV, prev)
 
     host_access = machine_mode
+    #: M-mode fetches are untranslated: how the engine finds the code at a physical address
+    physical_fetch = machine_mode
 
     def host_access_needed(self) -> bool:
         """Must host CSR access lift the privilege now (the hart is below M-mode)?"""

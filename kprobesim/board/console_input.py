@@ -32,8 +32,7 @@ class ConsoleInput:
         self.pos = 0
         self.uart = uart
         self.end_when_done = end_when_done
-        self.last_activity = 0
-        self.seen_output = 0
+        self.last_activity = 0  # virtual time of the last output byte or typed byte
 
     def retype(self, data: bytes) -> None:
         """Type ``data`` from here on instead of what is left of the script (e.g. another
@@ -43,15 +42,17 @@ class ConsoleInput:
     def attach(self, machine: Machine) -> None:
         self.machine = machine
         machine.add_timer(self)
+        machine.console_listeners.append(self._output)
+        self.uart.on_read_rx = machine.timer_changed
 
-    def _note_output(self) -> None:
-        length = len(self.machine.console_bytes)
-        if length != self.seen_output:
-            self.seen_output = length
-            self.last_activity = max(self.last_activity, self.machine.instructions)
+    def _output(self) -> None:
+        """The guest printed: quiet is counted from this instruction on (exact virtual time,
+        whatever the run loop's slices are, so probes that change them type at the same moments);
+        a deadline that moved before the slice's end ends the slice there."""
+        self.last_activity = max(self.last_activity, self.machine.now())
+        self.machine.timer_changed()
 
     def deadline(self) -> int:
-        self._note_output()
         if self.uart.rx:
             return NEVER
         at_line_start = self.pos == 0 or self.data[self.pos - 1] in b"\r\n"

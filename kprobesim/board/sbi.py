@@ -229,5 +229,5 @@ class Sbi:
         base, ram = self.machine.ram
         if not base <= addr <= addr + len(data) <= base + ram:
             return False
-        self.machine.engine.mem_write(addr, data)
+        self.machine.write_phys(addr, data)
         return True

@@ -189,8 +189,8 @@ class VirtioMmio:
             written = self._request(self._chain(head))
             used_idx = struct.unpack("<H", self._mem(q.used + 2, 2))[0]
             entry = q.used + 4 + 8 * (used_idx % q.num)
-            self.machine.engine.mem_write(entry, struct.pack("<II", head, written))
-            self.machine.engine.mem_write(q.used + 2, struct.pack("<H", (used_idx + 1) & 0xFFFF))
+            self.machine.write_phys(entry, struct.pack("<II", head, written))
+            self.machine.write_phys(q.used + 2, struct.pack("<H", (used_idx + 1) & 0xFFFF))
             done = True
         if done:
             self.isr |= 1
@@ -211,7 +211,7 @@ class VirtioMmio:
                 if offset + length > len(disk):
                     status = S_IOERR
                     break
-                self.machine.engine.mem_write(addr, bytes(disk[offset : offset + length]))
+                self.machine.write_phys(addr, bytes(disk[offset : offset + length]))
                 written += length
             elif kind == T_OUT:
                 if offset + length > len(disk):
@@ -220,10 +220,10 @@ class VirtioMmio:
                 self.disk.write(offset, self._mem(addr, length))
             elif kind == T_GET_ID:
                 ident = b"kprobesim".ljust(length, b"\0")[:length]
-                self.machine.engine.mem_write(addr, ident)
+                self.machine.write_phys(addr, ident)
                 written += length
             offset += length
         if kind not in (T_IN, T_OUT, T_FLUSH, T_GET_ID):
             status = S_UNSUPP
-        self.machine.engine.mem_write(status_addr, bytes([status]))
+        self.machine.write_phys(status_addr, bytes([status]))
         return written

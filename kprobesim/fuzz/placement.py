@@ -193,23 +193,17 @@ class PlacementFuzzer:
         m.restore(self.snap)
 
     def _reference(self) -> None:
-        ref = Machine.load(self.image)
         lo, hi = min(self.candidates + self.ucandidates), max(self.candidates + self.ucandidates)
-        self.counts: dict[int, int] = {}
-        last: list[tuple[int, int] | None] = [None]
-
-        def count(uc: object, addr: int, size: int, ud: object) -> None:
-            key = (addr, ref.now())
-            if key != last[0]:  # an unmask point stops before its instruction, which then runs
-                self.counts[addr] = self.counts.get(addr, 0) + 1
-            last[0] = key
-
-        ref.engine.hook_add(UC_HOOK_CODE, count, None, lo, hi)
-        self.status = ref.run()
-        self.console, self.instructions = ref.console, ref.instructions
-        self.checksum = self._checksum(ref)
-        self.functions = [f for f in self.functions if self.counts.get(ref.image.symbol(f).addr)]
-        self.ufunctions = [f for f in self.ufunctions if self.counts.get(ref.image.symbol(f).addr)]
+        stat = self.image.stat()
+        key = (str(self.image.resolve()), stat.st_size, stat.st_mtime_ns, lo, hi)
+        found = _REFERENCES.get(key)
+        if found is None:
+            found = _REFERENCES[key] = _reference_run(self.image, lo, hi)
+        counts, self.status, self.console, self.instructions, self.checksum = found
+        self.counts = dict(counts)
+        image = self.m.image
+        self.functions = [f for f in self.functions if self.counts.get(image.symbol(f).addr)]
+        self.ufunctions = [f for f in self.ufunctions if self.counts.get(image.symbol(f).addr)]
 
     def ref_bytes(self, addr: int) -> bytes:
         """The byte the image has at ``addr`` (what an unregistered uprobe must put back)."""
@@ -325,6 +319,29 @@ class PlacementFuzzer:
                 small, why = self.shrink(p)
                 out.append(Failure(i, small, why or reason))
         return out
+
+
+#: Unprobed reference runs of bundled kernels by (image file, size, mtime, hooked span): the
+#: run is deterministic, and a campaign, its shrinking and its replays build several fuzzers.
+_REFERENCES: dict[tuple[str, int, int, int, int], tuple[dict[int, int], int | None, str, int, bytes]] = {}
+
+
+def _reference_run(image: Path, lo: int, hi: int) -> tuple[dict[int, int], int | None, str, int, bytes]:
+    """The unprobed run of ``image``: executions per address in [lo, hi], exit status, console,
+    virtual time and kernel checksum."""
+    ref = Machine.load(image)
+    counts: dict[int, int] = {}
+    last: list[tuple[int, int] | None] = [None]
+
+    def count(uc: object, addr: int, size: int, ud: object) -> None:
+        key = (addr, ref.now())
+        if key != last[0]:  # an unmask point stops before its instruction, which then runs
+            counts[addr] = counts.get(addr, 0) + 1
+        last[0] = key
+
+    ref.engine.hook_add(UC_HOOK_CODE, count, None, lo, hi)
+    status = ref.run()
+    return counts, status, ref.console, ref.instructions, PlacementFuzzer._checksum(ref)
 
 
 def _merged(spans: list[tuple[int, int]], gap: int = HOOK_GAP) -> list[tuple[int, int]]:

@@ -411,6 +411,18 @@ class Registry(ArchBound):
         self._hit(site)
         return True
 
+    def hit_needs_no_engine(self, pc: int) -> bool:
+        """Is the break at ``pc`` a probe hit whose instruction is simulated or only computes a
+        register (so a board that steps in place can finish it inside the trap hook)?"""
+        site = self.sites.get(pc)
+        if site is None or not site.armed or self.steps:
+            return False
+        if site.decision.kind is Kind.SIMULATE:
+            return True
+        if site.reg_step is None:
+            site.reg_step = (self._reg_step(site.decision) if self._reg_step is not None else None) or False
+        return bool(site.reg_step)
+
     def _on_exception(self, pc: int) -> int:
         """A fault inside a slot (Linux's kprobe_fault_handler): abandon the step, restore the
         interrupt state and report the fault at the probed instruction."""
@@ -525,19 +537,19 @@ class Registry(ArchBound):
             if not quiet:
                 self._post(site, regs)
             return
-        if self._in_place:
-            self._step_in_place(site, quiet)
-            return
-        assert site.slot is not None
         reg_step = site.reg_step
         if reg_step is None:  # worked out at the first hit
             reg_step = site.reg_step = (self._reg_step(d) if self._reg_step is not None else None) or False
-        if reg_step:  # it only computes a register: done here, no trap ends a step
+        if reg_step:  # it only computes a register: done here, no trap ends a step, nothing re-patched
             reg_step(regs)
             self.m.account(1)
             if not quiet:
                 self._post(site, regs)
             return
+        if self._in_place:
+            self._step_in_place(site, quiet)
+            return
+        assert site.slot is not None
         if self._boost_fn is not None and self._boosted(site, regs):
             self.m.boost_entered(site.boost, site.boost + d.length, d.addr + d.length)  # type: ignore[operator]
             self._set_pc(site.boost)  # type: ignore[arg-type]

@@ -4,6 +4,8 @@ clean EbpfError."""
 
 from __future__ import annotations
 
+from functools import cache
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,6 +40,27 @@ def h_stop(vm, r1, r2, r3, r4, r5):
 HELPERS = {1: h_mix, 2: h_store, 3: h_stop}
 
 # --- program generator ------------------------------------------------------------------------------
+# Strategies are built once and drawn many times: Hypothesis checks each new strategy object
+# (validation, emptiness, labels) the first time it is drawn from, which cost far more than
+# the draws themselves when the composites below built theirs afresh at every draw.
+@cache
+def ints(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(lo, hi)
+
+
+@cache
+def one_of_values(*values: int) -> st.SearchStrategy[int]:
+    return st.sampled_from(values)
+
+
+@cache
+def either(a: st.SearchStrategy[int], b: st.SearchStrategy[int]) -> st.SearchStrategy[int]:
+    return st.one_of(a, b)
+
+
+BOOLS = st.booleans()
+MEM_BYTES = st.binary(min_size=MEMLEN, max_size=MEMLEN)
+
 IMMS = st.one_of(
     st.sampled_from([0, 1, -1, 2, 3, 7, 8, 16, 31, 32, 33, 63, 64, 0xFF, 0x80, 0x8000,
                      0x7FFFFFFF, -0x80000000, -2, -3]),
@@ -56,107 +79,113 @@ VALUES = st.one_of(st.integers(0, M64), st.integers(-300, 300).map(lambda v: v &
 # Items are lists of slots; jumps are ("jmp", insn, target_item) resolved at the end.
 
 
+@cache
 @st.composite
 def alu_item(draw):
-    cls = draw(st.sampled_from([isa.ALU, isa.ALU64]))
-    kind = draw(st.integers(0, 9))
+    cls = draw(one_of_values(isa.ALU, isa.ALU64))
+    kind = draw(ints(0, 9))
     dst = draw(WREG)
     if kind == 0:
         return [Insn(cls | isa.NEG, dst)]
     if kind == 1:
-        width = draw(st.sampled_from([16, 32, 64]))
+        width = draw(one_of_values(16, 32, 64))
         if cls == isa.ALU64:
             return [Insn(isa.ALU64 | isa.END, dst, 0, 0, width)]
-        return [Insn(isa.ALU | isa.END | draw(st.sampled_from([isa.TO_LE, isa.TO_BE])), dst, 0,
+        return [Insn(isa.ALU | isa.END | draw(one_of_values(isa.TO_LE, isa.TO_BE)), dst, 0,
                      0, width)]
     if kind == 2:
-        return isa.lddw(dst, draw(st.integers(0, M64)))
-    op = draw(st.sampled_from(ALU_BINOPS))
+        return isa.lddw(dst, draw(ints(0, M64)))
+    op = draw(one_of_values(*ALU_BINOPS))
     off = 0
     if op in (isa.DIV, isa.MOD):
-        off = draw(st.sampled_from([0, 1]))
-    if draw(st.booleans()):
+        off = draw(one_of_values(0, 1))
+    if draw(BOOLS):
         if op == isa.MOV:
-            off = draw(st.sampled_from([0, 8, 16, 32] if cls == isa.ALU64 else [0, 8, 16]))
+            off = draw(one_of_values(*([0, 8, 16, 32] if cls == isa.ALU64 else [0, 8, 16])))
         return [Insn(cls | op | isa.X, dst, draw(RREG), off, 0)]
     return [Insn(cls | op | isa.K, dst, 0, off, draw(IMMS))]
 
 
+@cache
 @st.composite
 def mem_operand(draw, size: int):
-    where = draw(st.integers(0, 39))
+    where = draw(ints(0, 39))
     if where < 20:  # the mem buffer, biased towards its edges
         edges = [-1, 0, MEMLEN - size, MEMLEN - size + 1]
-        return 9, draw(st.one_of(st.integers(-1, MEMLEN + 1 - size), st.sampled_from(edges)))
+        return 9, draw(either(ints(-1, MEMLEN + 1 - size), one_of_values(*edges)))
     if where < 39:  # the stack frame, biased towards its edges
         ss = isa.STACK_SIZE
         edges = [-ss - 1, -ss, -size, 1 - size, -8, -16]
-        return 10, draw(st.one_of(st.integers(-ss - 1, 1 - size), st.sampled_from(edges)))
-    return draw(RREG), draw(st.integers(-8, 8))
+        return 10, draw(either(ints(-ss - 1, 1 - size), one_of_values(*edges)))
+    return draw(RREG), draw(ints(-8, 8))
 
 
+@cache
 @st.composite
 def mem_item(draw):
-    kind = draw(st.integers(0, 3))
-    size = draw(st.sampled_from(SIZES))
+    kind = draw(ints(0, 3))
+    size = draw(one_of_values(*SIZES))
     nbytes = isa.SIZE_BYTES[size]
     base, off = draw(mem_operand(nbytes))
     if kind == 0:
-        mode = isa.MEMSX if size != isa.DW and draw(st.booleans()) else isa.MEM
+        mode = isa.MEMSX if size != isa.DW and draw(BOOLS) else isa.MEM
         return [Insn(isa.LDX | mode | size, draw(WREG), base, off, 0)]
     if kind == 1:
         return [Insn(isa.ST | isa.MEM | size, base, 0, off, draw(IMMS))]
     if kind == 2:
         return [Insn(isa.STX | isa.MEM | size, base, draw(RREG), off, 0)]
-    size = draw(st.sampled_from([isa.W, isa.DW]))
+    size = draw(one_of_values(isa.W, isa.DW))
     base, off = draw(mem_operand(isa.SIZE_BYTES[size]))
-    op = draw(st.sampled_from(sorted(isa.ATOMIC_OPS)))
+    op = draw(one_of_values(*sorted(isa.ATOMIC_OPS)))
     return [Insn(isa.STX | isa.ATOMIC | size, base, draw(WREG), off, op)]
 
 
+@cache
 @st.composite
 def call_item(draw):
-    kind = draw(st.integers(0, 3))
+    kind = draw(ints(0, 3))
     if kind == 0:
         return [Insn(isa.CALL_OP, 0, 0, 0, 1)]
     if kind == 1:  # store through a pointer near mem (sometimes out of bounds)
         return [Insn(isa.ALU64 | isa.MOV | isa.X, 1, 9),
-                Insn(isa.ALU64 | isa.ADD, 1, 0, 0, draw(st.integers(-4, MEMLEN))),
+                Insn(isa.ALU64 | isa.ADD, 1, 0, 0, draw(ints(-4, MEMLEN))),
                 Insn(isa.CALL_OP, 0, 0, 0, 2)]
     if kind == 2:
         return [Insn(isa.CALL_OP, 0, 0, 0, 3)]
     reg = draw(WREG)
-    return [Insn(isa.ALU64 | isa.MOV, reg, 0, 0, draw(st.sampled_from([1, 2, 3, 4]))),
+    return [Insn(isa.ALU64 | isa.MOV, reg, 0, 0, draw(one_of_values(1, 2, 3, 4))),
             Insn(isa.CALLX_OP, reg)]
 
 
+@cache
 @st.composite
 def jump_item(draw, index: int, count: int, backward: bool):
     """A jump at item ``index`` of a body of ``count`` items (target ``count`` = the exit)."""
-    if backward and draw(st.integers(0, 4)) == 0:
-        target = draw(st.integers(0, index))
-    elif draw(st.integers(0, 3)) == 0:
-        target = draw(st.integers(index + 1, count))
+    if backward and draw(ints(0, 4)) == 0:
+        target = draw(ints(0, index))
+    elif draw(ints(0, 3)) == 0:
+        target = draw(ints(index + 1, count))
     else:
-        target = draw(st.integers(index + 1, min(count, index + 4)))
-    kind = draw(st.integers(0, 5))
+        target = draw(ints(index + 1, min(count, index + 4)))
+    kind = draw(ints(0, 5))
     if kind == 0:
         return ("jmp", Insn(isa.JA_OP), target)
     if kind == 1:
         return ("jmp", Insn(isa.JA32_OP), target)
-    cls = draw(st.sampled_from([isa.JMP, isa.JMP32]))
-    op = draw(st.sampled_from(isa.COND_JMP_OPS))
-    if draw(st.booleans()):
+    cls = draw(one_of_values(isa.JMP, isa.JMP32))
+    op = draw(one_of_values(*isa.COND_JMP_OPS))
+    if draw(BOOLS):
         return ("jmp", Insn(cls | op | isa.X, draw(RREG), draw(RREG)), target)
     return ("jmp", Insn(cls | op | isa.K, draw(RREG), 0, 0, draw(IMMS)), target)
 
 
+@cache
 @st.composite
 def body(draw, max_items: int, backward: bool, calls: bool):
-    count = draw(st.integers(1, max_items))
+    count = draw(ints(1, max_items))
     items = []
     for i in range(count):
-        kind = draw(st.integers(0, 9))
+        kind = draw(ints(0, 9))
         if kind < 4:
             items.append(draw(alu_item()))
         elif kind < 7:
@@ -196,15 +225,15 @@ SPILL = tuple(Insn(isa.STX | isa.MEM | isa.DW, 10, r, -8 * (r + 1)) for r in ran
 
 @st.composite
 def programs(draw):
-    backward = draw(st.booleans())
+    backward = draw(BOOLS)
     prologue = [Insn(isa.ALU64 | isa.MOV | isa.X, 9, 1)]
     for reg in range(9):
         if reg != 1:
             prologue += isa.lddw(reg, draw(VALUES))
     main = draw(body(40, backward, True))
-    with_sub = draw(st.booleans())
+    with_sub = draw(BOOLS)
     if with_sub:
-        main.insert(draw(st.integers(0, len(main))), [Insn(isa.CALL_OP, 0, 1, 0, 0)])
+        main.insert(draw(ints(0, len(main))), [Insn(isa.CALL_OP, 0, 1, 0, 0)])
     insns = prologue + layout(main, len(prologue), SPILL)
     if with_sub:
         sub_entry = len(insns)
@@ -212,7 +241,7 @@ def programs(draw):
             if insn.opcode == isa.CALL_OP and insn.src == 1:
                 insns[i] = insn._replace(imm=sub_entry - i - 1)
         insns += layout(draw(body(10, backward, False)), sub_entry)
-    mem = draw(st.binary(min_size=MEMLEN, max_size=MEMLEN))
+    mem = draw(MEM_BYTES)
     return insns, mem
 
 

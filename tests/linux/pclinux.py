@@ -2,7 +2,7 @@
 snapshotted at ``/init``'s first instruction.
 
 The boot (the board's loader, the test initramfs, ``DEFAULT_APPEND``) costs ~1.42 G guest
-instructions, ~55-60 s of CPU: it runs once per pytest worker (the ``linux-pc`` xdist group
+instructions, ~55-60 s of CPU: it runs once per pytest worker (the ``linux`` xdist group
 keeps every pc Linux test in one worker) up to init's ELF entry in user mode (one code hook on
 that address), and is snapshotted there. Init's whole life from the snapshot to the power-off
 ("reboot: System halted") is ~0.5 M instructions: every test restores the snapshot, places its
@@ -22,7 +22,7 @@ from kprobesim.probes.regs import Regs
 from . import debian, obtain, qemu
 from .initramfs import initramfs, program
 
-XDIST_GROUP = "linux-pc"  # pytest.mark.xdist_group of every test module using the boot
+XDIST_GROUP = "linux"  # the same group as rvguest's: one worker boots both guests, once each
 BOOT_BUDGET = 2_000_000_000
 RUN_BUDGET = 200_000_000  # from the snapshot to the power-off, with room for probes
 
@@ -37,11 +37,10 @@ class PcLinux:
     boot_instructions: int
 
     def restore(self, step_variant: str | None = None) -> Machine:
-        """The machine back at init's first instruction, with no probes placed (and the kprobe
-        step variant ``step_variant``, when given)."""
+        """The machine back at init's first instruction, with no probes placed, stepping kprobes
+        with ``step_variant`` (None: the arch's default)."""
         self.machine.restore(self.snap)
-        if step_variant is not None:
-            self.machine.step_variant = step_variant
+        self.machine.step_variant = step_variant
         return self.machine
 
     def run_to_power_off(self) -> int | None:

@@ -1,11 +1,11 @@
 """One boot of Debian's Linux 6.12 riscv64 per test process, snapshotted where ``/init`` starts.
 
-The boot (builtin SBI, the test initramfs, Sv57) costs ~1.29 G guest instructions, ~55 s of
-CPU: it runs once per pytest worker (the ``linux-virt`` xdist group keeps every riscv Linux
-test in one worker) up to the first user-mode instruction of ``/init`` (its ELF entry, reached
-through one code hook on that address), and is snapshotted there. Every test restores the
-snapshot, places its probes and runs only as far as it needs (the rest of init's run to power
-off is ~90 M instructions, a few seconds).
+The boot (Debian trixie's OpenSBI ``fw_jump.bin`` as the M-mode firmware, as under QEMU; the
+test initramfs; Sv57) costs ~1.05 G guest instructions, ~35 s of CPU: it runs once per pytest
+worker (the ``linux`` xdist group keeps every riscv Linux test in one worker) up to the
+first user-mode instruction of ``/init`` (its ELF entry, reached through one code hook on that
+address), and is snapshotted there. Every test restores the snapshot, places its probes and
+runs only as far as it needs (the rest of init's run to power off is a few M instructions).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from . import debian, obtain
 from .initramfs import initramfs, program
 from .qemu import APPEND
 
-XDIST_GROUP = "linux-virt"  # pytest.mark.xdist_group of every test module using the boot
+XDIST_GROUP = "linux"  # pytest.mark.xdist_group of every module using a Linux boot (both guests: one worker)
 BOOT_BUDGET = 2_500_000_000
 RUN_BUDGET = 400_000_000  # from the snapshot to power off, with room for probes
 
@@ -60,7 +60,8 @@ def booted() -> RiscvLinux:
     kernel = obtain(debian.trixie_riscv64_kernel)
     image, boot_map = with_kallsyms(load_image(kernel.image, arch="riscv64", base=0x80200000))
     initrd = str(obtain(initramfs, "riscv64"))
-    board = Virt(VirtOptions(memory=128 << 20, bios="builtin", initrd=initrd, append=APPEND))
+    bios = str(obtain(debian.trixie_opensbi))  # the builtin SBI's Linux boot: test_virt_sbi.py
+    board = Virt(VirtOptions(memory=128 << 20, bios=bios, initrd=initrd, append=APPEND))
     m = Machine(get_arch("riscv64"), image, board=board)
     m.boot_maps.append(boot_map)
     entry = init_entry()

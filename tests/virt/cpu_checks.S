@@ -8,6 +8,12 @@
 _start:
         la      t0, mtrap
         csrw    mtvec, t0
+#if SCENARIO == 9                       /* FINISHER_FAIL with code 0 */
+        li      t0, TEST
+        li      t1, 0x3333
+        sw      t1, 0(t0)
+1:      j       1b
+#endif
 #if SCENARIO == 20 || SCENARIO == 21    /* Linux's panic lines on the UART, then spin forever */
         li      t0, 0x10000000
         la      t1, panic_text
@@ -40,6 +46,30 @@ panic_text:
         csrsi   mstatus, 8              /* MIE: 8 instructions after the edge's load */
 2:      addi    a1, a1, 1               /* 81 or 82 loop instructions until the deadline */
         j       2b
+#endif
+#if SCENARIO == 8                       /* a device raises MEIP mid-block, interrupts enabled */
+        li      t0, 0xc000000 + 4 * 10  /* PLIC: UART source 10, priority 1, enabled for M */
+        li      t1, 1
+        sw      t1, 0(t0)
+        li      t0, 0xc002000
+        li      t1, 1 << 10
+        sw      t1, 0(t0)
+        li      t0, (1 << 11)
+        csrw    mie, t0                 /* MEIE */
+        csrsi   mstatus, 8              /* MIE */
+        li      a1, 0
+        li      t0, 0x10000001
+        li      t1, 2
+        sb      t1, 0(t0)               /* UART IER: THR-empty interrupt, raised by this store */
+raised: addi    a1, a1, 1               /* none of these runs: the interrupt comes first */
+        addi    a1, a1, 1
+        addi    a1, a1, 1
+        addi    a1, a1, 1
+        addi    a1, a1, 1
+        addi    a1, a1, 1
+        addi    a1, a1, 1
+        addi    a1, a1, 1
+1:      j       1b
 #endif
         la      t0, strap
         csrw    stvec, t0
@@ -137,6 +167,43 @@ smain:
 1:      j       1b
 far:    li      t3, 1
         ret
+#elif SCENARIO == 10 || SCENARIO == 11  /* code rewritten through a read/write-only alias (11: by
+                                           the host, at host_patch) is seen */
+        la      t0, root
+        li      t1, PTE_RAM
+        sd      t1, 16(t0)              /* VPN[2] = 2: RAM, identity, executable */
+        li      t1, PTE_RAM & ~8
+        sd      t1, 24(t0)              /* VPN[2] = 3: RAM again, read/write only */
+        li      t1, 0xc7
+        sd      t1, 0(t0)               /* VPN[2] = 0: devices (the test device), identity */
+        srli    t0, t0, 12
+        li      t1, 8 << 60
+        or      t0, t0, t1
+        csrw    satp, t0
+        sfence.vma
+        call    patched                 /* translated now: a0 = 1 */
+        mv      s1, a0
+#if SCENARIO == 10
+        li      t2, 0x40000000          /* RAM's alias */
+        la      t0, code_page
+        add     t0, t0, t2
+        sw      zero, 0(t0)             /* first an unrelated store into patched's page */
+        la      t0, patched             /* (Unicorn 2.1.4 then stopped checking that entry's stores) */
+        add     t0, t0, t2
+        li      t1, 0x00200513          /* addi a0, zero, 2 */
+        sw      t1, 0(t0)
+#endif
+host_patch:
+        fence.i
+        call    patched                 /* a0 = 2: the new instruction */
+        slli    s1, s1, 4
+        or      a0, s1, a0              /* expected: 0x12 */
+        slli    a0, a0, 16
+        li      t0, 0x3333
+        or      a0, a0, t0
+        li      t0, TEST
+        sw      a0, 0(t0)
+1:      j       1b
 #elif SCENARIO == 6                     /* a 2-byte illegal instruction: mepc is its address */
         c.nop
 illegal: .2byte 0                       /* c.unimp */
@@ -159,6 +226,10 @@ mtrap:
 #if SCENARIO == 4
         csrr    a0, mtval
         srli    a0, a0, 12
+#endif
+#if SCENARIO == 8                       /* mcause's code << 8 | instructions run after the store */
+        slli    a0, a0, 8
+        or      a0, a0, a1
 #endif
 #if SCENARIO == 7                       /* (mtime - mtimecmp) << 8 | loop count */
         li      t0, 0x200bff8
@@ -199,7 +270,15 @@ strap:
         sw      a0, 0(t0)
 1:      j       1b
 
-#if SCENARIO == 5
+#if SCENARIO == 10 || SCENARIO == 11
+        .align 12
+code_page: .word 0
+        .align 4
+patched: .word  0x00100513              /* addi a0, zero, 1 */
+        ret
+#endif
+
+#if SCENARIO == 5 || SCENARIO == 10 || SCENARIO == 11
         .data
         .align 12
 root:   .zero 4096

@@ -1,0 +1,59 @@
+"""``compare`` on the two Linux guests: Debian's riscv64 kernel on ``virt`` and its x86_64
+kernel on ``pc``, each from its boot snapshot at the same ``/init``'s first instruction (the
+project's initramfs, built for each arch), with the same probes: the files init and its child
+open, the byte counts ``vfs_read`` returns to them, and what user space prints must agree
+across the arches; the kernels' own log lines (different on every arch) are left out.
+
+CPU: each run from its snapshot to the power-off (riscv64 ~40 M instructions, ~5 s; x86_64
+~0.6 M, under a second). The test needs both boots in one worker: both guests' modules share
+one xdist group, so the worker that runs them boots each guest once.
+"""
+
+from __future__ import annotations
+
+import pytest
+from linux import pclinux, rvguest
+
+from kprobesim.compare import compare, render
+
+pytestmark = pytest.mark.xdist_group(pclinux.XDIST_GROUP)
+
+PROBES = ["p:op do_sys_openat2 name=+0($arg2):ustring", "r:vr vfs_read ret=$retval:s64"]
+
+
+def test_linux_guests_agree_across_arches(riscv_linux: rvguest.RiscvLinux, pc_linux: pclinux.PcLinux) -> None:
+    result = compare(PROBES, machines={"riscv64": riscv_linux.restore, "x86_64": pc_linux.restore},
+                     max_insns=rvguest.RUN_BUDGET, timeout=600)
+    table = render(result)
+    assert result.agree, table
+    rows = {(r.probe, r.what): r.values for r in result.rows}
+    assert rows[("(kernel)", "exit status")] == {"riscv64": 0, "x86_64": 0}
+    names = rows[("op", "name")]["x86_64"]
+    assert "@2 tasks" in names  # init and its child
+    assert rows[("op", "hits")] == {"riscv64": 5, "x86_64": 5}  # init's four files, the child's one
+    assert rows[("vr", "hits")]["x86_64"] >= 13  # init's eleven reads, the child's two
+
+    # a disagreement shows: the same probes against a run that opens nothing more
+    broken = compare(PROBES, machines={"riscv64": riscv_linux.restore, "x86_64": lambda: _cut_short(pc_linux)},
+                     max_insns=rvguest.RUN_BUDGET, timeout=600)
+    assert not broken.agree
+    assert "NO" in render(broken)
+
+
+def _cut_short(pc_linux: pclinux.PcLinux):
+    """The x86_64 guest with init's first open failing: do_sys_openat2's first hit returns
+    -ENOENT at once (a kprobe pre-handler that takes the function's return)."""
+    m = pc_linux.restore()
+    done: list[int] = []
+
+    def fail_first(probe, regs):
+        if done:
+            return 0
+        done.append(1)
+        regs["rax"] = -2 & (1 << 64) - 1
+        regs.pc = int.from_bytes(m.read(regs["rsp"], 8), "little")  # the caller's return address
+        regs["rsp"] += 8
+        return 1
+
+    m.kprobe("do_sys_openat2", pre=fail_first)
+    return m
