@@ -448,9 +448,11 @@ class Machine:
                 self.engine.ctl_remove_cache(phys, phys + size)
             return
         untranslated = getattr(self.traps, "untranslated", None)
-        if untranslated is None or untranslated():
+        if untranslated is None:
             with self._host_translation():
                 self.engine.ctl_remove_cache(phys, phys + size)
+        elif untranslated():  # paging off: the fetch is the identity and cannot fault, no guard
+            self.engine.ctl_remove_cache(phys, phys + size)
 
     def _host_wrote(self) -> None:
         """After a host store under memory snapshots, drop the CPU's TLB: the store may copy
