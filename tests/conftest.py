@@ -75,6 +75,7 @@ HEAVY_FIRST = (
     "tests/ebpf/test_properties.py::test_engines_agree_on_valid_programs",
     "tests/linux/test_pc_linux.py::",
     "tests/test_compare_linux.py::",
+    "tests/test_virt_sbi.py::test_debian_linux_runs_init_under_the_builtin_sbi",
     "tests/test_pc_linux_fuzz.py::",
     "tests/test_fuzz.py::test_planted_simulator_bug_is_found_and_shrunk",
     "tests/linux/test_guest_kallsyms.py::",

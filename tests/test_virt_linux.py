@@ -4,8 +4,8 @@ probes by symbol from the kernel's own kallsyms.
 
 One boot per worker (``riscv_linux``: ~1.05 G guest instructions, ~35 s of CPU, the suite's
 longest single run) snapshotted at init's first instruction; the tests here restore it (~2 s of
-CPU each run to power off). The same kernel under the builtin SBI is checked up to its memory
-setup in ``test_virt_sbi.py`` (a second boot to init would double the cost). The kernel
+CPU each run to power off). The same kernel under the builtin SBI boots to the power-off once
+in ``test_virt_sbi.py``, outside this group, so the other worker pays for it. The kernel
 brings up its console, unpacks the initramfs and runs init, which prints what it read, forks
 and execs ``/bin/child``, waits for it and powers off. Every line init and its child print
 equals QEMU's transcript of the same kernel, firmware and initramfs (``linux/oracle.py``),
