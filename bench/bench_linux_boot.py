@@ -29,8 +29,10 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -52,6 +54,27 @@ class Boot:
     ok: bool  # reached power-off
 
 
+def _timed_boot(make: Callable[[Callable[[bytes], None]], Any], end: str) -> Boot:
+    """Run the machine ``make(console)`` builds to its end, timing the first ``INIT_LINE`` on
+    its console; ok when it exits 0 with ``end`` on the console."""
+    seen: list[float] = []
+    tail = bytearray()
+    start = time.monotonic()
+
+    def console(data: bytes) -> None:
+        if not seen:
+            tail.extend(data)
+            if INIT_LINE.encode() in tail:
+                seen.append(time.monotonic() - start)
+            del tail[: max(0, len(tail) - 64)]
+
+    m = make(console)
+    start, cpu = time.monotonic(), time.process_time()
+    status = m.run(max_insns=BUDGET, timeout=TIMEOUT)
+    wall, cpu = time.monotonic() - start, time.process_time() - cpu
+    return Boot(seen[0] if seen else float("nan"), wall, cpu, m.instructions, status == 0 and end in m.console)
+
+
 def kprobesim_boot(kernel: Path, initrd: Path, append: str) -> Boot:
     from kprobesim.arch import get_arch
     from kprobesim.board.virt import Virt, VirtOptions
@@ -61,24 +84,13 @@ def kprobesim_boot(kernel: Path, initrd: Path, append: str) -> Boot:
 
     image, boot_map = with_kallsyms(load_image(str(kernel), arch="riscv64", base=0x80200000))
     board = Virt(VirtOptions(memory=MEMORY, bios="builtin", initrd=str(initrd), append=append))
-    seen: list[float] = []
-    tail = bytearray()
-    start = time.monotonic()
 
-    def console(data: bytes) -> None:
-        if not seen:
-            tail.extend(data)
-            if INIT_LINE.encode() in tail:
-                seen.append(time.monotonic() - start)
-            del tail[: max(0, len(tail) - 64)]
+    def make(console: Callable[[bytes], None]) -> Machine:
+        m = Machine(get_arch("riscv64"), image, board=board, console=console)
+        m.boot_maps.append(boot_map)
+        return m
 
-    m = Machine(get_arch("riscv64"), image, board=board, console=console)
-    m.boot_maps.append(boot_map)
-    start, cpu = time.monotonic(), time.process_time()
-    status = m.run(max_insns=BUDGET, timeout=TIMEOUT)
-    wall, cpu = time.monotonic() - start, time.process_time() - cpu
-    ok = status == 0 and "reboot: Power down" in m.console
-    return Boot(seen[0] if seen else float("nan"), wall, cpu, m.instructions, ok)
+    return _timed_boot(make, "reboot: Power down")
 
 
 def kprobesim_pc_boot(kernel: Path, initrd: Path) -> Boot:
@@ -88,23 +100,7 @@ def kprobesim_pc_boot(kernel: Path, initrd: Path) -> Boot:
 
     board = PcBoard(initrd=initrd)
     image = board.load(kernel)  # the host unpacks the vmlinux and reads its kallsyms
-    seen: list[float] = []
-    tail = bytearray()
-    start = time.monotonic()
-
-    def console(data: bytes) -> None:
-        if not seen:
-            tail.extend(data)
-            if INIT_LINE.encode() in tail:
-                seen.append(time.monotonic() - start)
-            del tail[: max(0, len(tail) - 64)]
-
-    m = Machine(get_arch("x86_64"), image, board=board, console=console)
-    start, cpu = time.monotonic(), time.process_time()
-    status = m.run(max_insns=BUDGET, timeout=TIMEOUT)
-    wall, cpu = time.monotonic() - start, time.process_time() - cpu
-    ok = status == 0 and PC_END in m.console
-    return Boot(seen[0] if seen else float("nan"), wall, cpu, m.instructions, ok)
+    return _timed_boot(lambda console: Machine(get_arch("x86_64"), image, board=board, console=console), PC_END)
 
 
 def qemu_pc_boot(kernel: Path, initrd: Path, append: str) -> Boot:
