@@ -67,8 +67,9 @@ def booted() -> PcLinux:
 @cache
 def qemu_transcript() -> str:
     """QEMU's console for the same kernel, initramfs, command line and RAM, to the halt (~45 s
-    of wall time, ~11 s of CPU; once per worker)."""
+    of wall time, ~11 s of CPU; once per machine: kept in the test cache by ``qemu.cached``)."""
     kernel = obtain(debian.bookworm_amd64_kernel).image
     cmd = ["qemu-system-x86_64", "-smp", "1", "-m", "128M", "-kernel", str(kernel), "-initrd",
            str(obtain(initramfs, "x86_64")), "-append", DEFAULT_APPEND, "-nographic", "-no-reboot"]
-    return obtain(qemu.run_until, cmd, "reboot: System halted", 300).transcript
+    marker = "reboot: System halted"
+    return obtain(qemu.cached, cmd, lambda: qemu.run_until(cmd, marker, 300), marker).transcript

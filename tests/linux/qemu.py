@@ -4,20 +4,27 @@ console transcripts.
 Measured on the 2-core, heavily shared development machine (TCG, ``-m 256M``), boot to
 ``reboot: Power down``: x86_64 6.1 ~44 s wall / 11 s CPU; riscv64 6.12 with OpenSBI ~21 s
 wall / 5 s CPU. ``panic=-1`` with ``-no-reboot`` turns a kernel panic into a prompt QEMU exit
-rather than a hang."""
+rather than a hang.
+
+Every oracle run goes through ``cached``: one QEMU run per distinct input (QEMU's binary, the
+kernel, initramfs, firmware and command line) is kept in the test cache, so the test workers and
+later runs share it instead of booting the same kernel again."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import debian
-from .cache import FetchError
+from .cache import FetchError, cache_dir, locked, publish
 from .initramfs import initramfs
 
 #: Kernel command line shared by both arches (``console=ttyS0`` is the 16550 on both machines).
@@ -72,6 +79,45 @@ def command(arch: str, kernel: Path, initrd: Path, append: str = APPEND, bios: P
             "-nographic", "-no-reboot"]
 
 
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def run_key(cmd: list[str], *extra: str) -> str:
+    """What a QEMU run depends on: the QEMU binary's digest and every argument, with each file
+    argument (kernel, initramfs, firmware) replaced by its contents' digest."""
+    binary = shutil.which(cmd[0])
+    parts = [_file_digest(binary) if binary else cmd[0]]
+    parts += [_file_digest(arg) if os.path.isfile(arg) else arg for arg in cmd[1:]]
+    return hashlib.sha256("\0".join([*parts, *extra]).encode()).hexdigest()[:24]
+
+
+def cached(cmd: list[str], make: Callable[[], QemuRun], *extra: str) -> QemuRun:
+    """``make()``'s run of ``cmd``, kept in the test cache under ``qemu-runs/`` keyed by
+    ``run_key`` (QEMU's binary and the digests of its inputs), so that the workers of one test
+    run and later runs on the same machine share one QEMU run per distinct input: the guest is
+    deterministic up to its console's timestamps. Runs that did not end well (non-zero status)
+    are returned but not kept. ``KPROBESIM_QEMU_FRESH=1`` runs QEMU anew (and keeps the run)."""
+    key = run_key(cmd, *extra)
+    target = cache_dir() / "qemu-runs" / f"{key}.json"
+    with locked(f"qemu-run-{key}"):
+        if os.environ.get("KPROBESIM_QEMU_FRESH") == "1" and target.exists():
+            target.unlink()
+        if target.exists():
+            saved = json.loads(target.read_text())
+            return QemuRun(tuple(cmd), saved["transcript"], saved["returncode"], saved["wall"])
+        result = make()
+        if result.returncode == 0:
+            record = {"command": list(cmd), "transcript": result.transcript, "returncode": result.returncode,
+                      "wall": result.wall}
+            publish(target, lambda out: out.write_text(json.dumps(record)))
+        return result
+
+
 def run(cmd: list[str], timeout: float = 600) -> QemuRun:
     """Run a QEMU command line to its end (stdin closed), capturing the console."""
     if shutil.which(cmd[0]) is None:
@@ -123,4 +169,5 @@ def boot(arch: str, append: str = APPEND, timeout: float = 600) -> QemuRun:
         kernel, bios = debian.bookworm_amd64_kernel(), None
     else:
         raise ValueError(f"no Debian kernel for arch {arch!r}")
-    return run(command(arch, kernel.image, initramfs(arch), append, bios), timeout)
+    cmd = command(arch, kernel.image, initramfs(arch), append, bios)
+    return cached(cmd, lambda: run(cmd, timeout))

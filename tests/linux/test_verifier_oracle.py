@@ -6,7 +6,7 @@ corpus's second part (tests/ebpf/verifier_corpus_btf.py: fentry/fexit and BTF-ty
 against this kernel's own BTF) is loaded in the same boot, as tracing programs with the target
 function's BTF id (checked against kprobesim in tests/linux/test_verifier_btf_corpus.py).
 
-Cost: one QEMU boot (TCG) for both tests (module-cached; one xdist group), ~8 s of CPU for the
+Cost: one QEMU boot (TCG) for both tests (kept in the test cache by ``qemu.cached``), ~8 s of CPU for the
 first part: the verifier log asks for the verdict lines only (see bpfcheck.c), not level 1's
 per-instruction trace."""
 
@@ -56,7 +56,8 @@ def linux_verdicts(arch: str = "riscv64") -> dict[str, str]:
     """Program name -> ``ok`` or ``ERRNO: message`` from the kernel's verifier."""
     kernel, bios = obtain(debian.trixie_riscv64_kernel), obtain(debian.trixie_opensbi)
     initrd = obtain(_initramfs, arch)
-    run = obtain(qemu.run, qemu.command(arch, kernel.image, initrd, qemu.APPEND, bios))
+    cmd = qemu.command(arch, kernel.image, initrd, qemu.APPEND, bios)
+    run = obtain(qemu.cached, cmd, lambda: qemu.run(cmd))  # one QEMU run per corpus and kernel
     out = {}
     for line in run.transcript.split("\n"):
         if line.startswith("kpsim-bpf: "):
