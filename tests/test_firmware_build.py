@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import lief
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,6 +127,8 @@ def test_rebuild_is_byte_identical(rebuilt: Path, arch: str, name: str) -> None:
 
 @pytest.mark.parametrize("arch", ARCHES)
 def test_image_contents(arch: str) -> None:
+    import lief  # here, not at collection: importing it costs ~1 s of CPU in every worker
+
     symbols = _system_map(arch)
     image = (FIRMWARE / arch / "kernel.bin").read_bytes()
     base = BASES[arch]
