@@ -65,33 +65,37 @@ def pc_linux():
 
 #: Tests (node-id prefixes) that cost the most CPU, costliest first, measured on the 2-core
 #: machine: they are handed to the pytest-xdist workers first, so that no long test starts
-#: near the end of a run and stretches it (longest-first scheduling). Modules with a
-#: module-scoped fixture are listed whole, so the fixture is built once per worker. A stale
+#: near the end of a run and stretches it (longest-first scheduling). pytest-xdist's
+#: ``loadgroup`` hands out the xdist groups first (most tests first; a group goes to one
+#: worker whole: the Linux boots, and modules whose module-scoped fixture is costly, so that
+#: it is built once per run, not once per worker), then the other tests in this order. A stale
 #: entry only loses its place in the queue; tests that are not listed keep their order.
 HEAVY_FIRST = (
+    "tests/engine/test_la_conformance.py::",
+    "tests/test_virt_sbi.py::test_debian_linux_runs_init_under_the_builtin_sbi",
     "tests/test_synth_fuzz.py::test_campaign",
     "tests/test_fuzz.py::test_fixed_seed_campaign_is_clean",
-    "tests/engine/test_la_conformance.py::",
-    "tests/ebpf/test_properties.py::test_engines_agree_on_valid_programs",
-    "tests/linux/test_pc_linux.py::",
-    "tests/test_compare_linux.py::",
-    "tests/test_virt_sbi.py::test_debian_linux_runs_init_under_the_builtin_sbi",
-    "tests/test_pc_linux_fuzz.py::",
     "tests/test_fuzz.py::test_planted_simulator_bug_is_found_and_shrunk",
-    "tests/linux/test_guest_kallsyms.py::",
-    "tests/ebpf/test_properties.py::test_engines_agree_on_single_ops",
     "tests/test_boost.py::test_transparent_with_slices_ending_everywhere",
-    "tests/test_firmware_build.py::",
+    "tests/ebpf/test_properties.py::",
+    "tests/linux/test_guest_kallsyms.py::",  # QEMU boots when the test cache has no run yet
     "tests/linux/test_qemu_oracle.py::",
+    "tests/test_fuzz.py::test_user_program_campaign_is_clean",
+    "tests/test_fuzz.py::test_internal_error_in_a_placement_is_a_finding",
     "tests/test_hostile_properties.py::",
     "tests/test_kprobes.py::test_transparency_every_boundary_of_every_target",
     "tests/test_kprobes.py::test_all_targets_probed_at_once",
     "tests/test_synth_fuzz.py::test_riscv_crosscheck_against_pcode_engine",
+    "tests/test_synth_fuzz.py::test_loongarch_crosscheck_against_qemu",
+    "tests/test_fuzz.py::test_same_seed_same_placements_any_jobs",
+    "tests/test_fuzz.py::test_internal_error_is_shrunk_to_a_replay_line_on_the_command_line",
     "tests/engine/test_pcode_tiers.py::",
     "tests/test_install.py::",
     "tests/linux/test_guest_btf.py::",
-    "tests/test_synth_fuzz.py::test_loongarch_crosscheck_against_qemu",
-    "tests/linux/test_verifier_oracle.py::",
+    "tests/linux/test_pc_symbols.py::",
+    "tests/test_hostile.py::test_big_and_bad_system_maps",
+    "tests/test_synth_fuzz.py::test_planted_loongarch_pcalau12i_bug_is_found",
+    "tests/ebpf/test_isa.py::test_disassembler_round_trip_random",
 )
 
 
@@ -102,5 +106,5 @@ def heavy_rank(nodeid: str) -> int:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Costliest tests first (a stable sort: the rest keep pytest's order). pytest-xdist's
-    ``--dist loadgroup`` hands out work in this order (after the xdist groups)."""
+    ``--dist loadgroup`` hands out work in this order (after the xdist groups, biggest first)."""
     items.sort(key=lambda item: heavy_rank(item.nodeid))

@@ -287,6 +287,10 @@ BUILDS = [(name, arch) for name in SOURCES for arch in UNICORN_ARCHES if name !=
 BUILDS += [("reads", "loongarch64"), ("bad_override_off", "riscv64")]
 
 
+#: One worker runs the module: the objects are compiled (~5 s of CPU) once, not once per worker.
+pytestmark = pytest.mark.xdist_group("attach-objects")
+
+
 def _compile(name: str, arch: str, outdir: Path) -> Path:
     src = outdir / f"{name}.c"
     if not src.exists():

@@ -85,6 +85,10 @@ def _maps(text: str) -> dict[str, list[str]]:
     return maps
 
 
+#: One worker runs the module: the examples are built and run (~4 s of CPU) once, not once per worker.
+pytestmark = pytest.mark.xdist_group("examples")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[tuple[str, str], tuple[int, str]]:
     """Per arch: the three observing examples in one run, and the overriding one alone."""

@@ -103,6 +103,10 @@ def _system_map(arch: str) -> dict[str, int]:
     return symbols
 
 
+#: One worker runs the module: the rebuild (~9 s of CPU) is done once, not once per worker.
+pytestmark = pytest.mark.xdist_group("firmware-rebuild")
+
+
 @pytest.fixture(scope="module")
 def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("firmware")

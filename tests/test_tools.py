@@ -36,6 +36,10 @@ def _build(src: Path, arch: str, out: Path, *flags: str) -> Path:
     return out
 
 
+#: One worker runs the module: the tools are compiled (~2 s of CPU) once, not once per worker.
+pytestmark = pytest.mark.xdist_group("tools-objects")
+
+
 @pytest.fixture(scope="module")
 def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
     d = tmp_path_factory.mktemp("tools")

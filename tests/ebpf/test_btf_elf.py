@@ -56,6 +56,10 @@ REGS = {
 }
 
 
+#: One worker runs the module: the objects are compiled (~3 s of CPU) once, not once per worker.
+pytestmark = pytest.mark.xdist_group("btf-elf-objects")
+
+
 @pytest.fixture(scope="module")
 def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, str], Path]:
     """``{(compiler, program, arch): object path}`` for every test program."""
