@@ -3,6 +3,8 @@ expected one, and power off."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from linux import cpio, oracle, qemu
@@ -60,3 +62,32 @@ def test_newc_layout() -> None:
     assert archive.endswith(b"TRAILER!!!\0" + b"\0" * (-(110 + 11) % 4))
     with pytest.raises(ValueError):
         cpio.newc([cpio.directory("/abs")])
+
+
+def test_oracle_runs_are_kept_per_input(tmp_path, monkeypatch) -> None:
+    """qemu.cached runs QEMU once per distinct input: the same command with the same file
+    contents is answered from the test cache, a changed file or argument runs again, a failed
+    run is not kept, and KPROBESIM_QEMU_FRESH=1 runs again."""
+    monkeypatch.setenv("KPROBESIM_TEST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("KPROBESIM_QEMU_FRESH", raising=False)
+    kernel = tmp_path / "kernel"
+    kernel.write_bytes(b"one")
+    runs: list[int] = []
+
+    def make(status: int = 0):
+        runs.append(status)
+        return qemu.QemuRun(("x",), f"run {len(runs)}\n", status, 1.0)
+
+    cmd = [sys.executable, "-kernel", str(kernel), "-append", "console=ttyS0"]
+    assert qemu.cached(cmd, make).transcript == "run 1\n"
+    assert qemu.cached(list(cmd), make).transcript == "run 1\n" and len(runs) == 1
+    moved = tmp_path / "elsewhere"
+    moved.write_bytes(b"one")  # the same contents under another name: the same input
+    assert qemu.cached([*cmd[:2], str(moved), *cmd[3:]], make).transcript == "run 1\n"
+    kernel.write_bytes(b"two")
+    assert qemu.cached(cmd, make).transcript == "run 2\n"
+    assert qemu.cached([*cmd[:-1], "console=hvc0"], make).transcript == "run 3\n"
+    assert qemu.cached(cmd, lambda: make(1), "failing").returncode == 1
+    assert qemu.cached(cmd, make, "failing").transcript == "run 5\n"  # the failed run was not kept
+    monkeypatch.setenv("KPROBESIM_QEMU_FRESH", "1")
+    assert qemu.cached(cmd, make).transcript == "run 6\n"
