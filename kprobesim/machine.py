@@ -166,6 +166,11 @@ class Machine:
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
         self.ram = board.ram if board is not None else arch.ram
+        #: The RAM's bytes in a host buffer the engine runs from (Unicorn), read and written
+        #: directly by the host for addresses inside it; None where the engine has no such
+        #: buffer or once memory snapshots are on (copy-on-write moves stored pages out of it).
+        self._ram_view: memoryview | None = None
+        self._ram_lo, self._ram_hi = self.ram[0], self.ram[0] + self.ram[1]
         #: Where the simulator-owned pages are in physical memory: the board's choice (outside
         #: its RAM, which may be sized by the user), else the arch's.
         self.sim_phys: int = getattr(board, "sim_base", None) or arch.sim_base
@@ -216,6 +221,8 @@ class Machine:
         self.pc = image.entry
         self._translate = getattr(self.traps, "translate", None)  # virtual -> physical, if paging
         self._flat: Callable[[], bool] | None = getattr(self.traps, "untranslated", None)  # paging off now?
+        #: forget_code with paging off is one ``ctl_remove_cache`` (a Unicorn engine, fetches unguarded)
+        self._flat_forget = isinstance(self.engine, Uc) and not hasattr(self.traps, "physical_fetch")
         self._before_slice: Callable[[], None] | None = getattr(self.traps, "before_slice", None)
         if board is not None:
             board.boot(self)
@@ -237,7 +244,11 @@ class Machine:
     # -- memory --------------------------------------------------------------------------------
     def _load_image(self) -> None:
         base, size = self.ram
-        self.engine.mem_map(base, size, UC_PROT_ALL)
+        map_ram = getattr(self.engine, "map_ram", None)
+        if map_ram is not None:
+            self._ram_view = map_ram(base, size)
+        else:
+            self.engine.mem_map(base, size, UC_PROT_ALL)
         for seg in self.image.segments:
             if not (base <= seg.addr and seg.addr + seg.memsz <= base + size):
                 raise ImageError(
@@ -347,10 +358,12 @@ class Machine:
                 phys = cache.get(page)
                 if phys is None:
                     phys = self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
-                return bytes(self.engine.mem_read(phys | (addr & (PAGE - 1)), size))
-            return b"".join(
-                bytes(self.engine.mem_read(p, n)) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED)
-            )
+                return self.read_phys(phys | (addr & (PAGE - 1)), size)
+            return b"".join(self.read_phys(p, n) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED))
+        ram = self._ram_view
+        if ram is not None and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
+            addr -= self._ram_lo
+            return ram[addr : addr + size].tobytes()  # physical = the guest's address, as below
         try:
             return bytes(self.engine.mem_read(addr, size))
         except UcError:
@@ -361,7 +374,7 @@ class Machine:
             while len(out) < size:  # page by page: neighbouring virtual pages need not be
                 chunk = min(size - len(out), 0x1000 - ((addr + len(out)) & 0xFFF))
                 try:
-                    out += self.engine.mem_read(physical(addr + len(out)), chunk)
+                    out += self.read_phys(physical(addr + len(out)), chunk)
                 except Exception:
                     raise UcError(UC_ERR_READ_UNMAPPED) from None
             return bytes(out)
@@ -381,14 +394,30 @@ class Machine:
         return phys
 
     def read_phys(self, addr: int, size: int) -> bytes:
+        """Memory at physical ``addr`` (RAM straight from its host buffer, else the engine's)."""
+        ram = self._ram_view
+        if ram is not None and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
+            addr -= self._ram_lo
+            return ram[addr : addr + size].tobytes()
         return bytes(self.engine.mem_read(addr, size))
+
+    def _store_phys(self, addr: int, data: bytes) -> None:
+        """Store at physical ``addr`` (RAM straight into its host buffer, else through the
+        engine); the caller drops stale translations (:meth:`forget_code`)."""
+        ram = self._ram_view
+        size = len(data)
+        if ram is not None and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
+            addr -= self._ram_lo
+            ram[addr : addr + size] = data
+            return
+        self.engine.mem_write(addr, data)
 
     def write(self, addr: int, data: bytes) -> None:
         """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
         for read-only kernel text)."""
         if self._translate is None:
             try:
-                self.engine.mem_write(addr, data)  # physical = the guest's address
+                self._store_phys(addr, data)  # physical = the guest's address
                 self.forget_code(addr, len(data))
             except UcError:
                 physical = getattr(self.traps, "physical", None)  # a virtual address (riscv64 virt)
@@ -411,24 +440,29 @@ class Machine:
             phys = cache.get(page)
             if phys is None:
                 phys = self._page_in_trap(cache, page, UC_ERR_WRITE_UNMAPPED)
-            if _FLAT not in cache:
-                cache.clear()  # the write may change a page table
-            self.engine.mem_write(phys | (addr & (PAGE - 1)), data)
+            phys |= addr & (PAGE - 1)
+            self._store_phys(phys, data)
+            if _FLAT in cache and self._flat_forget:  # paging off, noted this trap: what forget_code does
+                if self._memory_snapshots:
+                    self.flush_tlb()
+                self.engine.ctl_remove_cache(phys, phys + len(data))
+                return
+            cache.clear()  # the write may change a page table
             self._host_wrote()
-            self.forget_code(phys | (addr & (PAGE - 1)), len(data))
+            self.forget_code(phys, len(data))
             return
         elif cache:
             cache.clear()
         off = 0
         for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
-            self.engine.mem_write(phys, data[off : off + n])
+            self._store_phys(phys, data[off : off + n])
             self.forget_code(phys, n)
             off += n
         self._host_wrote()
 
     def write_phys(self, addr: int, data: bytes) -> None:
         """Store at physical address ``addr`` (a guest page-table entry, a device's DMA)."""
-        self.engine.mem_write(addr, data)
+        self._store_phys(addr, data)
         self._host_wrote()
         self.forget_code(addr, len(data))
 
@@ -974,6 +1008,7 @@ class Machine:
         if not getattr(self.board, "snapshots", True):
             raise SimError(f"snapshots of the {self.board.name} board are not supported yet (its device state)")
         if not self._memory_snapshots:
+            self._ram_view = None  # stored pages are copied out of the host buffer from now on
             self.engine.ctl(
                 UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
             )

@@ -16,10 +16,20 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import mmap
 from collections.abc import Callable
 from functools import cache
 
-from unicorn import UC_ARCH_RISCV, UC_ARCH_X86, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_MODE_RISCV64, Uc, UcError
+from unicorn import (
+    UC_ARCH_RISCV,
+    UC_ARCH_X86,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_MODE_RISCV64,
+    UC_PROT_ALL,
+    Uc,
+    UcError,
+)
 from unicorn import x86_const as xc
 from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_PC, UC_RISCV_REG_X1
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_ERR_EXCEPTION, UC_ERR_WRITE_UNMAPPED
@@ -225,7 +235,20 @@ def _host_backed(uc: Uc) -> None:
                 return
         slow_write(address, data)
 
+    regions_ram: list[mmap.mmap] = []
+
+    def map_ram(address: int, size: int) -> memoryview:
+        """Map read/write/execute memory from an anonymous host mapping (zero pages until
+        touched) and return its bytes, which *are* the guest's memory there. Only valid while
+        no memory snapshot is taken: Unicorn's copy-on-write then moves stored pages elsewhere."""
+        host = mmap.mmap(-1, size)
+        view = memoryview(host)
+        uc.mem_map_ptr(address, size, UC_PROT_ALL, ctypes.addressof(ctypes.c_char.from_buffer(host)))
+        regions_ram.append(host)  # kept alive with the engine
+        return view
+
     uc.map_host_backed = map_host_backed  # type: ignore[attr-defined]
+    uc.map_ram = map_ram  # type: ignore[attr-defined]
     uc.mem_write = mem_write  # type: ignore[method-assign]
 
 
