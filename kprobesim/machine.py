@@ -12,6 +12,7 @@ import contextlib
 import copy
 import ctypes
 import math
+import mmap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,7 +170,7 @@ class Machine:
         #: The RAM's bytes in a host buffer the engine runs from (Unicorn), read and written
         #: directly by the host for addresses inside it; None where the engine has no such
         #: buffer or once memory snapshots are on (copy-on-write moves stored pages out of it).
-        self._ram_view: memoryview | None = None
+        self._ram_view: mmap.mmap | None = None
         self._ram_lo, self._ram_hi = self.ram[0], self.ram[0] + self.ram[1]
         #: Where the simulator-owned pages are in physical memory: the board's choice (outside
         #: its RAM, which may be sized by the user), else the arch's.
@@ -177,6 +178,7 @@ class Machine:
         #: Where the guest sees them: at their physical address, or in a board's window in the
         #: kernel's address space (the pc board maps them near Linux's text).
         self.sim_base: int = getattr(board, "sim_window", None) or self.sim_phys
+        self._sim_end = self.sim_base + sum(SIM_POOL.values())
         self._lines = bool(getattr(board, "interrupt_lines", False))  # devices drive the hart's pending bits
         #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
         #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
@@ -312,7 +314,7 @@ class Machine:
     @property
     def sim_end(self) -> int:
         """The end of the simulator-owned pages (they start at :attr:`sim_base`)."""
-        return self.sim_base + sum(SIM_POOL.values())
+        return self._sim_end
 
     def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
         """Simulator-owned pages outside RAM (kprobe slots: read+execute, never guest-writable)."""
@@ -353,17 +355,22 @@ class Machine:
         if self._translate is not None:
             cache = self._pages
             within = (addr & (PAGE - 1)) + size <= PAGE
-            if cache is not None and within and not self.in_sim_pages(addr):
+            if cache is not None and within and not self.sim_base <= addr < self._sim_end:
                 page = addr & ~(PAGE - 1)
                 phys = cache.get(page)
                 if phys is None:
                     phys = self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
-                return self.read_phys(phys | (addr & (PAGE - 1)), size)
+                phys |= addr & (PAGE - 1)
+                ram = self._ram_view
+                if ram is not None and 0 < size and self._ram_lo <= phys and phys + size <= self._ram_hi:
+                    phys -= self._ram_lo
+                    return ram[phys : phys + size]
+                return self.read_phys(phys, size)
             return b"".join(self.read_phys(p, n) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED))
         ram = self._ram_view
         if ram is not None and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
             addr -= self._ram_lo
-            return ram[addr : addr + size].tobytes()  # physical = the guest's address, as below
+            return ram[addr : addr + size]  # physical = the guest's address, as below
         try:
             return bytes(self.engine.mem_read(addr, size))
         except UcError:
@@ -386,6 +393,7 @@ class Machine:
         if not cache and self._flat is not None and self._flat():
             cache[_FLAT] = 1
         if _FLAT in cache:
+            cache[page] = page
             return page
         phys = self._translate(page)  # type: ignore[misc]
         if phys is None:
@@ -398,7 +406,7 @@ class Machine:
         ram = self._ram_view
         if ram is not None and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
             addr -= self._ram_lo
-            return ram[addr : addr + size].tobytes()
+            return ram[addr : addr + size]
         return bytes(self.engine.mem_read(addr, size))
 
     def _store_phys(self, addr: int, data: bytes) -> None:
@@ -435,7 +443,7 @@ class Machine:
             return
         cache = self._pages
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
-        if cache is not None and within and not self.arch.sim_base <= addr < self.sim_end:
+        if cache is not None and within and not self.arch.sim_base <= addr < self._sim_end:
             page = addr & ~(PAGE - 1)
             phys = cache.get(page)
             if phys is None:

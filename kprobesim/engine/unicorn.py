@@ -237,15 +237,15 @@ def _host_backed(uc: Uc) -> None:
 
     regions_ram: list[mmap.mmap] = []
 
-    def map_ram(address: int, size: int) -> memoryview:
+    def map_ram(address: int, size: int) -> mmap.mmap:
         """Map read/write/execute memory from an anonymous host mapping (zero pages until
-        touched) and return its bytes, which *are* the guest's memory there. Only valid while
-        no memory snapshot is taken: Unicorn's copy-on-write then moves stored pages elsewhere."""
+        touched) and return that mapping: its bytes *are* the guest's memory there (slices read
+        and store them). Only while no memory snapshot is taken: Unicorn's copy-on-write then
+        moves stored pages elsewhere."""
         host = mmap.mmap(-1, size)
-        view = memoryview(host)
         uc.mem_map_ptr(address, size, UC_PROT_ALL, ctypes.addressof(ctypes.c_char.from_buffer(host)))
         regions_ram.append(host)  # kept alive with the engine
-        return view
+        return host
 
     uc.map_host_backed = map_host_backed  # type: ignore[attr-defined]
     uc.map_ram = map_ram  # type: ignore[attr-defined]
@@ -343,6 +343,61 @@ def _file_layout(arch: int, mode: int) -> tuple[int, tuple[int, ...]] | None:
     return None
 
 
+#: Registers Unicorn keeps as a plain u64 elsewhere in the CPU state, read (never written)
+#: there: x86's CR0 (its paging bit is asked at every probe hit's first guest access).
+_MIRRORED: dict[int, tuple[int, ...]] = {UC_ARCH_X86: (xc.UC_X86_REG_CR0,)}
+_CR0_BITS = (0x2, 0x8 | 0x20, 0x2 | 0x20 | 0x40000)  # MP, TS, NE, AM: no mode change
+
+
+def _file_base(uc: Uc, arch: int, mode: int) -> int | None:
+    """Where this engine's register file starts (see :func:`_file_layout`), or None."""
+    layout = _file_layout(arch, mode)
+    if layout is None:
+        return None
+    regs, pc = _FILE_REGS[arch]
+    word, offsets = layout
+    base = _file_at(uc, word, offsets, (*regs, pc))
+    return None if base is None else base + min(offsets)
+
+
+@cache
+def _mirror_offset(arch: int, mode: int, rid: int) -> int | None:
+    """Offset from the register file of the u64 that holds ``rid``: on a fresh engine, the
+    only word that follows the register through three values written by the API (CR0 bits
+    that change no mode), proven on a second engine; None if there is no such word."""
+    found: list[int] | None = None
+    for proof in (False, True):
+        uc = Uc(arch, mode)
+        base = _file_base(uc, arch, mode)
+        if base is None:
+            return None
+        span = _span_of(_readable(), base)
+        if span is None:
+            return None
+        size = min(span[1], base + _FILE_SPAN) - base
+        original = uc.reg_read(rid)
+        hits: set[int] | None = None
+        for bits in _CR0_BITS:
+            uc.reg_write(rid, original | bits)
+            value = uc.reg_read(rid).to_bytes(8, "little")
+            blob = ctypes.string_at(base, size)
+            if proof:
+                if found is None or blob[found[0] : found[0] + 8] != value:
+                    return None
+                continue
+            at, words = blob.find(value), set()
+            while at >= 0:
+                if at % 8 == 0:
+                    words.add(at)
+                at = blob.find(value, at + 1)
+            hits = words if hits is None else hits & words
+        if not proof:
+            if not hits or len(hits) != 1:
+                return None
+            found = sorted(hits)
+    return found[0] if found else None
+
+
 def _fast_registers(uc: Uc, arch: int, mode: int) -> None:
     """Replace ``reg_read``/``reg_write`` by direct libunicorn calls for the registers the
     binding itself passes as one u64 (all but x86's MSR, descriptor-table and vector ones);
@@ -378,6 +433,15 @@ def _fast_registers(uc: Uc, arch: int, mode: int) -> None:
             lo = min(offsets)
             regfile = (ctypes.c_uint64 * ((max(offsets) - lo) // 8 + 1)).from_address(base + lo)
             slot = {rid: (off - lo) // 8 for rid, off in zip((*regs, pc), offsets, strict=True)}
+    mirror: dict[int, ctypes.c_uint64] = {}  # read-only registers kept elsewhere in the CPU state
+    if regfile is not None:
+        start = ctypes.addressof(regfile)
+        for rid in _MIRRORED.get(arch, ()):
+            offset = _mirror_offset(arch, mode, rid)
+            if offset is not None:
+                word = ctypes.c_uint64.from_address(start + offset)
+                if word.value == slow_read(rid):
+                    mirror[rid] = word
     written = {rid: i for rid, i in slot.items() if rid != _FILE_REGS.get(arch, ((), -1))[1]}
     pc_id = _FILE_REGS[arch][1] if arch in _FILE_REGS else None
 
@@ -385,6 +449,9 @@ def _fast_registers(uc: Uc, arch: int, mode: int) -> None:
         at = slot.get(rid)
         if at is not None and aux is None:
             return regfile[at]  # type: ignore[index]
+        word = mirror.get(rid)
+        if word is not None and aux is None:
+            return word.value
         if aux is None and (plain.get(rid) or is_plain(rid)):
             buf.value = 0  # some registers fill fewer bytes (x86 selectors)
             err = read(handle, rid, ref)
@@ -464,8 +531,16 @@ def _fast_memory(uc: Uc) -> None:
             return
         slow_write(address, data)
 
+    # uc_ctl is variadic: no argument types declared, the arguments passed as preallocated
+    # ctypes objects (converting plain ints through declared types costs more than the call).
+    remove_cache = type(ctl)(("uc_ctl", lib))
+    remove_cache.restype = ctypes.c_int
+    args = (ctypes.c_void_p(handle), ctypes.c_int(remove), u64(), u64())
+    lo, hi = args[2], args[3]
+
     def ctl_remove_cache(lbound: int, ubound: int) -> None:
-        err = ctl(ctypes.c_void_p(handle), ctypes.c_int(remove), u64(lbound), u64(ubound))
+        lo.value, hi.value = lbound, ubound
+        err = remove_cache(*args)
         if err:
             raise UcError(err)
 

@@ -12,6 +12,7 @@ from .insn import MASK64
 
 MAX_ACCESS = 1 << 24  # the most one handler access may move (16 MiB)
 SIGN = 1 << 63
+END = 1 << 64  # one past the last address
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -143,7 +144,10 @@ class Regs:
 
     def read_mem(self, addr: int, size: int) -> bytes:
         """``size`` bytes of guest memory (GuestFault where the guest has none)."""
-        self._check(addr, size, "read_mem")
+        if not (
+            addr.__class__ is int and size.__class__ is int and 0 <= size <= MAX_ACCESS and 0 <= addr <= MASK64
+        ) or addr + size > END:
+            self._check(addr, size, "read_mem")
         try:
             return self._m.read(addr & MASK64, size)
         except UcError:
@@ -151,14 +155,18 @@ class Regs:
 
     def write_mem(self, addr: int, data: bytes) -> None:
         """Write guest memory (GuestFault where the guest has none)."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise ProbeError(f"write_mem takes bytes, not {type(data).__name__}")
-        self._check(addr, len(data), "write_mem")
+        if data.__class__ is not bytes:
+            if not isinstance(data, bytearray | memoryview):
+                raise ProbeError(f"write_mem takes bytes, not {type(data).__name__}")
+            data = bytes(data)
+        size = len(data)
+        if not (addr.__class__ is int and size <= MAX_ACCESS and 0 <= addr <= MASK64 and addr + size <= END):
+            self._check(addr, size, "write_mem")
         m, at = self._m, addr & MASK64
-        if at < m.sim_end and m.sim_base < at + len(data):
-            raise ProbeError(f"write_mem: {len(data)} bytes at {at:#x} would overwrite the simulator's own pages")
+        if at < m._sim_end and m.sim_base < at + size:
+            raise ProbeError(f"write_mem: {size} bytes at {at:#x} would overwrite the simulator's own pages")
         try:
-            m.write(at, bytes(data))
+            m.write(at, data)
         except UcError:
             raise GuestFault(
                 f"write_mem of {len(data)} bytes at {addr & MASK64:#x}: not guest memory", self.pc
