@@ -343,10 +343,18 @@ def _file_layout(arch: int, mode: int) -> tuple[int, tuple[int, ...]] | None:
     return None
 
 
-#: Registers Unicorn keeps as a plain u64 elsewhere in the CPU state, read (never written)
-#: there: x86's CR0 (its paging bit is asked at every probe hit's first guest access).
-_MIRRORED: dict[int, tuple[int, ...]] = {UC_ARCH_X86: (xc.UC_X86_REG_CR0,)}
-_CR0_BITS = (0x2, 0x8 | 0x20, 0x2 | 0x20 | 0x40000)  # MP, TS, NE, AM: no mode change
+#: Registers (or some of their bits) Unicorn keeps as a plain u64 elsewhere in the CPU state,
+#: read (never written) there: (register, bits to set in turn to find the word, the bits the
+#: word holds exactly). x86's CR0 whole (its paging bit is asked at every probe hit's first
+#: guest access) and RFLAGS' TF and IF (the rest is computed from lazy condition codes; a
+#: boosted hit asks for TF).
+_ALL = 0xFFFF_FFFF_FFFF_FFFF
+_MIRRORED: dict[int, tuple[tuple[int, tuple[int, ...], int], ...]] = {
+    UC_ARCH_X86: (
+        (xc.UC_X86_REG_CR0, (0x2, 0x8 | 0x20, 0x2 | 0x20 | 0x40000), _ALL),  # MP, TS, NE, AM: no mode change
+        (xc.UC_X86_REG_RFLAGS, (0x100, 0x200, 0x300), 0x300),  # TF, IF
+    )
+}
 
 
 def _file_base(uc: Uc, arch: int, mode: int) -> int | None:
@@ -361,10 +369,10 @@ def _file_base(uc: Uc, arch: int, mode: int) -> int | None:
 
 
 @cache
-def _mirror_offset(arch: int, mode: int, rid: int) -> int | None:
+def _mirror_offset(arch: int, mode: int, rid: int, settings: tuple[int, ...]) -> int | None:
     """Offset from the register file of the u64 that holds ``rid``: on a fresh engine, the
-    only word that follows the register through three values written by the API (CR0 bits
-    that change no mode), proven on a second engine; None if there is no such word."""
+    only word that follows the register through its reset value ORed with each of
+    ``settings`` (written by the API), proven on a second engine; None if there is no such word."""
     found: list[int] | None = None
     for proof in (False, True):
         uc = Uc(arch, mode)
@@ -377,7 +385,7 @@ def _mirror_offset(arch: int, mode: int, rid: int) -> int | None:
         size = min(span[1], base + _FILE_SPAN) - base
         original = uc.reg_read(rid)
         hits: set[int] | None = None
-        for bits in _CR0_BITS:
+        for bits in settings:
             uc.reg_write(rid, original | bits)
             value = uc.reg_read(rid).to_bytes(8, "little")
             blob = ctypes.string_at(base, size)
@@ -434,14 +442,17 @@ def _fast_registers(uc: Uc, arch: int, mode: int) -> None:
             regfile = (ctypes.c_uint64 * ((max(offsets) - lo) // 8 + 1)).from_address(base + lo)
             slot = {rid: (off - lo) // 8 for rid, off in zip((*regs, pc), offsets, strict=True)}
     mirror: dict[int, ctypes.c_uint64] = {}  # read-only registers kept elsewhere in the CPU state
+    exact: dict[int, tuple[ctypes.c_uint64, int]] = {}  # ... and registers some of whose bits are
     if regfile is not None:
         start = ctypes.addressof(regfile)
-        for rid in _MIRRORED.get(arch, ()):
-            offset = _mirror_offset(arch, mode, rid)
+        for rid, settings, bits in _MIRRORED.get(arch, ()):
+            offset = _mirror_offset(arch, mode, rid, settings)
             if offset is not None:
                 word = ctypes.c_uint64.from_address(start + offset)
-                if word.value == slow_read(rid):
-                    mirror[rid] = word
+                if (word.value ^ slow_read(rid)) & bits == 0:
+                    exact[rid] = (word, bits)
+                    if bits == _ALL:
+                        mirror[rid] = word
     written = {rid: i for rid, i in slot.items() if rid != _FILE_REGS.get(arch, ((), -1))[1]}
     pc_id = _FILE_REGS[arch][1] if arch in _FILE_REGS else None
 
@@ -486,6 +497,8 @@ def _fast_registers(uc: Uc, arch: int, mode: int) -> None:
     uc.reg_read = reg_read  # type: ignore[method-assign]
     uc.reg_write = reg_write  # type: ignore[method-assign]
     uc.write_pc = write_pc  # type: ignore[attr-defined]
+    #: register id -> (a word of the CPU state, the bits of the register it holds exactly)
+    uc.exact_bits = exact  # type: ignore[attr-defined]
     #: (the register file, register id -> its index) for a trap hook's direct use, or None
     uc.direct_registers = (regfile, dict(slot)) if regfile is not None else None  # type: ignore[attr-defined]
 

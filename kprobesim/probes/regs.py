@@ -31,7 +31,7 @@ class Regs:
     """
 
     __slots__ = ("_m", "_engine", "_read", "_write", "_spec", "_ids", "_privileged", "_lift", "_cache",
-                 "_host_access", "_access_needed", "_file", "_direct")
+                 "_host_access", "_access_needed", "_file", "_direct", "_bits")
 
     def __init__(self, machine: Machine, in_trap: bool = False) -> None:
         self._m = machine
@@ -49,6 +49,9 @@ class Regs:
         if direct is not None:
             self._file, slots = direct
             self._direct = {name: slots[rid] for name, rid in self._ids.items() if rid in slots}
+        #: name -> (a word of the CPU state, the register's bits it holds exactly): see bits()
+        exact = getattr(engine, "exact_bits", None) if in_trap else None
+        self._bits: dict[str, Any] = {n: exact[rid] for n, rid in self._ids.items() if rid in exact} if exact else {}
         # Control registers the host may only touch at the guest's highest privilege.
         self._privileged = frozenset(self._ids[n] for n in getattr(self._spec, "CSR_NAMES", ()))
         self._host_access = machine.traps.host_access
@@ -107,6 +110,14 @@ class Regs:
             self._write(rid, value & MASK64)
         if self._m._pages:  # translations noted in this trap may not hold (a CR3 or CR0 write)
             self._m._pages.clear()
+
+    def bits(self, name: str, mask: int) -> int:
+        """``self[name] & mask``; straight from the CPU state when the engine keeps those bits
+        exactly there (x86's TF and IF), without computing the whole register."""
+        exact = self._bits.get(name)
+        if exact is not None and not mask & ~exact[1]:
+            return exact[0].value & mask
+        return self[name] & mask
 
     def __contains__(self, name: str) -> bool:
         return name in self._ids
