@@ -468,6 +468,32 @@ class Machine:
             off += n
         self._host_wrote()
 
+    def exchange(self, addr: int, data: bytes) -> bytes:
+        """Store ``data`` at virtual ``addr`` and return the bytes it replaced, as :meth:`read`
+        then :meth:`write` would (a kretprobe swapping a return address on the stack): inside
+        a trap while the guest does not translate, one RAM access and one check for code."""
+        cache = self._pages
+        size = len(data)
+        if (
+            cache is not None and self._translate is not None and self._flat_forget
+            and 0 < size and (addr & (PAGE - 1)) + size <= PAGE and not self.sim_base <= addr < self._sim_end
+        ):  # fmt: skip
+            page = addr & ~(PAGE - 1)
+            if cache.get(page) is None:
+                self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
+            ram = self._ram_view
+            if _FLAT in cache and ram is not None and self._ram_lo <= addr and addr + size <= self._ram_hi:
+                at = addr - self._ram_lo
+                old = ram[at : at + size]
+                ram[at : at + size] = data
+                if self._memory_snapshots:
+                    self.flush_tlb()
+                self.engine.ctl_remove_cache(addr, addr + size)  # as write() does with paging off
+                return old
+        old = self.read(addr, size)
+        self.write(addr, data)
+        return old
+
     def write_phys(self, addr: int, data: bytes) -> None:
         """Store at physical address ``addr`` (a guest page-table entry, a device's DMA)."""
         self._store_phys(addr, data)

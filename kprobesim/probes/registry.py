@@ -313,9 +313,14 @@ class Registry(ArchBound):
             return 0
         ra_reg = self.spec.RA_REG
         sp = regs[self._sp_name]
+        assert self.trampoline is not None
+        swapped = False
         if ra_reg is not None:
             ret_addr, return_sp = regs[ra_reg], sp
-        else:  # the return address is on the stack
+        elif rp.entry is None:  # on the stack, and no handler runs before the hijack: swap it now
+            ret_addr = int.from_bytes(regs.exchange_mem(sp, self.trampoline.to_bytes(8, "little")), "little")
+            return_sp, swapped = sp + 8, True
+        else:  # on the stack
             ret_addr, return_sp = int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8
         free = rp.free
         if free:  # instances are recycled, as Linux's kretprobe_instance pool
@@ -327,10 +332,9 @@ class Registry(ArchBound):
             inst = Instance(rp, ret_addr, return_sp)
         if rp.entry is not None and self._call("entry", rp, rp.entry, inst, regs):
             return 0
-        assert self.trampoline is not None
         if ra_reg is not None:
             regs[ra_reg] = self.trampoline
-        else:
+        elif not swapped:
             regs.write_mem(sp, self.trampoline.to_bytes(8, "little"))
         rp.active += 1
         self.instances.append(inst)

@@ -183,6 +183,22 @@ class Regs:
                 f"write_mem of {len(data)} bytes at {addr & MASK64:#x}: not guest memory", self.pc
             ) from None
 
+    def exchange_mem(self, addr: int, data: bytes) -> bytes:
+        """Write guest memory and return what it held: ``read_mem`` then ``write_mem`` in one."""
+        if data.__class__ is not bytes:
+            data = bytes(data)
+        size = len(data)
+        if not (addr.__class__ is int and 0 < size <= MAX_ACCESS and 0 <= addr <= MASK64 and addr + size <= END):
+            self._check(addr, size, "exchange_mem")
+        m = self._m
+        at = addr & MASK64
+        if at < m._sim_end and m.sim_base < at + size:
+            raise ProbeError(f"exchange_mem: {size} bytes at {at:#x} would overwrite the simulator's own pages")
+        try:
+            return m.exchange(at, data)
+        except UcError:
+            raise GuestFault(f"exchange_mem of {size} bytes at {at:#x}: not guest memory", self.pc) from None
+
     @staticmethod
     def _check(addr: int, size: int, what: str) -> None:
         if addr.__class__ is int and size.__class__ is int and 0 <= size <= MAX_ACCESS and -SIGN <= addr <= MASK64:
