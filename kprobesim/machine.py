@@ -449,6 +449,16 @@ class Machine:
             if phys is None:
                 phys = self._page_in_trap(cache, page, UC_ERR_WRITE_UNMAPPED)
             phys |= addr & (PAGE - 1)
+            size = len(data)
+            ram = self._ram_view
+            if ram is not None and _FLAT in cache and self._ram_lo <= phys and phys + size <= self._ram_hi:
+                at = phys - self._ram_lo
+                ram[at : at + size] = data  # paging off (noted this trap) and RAM: no snapshot is on
+                if self._flat_forget:  # what forget_code does with paging off
+                    self.engine.ctl_remove_cache(phys, phys + size)
+                    return
+                self.forget_code(phys, size)
+                return
             self._store_phys(phys, data)
             if _FLAT in cache and self._flat_forget:  # paging off, noted this trap: what forget_code does
                 if self._memory_snapshots:
