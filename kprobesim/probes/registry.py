@@ -351,20 +351,28 @@ class Registry(ArchBound):
             last is not None and last.return_sp == sp and last.ret_addr != self.trampoline
             and (len(instances) < 2 or instances[-2].return_sp != sp)
         ):  # fmt: skip
-            frame = [instances.pop()]  # the common case: one instance, the newest
+            instances.pop()  # the common case: one instance, the newest
             real = last.ret_addr
-        else:
-            frame = [inst for inst in reversed(instances) if inst.return_sp == sp]
-            if not frame:
-                self.m.fault("kretprobe trampoline reached with no matching instance", regs.pc)
-                return
-            real = next((inst.ret_addr for inst in frame if inst.ret_addr != self.trampoline), None)
-            if real is None:
-                self.m.fault("kretprobe instances of a frame all return to the trampoline", regs.pc)
-                return
-            for inst in frame:
-                instances.remove(inst)
-                inst.ret_addr = real
+            self._set_pc(real)  # as below
+            if self.spec.RA_REG is not None:
+                regs[self.spec.RA_REG] = real
+            else:
+                regs.write_mem(sp - 8, real.to_bytes(8, "little"))
+            rp = last.kretprobe
+            rp.active -= 1
+            self._returned(last, rp, regs)
+            return
+        frame = [inst for inst in reversed(instances) if inst.return_sp == sp]
+        if not frame:
+            self.m.fault("kretprobe trampoline reached with no matching instance", regs.pc)
+            return
+        real = next((inst.ret_addr for inst in frame if inst.ret_addr != self.trampoline), None)
+        if real is None:
+            self.m.fault("kretprobe instances of a frame all return to the trampoline", regs.pc)
+            return
+        for inst in frame:
+            instances.remove(inst)
+            inst.ret_addr = real
         # Back to the real caller first (Linux sets the return address before the handlers run),
         # so a handler that raises leaves no instance behind and the guest resumes correctly.
         self._set_pc(real)  # nothing read the PC through the view in this trap
@@ -376,19 +384,22 @@ class Registry(ArchBound):
         for inst in frame:
             inst.kretprobe.active -= 1
         for inst in frame:  # the most recent first, as Linux
-            rp = inst.kretprobe
-            if rp.registry is not None and rp.enabled:
-                rp.hits += 1
-                handler = rp.handler
-                if handler is not None:
-                    try:
-                        handler(inst, regs)
-                    except (SimError, KeyboardInterrupt):
-                        raise
-                    except Exception as e:
-                        raise self._handler_error("return", rp, handler, e) from e
-            if len(rp.free) < rp.maxactive:
-                rp.free.append(inst)
+            self._returned(inst, inst.kretprobe, regs)
+
+    def _returned(self, inst: Instance, rp: Kretprobe, regs: Regs) -> None:
+        """Run the return handler of an instance whose function returned; recycle it."""
+        if rp.registry is not None and rp.enabled:
+            rp.hits += 1
+            handler = rp.handler
+            if handler is not None:
+                try:
+                    handler(inst, regs)
+                except (SimError, KeyboardInterrupt):
+                    raise
+                except Exception as e:
+                    raise self._handler_error("return", rp, handler, e) from e
+        if len(rp.free) < rp.maxactive:
+            rp.free.append(inst)
 
     # -- traps ---------------------------------------------------------------------------------
     @property
@@ -407,7 +418,9 @@ class Registry(ArchBound):
                 self._finish_step()
                 return True
         if pc == self.trampoline:
-            self._kret_return(self._fresh_regs())
+            regs = self.regs
+            regs.reset()
+            self._kret_return(regs)
             return True
         site = self.sites.get(pc)
         if site is None or not site.armed:
