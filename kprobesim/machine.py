@@ -356,11 +356,14 @@ class Machine:
             cache = self._pages
             within = (addr & (PAGE - 1)) + size <= PAGE
             if cache is not None and within and not self.sim_base <= addr < self._sim_end:
-                page = addr & ~(PAGE - 1)
-                phys = cache.get(page)
-                if phys is None:
-                    phys = self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
-                phys |= addr & (PAGE - 1)
+                if _FLAT in cache:  # paging off, noted this trap
+                    phys = addr
+                else:
+                    page = addr & ~(PAGE - 1)
+                    phys = cache.get(page)
+                    if phys is None:
+                        phys = self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
+                    phys |= addr & (PAGE - 1)
                 ram = self._ram_view
                 if ram is not None and 0 < size and self._ram_lo <= phys and phys + size <= self._ram_hi:
                     phys -= self._ram_lo
@@ -393,7 +396,6 @@ class Machine:
         if not cache and self._flat is not None and self._flat():
             cache[_FLAT] = 1
         if _FLAT in cache:
-            cache[page] = page
             return page
         phys = self._translate(page)  # type: ignore[misc]
         if phys is None:
@@ -444,11 +446,14 @@ class Machine:
         cache = self._pages
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
         if cache is not None and within and not self.arch.sim_base <= addr < self._sim_end:
-            page = addr & ~(PAGE - 1)
-            phys = cache.get(page)
-            if phys is None:
-                phys = self._page_in_trap(cache, page, UC_ERR_WRITE_UNMAPPED)
-            phys |= addr & (PAGE - 1)
+            if _FLAT in cache:  # paging off, noted this trap
+                phys = addr
+            else:
+                page = addr & ~(PAGE - 1)
+                phys = cache.get(page)
+                if phys is None:
+                    phys = self._page_in_trap(cache, page, UC_ERR_WRITE_UNMAPPED)
+                phys |= addr & (PAGE - 1)
             size = len(data)
             ram = self._ram_view
             if ram is not None and _FLAT in cache and self._ram_lo <= phys and phys + size <= self._ram_hi:
@@ -488,9 +493,10 @@ class Machine:
             cache is not None and self._translate is not None and self._flat_forget
             and 0 < size and (addr & (PAGE - 1)) + size <= PAGE and not self.sim_base <= addr < self._sim_end
         ):  # fmt: skip
-            page = addr & ~(PAGE - 1)
-            if cache.get(page) is None:
-                self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
+            if _FLAT not in cache:
+                page = addr & ~(PAGE - 1)
+                if cache.get(page) is None:
+                    self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
             ram = self._ram_view
             if _FLAT in cache and ram is not None and self._ram_lo <= addr and addr + size <= self._ram_hi:
                 at = addr - self._ram_lo
