@@ -77,6 +77,7 @@ class Registry(ArchBound):
         self.blacklist = machine.image.blacklist()
         self.user = user_program(machine.image)  # its text takes uprobes, not kprobes
         self.trampoline: int | None = None
+        self._trampoline_bytes = b""  # its address as a little-endian u64 (a stack return address)
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
         self._busy = False
@@ -293,6 +294,7 @@ class Registry(ArchBound):
         if self.trampoline is None:
             self.trampoline = self.slots.alloc()
             self.slots.write(self.trampoline, self.step.PROBE_BREAK)
+            self._trampoline_bytes = self.trampoline.to_bytes(8, "little")
         rp = Kretprobe("", 0, "", handler, entry, maxactive if maxactive is not None else 10, registry=self)
         kp = self.register(spec, pre=partial(self._kret_entry, rp), name=name)
         rp.name, rp.addr, rp.symbol, rp.kprobe = kp.name, kp.addr, kp.symbol, kp
@@ -314,11 +316,12 @@ class Registry(ArchBound):
         ra_reg = self.spec.RA_REG
         sp = regs[self._sp_name]
         assert self.trampoline is not None
+        entry = rp.entry
         swapped = False
         if ra_reg is not None:
             ret_addr, return_sp = regs[ra_reg], sp
-        elif rp.entry is None:  # on the stack, and no handler runs before the hijack: swap it now
-            ret_addr = int.from_bytes(regs.exchange_mem(sp, self.trampoline.to_bytes(8, "little")), "little")
+        elif entry is None:  # on the stack, and no handler runs before the hijack: swap it now
+            ret_addr = int.from_bytes(regs.exchange_mem(sp, self._trampoline_bytes), "little")
             return_sp, swapped = sp + 8, True
         else:  # on the stack
             ret_addr, return_sp = int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8
@@ -330,12 +333,12 @@ class Registry(ArchBound):
                 inst.data.clear()
         else:
             inst = Instance(rp, ret_addr, return_sp)
-        if rp.entry is not None and self._call("entry", rp, rp.entry, inst, regs):
+        if entry is not None and self._call("entry", rp, entry, inst, regs):
             return 0
         if ra_reg is not None:
             regs[ra_reg] = self.trampoline
         elif not swapped:
-            regs.write_mem(sp, self.trampoline.to_bytes(8, "little"))
+            regs.write_mem(sp, self._trampoline_bytes)
         rp.active += 1
         self.instances.append(inst)
         return 0
