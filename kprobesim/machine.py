@@ -53,6 +53,7 @@ from .probes.registry import Registry
 from .probes.uprobes import Uprobe, UprobeHandler, Uprobes, UretHandler, Uretprobe
 
 _FLAT = -1  # key of a trap's page cache: the guest does not translate addresses now
+_PAGED = -2  # ... it does (asked at the trap's first access)
 SLICE = 200_000  # longest emu_start slice (instructions)
 POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact moment)
 DEFAULT_BUDGET = 50_000_000
@@ -353,6 +354,9 @@ class Machine:
         """Guest memory at ``addr``: through the page tables when the arch translates them itself
         (x86_64 paging), else physical, or virtual through the hart's tables (riscv64 virt)."""
         if self._translate is not None:
+            if self._flat_ram(addr, size):
+                addr -= self._ram_lo
+                return self._ram_view[addr : addr + size]  # type: ignore[index]
             cache = self._pages
             within = (addr & (PAGE - 1)) + size <= PAGE
             if cache is not None and within and not self.sim_base <= addr < self._sim_end:
@@ -388,6 +392,17 @@ class Machine:
                 except Exception:
                     raise UcError(UC_ERR_READ_UNMAPPED) from None
             return bytes(out)
+
+    def _flat_ram(self, addr: int, size: int) -> bool:
+        """Inside a trap, while the guest does not translate addresses (x86 with paging off):
+        is ``addr .. addr+size`` RAM, reachable in its host buffer? (The simulator's pages are
+        never in RAM.) Asks the arch about paging at the trap's first access only."""
+        cache = self._pages
+        if cache is None or self._ram_view is None or self._flat is None:
+            return False
+        if not cache:
+            cache[_FLAT if self._flat() else _PAGED] = 1
+        return _FLAT in cache and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi
 
     def _page_in_trap(self, cache: dict[int, int], page: int, error: int) -> int:
         """The physical page behind virtual ``page``, noted for the rest of the trap (see
@@ -443,6 +458,15 @@ class Machine:
                     self.write_phys(phys, data[done : done + chunk])
                     done += chunk
             return
+        size = len(data)
+        if self._flat_ram(addr, size):
+            at = addr - self._ram_lo
+            self._ram_view[at : at + size] = data  # type: ignore[index]
+            if self._flat_forget:  # what forget_code does with paging off
+                self.engine.ctl_remove_cache(addr, addr + size)
+            else:
+                self.forget_code(addr, size)
+            return
         cache = self._pages
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
         if cache is not None and within and not self.arch.sim_base <= addr < self._sim_end:
@@ -454,16 +478,6 @@ class Machine:
                 if phys is None:
                     phys = self._page_in_trap(cache, page, UC_ERR_WRITE_UNMAPPED)
                 phys |= addr & (PAGE - 1)
-            size = len(data)
-            ram = self._ram_view
-            if ram is not None and _FLAT in cache and self._ram_lo <= phys and phys + size <= self._ram_hi:
-                at = phys - self._ram_lo
-                ram[at : at + size] = data  # paging off (noted this trap) and RAM: no snapshot is on
-                if self._flat_forget:  # what forget_code does with paging off
-                    self.engine.ctl_remove_cache(phys, phys + size)
-                    return
-                self.forget_code(phys, size)
-                return
             self._store_phys(phys, data)
             if _FLAT in cache and self._flat_forget:  # paging off, noted this trap: what forget_code does
                 if self._memory_snapshots:
@@ -487,25 +501,17 @@ class Machine:
         """Store ``data`` at virtual ``addr`` and return the bytes it replaced, as :meth:`read`
         then :meth:`write` would (a kretprobe swapping a return address on the stack): inside
         a trap while the guest does not translate, one RAM access and one check for code."""
-        cache = self._pages
         size = len(data)
-        if (
-            cache is not None and self._translate is not None and self._flat_forget
-            and 0 < size and (addr & (PAGE - 1)) + size <= PAGE and not self.sim_base <= addr < self._sim_end
-        ):  # fmt: skip
-            if _FLAT not in cache:
-                page = addr & ~(PAGE - 1)
-                if cache.get(page) is None:
-                    self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
+        if self._flat_ram(addr, size):
+            at = addr - self._ram_lo
             ram = self._ram_view
-            if _FLAT in cache and ram is not None and self._ram_lo <= addr and addr + size <= self._ram_hi:
-                at = addr - self._ram_lo
-                old = ram[at : at + size]
-                ram[at : at + size] = data
-                if self._memory_snapshots:
-                    self.flush_tlb()
-                self.engine.ctl_remove_cache(addr, addr + size)  # as write() does with paging off
-                return old
+            old = ram[at : at + size]  # type: ignore[index]
+            ram[at : at + size] = data  # type: ignore[index]
+            if self._flat_forget:  # what forget_code does with paging off
+                self.engine.ctl_remove_cache(addr, addr + size)
+            else:
+                self.forget_code(addr, size)
+            return old
         old = self.read(addr, size)
         self.write(addr, data)
         return old
