@@ -190,7 +190,7 @@ def new_unicorn(arch: int, mode: int) -> Uc:
     uc.icount = icount  # type: ignore[attr-defined]
     _fast_registers(uc, arch, mode)
     _fast_memory(uc)
-    uc.hook_direct = lambda htype, fn: _hook_direct(uc, htype, fn)  # type: ignore[attr-defined]
+    uc.hook_direct = lambda htype, fn, raw=False: _hook_direct(uc, htype, fn, raw)  # type: ignore[attr-defined]
     offset = error_offset() if arch == UC_ARCH_RISCV else None
     error = ctypes.c_int.from_address(uc._uch.value + offset) if offset is not None else None
 
@@ -568,10 +568,14 @@ _DIRECT_TYPES = {
 }
 
 
-def _hook_direct(uc: Uc, htype: int, fn: Callable[..., object]) -> int:
+def _hook_direct(uc: Uc, htype: int, fn: Callable[..., object], raw: bool = False) -> int:
     """Hook a trap with ``fn(intno)`` (INTR) or ``fn() -> handled`` (INSN_INVALID), called
     straight from libunicorn: no binding wrappers, engine or user-data arguments on the trap
-    path. As with ``hook_add``, an exception stops the engine and ``emu_start`` raises it."""
+    path. As with ``hook_add``, an exception stops the engine and ``emu_start`` raises it.
+
+    ``raw``: an INTR hook ``fn(handle, intno, user_data)`` that libunicorn calls itself (one
+    Python frame less a trap); it must catch every exception and pass it to
+    ``uc.hook_failed(e)``, which does the same."""
     stop = uc.emu_stop
 
     def failed(e: BaseException) -> None:
@@ -579,7 +583,12 @@ def _hook_direct(uc: Uc, htype: int, fn: Callable[..., object]) -> int:
             uc._hook_exception = e
         stop()
 
-    if htype == UC_HOOK_INTR:
+    uc.hook_failed = failed  # type: ignore[attr-defined]
+    if raw:
+        if htype != UC_HOOK_INTR:
+            raise ValueError(f"no raw direct hook for hook type {htype}")
+        cb = fn
+    elif htype == UC_HOOK_INTR:
 
         def cb(handle: int, intno: int, ud: int) -> None:
             try:
