@@ -1160,7 +1160,12 @@ class PcodeEngine:
                         return
                     b = blocks.get(pc)
                     if b is None:
-                        b = None
+                        if pc.__class__ is tuple:  # the block returned a trap (a break)
+                            pc = self._trap_returned(pc, vt)
+                            vt = self._vt
+                            if pc is None or self._stop:
+                                return
+                            continue
                         self._vt = vt
                         b = self._translate(pc)
                     if vt + b.n > self._chk:
@@ -1221,6 +1226,24 @@ class PcodeEngine:
                     return
                 pc = R[pcw]
                 self._chk = -1
+
+    def _trap_returned(self, trap: tuple[int, int, int, Any, Any, Any], vt: int) -> int | None:
+        """A block ended with a trap it returned, ``(kind, idx, pc, a, b, c)`` (see
+        ``BlockEmitter.trap_return``), rather than raised: the trapping instruction ended the
+        block, so ``vt`` already counts it as started. As the Trap path of ``_loop``, without
+        the exception; the next PC, or None to stop."""
+        kind, idx, ipc, a, b, c = trap
+        self._R[self.arch.pc_word] = ipc
+        if kind not in self._retiring:
+            self._toff -= 1  # started (icount) but not retired: no virtual time
+        self._vt = vt
+        self._trapped = True
+        try:
+            if kind == T_EXC:
+                return self.arch.on_exception_args(a, b, c, idx, ipc)
+            return self._on_trap(Trap(kind, idx, a, b, c, True), ipc)
+        finally:
+            self._trapped = False
 
     def _slow(self, n: int) -> int:
         """Block-boundary events. 0 = stop, 1 = PC changed, 2 = run only ``self._trunc``

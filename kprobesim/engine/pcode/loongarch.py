@@ -514,6 +514,9 @@ class LoongArch64(ArchModel):
     def on_exception(self, t: Trap, ipc: int) -> int | None:
         return self._deliver(t.a, t.b, t.c)
 
+    def on_exception_args(self, a: Any, b: Any, c: Any, idx: int, ipc: int) -> int | None:
+        return self._deliver(a, b, c)
+
     def on_invalid(self, t: Trap, ipc: int) -> int | None:
         """INE: UC_HOOK_INTR hooks first, then UC_HOOK_INSN_INVALID hooks, then the guest."""
         eng = self.eng
@@ -711,12 +714,12 @@ def _ov_csr(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
 
 
 def _ov_break(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
-    em.trap(T_EXC, str(EXC_BRK), "0", "None")
+    em.trap_return(T_EXC, EXC_BRK)  # a terminator (is_terminator): it ends its block
     em.dead = True
 
 
 def _ov_syscall(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
-    em.trap(T_EXC, str(EXC_SYS), "0", "None")
+    em.trap_return(T_EXC, EXC_SYS)  # a terminator (is_terminator): it ends its block
     em.dead = True
 
 
