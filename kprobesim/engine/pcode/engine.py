@@ -277,11 +277,13 @@ class PcodeEngine:
         in ``icount()`` but not here. A host that keeps its own clock (instructions it
         simulates, probe steps it hides) sets it: ``engine.vtime = now``.
         """
+        if self._trapped or not self._running:  # the register file and _vt are current
+            return self._vt + self._toff
         return self._live_vt() + self._toff
 
     @vtime.setter
     def vtime(self, value: int) -> None:
-        toff = int(value) - self._live_vt()
+        toff = int(value) - (self._vt if self._trapped or not self._running else self._live_vt())
         ahead = toff - self._toff
         self._toff = toff
         # The next check (in instructions run, the clock minus the offset) comes ``ahead``
@@ -378,6 +380,10 @@ class PcodeEngine:
         raise UcError(err)
 
     def mem_read(self, address: int, size: int) -> bytearray:
+        r = self._mem.find(address)
+        if r is not None and r.buf is not None and address + size <= r.end:  # the usual case: RAM
+            o = address - r.begin
+            return bytearray(r.buf[o:o + size])
         out = bytearray()
         a, end = address, address + size
         while a < end:
