@@ -504,7 +504,10 @@ class LoongArch64(ArchModel):
     def _deliver(self, ecode: int, esub: int, badv: int | None) -> int | None:
         eng = self.eng
         eng.last_exception = (ecode, esub, badv)
-        if eng.call_intr_hooks(ecode):
+        hooks = eng._intr_hooks
+        if hooks:  # eng.call_intr_hooks, one call less on every break
+            for h in hooks.copy():
+                h.cb(eng, ecode, h.ud)
             return eng._R[0]
         if self.C[EENTRY] == 0:
             raise UcError(UC_ERR_INSN_INVALID if ecode == EXC_INE else UC_ERR_EXCEPTION)
