@@ -196,6 +196,8 @@ class Machine:
             device.attach(self)
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
+        #: ``engine.vtime += n`` in one call where the engine offers it (a probe hit's account)
+        self._advance_vtime: Callable[[int], None] | None = getattr(self.engine, "advance_vtime", None)
         self._held = False  # an interrupt is pending but the CPU masks it
         self._held_by_step = False  # ... or only a probe's step masks it (it ends the slice at the step's end)
         #: A boosted probe slot entered and its jump back not yet accounted: (copy, jump, resume).
@@ -961,7 +963,10 @@ class Machine:
         if self._slice_end:  # inside a slice (a hook): credit it when the slice is counted
             self.hidden -= instructions
             if self._engine_clock:
-                self.engine.vtime += instructions
+                if self._advance_vtime is not None:
+                    self._advance_vtime(instructions)
+                else:
+                    self.engine.vtime += instructions
         else:
             self._time += instructions
             self._sync_engine_clock()

@@ -290,6 +290,11 @@ class PcodeEngine:
         # sooner: a timer deadline is that much closer (a probe's simulated instruction).
         self._chk = self._chk - ahead if ahead >= 0 else -1
 
+    def advance_vtime(self, n: int) -> None:
+        """``vtime += n`` in one call (a probe hit's simulated instruction, from its trap hook)."""
+        self._toff += n
+        self._chk = self._chk - n if n >= 0 else -1
+
     def _live_vt(self) -> int:
         """Instructions done so far, also from inside a callback of a running block (the
         executing instruction not included)."""

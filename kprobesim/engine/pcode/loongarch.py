@@ -501,7 +501,8 @@ class LoongArch64(ArchModel):
             return Trap(T_EXC, -1, EXC_ADE, ADEF, pc)
         return None
 
-    def _deliver(self, ecode: int, esub: int, badv: int | None) -> int | None:
+    def _deliver(self, ecode: int, esub: int, badv: int | None, idx: int = -1, ipc: int = 0) -> int | None:
+        """Report exception ``ecode`` to the UC_HOOK_INTR hooks, or enter it in the guest."""
         eng = self.eng
         eng.last_exception = (ecode, esub, badv)
         hooks = eng._intr_hooks
@@ -517,8 +518,7 @@ class LoongArch64(ArchModel):
     def on_exception(self, t: Trap, ipc: int) -> int | None:
         return self._deliver(t.a, t.b, t.c)
 
-    def on_exception_args(self, a: Any, b: Any, c: Any, idx: int, ipc: int) -> int | None:
-        return self._deliver(a, b, c)
+    on_exception_args = _deliver  # a returned trap (break, syscall): straight to delivery
 
     def on_invalid(self, t: Trap, ipc: int) -> int | None:
         """INE: UC_HOOK_INTR hooks first, then UC_HOOK_INSN_INVALID hooks, then the guest."""
