@@ -233,6 +233,7 @@ class PcodeEngine:
         self._snaps: list[weakref.ref[_MemSnap]] = []
         self._cow_saved: set[int] = set()  # pages every live snapshot has saved
         self._win: Region | None = None
+        self._host_ram: Region | None = None  # mem_read's last RAM region
         self._win_page0 = 0
         self._until: int | None = None
         self._vt = 0  # instructions executed over the engine's life
@@ -385,10 +386,17 @@ class PcodeEngine:
         raise UcError(err)
 
     def mem_read(self, address: int, size: int) -> bytearray:
-        r = self._mem.find(address)
-        if r is not None and r.buf is not None and address + size <= r.end:  # the usual case: RAM
-            o = address - r.begin
-            return bytearray(r.buf[o:o + size])
+        r = self._host_ram  # the RAM region the last read found (forgotten on any map change)
+        if r is None or address < r.begin or address + size > r.end:
+            r = self._mem.find(address)
+            if r is None or r.buf is None or address + size > r.end:
+                return self._mem_read_pieces(address, size)
+            self._host_ram = r
+        o = address - r.begin
+        return bytearray(r.buf[o:o + size])
+
+    def _mem_read_pieces(self, address: int, size: int) -> bytearray:
+        """mem_read across regions, of MMIO or through the arch's address translation."""
         out = bytearray()
         a, end = address, address + size
         while a < end:
@@ -424,6 +432,7 @@ class PcodeEngine:
             k += n
 
     def _mem_changed(self, flush_blocks: bool) -> None:
+        self._host_ram = None
         self._flush_tlb()
         if flush_blocks:
             self._flush_blocks()
