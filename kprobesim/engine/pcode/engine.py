@@ -211,6 +211,7 @@ class PcodeEngine:
         self.arch_name = self.arch.name
         self._ctx = _context(self.arch.lang)
         self._R: list[int] = [0] * self.arch.nwords
+        self._pcw = self.arch.pc_word
         self._mem = Memory()
         self._blocks: dict[Any, Block] = {}
         self._code_pages: dict[int, set[Any]] = {}
@@ -1253,7 +1254,7 @@ class PcodeEngine:
         block, so ``vt`` already counts it as started. As the Trap path of ``_loop``, without
         the exception; the next PC, or None to stop."""
         kind, idx, ipc, a, b, c = trap
-        self._R[self.arch.pc_word] = ipc
+        self._R[self._pcw] = ipc
         if kind not in self._retiring:
             self._toff -= 1  # started (icount) but not retired: no virtual time
         self._vt = vt

@@ -507,8 +507,12 @@ class LoongArch64(ArchModel):
         eng.last_exception = (ecode, esub, badv)
         hooks = eng._intr_hooks
         if hooks:  # eng.call_intr_hooks, one call less on every break
-            for h in hooks.copy():
+            if len(hooks) == 1:  # the usual one (the machine's): no copy to iterate over
+                h = hooks[0]
                 h.cb(eng, ecode, h.ud)
+            else:
+                for h in hooks.copy():
+                    h.cb(eng, ecode, h.ud)
             return eng._R[0]
         if self.C[EENTRY] == 0:
             raise UcError(UC_ERR_INSN_INVALID if ecode == EXC_INE else UC_ERR_EXCEPTION)
