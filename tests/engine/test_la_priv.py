@@ -207,6 +207,34 @@ class TestIntrHook:
         assert seen == [(K.EXC_BRK, BASE + 4, None, 2, 1), (K.EXC_SYS, BASE + 12, None, 4, 2)]
         assert (e.icount(), e.vtime) == (5, 3)
 
+    def test_hook_break_fast_stands_in_for_its_hook_while_it_is_the_only_one(self) -> None:
+        """``hook_break_fast``: a break calls ``fn(pc)`` in place of the registered INTR hook
+        while that hook is the only one; another hook, or another exception, goes the Unicorn
+        way (every hook called)."""
+        e = make([A.brk(0xA), A.syscall(0), A.brk(0xA), A.NOP])
+        calls: list[tuple[str, int, int]] = []
+
+        def step(uc: PcodeEngine) -> None:
+            uc.reg_write(K.LA_REG_PC, uc.reg_read(K.LA_REG_PC) + 4)
+
+        def hook(uc: PcodeEngine, intno: int, ud: object) -> None:
+            calls.append(("hook", intno, uc.reg_read(K.LA_REG_PC)))
+            step(uc)
+
+        def fast(pc: int) -> None:
+            calls.append(("fast", e.last_exception[0], pc))
+            step(e)
+
+        handle = e.hook_add(UC_HOOK_INTR, hook)
+        e.hook_break_fast(K.EXC_BRK, handle, fast)
+        e.emu_start(BASE, BASE + 8)
+        assert calls == [("fast", K.EXC_BRK, BASE), ("hook", K.EXC_SYS, BASE + 4)]
+        calls.clear()
+        e.hook_add(UC_HOOK_INTR, lambda uc, n, ud: calls.append(("other", n, uc.reg_read(K.LA_REG_PC))))
+        e.emu_start(BASE + 8, BASE + 16)
+        assert calls == [("hook", K.EXC_BRK, BASE + 8), ("other", K.EXC_BRK, BASE + 12)]
+        assert e.icount() == 2
+
     def test_advance_vtime_is_vtime_plus(self) -> None:
         """``advance_vtime(n)`` (a probe hit's simulated instruction) is ``vtime += n``."""
         e = make([A.NOP, A.brk(0), A.NOP, A.NOP])

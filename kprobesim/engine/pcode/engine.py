@@ -220,6 +220,8 @@ class PcodeEngine:
         self._wpages: dict[int, tuple[bytearray, int, int]] = {}
         self._wrev: dict[int, set[int]] = {}
         self._hooks: dict[int, _Hook] = {}
+        #: (exception code, INTR hook, fn): see hook_break_fast
+        self._fast_break: tuple[int, _Hook, Any] | None = None
         self._next_hook = 1
         self._code_hooks: list[_Hook] = []
         self._block_hooks: list[_Hook] = []
@@ -785,6 +787,12 @@ class PcodeEngine:
             return self.hook_add(htype, lambda uc, ud: fn())
         raise ValueError(f"no direct hook for hook type {htype}")
 
+    def hook_break_fast(self, ecode: int, hook: int, fn: Any) -> None:
+        """While the UC_HOOK_INTR hook ``hook`` is the only one, an exception ``ecode`` that a
+        block returned (a break, see ``_trap_returned``) calls ``fn(pc)`` instead of it: for a
+        hook that does just that for ``ecode``, two calls shorter on every probe hit."""
+        self._fast_break = (ecode, self._hooks[hook], fn)
+
     def hook_add(self, htype: int, callback: Any, user_data: Any = None, begin: int = 1,
                  end: int = 0, arg1: int = 0, arg2: int = 0) -> int:
         h = _Hook(htype, callback, user_data, begin, end)
@@ -1261,6 +1269,12 @@ class PcodeEngine:
         self._trapped = True
         try:
             if kind == T_EXC:
+                fast = self._fast_break
+                if fast is not None and a == fast[0] and len(self._intr_hooks) == 1 \
+                        and self._intr_hooks[0] is fast[1]:
+                    self.last_exception = (a, b, c)
+                    fast[2](ipc)
+                    return self._R[self._pcw]
                 return self.arch.on_exception_args(a, b, c, idx, ipc)
             return self._on_trap(Trap(kind, idx, a, b, c, True), ipc)
         finally:
