@@ -151,7 +151,8 @@ class Machine:
         self._console_sink = console
         #: Called after each console write (a device that waits for the console to go quiet).
         self.console_listeners: list[Callable[[], None]] = []
-        self.panic_watch = PanicWatch()  # a Linux panic on the console ends the run (guest/panic.py)
+        #: a Linux or xv6 panic on the console ends the run (guest/panic.py)
+        self.panic_watch = PanicWatch(self._panicked if image.has_symbol("panicked") else None)
         self.exit_status: int | None = None
         self._running = False  # inside run(): a handler calling run() again is refused
         self._time = 0
@@ -203,6 +204,8 @@ class Machine:
             device.attach(self)
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
+        #: ``engine.vtime += n`` in one call where the engine offers it (a probe hit's account)
+        self._advance_vtime: Callable[[int], None] | None = getattr(self.engine, "advance_vtime", None)
         self._held = False  # an interrupt is pending but the CPU masks it
         self._held_by_step = False  # ... or only a probe's step masks it (it ends the slice at the step's end)
         #: A boosted probe slot entered and its jump back not yet accounted: (copy, jump, resume).
@@ -633,6 +636,13 @@ class Machine:
         if b"\n" in data and self.panic_watch.feed(self.console_bytes, self.now()):
             self.cut_slice()
 
+    def _panicked(self) -> bool:
+        """xv6's ``panicked`` flag is set (read where the kernel sees it; unreadable: not set)."""
+        try:
+            return any(self.read(self.image.symbol("panicked").addr, 4))
+        except SimError:
+            return False
+
     @property
     def console(self) -> str:
         """The guest's console transcript so far."""
@@ -1043,7 +1053,10 @@ class Machine:
         if self._slice_end:  # inside a slice (a hook): credit it when the slice is counted
             self.hidden -= instructions
             if self._engine_clock:
-                self.engine.vtime += instructions
+                if self._advance_vtime is not None:
+                    self._advance_vtime(instructions)
+                else:
+                    self.engine.vtime += instructions
         else:
             self._time += instructions
             self._sync_engine_clock()
