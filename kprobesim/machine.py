@@ -472,7 +472,7 @@ class Machine:
             return
         cache = self._pages
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
-        if cache is not None and within and not self.arch.sim_base <= addr < self._sim_end:
+        if cache is not None and within and not self.sim_base <= addr < self._sim_end:
             if _FLAT in cache:  # paging off, noted this trap
                 phys = addr
             else:
