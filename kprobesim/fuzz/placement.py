@@ -2,9 +2,10 @@
 and uretprobes on its user program, when it has one), each run from a snapshot and checked
 against the unprobed run.
 
-A placement passes when the kernel's transcript, exit status, checksum and virtual time equal
-the reference, every kprobe's hit count equals how often its address executed there, every
-kretprobe accounts for every call of its function, and nothing stays armed after unregistering.
+A placement passes when the kernel's transcript, exit status, checksum, virtual time and the
+interrupts taken (each at its instruction) equal the reference, every kprobe's hit count equals
+how often its address executed there, every kretprobe accounts for every call of its function,
+and nothing stays armed after unregistering.
 A failing placement is shrunk to a minimal one and printed as a one-line reproducer; an
 internal error (a bug of the simulator, not a guest's) is a failure like any other, and the
 campaign goes on from a freshly loaded machine.
@@ -189,6 +190,7 @@ class PlacementFuzzer:
                 m.engine.hook_del(hook)
         self.console, self.instructions = m.console, m.instructions
         self.checksum = self._checksum(m)
+        self.interrupts = m.interrupt_trace
         self.functions = [f for f in self.functions if self.counts.get(m.image.symbol(f).addr)]
         m.restore(self.snap)
 
@@ -199,7 +201,7 @@ class PlacementFuzzer:
         found = _REFERENCES.get(key)
         if found is None:
             found = _REFERENCES[key] = _reference_run(self.image, lo, hi)
-        counts, self.status, self.console, self.instructions, self.checksum = found
+        counts, self.status, self.console, self.instructions, self.checksum, self.interrupts = found
         self.counts = dict(counts)
         image = self.m.image
         self.functions = [f for f in self.functions if self.counts.get(image.symbol(f).addr)]
@@ -262,6 +264,9 @@ class PlacementFuzzer:
             return "kernel checksum differs"
         if m.instructions != self.instructions:
             return f"virtual time {m.instructions} != {self.instructions}"
+        if m.interrupt_trace != self.interrupts:
+            return (f"interrupts taken at other instructions than unprobed ({m.interrupt_trace[0]} taken, "
+                    f"{self.interrupts[0]} unprobed)")
         for probe in probes + uprobes:
             want = self.counts.get(probe.addr, 0)
             if probe.hits != want or probe.missed:
@@ -323,12 +328,12 @@ class PlacementFuzzer:
 
 #: Unprobed reference runs of bundled kernels by (image file, size, mtime, hooked span): the
 #: run is deterministic, and a campaign, its shrinking and its replays build several fuzzers.
-_REFERENCES: dict[tuple[str, int, int, int, int], tuple[dict[int, int], int | None, str, int, bytes]] = {}
+_REFERENCES: dict[tuple[str, int, int, int, int], tuple[dict[int, int], int | None, str, int, bytes, tuple]] = {}
 
 
-def _reference_run(image: Path, lo: int, hi: int) -> tuple[dict[int, int], int | None, str, int, bytes]:
+def _reference_run(image: Path, lo: int, hi: int) -> tuple[dict[int, int], int | None, str, int, bytes, tuple]:
     """The unprobed run of ``image``: executions per address in [lo, hi], exit status, console,
-    virtual time and kernel checksum."""
+    virtual time, kernel checksum and the interrupts taken."""
     ref = Machine.load(image)
     counts: dict[int, int] = {}
     last: list[tuple[int, int] | None] = [None]
@@ -341,7 +346,7 @@ def _reference_run(image: Path, lo: int, hi: int) -> tuple[dict[int, int], int |
 
     ref.engine.hook_add(UC_HOOK_CODE, count, None, lo, hi)
     status = ref.run()
-    return counts, status, ref.console, ref.instructions, PlacementFuzzer._checksum(ref)
+    return counts, status, ref.console, ref.instructions, PlacementFuzzer._checksum(ref), ref.interrupt_trace
 
 
 def _merged(spans: list[tuple[int, int]], gap: int = HOOK_GAP) -> list[tuple[int, int]]:
