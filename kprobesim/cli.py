@@ -364,6 +364,23 @@ def _head(path: str) -> bytes:
         return b""
 
 
+def _no_linux_kernel(path: str) -> None:
+    """A Linux kernel on the bundled firmware's board would run as a flat binary and fault at
+    once: name the board it needs instead."""
+    from .board.pc.bzimage import is_bzimage
+    from .board.virt import linux_image_offset
+
+    try:
+        with open_regular(Path(path), "image", ImageError) as f:
+            head = f.read(0x206)
+    except (ImageError, OSError):
+        return  # loading it reports why
+    if is_bzimage(head):
+        raise UsageError(f"{path} is a Linux bzImage: boot it with --board pc (the Linux boot protocol)")
+    if linux_image_offset(head[:64]) is not None:
+        raise UsageError(f"{path} is a Linux Image: boot it with --board virt")
+
+
 def _pc_board(args: argparse.Namespace) -> Any:
     """The x86_64 pc board the options describe (None for the default board)."""
     _only_on(args, "pc")
@@ -392,6 +409,8 @@ def _virt_or_default_image(args: argparse.Namespace, board: Any) -> tuple[Image,
         args.arch = args.arch or "riscv64"
         if args.base is None:
             args.base = board.image_base_for(_head(args.image))
+    else:
+        _no_linux_kernel(args.image)
     image = load_image(args)
     if board is not None and image.arch != "riscv64":
         raise ImageError(f"{image.path}: a {image.arch} image cannot run on the riscv64 virt board")

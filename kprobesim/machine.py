@@ -571,7 +571,7 @@ class Machine:
         break has run.
         """
         if self._slice_end and not self._cut:
-            self._cut = True
+            self._cut = self._look = True  # what the device changed is looked at right after
             self.engine.stop_after_insn()
 
     def pause(self) -> None:
@@ -844,7 +844,8 @@ class Machine:
             held = self._deliver_interrupts()
         self._held = held < SLICE
         now = self._time
-        n = min(SLICE, limit - self._spent(), max(1, self._next_deadline() - now), held)
+        deadline = self._next_deadline()
+        n = min(SLICE, limit - self._spent(), max(1, deadline - now), held)
         if n <= 0:  # the interrupts just taken spent the rest of the budget
             return
         exact = bool(self._run_exactly)
@@ -862,7 +863,7 @@ class Machine:
         except UcError as e:
             error = e
         event = self.event
-        if exact:  # an unmask point ran: look at held interrupts right after it
+        if exact or self._time >= deadline:  # an unmask point ran, a timer's deadline came: look
             self._look = True
         if self._boost is not None:
             self._settle_boost(isinstance(event, MemFault))
@@ -930,8 +931,9 @@ class Machine:
         Returns how soon to look again for one still held back (SLICE when none is). An
         interrupt becomes pending where both a probed and an unprobed run end a slice (a timer
         deadline, a device's cut), so one the guest accepts is taken there in both. One the
-        guest refuses there is held, and looked at again only at *look points*: right after an
-        unmask point ran (the exact instruction that may let it in), when the CPU halts, and at
+        guest refuses there is held, and looked at again only at *look points*, which every
+        run has at the same instruction: right after an unmask point ran (the exact instruction
+        that may let it in), at a timer deadline or a device's cut, when the CPU halts, and at
         every multiple of POLL in virtual time (for code the unmask scan did not see: a kernel
         relocated by its own page tables, code patched at run time). Never at another slice
         start: probes end slices where an unprobed run does not (a break, a step's end), and a

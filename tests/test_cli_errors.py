@@ -210,3 +210,18 @@ def test_compare_board_options(run_cli, tmp_path):
         status, out, err = run_cli("compare", "-p", "p:op do_sys_openat2", *args)
         assert status == error.exit_status and text in _one_line(err), (args, err)
         assert not out
+
+
+def test_linux_kernel_on_the_default_board(run_cli, tmp_path):
+    """A Linux kernel run without its board (issue 11: ``kprobesim --arch x86_64 vmlinuz`` ran the
+    bzImage as a flat binary and faulted at its first instruction): one line naming the board."""
+    bz = bytearray(0x400)
+    bz[0x1FE:0x200], bz[0x202:0x206] = b"\x55\xaa", b"HdrS"
+    (tmp_path / "vmlinuz").write_bytes(bytes(bz))
+    image = bytearray(0x400)
+    image[8:16], image[0x38:0x3C] = (0x200000).to_bytes(8, "little"), b"RSC\x05"
+    (tmp_path / "Image").write_bytes(bytes(image))
+    for arch, name, board in (("x86_64", "vmlinuz", "--board pc"), ("riscv64", "Image", "--board virt")):
+        status, out, err = run_cli("--arch", arch, str(tmp_path / name))
+        assert status == UsageError.exit_status and f"boot it with {board}" in _one_line(err), err
+        assert not out
