@@ -7,6 +7,7 @@ import fnmatch
 import json
 import math
 import os
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -29,21 +30,23 @@ RAW_BASES = "riscv64 0x80000000, loongarch64 0x200000, x86_64 0x100000"
 VERBS = ("run", "symbols", "probeable", "compare", "fuzz", "ebpf-test", "verify")
 
 
+#: A number on the command line: decimal, or hex with 0x (no Python-only forms: 1_000, 0o17, 0b1).
+_NUMBER = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|0|[1-9][0-9]*)")
+
+
 def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not _NUMBER.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a number: {text!r} (decimal, or hex with 0x)")
+    return int(text, 0)
 
 
 def _size(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    try:
-        if text[-1:].upper() in units:
-            return int(text[:-1], 0) * units[text[-1].upper()]
-        return int(text, 0) << 20  # a bare number is MiB, as QEMU's -m
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    unit = units.get(text[-1:].upper())
+    digits = text[:-1] if unit else text
+    if not _NUMBER.fullmatch(digits):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    return int(digits, 0) * (unit or 1 << 20)  # a bare number is MiB, as QEMU's -m
 
 
 MAX_COUNT = (1 << 63) - 1

@@ -153,7 +153,8 @@ class Machine:
         self._console_sink = console
         #: Called after each console write (a device that waits for the console to go quiet).
         self.console_listeners: list[Callable[[], None]] = []
-        self.panic_watch = PanicWatch()  # a Linux panic on the console ends the run (guest/panic.py)
+        #: a Linux or xv6 panic on the console ends the run (guest/panic.py)
+        self.panic_watch = PanicWatch(self._panicked if image.has_symbol("panicked") else None)
         self.exit_status: int | None = None
         self._running = False  # inside run(): a handler calling run() again is refused
         self._time = 0
@@ -548,6 +549,13 @@ class Machine:
             listener()
         if b"\n" in data and self.panic_watch.feed(self.console_bytes, self.now()):
             self.cut_slice()
+
+    def _panicked(self) -> bool:
+        """xv6's ``panicked`` flag is set (read where the kernel sees it; unreadable: not set)."""
+        try:
+            return any(self.read(self.image.symbol("panicked").addr, 4))
+        except SimError:
+            return False
 
     @property
     def console(self) -> str:

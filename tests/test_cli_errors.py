@@ -78,9 +78,18 @@ def test_raw_outside_ram(run_cli, tmp_path):
     assert status == ImageError.exit_status and "outside riscv64 RAM" in _one_line(err)
 
 
-def test_bad_number(run_cli, tmp_path):
-    status, _, err = run_cli("--arch", "riscv64", "--base", "zz", str(tmp_path / "k.bin"))
-    assert status == UsageError.exit_status and "not a number" in _one_line(err)
+@pytest.mark.parametrize("option", ["--base", "--max-insns"])
+@pytest.mark.parametrize("text", ["zz", "1_000", "0o17", "0b1", "017", " 5", "0x"])
+def test_bad_number(run_cli, tmp_path, option, text):
+    """Numbers are decimal or 0x hex; Python's other spellings are refused, not read."""
+    status, _, err = run_cli("--arch", "riscv64", option, text, str(tmp_path / "k.bin"))
+    assert status == UsageError.exit_status and "not a number" in _one_line(err), err
+
+
+@pytest.mark.parametrize("text", ["1_0", "0o4M", "M", "-"])
+def test_bad_size(run_cli, tmp_path, text):
+    status, _, err = run_cli("--arch", "riscv64", "--board", "virt", "--memory", text, str(tmp_path / "k.bin"))
+    assert status == UsageError.exit_status and "not a size" in _one_line(err), err
 
 
 # riscv64 `j .` (jal x0, 0): spins forever
