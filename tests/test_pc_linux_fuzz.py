@@ -2,8 +2,8 @@
 snapshot at init's first instruction (``pc_linux``): kprobes and kretprobes drawn among the
 instructions of Linux's ``vfs_*`` functions that init's run executes, each placement run to the
 power-off and checked against the unprobed run (transcript with the kernel's timestamps, exit
-status, virtual time to the instruction, every hit count, nothing left armed), as
-``kprobesim fuzz --arch x86_64 --board pc`` does.
+status, virtual time to the instruction, every interrupt taken at the same instruction, every
+hit count, nothing left armed), as ``kprobesim fuzz --arch x86_64 --board pc`` does.
 
 CPU: the candidate scan and the reference run ~1.5 s, then ~0.5 s per placement (init's whole
 life is ~0.6 M instructions): ~10 s for each step variant's 16 placements of the fixed seed.
