@@ -49,9 +49,10 @@ def test_compare_command_line_on_both_linux_guests(
     """``kprobesim compare --board virt --board pc`` with each arch's kernel, initrd (and for virt
     the firmware, RAM and command line) as the shared boots have them: the command boots each
     guest to its ``/init`` through ``kprobesim.linuxguest``, whose per-process boots the fixtures
-    made, so it starts from their snapshots (checked: no new boot). CPU: the two runs from the
-    snapshots, ~5 s (riscv64) and under 1 s (x86_64); booting both kernels from the command line
-    would add ~90 s, which the fixtures' boots and ``test_virt_sbi``'s command-line boot cover."""
+    made, so it starts from their snapshots (checked: no new boot). CPU: two comparisons, each
+    running both guests from their snapshots to the power-off (~5 s riscv64, under 1 s x86_64):
+    ~12 s; booting both kernels from the command line would add ~90 s, which the fixtures' boots
+    (through the same ``boot_all``) and ``test_virt_sbi``'s command-line boot cover."""
     rv, pc = rvguest.guest(), pclinux.guest()
     boots = linuxguest.booted_guests()
     argv = ["compare", "--board", "virt", "--board", "pc",
