@@ -200,6 +200,8 @@ class Machine:
             device.attach(self)
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
+        #: ``engine.vtime += n`` in one call where the engine offers it (a probe hit's account)
+        self._advance_vtime: Callable[[int], None] | None = getattr(self.engine, "advance_vtime", None)
         self._held = False  # an interrupt is pending but the CPU masks it
         self._held_by_step = False  # ... or only a probe's step masks it (it ends the slice at the step's end)
         self._guest_held = False  # the guest refused (or kept) one at the last look: see _deliver_interrupts
@@ -996,7 +998,10 @@ class Machine:
         if self._slice_end:  # inside a slice (a hook): credit it when the slice is counted
             self.hidden -= instructions
             if self._engine_clock:
-                self.engine.vtime += instructions
+                if self._advance_vtime is not None:
+                    self._advance_vtime(instructions)
+                else:
+                    self.engine.vtime += instructions
         else:
             self._time += instructions
             self._sync_engine_clock()
