@@ -534,8 +534,9 @@ def _compare_guests(args: argparse.Namespace, images: dict[str, str]) -> dict[st
         if BOARD_ARCH[board] in boards:
             raise UsageError(f"--board {board} given twice")
         boards[BOARD_ARCH[board]] = board
-    initrds = _arch_pairs("--initrd", args.initrd, "FILE")
-    appends = _arch_pairs("--append", args.append, "CMDLINE")
+    linux = tuple(BOARD_ARCH.values())  # the arches a board runs
+    initrds = _arch_pairs("--initrd", args.initrd, "FILE", linux)
+    appends = _arch_pairs("--append", args.append, "CMDLINE", linux)
     bioses = _arch_pairs("--bios", args.bios, "FIRMWARE", ("riscv64",))
     memories = {}
     for arch, text in _arch_pairs("-m", args.memory, "SIZE", ("riscv64",)).items():
