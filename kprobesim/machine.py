@@ -55,7 +55,7 @@ from .probes.uprobes import Uprobe, UprobeHandler, Uprobes, UretHandler, Uretpro
 _FLAT = -1  # key of a trap's page cache: the guest does not translate addresses now
 _PAGED = -2  # ... it does (asked at the trap's first access)
 SLICE = 200_000  # longest emu_start slice (instructions)
-POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact moment)
+POLL = 20_000  # a held interrupt is looked at again at multiples of this virtual time (and at unmask points)
 DEFAULT_BUDGET = 50_000_000
 DEFAULT_TIMEOUT = 120.0
 STORM = 1000  # trap and interrupt entries in a row with no instruction retired: a trap storm
@@ -94,6 +94,7 @@ class Snapshot:
     sim_pools: dict[int, list[int]]
     devices: list[dict[str, Any]]
     trace_lines: int = 0  # how many trace lines had been kept
+    interrupt_trace: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -143,6 +144,9 @@ class Machine:
         self.step_variant = step_variant
         self.trace_sink: Callable[[str], None] | None = None  # where trace lines go (the CLI's stdout)
         self.trace_lines: list[str] = []  # trace lines kept when there is no sink
+        #: Interrupts the run loop delivered: (how many, a digest of each one's virtual time and
+        #: vector). A probed run must take the same ones at the same instructions as unprobed.
+        self.interrupt_trace: tuple[int, int] = (0, 0)
         self._registry: Registry | None = None
         self._uprobes: Uprobes | None = None
         self.image = image
@@ -208,6 +212,8 @@ class Machine:
         self._advance_vtime: Callable[[int], None] | None = getattr(self.engine, "advance_vtime", None)
         self._held = False  # an interrupt is pending but the CPU masks it
         self._held_by_step = False  # ... or only a probe's step masks it (it ends the slice at the step's end)
+        self._guest_held = False  # the guest refused (or kept) one at the last look: see _deliver_interrupts
+        self._look = False  # the next slice start is a look point (after an unmask point ran, a wake from idle)
         #: A boosted probe slot entered and its jump back not yet accounted: (copy, jump, resume).
         self._boost: tuple[int, int, int] | None = None
         self._carry = 0  # hidden instructions the next slice owes (a boost's jump back)
@@ -665,7 +671,7 @@ class Machine:
         break has run.
         """
         if self._slice_end and not self._cut:
-            self._cut = True
+            self._cut = self._look = True  # what the device changed is looked at right after
             self.engine.stop_after_insn()
 
     def pause(self) -> None:
@@ -932,13 +938,18 @@ class Machine:
 
     def _run_slice(self, limit: int) -> None:
         # Interrupts come between the guest's instructions, never inside a boosted slot.
-        held = SLICE if self._boost is not None else self._deliver_interrupts()
+        if self._boost is not None:
+            held = self._until_look() if self._guest_held else SLICE
+        else:
+            held = self._deliver_interrupts()
         self._held = held < SLICE
         now = self._time
-        n = min(SLICE, limit - self._spent(), max(1, self._next_deadline() - now), held)
+        deadline = self._next_deadline()
+        n = min(SLICE, limit - self._spent(), max(1, deadline - now), held)
         if n <= 0:  # the interrupts just taken spent the rest of the budget
             return
-        if self._run_exactly:
+        exact = bool(self._run_exactly)
+        if exact:
             n, self._run_exactly = min(n, self._run_exactly), 0
         self._slice_start, self._slice_end = now, now + n
         self.hidden, self._carry = self._carry, 0
@@ -952,6 +963,8 @@ class Machine:
         except UcError as e:
             error = e
         event = self.event
+        if exact or self._time >= deadline:  # an unmask point ran, a timer's deadline came: look
+            self._look = True
         if self._boost is not None:
             self._settle_boost(isinstance(event, MemFault))
         retired = self.engine.icount() - self.hidden
@@ -1001,6 +1014,7 @@ class Machine:
         if stopped is not None and stopped(self):  # nothing can wake the CPU: the board is off
             self.exit_status = 0
             return
+        self._look = True  # a halted CPU wakes for the interrupt: look now, held or not
         if any(timer.pending(self._time) is not None for timer in self._timers):
             return  # one is pending already (a device raised it): the next slice delivers it
         deadline = self._next_deadline()
@@ -1014,9 +1028,16 @@ class Machine:
     def _deliver_interrupts(self) -> int:
         """Deliver pending timer interrupts the guest accepts.
 
-        Returns how soon to look again for one still held back (SLICE when none is): the
-        unmask points stop the run at the exact instruction that lets one in, and POLL is only
-        a safety net for code the scan did not see.
+        Returns how soon to look again for one still held back (SLICE when none is). An
+        interrupt becomes pending where both a probed and an unprobed run end a slice (a timer
+        deadline, a device's cut), so one the guest accepts is taken there in both. One the
+        guest refuses there is held, and looked at again only at *look points*, which every
+        run has at the same instruction: right after an unmask point ran (the exact instruction
+        that may let it in), at a timer deadline or a device's cut, when the CPU halts, and at
+        every multiple of POLL in virtual time (for code the unmask scan did not see: a kernel
+        relocated by its own page tables, code patched at run time). Never at another slice
+        start: probes end slices where an unprobed run does not (a break, a step's end), and a
+        probe must not move an interrupt.
         """
         held = SLICE
         self._refused = False  # did the CPU mask one?
@@ -1024,20 +1045,34 @@ class Machine:
             # A probe's out-of-line step is in flight: interrupts wait until it ends (Linux
             # masks them for the step; the registry's step end stops the slice to let them in).
             self._held_by_step = any(t.pending(self._time) is not None for t in self._timers)
+            if self._guest_held:
+                return self._until_look()
             return POLL if self._held_by_step else SLICE
         self._held_by_step = False
+        if self._guest_held and not (self._look or self._time % POLL == 0):
+            return self._until_look()
+        self._look = self._guest_held = False
         for timer in self._timers:
             irq = timer.pending(self._time)
             if irq is None:
                 continue
             if self.traps.interrupt(irq) is True:
                 timer.delivered(self._time)
+                count, digest = self.interrupt_trace
+                self.interrupt_trace = (count + 1, hash((digest, self._time, irq)))
                 if timer.pending(self._time) is None or self._lines:  # lines: the hart takes it when it may
                     continue
             else:
                 self._refused = True
             held = min(held, POLL)  # masked, or (level-triggered) still pending in its handler
+        if held < SLICE:
+            self._guest_held = True
+            return self._until_look()
         return held
+
+    def _until_look(self) -> int:
+        """Instructions to the next multiple of POLL in virtual time (a look point)."""
+        return POLL - self._time % POLL
 
     def interrupts_unmasked(self) -> None:
         """A hook gave the guest back its interrupts (a probe step ended): when one waited for
@@ -1087,7 +1122,8 @@ class Machine:
             devices = [_device_state(d) for d in self.devices]
         pools = {p: list(v) for p, v in self._sim_pools.items()}
         return Snapshot(
-            self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices, len(self.trace_lines)
+            self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices, len(self.trace_lines),
+            self.interrupt_trace,
         )
 
     def restore(self, snap: Snapshot) -> None:
@@ -1108,9 +1144,10 @@ class Machine:
         self.console_bytes[:] = snap.console
         self.panic_watch.reset(snap.console)
         del self.trace_lines[snap.trace_lines :]
+        self.interrupt_trace = snap.interrupt_trace
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None
-        self._held = self._held_by_step = False
+        self._held = self._held_by_step = self._guest_held = self._look = False
         self._boost, self._carry = None, 0
         self._run_exactly = 0
         self._storm = 0
