@@ -6,7 +6,8 @@ Wall-clock and even CPU-time costs of a hit swing with whatever else runs on the
 number of instructions the host executes for it does not. Each figure comes from its own
 process run under ``valgrind --tool=callgrind``, with instrumentation switched on (a callgrind
 client request, from a small C library this script builds with the system's ``cc``) only
-around the measured part, after a warm-up run outside it:
+around the measured part, after a warm-up run outside it (and after one unmeasured run of the
+same child, which fills the engine's on-disk translation cache):
 
 - ``off``: the bundled kernel, unprobed (``Machine.run``);
 - ``kprobe``: an empty Python pre-handler on ``fib`` (2296 hits), minus ``off``, per hit;
@@ -135,13 +136,29 @@ def _total(out: Path) -> int:
     return int(found.group(1))
 
 
+def _child_command(arch: str, step: str | None, kind: str, toggle: Path, bpf_obj: Path | None) -> list[str]:
+    return [sys.executable, __file__, "--child", arch, step or "-", kind, str(toggle), str(bpf_obj or "-")]
+
+
+def prime(arch: str, step: str | None, kind: str, toggle: Path, bpf_obj: Path | None) -> None:
+    """Run a child once outside valgrind, so that the engine's on-disk translation cache (the
+    P-code engine's compiled blocks and tier-0 run counts, saved at exit) holds what the
+    measured child will run: otherwise the first bench after a change of the engine's sources
+    counts block compilation in the unprobed run and gives per-hit figures far too low."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    done = subprocess.run(_child_command(arch, step, kind, toggle, bpf_obj), capture_output=True, text=True,
+                          env=env, cwd=ROOT)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"{arch} {kind} (unmeasured): exit status {done.returncode}: {done.stderr[-300:]}")
+
+
 def measure(arch: str, step: str | None, kind: str, work: Path, toggle: Path, bpf_obj: Path | None) -> tuple[int, dict]:
     """Host instructions of the measured part of one child run, and what the child reported."""
     label = f"{arch}-{step}-{kind}" if step else f"{arch}-{kind}"
     out = work / f"{label}.out"
     cmd = [
         "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-        sys.executable, __file__, "--child", arch, step or "-", kind, str(toggle), str(bpf_obj or "-"),
+        *_child_command(arch, step, kind, toggle, bpf_obj),
     ]  # fmt: skip
     env = dict(os.environ, PYTHONHASHSEED="0")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -162,6 +179,8 @@ def bench(
 ) -> None:
     label = f"{arch}/{step}" if step else arch
     wanted = ["off", *(k for k in kinds if k != "off" and (k != "ebpf" or bpf is not None))]
+    for kind in wanted:  # one process at a time: each rewrites the translation cache at exit
+        prime(arch, step, kind, toggle, bpf)
     with ThreadPoolExecutor(jobs) as pool:  # each child is a process of its own
         runs = dict(zip(wanted, pool.map(lambda k: measure(arch, step, k, work, toggle, bpf), wanted), strict=True))
     off, base = runs["off"]

@@ -7,6 +7,7 @@ import fnmatch
 import json
 import math
 import os
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from .errors import GuestFault, GuestPanic, ImageError, ProbeError, SimError, Us
 from .files import open_regular, read_regular
 from .image import Image
 from .image import load_image as _load_image
+from .linuxguest import BOARD_ARCH, BOOT_BUDGET, BOOT_TIMEOUT
 from .machine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, Machine
 from .trace.tracer import Tracer
 
@@ -28,21 +30,23 @@ RAW_BASES = "riscv64 0x80000000, loongarch64 0x200000, x86_64 0x100000"
 VERBS = ("run", "symbols", "probeable", "compare", "fuzz", "ebpf-test", "verify")
 
 
+#: A number on the command line: decimal, or hex with 0x (no Python-only forms: 1_000, 0o17, 0b1).
+_NUMBER = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|0|[1-9][0-9]*)")
+
+
 def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not _NUMBER.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a number: {text!r} (decimal, or hex with 0x)")
+    return int(text, 0)
 
 
 def _size(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    try:
-        if text[-1:].upper() in units:
-            return int(text[:-1], 0) * units[text[-1].upper()]
-        return int(text, 0) << 20  # a bare number is MiB, as QEMU's -m
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    unit = units.get(text[-1:].upper())
+    digits = text[:-1] if unit else text
+    if not _NUMBER.fullmatch(digits):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    return int(digits, 0) * (unit or 1 << 20)  # a bare number is MiB, as QEMU's -m
 
 
 MAX_COUNT = (1 << 63) - 1
@@ -204,8 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EVENT[.FIELD]",
         help="show but do not judge a row (e.g. scheduling-dependent counts)",
     )
-    cmp.add_argument("--max-insns", type=_count, default=DEFAULT_BUDGET, help="instruction budget of each run")
-    cmp.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, help="wall-clock limit of each run (s)")
+    cmp.add_argument("--max-insns", type=_count, help=f"instruction budget of each run (default: {DEFAULT_BUDGET:,}; "
+                     f"with --board, of each boot and each run from /init: {BOOT_BUDGET:,})")
+    cmp.add_argument("--timeout", type=_seconds, help=f"wall-clock limit of each run in seconds (default: "
+                     f"{DEFAULT_TIMEOUT:g}; with --board, of each boot and each run: {BOOT_TIMEOUT:g})")
+    linux = cmp.add_argument_group(
+        "Linux guests (boot each to its initramfs's /init, place the probes there, run to the end)"
+    )
+    linux.add_argument(
+        "--board", action="append", default=[], choices=BOARD_ARCH,
+        help="virt (riscv64 Linux Image), pc (x86_64 bzImage): run that arch's --image on this board; "
+        "repeatable, one per arch",
+    )
+    linux.add_argument("--initrd", action="append", default=[], metavar="ARCH=FILE",
+                       help="the initramfs of ARCH's board (needed: its /init is where the probes go in)")
+    linux.add_argument("--append", action="append", default=[], metavar="ARCH=CMDLINE",
+                       help="kernel command line of ARCH's board (default: the board's, as for run)")
+    linux.add_argument("--bios", action="append", default=[], metavar="riscv64=FIRMWARE",
+                       help="virt: none, builtin or an M-mode FILE (default: builtin)")
+    linux.add_argument("-m", "--memory", action="append", default=[], metavar="riscv64=SIZE",
+                       help="virt: RAM size, e.g. 128M (default 256M)")
     fz = sub.add_parser("fuzz", help="fuzz probe placement on a kernel against its unprobed run")
     fz.add_argument("image", nargs="?", help="kernel image (default: the bundled kernel of --arch)")
     fz.add_argument("--arch", required=True, choices=ARCH_NAMES, help="architecture of the kernel")
@@ -345,6 +367,23 @@ def _head(path: str) -> bytes:
         return b""
 
 
+def _no_linux_kernel(path: str) -> None:
+    """A Linux kernel on the bundled firmware's board would run as a flat binary and fault at
+    once: name the board it needs instead."""
+    from .board.pc.bzimage import is_bzimage
+    from .board.virt import linux_image_offset
+
+    try:
+        with open_regular(Path(path), "image", ImageError) as f:
+            head = f.read(0x206)
+    except (ImageError, OSError):
+        return  # loading it reports why
+    if is_bzimage(head):
+        raise UsageError(f"{path} is a Linux bzImage: boot it with --board pc (the Linux boot protocol)")
+    if linux_image_offset(head[:64]) is not None:
+        raise UsageError(f"{path} is a Linux Image: boot it with --board virt")
+
+
 def _pc_board(args: argparse.Namespace) -> Any:
     """The x86_64 pc board the options describe (None for the default board)."""
     _only_on(args, "pc")
@@ -373,6 +412,8 @@ def _virt_or_default_image(args: argparse.Namespace, board: Any) -> tuple[Image,
         args.arch = args.arch or "riscv64"
         if args.base is None:
             args.base = board.image_base_for(_head(args.image))
+    else:
+        _no_linux_kernel(args.image)
     image = load_image(args)
     if board is not None and image.arch != "riscv64":
         raise ImageError(f"{image.path}: a {image.arch} image cannot run on the riscv64 virt board")
@@ -460,15 +501,67 @@ def _print_stats(tracer: Tracer, objects: Sequence[Any], fmt: str) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare, render
 
-    images = {}
-    for item in args.image:
-        arch, sep, path = item.partition("=")
-        if not sep or arch not in ARCH_NAMES:
-            raise UsageError(f"--image takes ARCH=PATH with ARCH one of {', '.join(ARCH_NAMES)}, not {item!r}")
-        images[arch] = path
-    result = compare(args.probe, args.arch, images, args.max_insns, args.timeout, args.ignore)
+    images = _arch_pairs("--image", args.image, "PATH")
+    machines = _compare_guests(args, images)
+    arches = args.arch or (list(machines) if machines else None)
+    budget = args.max_insns or (BOOT_BUDGET if machines else DEFAULT_BUDGET)
+    timeout = args.timeout or (BOOT_TIMEOUT if machines else DEFAULT_TIMEOUT)
+    result = compare(args.probe, arches, images, budget, timeout, args.ignore, machines)
     print(json.dumps(result.as_dict(), sort_keys=True) if args.format == "json" else render(result))
     return 0 if result.agree else 1
+
+
+def _arch_pairs(flag: str, items: Sequence[str], what: str, arches: Sequence[str] = ARCH_NAMES) -> dict[str, str]:
+    """``ARCH=VALUE`` arguments of ``flag``, one per arch (UsageError naming a malformed one)."""
+    out: dict[str, str] = {}
+    for item in items:
+        arch, sep, value = item.partition("=")
+        if not sep or arch not in arches:
+            raise UsageError(f"{flag} takes ARCH={what} with ARCH one of {', '.join(arches)}, not {item!r}")
+        if arch in out:
+            raise UsageError(f"{flag} given twice for {arch}")
+        out[arch] = value
+    return out
+
+
+def _compare_guests(args: argparse.Namespace, images: dict[str, str]) -> dict[str, Any]:
+    """``compare --board``: per arch, a function giving its Linux guest back at ``/init``'s first
+    instruction (each booted once, before any run, so a bad option or image stops everything)."""
+    from .linuxguest import LinuxGuest, boot_all
+
+    boards: dict[str, str] = {}
+    for board in args.board:
+        if BOARD_ARCH[board] in boards:
+            raise UsageError(f"--board {board} given twice")
+        boards[BOARD_ARCH[board]] = board
+    linux = tuple(BOARD_ARCH.values())  # the arches a board runs
+    initrds = _arch_pairs("--initrd", args.initrd, "FILE", linux)
+    appends = _arch_pairs("--append", args.append, "CMDLINE", linux)
+    bioses = _arch_pairs("--bios", args.bios, "FIRMWARE", ("riscv64",))
+    memories = {}
+    for arch, text in _arch_pairs("-m", args.memory, "SIZE", ("riscv64",)).items():
+        try:
+            memories[arch] = _size(text)
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"-m {arch}={text}: {e}") from None
+    for flag, given in (("--initrd", initrds), ("--append", appends), ("--bios", bioses), ("-m", memories)):
+        for arch in given:
+            if arch not in boards:
+                board = next(b for b, a in BOARD_ARCH.items() if a == arch)
+                raise UsageError(f"{flag} {arch}=... needs --board {board}")
+    for arch, board in boards.items():
+        if args.arch and arch not in args.arch:
+            raise UsageError(f"--board {board} runs {arch}, which --arch leaves out")
+        if arch not in images or arch not in initrds:
+            raise UsageError(f"--board {board} needs --image {arch}=PATH (the kernel) and --initrd {arch}=FILE "
+                             "(its /init is where the probes go in)")
+    guests = {
+        arch: LinuxGuest(board, images[arch], initrds[arch], appends.get(arch), bioses.get(arch), memories.get(arch))
+        for arch, board in boards.items()
+    }
+    budget, timeout = args.max_insns or BOOT_BUDGET, args.timeout or BOOT_TIMEOUT
+    booted = boot_all(list(guests.values()), budget, timeout)
+    return {arch: b.restore for arch, b in zip(guests, booted, strict=True)}
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:

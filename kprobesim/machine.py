@@ -12,6 +12,7 @@ import contextlib
 import copy
 import ctypes
 import math
+import mmap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,8 +53,9 @@ from .probes.registry import Registry
 from .probes.uprobes import Uprobe, UprobeHandler, Uprobes, UretHandler, Uretprobe
 
 _FLAT = -1  # key of a trap's page cache: the guest does not translate addresses now
+_PAGED = -2  # ... it does (asked at the trap's first access)
 SLICE = 200_000  # longest emu_start slice (instructions)
-POLL = 20_000  # slice while an interrupt is held (unmask points catch the exact moment)
+POLL = 20_000  # a held interrupt is looked at again at multiples of this virtual time (and at unmask points)
 DEFAULT_BUDGET = 50_000_000
 DEFAULT_TIMEOUT = 120.0
 STORM = 1000  # trap and interrupt entries in a row with no instruction retired: a trap storm
@@ -92,6 +94,7 @@ class Snapshot:
     sim_pools: dict[int, list[int]]
     devices: list[dict[str, Any]]
     trace_lines: int = 0  # how many trace lines had been kept
+    interrupt_trace: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -141,6 +144,9 @@ class Machine:
         self.step_variant = step_variant
         self.trace_sink: Callable[[str], None] | None = None  # where trace lines go (the CLI's stdout)
         self.trace_lines: list[str] = []  # trace lines kept when there is no sink
+        #: Interrupts the run loop delivered: (how many, a digest of each one's virtual time and
+        #: vector). A probed run must take the same ones at the same instructions as unprobed.
+        self.interrupt_trace: tuple[int, int] = (0, 0)
         self._registry: Registry | None = None
         self._uprobes: Uprobes | None = None
         self.image = image
@@ -149,7 +155,8 @@ class Machine:
         self._console_sink = console
         #: Called after each console write (a device that waits for the console to go quiet).
         self.console_listeners: list[Callable[[], None]] = []
-        self.panic_watch = PanicWatch()  # a Linux panic on the console ends the run (guest/panic.py)
+        #: a Linux or xv6 panic on the console ends the run (guest/panic.py)
+        self.panic_watch = PanicWatch(self._panicked if image.has_symbol("panicked") else None)
         self.exit_status: int | None = None
         self._running = False  # inside run(): a handler calling run() again is refused
         self._time = 0
@@ -166,12 +173,18 @@ class Machine:
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
         self.ram = board.ram if board is not None else arch.ram
+        #: The RAM's bytes in a host buffer the engine runs from (Unicorn), read and written
+        #: directly by the host for addresses inside it; None where the engine has no such
+        #: buffer or once memory snapshots are on (copy-on-write moves stored pages out of it).
+        self._ram_view: mmap.mmap | None = None
+        self._ram_lo, self._ram_hi = self.ram[0], self.ram[0] + self.ram[1]
         #: Where the simulator-owned pages are in physical memory: the board's choice (outside
         #: its RAM, which may be sized by the user), else the arch's.
         self.sim_phys: int = getattr(board, "sim_base", None) or arch.sim_base
         #: Where the guest sees them: at their physical address, or in a board's window in the
         #: kernel's address space (the pc board maps them near Linux's text).
         self.sim_base: int = getattr(board, "sim_window", None) or self.sim_phys
+        self._sim_end = self.sim_base + sum(SIM_POOL.values())
         self._lines = bool(getattr(board, "interrupt_lines", False))  # devices drive the hart's pending bits
         #: Mappings a guest OS will set up, known before it runs: (virtual start, size, physical
         #: start). Used for its virtual addresses while its MMU is still off (a Linux kernel's text).
@@ -195,8 +208,12 @@ class Machine:
             device.attach(self)
         self._memory_snapshots = False
         self._engine_clock = hasattr(type(self.engine), "vtime")
+        #: ``engine.vtime += n`` in one call where the engine offers it (a probe hit's account)
+        self._advance_vtime: Callable[[int], None] | None = getattr(self.engine, "advance_vtime", None)
         self._held = False  # an interrupt is pending but the CPU masks it
         self._held_by_step = False  # ... or only a probe's step masks it (it ends the slice at the step's end)
+        self._guest_held = False  # the guest refused (or kept) one at the last look: see _deliver_interrupts
+        self._look = False  # the next slice start is a look point (after an unmask point ran, a wake from idle)
         #: A boosted probe slot entered and its jump back not yet accounted: (copy, jump, resume).
         self._boost: tuple[int, int, int] | None = None
         self._carry = 0  # hidden instructions the next slice owes (a boost's jump back)
@@ -216,6 +233,8 @@ class Machine:
         self.pc = image.entry
         self._translate = getattr(self.traps, "translate", None)  # virtual -> physical, if paging
         self._flat: Callable[[], bool] | None = getattr(self.traps, "untranslated", None)  # paging off now?
+        #: forget_code with paging off is one ``ctl_remove_cache`` (a Unicorn engine, fetches unguarded)
+        self._flat_forget = isinstance(self.engine, Uc) and not hasattr(self.traps, "physical_fetch")
         self._before_slice: Callable[[], None] | None = getattr(self.traps, "before_slice", None)
         if board is not None:
             board.boot(self)
@@ -237,7 +256,11 @@ class Machine:
     # -- memory --------------------------------------------------------------------------------
     def _load_image(self) -> None:
         base, size = self.ram
-        self.engine.mem_map(base, size, UC_PROT_ALL)
+        map_ram = getattr(self.engine, "map_ram", None)
+        if map_ram is not None:
+            self._ram_view = map_ram(base, size)
+        else:
+            self.engine.mem_map(base, size, UC_PROT_ALL)
         for seg in self.image.segments:
             if not (base <= seg.addr and seg.addr + seg.memsz <= base + size):
                 raise ImageError(
@@ -301,7 +324,7 @@ class Machine:
     @property
     def sim_end(self) -> int:
         """The end of the simulator-owned pages (they start at :attr:`sim_base`)."""
-        return self.sim_base + sum(SIM_POOL.values())
+        return self._sim_end
 
     def sim_alloc(self, size: int, perms: int = UC_PROT_ALL) -> int:
         """Simulator-owned pages outside RAM (kprobe slots: read+execute, never guest-writable)."""
@@ -340,17 +363,30 @@ class Machine:
         """Guest memory at ``addr``: through the page tables when the arch translates them itself
         (x86_64 paging), else physical, or virtual through the hart's tables (riscv64 virt)."""
         if self._translate is not None:
+            if self._flat_ram(addr, size):
+                addr -= self._ram_lo
+                return self._ram_view[addr : addr + size]  # type: ignore[index]
             cache = self._pages
             within = (addr & (PAGE - 1)) + size <= PAGE
-            if cache is not None and within and not self.in_sim_pages(addr):
-                page = addr & ~(PAGE - 1)
-                phys = cache.get(page)
-                if phys is None:
-                    phys = self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
-                return bytes(self.engine.mem_read(phys | (addr & (PAGE - 1)), size))
-            return b"".join(
-                bytes(self.engine.mem_read(p, n)) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED)
-            )
+            if cache is not None and within and not self.sim_base <= addr < self._sim_end:
+                if _FLAT in cache:  # paging off, noted this trap
+                    phys = addr
+                else:
+                    page = addr & ~(PAGE - 1)
+                    phys = cache.get(page)
+                    if phys is None:
+                        phys = self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
+                    phys |= addr & (PAGE - 1)
+                ram = self._ram_view
+                if ram is not None and 0 < size and self._ram_lo <= phys and phys + size <= self._ram_hi:
+                    phys -= self._ram_lo
+                    return ram[phys : phys + size]
+                return self.read_phys(phys, size)
+            return b"".join(self.read_phys(p, n) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED))
+        ram = self._ram_view
+        if ram is not None and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
+            addr -= self._ram_lo
+            return ram[addr : addr + size]  # physical = the guest's address, as below
         try:
             return bytes(self.engine.mem_read(addr, size))
         except UcError:
@@ -361,10 +397,21 @@ class Machine:
             while len(out) < size:  # page by page: neighbouring virtual pages need not be
                 chunk = min(size - len(out), 0x1000 - ((addr + len(out)) & 0xFFF))
                 try:
-                    out += self.engine.mem_read(physical(addr + len(out)), chunk)
+                    out += self.read_phys(physical(addr + len(out)), chunk)
                 except Exception:
                     raise UcError(UC_ERR_READ_UNMAPPED) from None
             return bytes(out)
+
+    def _flat_ram(self, addr: int, size: int) -> bool:
+        """Inside a trap, while the guest does not translate addresses (x86 with paging off):
+        is ``addr .. addr+size`` RAM, reachable in its host buffer? (The simulator's pages are
+        never in RAM.) Asks the arch about paging at the trap's first access only."""
+        cache = self._pages
+        if cache is None or self._ram_view is None or self._flat is None:
+            return False
+        if not cache:
+            cache[_FLAT if self._flat() else _PAGED] = 1
+        return _FLAT in cache and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi
 
     def _page_in_trap(self, cache: dict[int, int], page: int, error: int) -> int:
         """The physical page behind virtual ``page``, noted for the rest of the trap (see
@@ -381,14 +428,30 @@ class Machine:
         return phys
 
     def read_phys(self, addr: int, size: int) -> bytes:
+        """Memory at physical ``addr`` (RAM straight from its host buffer, else the engine's)."""
+        ram = self._ram_view
+        if ram is not None and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
+            addr -= self._ram_lo
+            return ram[addr : addr + size]
         return bytes(self.engine.mem_read(addr, size))
+
+    def _store_phys(self, addr: int, data: bytes) -> None:
+        """Store at physical ``addr`` (RAM straight into its host buffer, else through the
+        engine); the caller drops stale translations (:meth:`forget_code`)."""
+        ram = self._ram_view
+        size = len(data)
+        if ram is not None and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
+            addr -= self._ram_lo
+            ram[addr : addr + size] = data
+            return
+        self.engine.mem_write(addr, data)
 
     def write(self, addr: int, data: bytes) -> None:
         """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
         for read-only kernel text)."""
         if self._translate is None:
             try:
-                self.engine.mem_write(addr, data)  # physical = the guest's address
+                self._store_phys(addr, data)  # physical = the guest's address
                 self.forget_code(addr, len(data))
             except UcError:
                 physical = getattr(self.traps, "physical", None)  # a virtual address (riscv64 virt)
@@ -404,31 +467,67 @@ class Machine:
                     self.write_phys(phys, data[done : done + chunk])
                     done += chunk
             return
+        size = len(data)
+        if self._flat_ram(addr, size):
+            at = addr - self._ram_lo
+            self._ram_view[at : at + size] = data  # type: ignore[index]
+            if self._flat_forget:  # what forget_code does with paging off
+                self.engine.ctl_remove_cache(addr, addr + size)
+            else:
+                self.forget_code(addr, size)
+            return
         cache = self._pages
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
-        if cache is not None and within and not self.arch.sim_base <= addr < self.sim_end:
-            page = addr & ~(PAGE - 1)
-            phys = cache.get(page)
-            if phys is None:
-                phys = self._page_in_trap(cache, page, UC_ERR_WRITE_UNMAPPED)
-            if _FLAT not in cache:
-                cache.clear()  # the write may change a page table
-            self.engine.mem_write(phys | (addr & (PAGE - 1)), data)
+        if cache is not None and within and not self.sim_base <= addr < self._sim_end:
+            if _FLAT in cache:  # paging off, noted this trap
+                phys = addr
+            else:
+                page = addr & ~(PAGE - 1)
+                phys = cache.get(page)
+                if phys is None:
+                    phys = self._page_in_trap(cache, page, UC_ERR_WRITE_UNMAPPED)
+                phys |= addr & (PAGE - 1)
+            self._store_phys(phys, data)
+            if _FLAT in cache and self._flat_forget:  # paging off, noted this trap: what forget_code does
+                if self._memory_snapshots:
+                    self.flush_tlb()
+                self.engine.ctl_remove_cache(phys, phys + len(data))
+                return
+            cache.clear()  # the write may change a page table
             self._host_wrote()
-            self.forget_code(phys | (addr & (PAGE - 1)), len(data))
+            self.forget_code(phys, len(data))
             return
         elif cache:
             cache.clear()
         off = 0
         for phys, n in self._pieces(addr, len(data), UC_ERR_WRITE_UNMAPPED):
-            self.engine.mem_write(phys, data[off : off + n])
+            self._store_phys(phys, data[off : off + n])
             self.forget_code(phys, n)
             off += n
         self._host_wrote()
 
+    def exchange(self, addr: int, data: bytes) -> bytes:
+        """Store ``data`` at virtual ``addr`` and return the bytes it replaced, as :meth:`read`
+        then :meth:`write` would (a kretprobe swapping a return address on the stack): inside
+        a trap while the guest does not translate, one RAM access and one check for code."""
+        size = len(data)
+        if self._flat_ram(addr, size):
+            at = addr - self._ram_lo
+            ram = self._ram_view
+            old = ram[at : at + size]  # type: ignore[index]
+            ram[at : at + size] = data  # type: ignore[index]
+            if self._flat_forget:  # what forget_code does with paging off
+                self.engine.ctl_remove_cache(addr, addr + size)
+            else:
+                self.forget_code(addr, size)
+            return old
+        old = self.read(addr, size)
+        self.write(addr, data)
+        return old
+
     def write_phys(self, addr: int, data: bytes) -> None:
         """Store at physical address ``addr`` (a guest page-table entry, a device's DMA)."""
-        self.engine.mem_write(addr, data)
+        self._store_phys(addr, data)
         self._host_wrote()
         self.forget_code(addr, len(data))
 
@@ -543,6 +642,13 @@ class Machine:
         if b"\n" in data and self.panic_watch.feed(self.console_bytes, self.now()):
             self.cut_slice()
 
+    def _panicked(self) -> bool:
+        """xv6's ``panicked`` flag is set (read where the kernel sees it; unreadable: not set)."""
+        try:
+            return any(self.read(self.image.symbol("panicked").addr, 4))
+        except SimError:
+            return False
+
     @property
     def console(self) -> str:
         """The guest's console transcript so far."""
@@ -565,7 +671,7 @@ class Machine:
         break has run.
         """
         if self._slice_end and not self._cut:
-            self._cut = True
+            self._cut = self._look = True  # what the device changed is looked at right after
             self.engine.stop_after_insn()
 
     def pause(self) -> None:
@@ -832,13 +938,18 @@ class Machine:
 
     def _run_slice(self, limit: int) -> None:
         # Interrupts come between the guest's instructions, never inside a boosted slot.
-        held = SLICE if self._boost is not None else self._deliver_interrupts()
+        if self._boost is not None:
+            held = self._until_look() if self._guest_held else SLICE
+        else:
+            held = self._deliver_interrupts()
         self._held = held < SLICE
         now = self._time
-        n = min(SLICE, limit - self._spent(), max(1, self._next_deadline() - now), held)
+        deadline = self._next_deadline()
+        n = min(SLICE, limit - self._spent(), max(1, deadline - now), held)
         if n <= 0:  # the interrupts just taken spent the rest of the budget
             return
-        if self._run_exactly:
+        exact = bool(self._run_exactly)
+        if exact:
             n, self._run_exactly = min(n, self._run_exactly), 0
         self._slice_start, self._slice_end = now, now + n
         self.hidden, self._carry = self._carry, 0
@@ -852,6 +963,8 @@ class Machine:
         except UcError as e:
             error = e
         event = self.event
+        if exact or self._time >= deadline:  # an unmask point ran, a timer's deadline came: look
+            self._look = True
         if self._boost is not None:
             self._settle_boost(isinstance(event, MemFault))
         retired = self.engine.icount() - self.hidden
@@ -901,6 +1014,7 @@ class Machine:
         if stopped is not None and stopped(self):  # nothing can wake the CPU: the board is off
             self.exit_status = 0
             return
+        self._look = True  # a halted CPU wakes for the interrupt: look now, held or not
         if any(timer.pending(self._time) is not None for timer in self._timers):
             return  # one is pending already (a device raised it): the next slice delivers it
         deadline = self._next_deadline()
@@ -914,9 +1028,16 @@ class Machine:
     def _deliver_interrupts(self) -> int:
         """Deliver pending timer interrupts the guest accepts.
 
-        Returns how soon to look again for one still held back (SLICE when none is): the
-        unmask points stop the run at the exact instruction that lets one in, and POLL is only
-        a safety net for code the scan did not see.
+        Returns how soon to look again for one still held back (SLICE when none is). An
+        interrupt becomes pending where both a probed and an unprobed run end a slice (a timer
+        deadline, a device's cut), so one the guest accepts is taken there in both. One the
+        guest refuses there is held, and looked at again only at *look points*, which every
+        run has at the same instruction: right after an unmask point ran (the exact instruction
+        that may let it in), at a timer deadline or a device's cut, when the CPU halts, and at
+        every multiple of POLL in virtual time (for code the unmask scan did not see: a kernel
+        relocated by its own page tables, code patched at run time). Never at another slice
+        start: probes end slices where an unprobed run does not (a break, a step's end), and a
+        probe must not move an interrupt.
         """
         held = SLICE
         self._refused = False  # did the CPU mask one?
@@ -924,20 +1045,34 @@ class Machine:
             # A probe's out-of-line step is in flight: interrupts wait until it ends (Linux
             # masks them for the step; the registry's step end stops the slice to let them in).
             self._held_by_step = any(t.pending(self._time) is not None for t in self._timers)
+            if self._guest_held:
+                return self._until_look()
             return POLL if self._held_by_step else SLICE
         self._held_by_step = False
+        if self._guest_held and not (self._look or self._time % POLL == 0):
+            return self._until_look()
+        self._look = self._guest_held = False
         for timer in self._timers:
             irq = timer.pending(self._time)
             if irq is None:
                 continue
             if self.traps.interrupt(irq) is True:
                 timer.delivered(self._time)
+                count, digest = self.interrupt_trace
+                self.interrupt_trace = (count + 1, hash((digest, self._time, irq)))
                 if timer.pending(self._time) is None or self._lines:  # lines: the hart takes it when it may
                     continue
             else:
                 self._refused = True
             held = min(held, POLL)  # masked, or (level-triggered) still pending in its handler
+        if held < SLICE:
+            self._guest_held = True
+            return self._until_look()
         return held
+
+    def _until_look(self) -> int:
+        """Instructions to the next multiple of POLL in virtual time (a look point)."""
+        return POLL - self._time % POLL
 
     def interrupts_unmasked(self) -> None:
         """A hook gave the guest back its interrupts (a probe step ended): when one waited for
@@ -953,7 +1088,10 @@ class Machine:
         if self._slice_end:  # inside a slice (a hook): credit it when the slice is counted
             self.hidden -= instructions
             if self._engine_clock:
-                self.engine.vtime += instructions
+                if self._advance_vtime is not None:
+                    self._advance_vtime(instructions)
+                else:
+                    self.engine.vtime += instructions
         else:
             self._time += instructions
             self._sync_engine_clock()
@@ -974,6 +1112,7 @@ class Machine:
         if not getattr(self.board, "snapshots", True):
             raise SimError(f"snapshots of the {self.board.name} board are not supported yet (its device state)")
         if not self._memory_snapshots:
+            self._ram_view = None  # stored pages are copied out of the host buffer from now on
             self.engine.ctl(
                 UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
             )
@@ -983,7 +1122,8 @@ class Machine:
             devices = [_device_state(d) for d in self.devices]
         pools = {p: list(v) for p, v in self._sim_pools.items()}
         return Snapshot(
-            self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices, len(self.trace_lines)
+            self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices, len(self.trace_lines),
+            self.interrupt_trace,
         )
 
     def restore(self, snap: Snapshot) -> None:
@@ -1004,9 +1144,10 @@ class Machine:
         self.console_bytes[:] = snap.console
         self.panic_watch.reset(snap.console)
         del self.trace_lines[snap.trace_lines :]
+        self.interrupt_trace = snap.interrupt_trace
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
         self.exit_status = None
-        self._held = self._held_by_step = False
+        self._held = self._held_by_step = self._guest_held = self._look = False
         self._boost, self._carry = None, 0
         self._run_exactly = 0
         self._storm = 0

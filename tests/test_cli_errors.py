@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from linux import cpio
 
 from kprobesim.errors import BudgetExhausted, GuestFault, ImageError, UsageError
 
@@ -77,9 +78,18 @@ def test_raw_outside_ram(run_cli, tmp_path):
     assert status == ImageError.exit_status and "outside riscv64 RAM" in _one_line(err)
 
 
-def test_bad_number(run_cli, tmp_path):
-    status, _, err = run_cli("--arch", "riscv64", "--base", "zz", str(tmp_path / "k.bin"))
-    assert status == UsageError.exit_status and "not a number" in _one_line(err)
+@pytest.mark.parametrize("option", ["--base", "--max-insns"])
+@pytest.mark.parametrize("text", ["zz", "1_000", "0o17", "0b1", "017", " 5", "0x"])
+def test_bad_number(run_cli, tmp_path, option, text):
+    """Numbers are decimal or 0x hex; Python's other spellings are refused, not read."""
+    status, _, err = run_cli("--arch", "riscv64", option, text, str(tmp_path / "k.bin"))
+    assert status == UsageError.exit_status and "not a number" in _one_line(err), err
+
+
+@pytest.mark.parametrize("text", ["1_0", "0o4M", "M", "-"])
+def test_bad_size(run_cli, tmp_path, text):
+    status, _, err = run_cli("--arch", "riscv64", "--board", "virt", "--memory", text, str(tmp_path / "k.bin"))
+    assert status == UsageError.exit_status and "not a size" in _one_line(err), err
 
 
 # riscv64 `j .` (jal x0, 0): spins forever
@@ -173,3 +183,55 @@ def test_fuzz_board_pc_options(run_cli, tmp_path):
     for args, error, text in cases:
         status, _, err = run_cli("fuzz", *args)
         assert status == error.exit_status and text in _one_line(err), (args, err)
+
+
+def test_compare_board_options(run_cli, tmp_path):
+    """compare --board: per-arch options, what each needs and what it refuses, one line each,
+    before any boot (the second guest's bad image is found before the first one boots)."""
+    image = tmp_path / "bzImage"
+    image.write_bytes(bytes(64))
+    (tmp_path / "rd.cpio").write_bytes(b"070701" + b"0" * 200)
+    rd = str(tmp_path / "rd.cpio")
+    good = tmp_path / "good.cpio"  # an /init with an ELF header: the bad kernel is what stops it
+    good.write_bytes(cpio.newc([cpio.regular("init", b"\x7fELF" + bytes(60), 0o755)]))
+    cases = [
+        (("--board", "mips"), UsageError, "invalid choice: 'mips'"),
+        (("--board", "pc", "--board", "pc"), UsageError, "--board pc given twice"),
+        (("--board", "pc"), UsageError, "--board pc needs --image x86_64=PATH (the kernel) and --initrd x86_64=FILE"),
+        (("--board", "pc", "--image", f"x86_64={image}"), UsageError, "needs --image x86_64=PATH"),
+        (("--initrd", f"x86_64={rd}"), UsageError, "--initrd x86_64=... needs --board pc"),
+        (("--board", "pc", "--append", "riscv64=quiet"), UsageError, "--append riscv64=... needs --board virt"),
+        (("--board", "pc", "--append", "console=ttyS0"), UsageError,
+         "--append takes ARCH=CMDLINE with ARCH one of riscv64, x86_64, not 'console=ttyS0'"),
+        (("--initrd", "loongarch64=rd"), UsageError, "--initrd takes ARCH=FILE with ARCH one of riscv64, x86_64"),
+        (("--board", "pc", "--bios", f"x86_64={image}"), UsageError,
+         "--bios takes ARCH=FIRMWARE with ARCH one of riscv64"),
+        (("--board", "virt", "-m", "riscv64=lots"), UsageError, "-m riscv64=lots: not a size"),
+        (("--board", "pc", "--initrd", f"x86_64={rd}", "--initrd", f"x86_64={rd}"), UsageError,
+         "--initrd given twice for x86_64"),
+        (("--arch", "riscv64", "--board", "pc", "--image", f"x86_64={image}", "--initrd", f"x86_64={rd}"),
+         UsageError, "--board pc runs x86_64, which --arch leaves out"),
+        (("--board", "pc", "--image", f"x86_64={image}", "--initrd", f"x86_64={rd}"), ImageError, "initramfs"),
+        (("--board", "virt", "--image", f"riscv64={image}", "--initrd", f"riscv64={tmp_path / 'none.cpio'}"),
+         ImageError, "none.cpio"),
+        (("--board", "pc", "--image", f"x86_64={image}", "--initrd", f"x86_64={good}"), ImageError, "bzImage"),
+    ]
+    for args, error, text in cases:
+        status, out, err = run_cli("compare", "-p", "p:op do_sys_openat2", *args)
+        assert status == error.exit_status and text in _one_line(err), (args, err)
+        assert not out
+
+
+def test_linux_kernel_on_the_default_board(run_cli, tmp_path):
+    """A Linux kernel run without its board (issue 11: ``kprobesim --arch x86_64 vmlinuz`` ran the
+    bzImage as a flat binary and faulted at its first instruction): one line naming the board."""
+    bz = bytearray(0x400)
+    bz[0x1FE:0x200], bz[0x202:0x206] = b"\x55\xaa", b"HdrS"
+    (tmp_path / "vmlinuz").write_bytes(bytes(bz))
+    image = bytearray(0x400)
+    image[8:16], image[0x38:0x3C] = (0x200000).to_bytes(8, "little"), b"RSC\x05"
+    (tmp_path / "Image").write_bytes(bytes(image))
+    for arch, name, board in (("x86_64", "vmlinuz", "--board pc"), ("riscv64", "Image", "--board virt")):
+        status, out, err = run_cli("--arch", arch, str(tmp_path / name))
+        assert status == UsageError.exit_status and f"boot it with {board}" in _one_line(err), err
+        assert not out

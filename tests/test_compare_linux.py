@@ -11,9 +11,12 @@ one xdist group, so the worker that runs them boots each guest once.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from linux import pclinux, rvguest
 
+from kprobesim import linuxguest
 from kprobesim.compare import compare, render
 
 pytestmark = pytest.mark.xdist_group(pclinux.XDIST_GROUP)
@@ -38,6 +41,42 @@ def test_linux_guests_agree_across_arches(riscv_linux: rvguest.RiscvLinux, pc_li
                      max_insns=rvguest.RUN_BUDGET, timeout=600)
     assert not broken.agree
     assert "NO" in render(broken)
+
+
+def test_compare_command_line_on_both_linux_guests(
+    riscv_linux: rvguest.RiscvLinux, pc_linux: pclinux.PcLinux, run_cli
+) -> None:
+    """``kprobesim compare --board virt --board pc`` with each arch's kernel, initrd (and for virt
+    the firmware, RAM and command line) as the shared boots have them: the command boots each
+    guest to its ``/init`` through ``kprobesim.linuxguest``, whose per-process boots the fixtures
+    made, so it starts from their snapshots (checked: no new boot). CPU: two comparisons, each
+    running both guests from their snapshots to the power-off (~5 s riscv64, under 1 s x86_64):
+    ~12 s; booting both kernels from the command line would add ~90 s, which the fixtures' boots
+    (through the same ``boot_all``) and ``test_virt_sbi``'s command-line boot cover."""
+    rv, pc = rvguest.guest(), pclinux.guest()
+    boots = linuxguest.booted_guests()
+    argv = ["compare", "--board", "virt", "--board", "pc",
+            "--image", f"riscv64={rv.image}", "--initrd", f"riscv64={rv.initrd}", "--bios", f"riscv64={rv.bios}",
+            "-m", "riscv64=128M", "--append", f"riscv64={rv.append}",
+            "--image", f"x86_64={pc.image}", "--initrd", f"x86_64={pc.initrd}"]  # fmt: skip
+    for spec in PROBES:
+        argv += ["-p", spec]
+    status, out, err = run_cli(*argv, "--format", "json")
+    assert linuxguest.booted_guests() == boots  # the shared boots, not new ones
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["agree"] and result["arches"] == ["riscv64", "x86_64"], out
+    rows = {(r["probe"], r["what"]): r["values"] for r in result["rows"]}
+    assert rows[("(kernel)", "exit status")] == {"riscv64": 0, "x86_64": 0}
+    assert rows[("op", "hits")] == {"riscv64": 5, "x86_64": 5}  # init's four files, the child's one
+    assert rows[("vr", "hits")]["riscv64"] == rows[("vr", "hits")]["x86_64"] >= 13
+    assert rows[("vr", "ret")]["riscv64"] == rows[("vr", "ret")]["x86_64"]  # init's byte counts
+
+    # the table, and a disagreement: the kernel address of each open's struct open_how differs
+    status, out, err = run_cli(*argv[:argv.index("-p")], "-p", "p:op do_sys_openat2 how=$arg3")
+    assert status == 1, err
+    table = out.decode()
+    assert "op            how" in table and "all arches agree: NO" in table, table
 
 
 def _cut_short(pc_linux: pclinux.PcLinux):

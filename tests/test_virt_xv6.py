@@ -19,9 +19,10 @@ from kernels.qemu_console import run_script
 
 from kprobesim.arch import get_arch
 from kprobesim.board.virt import Virt, VirtOptions
-from kprobesim.errors import BudgetExhausted
+from kprobesim.errors import BudgetExhausted, GuestPanic
 from kprobesim.image import Image
 from kprobesim.machine import Machine, Snapshot
+from kprobesim.probes.regs import Regs
 from kprobesim.trace.tracer import Tracer
 
 SCRIPT = b"ls\necho hi\ncat README\n"
@@ -193,3 +194,34 @@ def test_interrupt_path_probes_keep_the_run_exact(
     # both fire for each typed byte (and for transmit interrupts), uartintr after plic_claim
     assert len(uart) >= len(SCRIPT) and len(claims) >= len(uart)
     assert all(c < u for c, u in zip(claims, uart, strict=False))
+
+
+def test_kernel_panic_ends_the_run_with_its_reason(booted: tuple[Machine, Snapshot]) -> None:
+    """Fault injection: a kprobe on ``kfree`` hands xv6 a misaligned page, so the kernel's own
+    check calls ``panic("kfree")``, which prints ``panic: kfree``, sets ``panicked`` and spins.
+    The run ends there as a guest panic (status 125), long before the budget, instead of
+    spinning to it; the unprobed session (the module's other tests) never panics. ~1 s of CPU
+    from the shared snapshot."""
+    m, snap = booted
+    m.restore(snap)
+
+    def misalign(p: object, regs: Regs) -> None:
+        regs["a0"] += 8
+
+    m.kprobe("kfree", pre=misalign)
+    with pytest.raises(GuestPanic) as caught:
+        m.run(max_insns=300_000_000, timeout=300)
+    assert str(caught.value).startswith("panic: kfree (after "), caught.value
+    assert caught.value.last_lines[-1] == "panic: kfree"
+    assert caught.value.exit_status == 125
+    assert m.instructions - snap.time < 100_000_000
+
+
+def test_a_program_printing_panic_is_no_panic(booted: tuple[Machine, Snapshot]) -> None:
+    """``echo panic: x`` prints an xv6 panic's line from user space; ``panicked`` stays clear,
+    so the session goes on to its end. ~1 s of CPU from the shared snapshot."""
+    m, snap = booted
+    m.restore(snap)
+    m.board.input.retype(b"echo panic: not really\n")
+    assert m.run(max_insns=300_000_000, timeout=300) == 0
+    assert m.console.endswith("$ echo panic: not really\npanic: not really\n$ "), m.console[-200:]

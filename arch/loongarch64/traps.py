@@ -29,8 +29,11 @@ class Traps:
     def __init__(self, machine: Machine) -> None:
         self.m = machine
         self.engine = machine.engine
-        self.engine.hook_add(UC_HOOK_INTR, self._intr)
+        hook = self.engine.hook_add(UC_HOOK_INTR, self._intr)
         self._on_break = machine.on_break  # the break path, bound once
+        fast = getattr(self.engine, "hook_break_fast", None)
+        if fast is not None:  # the engine calls on_break itself for a break (what _intr does)
+            fast(EXC_BRK, hook, self._on_break)
         direct = getattr(self.engine, "direct_registers", None)  # the PC read in place in a trap hook
         self._file, self._pc_at = (direct[0], direct[1][LA_REG_PC]) if direct else (None, 0)
         self.engine.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)

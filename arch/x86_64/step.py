@@ -137,7 +137,7 @@ def boost_slot(d: Decision, slot_addr: int) -> bytes | None:
 def boost_allowed(regs: RegView) -> bool:
     """A boosted slot runs without the step's trap: not while the guest single-steps itself
     (its #DB would report the jump in the slot)."""
-    return not regs["rflags"] & TF
+    return not regs.bits("rflags", TF)
 
 
 def backstop_addr(d: Decision, slot_addr: int) -> int | None:

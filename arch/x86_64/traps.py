@@ -56,7 +56,15 @@ class Traps:
     def __init__(self, machine: Machine) -> None:
         self.m = machine
         uc = machine.engine
-        uc.hook_direct(UC_HOOK_INTR, self._intr)
+        #: CR0 and RIP straight in the CPU state where the engine found them (a probe hit asks
+        #: both: where it trapped, and whether paging is on), else None
+        self._cr0 = getattr(uc, "exact_bits", {}).get(xc.UC_X86_REG_CR0, (None, 0))[0]
+        direct = getattr(uc, "direct_registers", None)
+        self._rip: tuple[object, int] | None = None
+        if direct is not None and xc.UC_X86_REG_RIP in direct[1]:
+            self._rip = (direct[0], direct[1][xc.UC_X86_REG_RIP])
+        uc.hook_direct(UC_HOOK_INTR, self._intr, raw=True)
+        self._hook_failed = uc.hook_failed
         uc.hook_direct(UC_HOOK_INSN_INVALID, self._invalid)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._mem_invalid)
         uc.hook_add(UC_HOOK_INSN, self._syscall, None, 1, 0, xc.UC_X86_INS_SYSCALL)
@@ -93,7 +101,8 @@ class Traps:
 
     def untranslated(self) -> bool:
         """Is paging off (every virtual address is its physical one)?"""
-        return not self._reg(xc.UC_X86_REG_CR0) & paging.PG
+        cr0 = self._cr0
+        return not (cr0.value if cr0 is not None else self._reg(xc.UC_X86_REG_CR0)) & paging.PG
 
     @contextlib.contextmanager
     def host_translation(self) -> Iterator[None]:
@@ -158,13 +167,24 @@ class Traps:
         return self.m.engine.reg_read(rid)
 
     # -- Unicorn hooks -------------------------------------------------------------------------
-    def _intr(self, intno: int) -> None:
-        rip = self._reg(xc.UC_X86_REG_RIP)
+    def _intr(self, handle: int, intno: int, ud: int) -> None:
+        """Unicorn's INTR hook, called by libunicorn itself (``hook_direct(raw=True)``)."""
+        try:
+            direct = self._rip
+            rip = direct[0][direct[1]] if direct is not None else self._reg(xc.UC_X86_REG_RIP)  # type: ignore[index]
+            if intno == VEC_BP:  # the usual trap: a probe's break
+                self.m.on_break(rip - 1)  # handled at once (RIP set by the handler) or after the slice
+            else:
+                self._exception(intno, rip)
+        except BaseException as e:
+            self._hook_failed(e)
+
+    def _exception(self, intno: int, rip: int) -> None:
+        """Any other interrupt or exception Unicorn reports: into the guest's vector (or to a
+        single-step consumer)."""
         if intno in CONTRIBUTORY or intno in (VEC_PF, VEC_DF):
             exception_state.clear(self.m.engine, self.m._memory_snapshots)
-        if intno == VEC_BP:
-            self.m.on_break(rip - 1)  # handled at once (RIP set by the handler) or after the slice
-        elif intno == VEC_DB:
+        if intno == VEC_DB:
             for handler in self.debug_handlers:
                 if handler(rip):
                     return

@@ -16,10 +16,20 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import mmap
 from collections.abc import Callable
 from functools import cache
 
-from unicorn import UC_ARCH_RISCV, UC_ARCH_X86, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_MODE_RISCV64, Uc, UcError
+from unicorn import (
+    UC_ARCH_RISCV,
+    UC_ARCH_X86,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_MODE_RISCV64,
+    UC_PROT_ALL,
+    Uc,
+    UcError,
+)
 from unicorn import x86_const as xc
 from unicorn.riscv_const import UC_RISCV_REG_A0, UC_RISCV_REG_PC, UC_RISCV_REG_X1
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_ERR_EXCEPTION, UC_ERR_WRITE_UNMAPPED
@@ -180,7 +190,7 @@ def new_unicorn(arch: int, mode: int) -> Uc:
     uc.icount = icount  # type: ignore[attr-defined]
     _fast_registers(uc, arch, mode)
     _fast_memory(uc)
-    uc.hook_direct = lambda htype, fn: _hook_direct(uc, htype, fn)  # type: ignore[attr-defined]
+    uc.hook_direct = lambda htype, fn, raw=False: _hook_direct(uc, htype, fn, raw)  # type: ignore[attr-defined]
     offset = error_offset() if arch == UC_ARCH_RISCV else None
     error = ctypes.c_int.from_address(uc._uch.value + offset) if offset is not None else None
 
@@ -225,7 +235,20 @@ def _host_backed(uc: Uc) -> None:
                 return
         slow_write(address, data)
 
+    regions_ram: list[mmap.mmap] = []
+
+    def map_ram(address: int, size: int) -> mmap.mmap:
+        """Map read/write/execute memory from an anonymous host mapping (zero pages until
+        touched) and return that mapping: its bytes *are* the guest's memory there (slices read
+        and store them). Only while no memory snapshot is taken: Unicorn's copy-on-write then
+        moves stored pages elsewhere."""
+        host = mmap.mmap(-1, size)
+        uc.mem_map_ptr(address, size, UC_PROT_ALL, ctypes.addressof(ctypes.c_char.from_buffer(host)))
+        regions_ram.append(host)  # kept alive with the engine
+        return host
+
     uc.map_host_backed = map_host_backed  # type: ignore[attr-defined]
+    uc.map_ram = map_ram  # type: ignore[attr-defined]
     uc.mem_write = mem_write  # type: ignore[method-assign]
 
 
@@ -320,6 +343,69 @@ def _file_layout(arch: int, mode: int) -> tuple[int, tuple[int, ...]] | None:
     return None
 
 
+#: Registers (or some of their bits) Unicorn keeps as a plain u64 elsewhere in the CPU state,
+#: read (never written) there: (register, bits to set in turn to find the word, the bits the
+#: word holds exactly). x86's CR0 whole (its paging bit is asked at every probe hit's first
+#: guest access) and RFLAGS' TF and IF (the rest is computed from lazy condition codes; a
+#: boosted hit asks for TF).
+_ALL = 0xFFFF_FFFF_FFFF_FFFF
+_MIRRORED: dict[int, tuple[tuple[int, tuple[int, ...], int], ...]] = {
+    UC_ARCH_X86: (
+        (xc.UC_X86_REG_CR0, (0x2, 0x8 | 0x20, 0x2 | 0x20 | 0x40000), _ALL),  # MP, TS, NE, AM: no mode change
+        (xc.UC_X86_REG_RFLAGS, (0x100, 0x200, 0x300), 0x300),  # TF, IF
+    )
+}
+
+
+def _file_base(uc: Uc, arch: int, mode: int) -> int | None:
+    """Where this engine's register file starts (see :func:`_file_layout`), or None."""
+    layout = _file_layout(arch, mode)
+    if layout is None:
+        return None
+    regs, pc = _FILE_REGS[arch]
+    word, offsets = layout
+    base = _file_at(uc, word, offsets, (*regs, pc))
+    return None if base is None else base + min(offsets)
+
+
+@cache
+def _mirror_offset(arch: int, mode: int, rid: int, settings: tuple[int, ...]) -> int | None:
+    """Offset from the register file of the u64 that holds ``rid``: on a fresh engine, the
+    only word that follows the register through its reset value ORed with each of
+    ``settings`` (written by the API), proven on a second engine; None if there is no such word."""
+    found: list[int] | None = None
+    for proof in (False, True):
+        uc = Uc(arch, mode)
+        base = _file_base(uc, arch, mode)
+        if base is None:
+            return None
+        span = _span_of(_readable(), base)
+        if span is None:
+            return None
+        size = min(span[1], base + _FILE_SPAN) - base
+        original = uc.reg_read(rid)
+        hits: set[int] | None = None
+        for bits in settings:
+            uc.reg_write(rid, original | bits)
+            value = uc.reg_read(rid).to_bytes(8, "little")
+            blob = ctypes.string_at(base, size)
+            if proof:
+                if found is None or blob[found[0] : found[0] + 8] != value:
+                    return None
+                continue
+            at, words = blob.find(value), set()
+            while at >= 0:
+                if at % 8 == 0:
+                    words.add(at)
+                at = blob.find(value, at + 1)
+            hits = words if hits is None else hits & words
+        if not proof:
+            if not hits or len(hits) != 1:
+                return None
+            found = sorted(hits)
+    return found[0] if found else None
+
+
 def _fast_registers(uc: Uc, arch: int, mode: int) -> None:
     """Replace ``reg_read``/``reg_write`` by direct libunicorn calls for the registers the
     binding itself passes as one u64 (all but x86's MSR, descriptor-table and vector ones);
@@ -355,6 +441,18 @@ def _fast_registers(uc: Uc, arch: int, mode: int) -> None:
             lo = min(offsets)
             regfile = (ctypes.c_uint64 * ((max(offsets) - lo) // 8 + 1)).from_address(base + lo)
             slot = {rid: (off - lo) // 8 for rid, off in zip((*regs, pc), offsets, strict=True)}
+    mirror: dict[int, ctypes.c_uint64] = {}  # read-only registers kept elsewhere in the CPU state
+    exact: dict[int, tuple[ctypes.c_uint64, int]] = {}  # ... and registers some of whose bits are
+    if regfile is not None:
+        start = ctypes.addressof(regfile)
+        for rid, settings, bits in _MIRRORED.get(arch, ()):
+            offset = _mirror_offset(arch, mode, rid, settings)
+            if offset is not None:
+                word = ctypes.c_uint64.from_address(start + offset)
+                if (word.value ^ slow_read(rid)) & bits == 0:
+                    exact[rid] = (word, bits)
+                    if bits == _ALL:
+                        mirror[rid] = word
     written = {rid: i for rid, i in slot.items() if rid != _FILE_REGS.get(arch, ((), -1))[1]}
     pc_id = _FILE_REGS[arch][1] if arch in _FILE_REGS else None
 
@@ -362,6 +460,9 @@ def _fast_registers(uc: Uc, arch: int, mode: int) -> None:
         at = slot.get(rid)
         if at is not None and aux is None:
             return regfile[at]  # type: ignore[index]
+        word = mirror.get(rid)
+        if word is not None and aux is None:
+            return word.value
         if aux is None and (plain.get(rid) or is_plain(rid)):
             buf.value = 0  # some registers fill fewer bytes (x86 selectors)
             err = read(handle, rid, ref)
@@ -396,6 +497,8 @@ def _fast_registers(uc: Uc, arch: int, mode: int) -> None:
     uc.reg_read = reg_read  # type: ignore[method-assign]
     uc.reg_write = reg_write  # type: ignore[method-assign]
     uc.write_pc = write_pc  # type: ignore[attr-defined]
+    #: register id -> (a word of the CPU state, the bits of the register it holds exactly)
+    uc.exact_bits = exact  # type: ignore[attr-defined]
     #: (the register file, register id -> its index) for a trap hook's direct use, or None
     uc.direct_registers = (regfile, dict(slot)) if regfile is not None else None  # type: ignore[attr-defined]
 
@@ -441,8 +544,16 @@ def _fast_memory(uc: Uc) -> None:
             return
         slow_write(address, data)
 
+    # uc_ctl is variadic: no argument types declared, the arguments passed as preallocated
+    # ctypes objects (converting plain ints through declared types costs more than the call).
+    remove_cache = type(ctl)(("uc_ctl", lib))
+    remove_cache.restype = ctypes.c_int
+    args = (ctypes.c_void_p(handle), ctypes.c_int(remove), u64(), u64())
+    lo, hi = args[2], args[3]
+
     def ctl_remove_cache(lbound: int, ubound: int) -> None:
-        err = ctl(ctypes.c_void_p(handle), ctypes.c_int(remove), u64(lbound), u64(ubound))
+        lo.value, hi.value = lbound, ubound
+        err = remove_cache(*args)
         if err:
             raise UcError(err)
 
@@ -457,10 +568,14 @@ _DIRECT_TYPES = {
 }
 
 
-def _hook_direct(uc: Uc, htype: int, fn: Callable[..., object]) -> int:
+def _hook_direct(uc: Uc, htype: int, fn: Callable[..., object], raw: bool = False) -> int:
     """Hook a trap with ``fn(intno)`` (INTR) or ``fn() -> handled`` (INSN_INVALID), called
     straight from libunicorn: no binding wrappers, engine or user-data arguments on the trap
-    path. As with ``hook_add``, an exception stops the engine and ``emu_start`` raises it."""
+    path. As with ``hook_add``, an exception stops the engine and ``emu_start`` raises it.
+
+    ``raw``: an INTR hook ``fn(handle, intno, user_data)`` that libunicorn calls itself (one
+    Python frame less a trap); it must catch every exception and pass it to
+    ``uc.hook_failed(e)``, which does the same."""
     stop = uc.emu_stop
 
     def failed(e: BaseException) -> None:
@@ -468,7 +583,12 @@ def _hook_direct(uc: Uc, htype: int, fn: Callable[..., object]) -> int:
             uc._hook_exception = e
         stop()
 
-    if htype == UC_HOOK_INTR:
+    uc.hook_failed = failed  # type: ignore[attr-defined]
+    if raw:
+        if htype != UC_HOOK_INTR:
+            raise ValueError(f"no raw direct hook for hook type {htype}")
+        cb = fn
+    elif htype == UC_HOOK_INTR:
 
         def cb(handle: int, intno: int, ud: int) -> None:
             try:

@@ -2,9 +2,10 @@
 and uretprobes on its user program, when it has one), each run from a snapshot and checked
 against the unprobed run.
 
-A placement passes when the kernel's transcript, exit status, checksum and virtual time equal
-the reference, every kprobe's hit count equals how often its address executed there, every
-kretprobe accounts for every call of its function, and nothing stays armed after unregistering.
+A placement passes when the kernel's transcript, exit status, checksum, virtual time and the
+interrupts taken (each at its instruction) equal the reference, every kprobe's hit count equals
+how often its address executed there, every kretprobe accounts for every call of its function,
+and nothing stays armed after unregistering.
 A failing placement is shrunk to a minimal one and printed as a one-line reproducer; an
 internal error (a bug of the simulator, not a guest's) is a failure like any other, and the
 campaign goes on from a freshly loaded machine.
@@ -129,20 +130,24 @@ class PlacementFuzzer:
         self.ucandidates: list[int] = []  # uprobes: instructions of the user program
         self.ufunctions: list[str] = []
         self.user = reg.user
+        self.repeats: set[int] = set()  # rep string instructions (one hit, many retired iterations)
         for sym in self.m.image.symbols:
             if not (sym.is_func and sym.size and fnmatch.fnmatchcase(sym.name, func)) or sym.addr in reg.blacklist:
                 continue
             if self.user is not None and self.user.contains(sym.addr):  # user text takes uprobes
                 up = self.m.uprobes
                 starts = up.decode.boundaries(up.original(sym.addr, sym.size), sym.addr)
-                accepted = [a for a in starts if reg.classify(a).kind is not Kind.REJECT]
+                decisions = [reg.classify(a) for a in starts]
+                accepted = [d.addr for d in decisions if d.kind is not Kind.REJECT]
+                self.repeats |= {d.addr for d in decisions if getattr(d.info, "rep_string", False)}
                 self.ucandidates += accepted
                 if sym.addr in accepted:
                     self.ufunctions.append(sym.name)
                 continue
             code = reg.original(sym.addr, sym.size)
-            accepted = [a for a in reg.decode.boundaries(code, sym.addr)
-                        if reg.classify(a, code, sym.addr).kind is not Kind.REJECT]  # fmt: skip
+            decisions = [reg.classify(a, code, sym.addr) for a in reg.decode.boundaries(code, sym.addr)]
+            accepted = [d.addr for d in decisions if d.kind is not Kind.REJECT]
+            self.repeats |= {d.addr for d in decisions if getattr(d.info, "rep_string", False)}
             self.candidates += accepted
             if accepted:
                 spans.append((sym.addr, sym.addr + sym.size - 1))
@@ -172,14 +177,7 @@ class PlacementFuzzer:
         m = self.m
         m.restore(self.snap)
         self.counts = {}
-        last: list[tuple[int, int] | None] = [None]
-
-        def count(uc: object, addr: int, size: int, ud: object) -> None:
-            key = (addr, m.now())
-            if key != last[0]:
-                self.counts[addr] = self.counts.get(addr, 0) + 1
-            last[0] = key
-
+        count = _ExecutionCounter(m, self.counts, self.repeats)
         hooks = [m.engine.hook_add(UC_HOOK_CODE, count, None, lo, hi) for lo, hi in _merged(spans)]
         m.engine.ctl_flush_tb()
         try:
@@ -189,6 +187,7 @@ class PlacementFuzzer:
                 m.engine.hook_del(hook)
         self.console, self.instructions = m.console, m.instructions
         self.checksum = self._checksum(m)
+        self.interrupts = m.interrupt_trace
         self.functions = [f for f in self.functions if self.counts.get(m.image.symbol(f).addr)]
         m.restore(self.snap)
 
@@ -198,8 +197,8 @@ class PlacementFuzzer:
         key = (str(self.image.resolve()), stat.st_size, stat.st_mtime_ns, lo, hi)
         found = _REFERENCES.get(key)
         if found is None:
-            found = _REFERENCES[key] = _reference_run(self.image, lo, hi)
-        counts, self.status, self.console, self.instructions, self.checksum = found
+            found = _REFERENCES[key] = _reference_run(self.image, lo, hi, frozenset(self.repeats))
+        counts, self.status, self.console, self.instructions, self.checksum, self.interrupts = found
         self.counts = dict(counts)
         image = self.m.image
         self.functions = [f for f in self.functions if self.counts.get(image.symbol(f).addr)]
@@ -262,6 +261,9 @@ class PlacementFuzzer:
             return "kernel checksum differs"
         if m.instructions != self.instructions:
             return f"virtual time {m.instructions} != {self.instructions}"
+        if m.interrupt_trace != self.interrupts:
+            return (f"interrupts taken at other instructions than unprobed ({m.interrupt_trace[0]} taken, "
+                    f"{self.interrupts[0]} unprobed)")
         for probe in probes + uprobes:
             want = self.counts.get(probe.addr, 0)
             if probe.hits != want or probe.missed:
@@ -323,25 +325,37 @@ class PlacementFuzzer:
 
 #: Unprobed reference runs of bundled kernels by (image file, size, mtime, hooked span): the
 #: run is deterministic, and a campaign, its shrinking and its replays build several fuzzers.
-_REFERENCES: dict[tuple[str, int, int, int, int], tuple[dict[int, int], int | None, str, int, bytes]] = {}
+_Reference = tuple[dict[int, int], int | None, str, int, bytes, tuple]
+_REFERENCES: dict[tuple[str, int, int, int, int], _Reference] = {}
 
 
-def _reference_run(image: Path, lo: int, hi: int) -> tuple[dict[int, int], int | None, str, int, bytes]:
+def _reference_run(image: Path, lo: int, hi: int, repeats: frozenset[int]) -> _Reference:
     """The unprobed run of ``image``: executions per address in [lo, hi], exit status, console,
-    virtual time and kernel checksum."""
+    virtual time, kernel checksum and the interrupts taken."""
     ref = Machine.load(image)
     counts: dict[int, int] = {}
-    last: list[tuple[int, int] | None] = [None]
-
-    def count(uc: object, addr: int, size: int, ud: object) -> None:
-        key = (addr, ref.now())
-        if key != last[0]:  # an unmask point stops before its instruction, which then runs
-            counts[addr] = counts.get(addr, 0) + 1
-        last[0] = key
-
-    ref.engine.hook_add(UC_HOOK_CODE, count, None, lo, hi)
+    ref.engine.hook_add(UC_HOOK_CODE, _ExecutionCounter(ref, counts, set(repeats)), None, lo, hi)
     status = ref.run()
-    return counts, status, ref.console, ref.instructions, PlacementFuzzer._checksum(ref)
+    return counts, status, ref.console, ref.instructions, PlacementFuzzer._checksum(ref), ref.interrupt_trace
+
+
+class _ExecutionCounter:
+    """A code hook counting executions per address, as a kprobe there counts hits: the engine
+    calls it again for the same execution when an unmask point stopped before the instruction
+    (same virtual time), and once per iteration of a rep-prefixed string instruction (each
+    iteration retires: time advances by one), which a probe hits once."""
+
+    def __init__(self, m: Machine, counts: dict[int, int], repeats: set[int]) -> None:
+        self.m, self.counts, self.repeats = m, counts, repeats  # repeats: rep string instructions
+        self.last: tuple[int, int] | None = None
+
+    def __call__(self, uc: object, addr: int, size: int, ud: object) -> None:
+        now = self.m.now()
+        last = self.last
+        self.last = (addr, now)
+        if last is not None and last[0] == addr and (now == last[1] or (now == last[1] + 1 and addr in self.repeats)):
+            return
+        self.counts[addr] = self.counts.get(addr, 0) + 1
 
 
 def _merged(spans: list[tuple[int, int]], gap: int = HOOK_GAP) -> list[tuple[int, int]]:

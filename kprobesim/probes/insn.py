@@ -63,6 +63,8 @@ class RegView(Protocol):
 
     def write_mem(self, addr: int, data: bytes) -> None: ...
 
+    def bits(self, name: str, mask: int) -> int: ...
+
 
 class DictRegView:
     """A RegView over a dict and a sparse byte memory; for tests and offline simulation.
@@ -88,6 +90,10 @@ class DictRegView:
 
     def _canon(self, name: str) -> str:
         return self.aliases.get(name, name)
+
+    def bits(self, name: str, mask: int) -> int:
+        """``self[name] & mask`` (as :meth:`kprobesim.probes.regs.Regs.bits`)."""
+        return self[name] & mask
 
     def __getitem__(self, name: str) -> int:
         name = self._canon(name)

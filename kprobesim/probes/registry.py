@@ -77,6 +77,7 @@ class Registry(ArchBound):
         self.blacklist = machine.image.blacklist()
         self.user = user_program(machine.image)  # its text takes uprobes, not kprobes
         self.trampoline: int | None = None
+        self._trampoline_bytes = b""  # its address as a little-endian u64 (a stack return address)
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
         self._busy = False
@@ -293,6 +294,7 @@ class Registry(ArchBound):
         if self.trampoline is None:
             self.trampoline = self.slots.alloc()
             self.slots.write(self.trampoline, self.step.PROBE_BREAK)
+            self._trampoline_bytes = self.trampoline.to_bytes(8, "little")
         rp = Kretprobe("", 0, "", handler, entry, maxactive if maxactive is not None else 10, registry=self)
         kp = self.register(spec, pre=partial(self._kret_entry, rp), name=name)
         rp.name, rp.addr, rp.symbol, rp.kprobe = kp.name, kp.addr, kp.symbol, kp
@@ -313,9 +315,15 @@ class Registry(ArchBound):
             return 0
         ra_reg = self.spec.RA_REG
         sp = regs[self._sp_name]
+        assert self.trampoline is not None
+        entry = rp.entry
+        swapped = False
         if ra_reg is not None:
             ret_addr, return_sp = regs[ra_reg], sp
-        else:  # the return address is on the stack
+        elif entry is None:  # on the stack, and no handler runs before the hijack: swap it now
+            ret_addr = int.from_bytes(regs.exchange_mem(sp, self._trampoline_bytes), "little")
+            return_sp, swapped = sp + 8, True
+        else:  # on the stack
             ret_addr, return_sp = int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8
         free = rp.free
         if free:  # instances are recycled, as Linux's kretprobe_instance pool
@@ -325,13 +333,12 @@ class Registry(ArchBound):
                 inst.data.clear()
         else:
             inst = Instance(rp, ret_addr, return_sp)
-        if rp.entry is not None and self._call("entry", rp, rp.entry, inst, regs):
+        if entry is not None and self._call("entry", rp, entry, inst, regs):
             return 0
-        assert self.trampoline is not None
         if ra_reg is not None:
             regs[ra_reg] = self.trampoline
-        else:
-            regs.write_mem(sp, self.trampoline.to_bytes(8, "little"))
+        elif not swapped:
+            regs.write_mem(sp, self._trampoline_bytes)
         rp.active += 1
         self.instances.append(inst)
         return 0
@@ -347,20 +354,28 @@ class Registry(ArchBound):
             last is not None and last.return_sp == sp and last.ret_addr != self.trampoline
             and (len(instances) < 2 or instances[-2].return_sp != sp)
         ):  # fmt: skip
-            frame = [instances.pop()]  # the common case: one instance, the newest
+            instances.pop()  # the common case: one instance, the newest
             real = last.ret_addr
-        else:
-            frame = [inst for inst in reversed(instances) if inst.return_sp == sp]
-            if not frame:
-                self.m.fault("kretprobe trampoline reached with no matching instance", regs.pc)
-                return
-            real = next((inst.ret_addr for inst in frame if inst.ret_addr != self.trampoline), None)
-            if real is None:
-                self.m.fault("kretprobe instances of a frame all return to the trampoline", regs.pc)
-                return
-            for inst in frame:
-                instances.remove(inst)
-                inst.ret_addr = real
+            self._set_pc(real)  # as below
+            if self.spec.RA_REG is not None:
+                regs[self.spec.RA_REG] = real
+            else:
+                regs.write_mem(sp - 8, real.to_bytes(8, "little"))
+            rp = last.kretprobe
+            rp.active -= 1
+            self._returned(last, rp, regs)
+            return
+        frame = [inst for inst in reversed(instances) if inst.return_sp == sp]
+        if not frame:
+            self.m.fault("kretprobe trampoline reached with no matching instance", regs.pc)
+            return
+        real = next((inst.ret_addr for inst in frame if inst.ret_addr != self.trampoline), None)
+        if real is None:
+            self.m.fault("kretprobe instances of a frame all return to the trampoline", regs.pc)
+            return
+        for inst in frame:
+            instances.remove(inst)
+            inst.ret_addr = real
         # Back to the real caller first (Linux sets the return address before the handlers run),
         # so a handler that raises leaves no instance behind and the guest resumes correctly.
         self._set_pc(real)  # nothing read the PC through the view in this trap
@@ -372,19 +387,22 @@ class Registry(ArchBound):
         for inst in frame:
             inst.kretprobe.active -= 1
         for inst in frame:  # the most recent first, as Linux
-            rp = inst.kretprobe
-            if rp.registry is not None and rp.enabled:
-                rp.hits += 1
-                handler = rp.handler
-                if handler is not None:
-                    try:
-                        handler(inst, regs)
-                    except (SimError, KeyboardInterrupt):
-                        raise
-                    except Exception as e:
-                        raise self._handler_error("return", rp, handler, e) from e
-            if len(rp.free) < rp.maxactive:
-                rp.free.append(inst)
+            self._returned(inst, inst.kretprobe, regs)
+
+    def _returned(self, inst: Instance, rp: Kretprobe, regs: Regs) -> None:
+        """Run the return handler of an instance whose function returned; recycle it."""
+        if rp.registry is not None and rp.enabled:
+            rp.hits += 1
+            handler = rp.handler
+            if handler is not None:
+                try:
+                    handler(inst, regs)
+                except (SimError, KeyboardInterrupt):
+                    raise
+                except Exception as e:
+                    raise self._handler_error("return", rp, handler, e) from e
+        if len(rp.free) < rp.maxactive:
+            rp.free.append(inst)
 
     # -- traps ---------------------------------------------------------------------------------
     @property
@@ -403,7 +421,9 @@ class Registry(ArchBound):
                 self._finish_step()
                 return True
         if pc == self.trampoline:
-            self._kret_return(self._fresh_regs())
+            regs = self.regs
+            regs.reset()
+            self._kret_return(regs)
             return True
         site = self.sites.get(pc)
         if site is None or not site.armed:

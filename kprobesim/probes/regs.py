@@ -12,6 +12,7 @@ from .insn import MASK64
 
 MAX_ACCESS = 1 << 24  # the most one handler access may move (16 MiB)
 SIGN = 1 << 63
+END = 1 << 64  # one past the last address
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -30,7 +31,7 @@ class Regs:
     """
 
     __slots__ = ("_m", "_engine", "_read", "_write", "_spec", "_ids", "_privileged", "_lift", "_cache",
-                 "_host_access", "_access_needed", "_file", "_direct")
+                 "_host_access", "_access_needed", "_file", "_direct", "_bits")
 
     def __init__(self, machine: Machine, in_trap: bool = False) -> None:
         self._m = machine
@@ -48,6 +49,9 @@ class Regs:
         if direct is not None:
             self._file, slots = direct
             self._direct = {name: slots[rid] for name, rid in self._ids.items() if rid in slots}
+        #: name -> (a word of the CPU state, the register's bits it holds exactly): see bits()
+        exact = getattr(engine, "exact_bits", None) if in_trap else None
+        self._bits: dict[str, Any] = {n: exact[rid] for n, rid in self._ids.items() if rid in exact} if exact else {}
         # Control registers the host may only touch at the guest's highest privilege.
         self._privileged = frozenset(self._ids[n] for n in getattr(self._spec, "CSR_NAMES", ()))
         self._host_access = machine.traps.host_access
@@ -107,6 +111,14 @@ class Regs:
         if self._m._pages:  # translations noted in this trap may not hold (a CR3 or CR0 write)
             self._m._pages.clear()
 
+    def bits(self, name: str, mask: int) -> int:
+        """``self[name] & mask``; straight from the CPU state when the engine keeps those bits
+        exactly there (x86's TF and IF), without computing the whole register."""
+        exact = self._bits.get(name)
+        if exact is not None and not mask & ~exact[1]:
+            return exact[0].value & mask
+        return self[name] & mask
+
     def __contains__(self, name: str) -> bool:
         return name in self._ids
 
@@ -143,7 +155,10 @@ class Regs:
 
     def read_mem(self, addr: int, size: int) -> bytes:
         """``size`` bytes of guest memory (GuestFault where the guest has none)."""
-        self._check(addr, size, "read_mem")
+        if not (
+            addr.__class__ is int and size.__class__ is int and 0 <= size <= MAX_ACCESS and 0 <= addr <= MASK64
+        ) or addr + size > END:
+            self._check(addr, size, "read_mem")
         try:
             return self._m.read(addr & MASK64, size)
         except UcError:
@@ -151,18 +166,38 @@ class Regs:
 
     def write_mem(self, addr: int, data: bytes) -> None:
         """Write guest memory (GuestFault where the guest has none)."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise ProbeError(f"write_mem takes bytes, not {type(data).__name__}")
-        self._check(addr, len(data), "write_mem")
+        if data.__class__ is not bytes:
+            if not isinstance(data, bytearray | memoryview):
+                raise ProbeError(f"write_mem takes bytes, not {type(data).__name__}")
+            data = bytes(data)
+        size = len(data)
+        if not (addr.__class__ is int and size <= MAX_ACCESS and 0 <= addr <= MASK64 and addr + size <= END):
+            self._check(addr, size, "write_mem")
         m, at = self._m, addr & MASK64
-        if at < m.sim_end and m.sim_base < at + len(data):
-            raise ProbeError(f"write_mem: {len(data)} bytes at {at:#x} would overwrite the simulator's own pages")
+        if at < m._sim_end and m.sim_base < at + size:
+            raise ProbeError(f"write_mem: {size} bytes at {at:#x} would overwrite the simulator's own pages")
         try:
-            m.write(at, bytes(data))
+            m.write(at, data)
         except UcError:
             raise GuestFault(
                 f"write_mem of {len(data)} bytes at {addr & MASK64:#x}: not guest memory", self.pc
             ) from None
+
+    def exchange_mem(self, addr: int, data: bytes) -> bytes:
+        """Write guest memory and return what it held: ``read_mem`` then ``write_mem`` in one."""
+        if data.__class__ is not bytes:
+            data = bytes(data)
+        size = len(data)
+        if not (addr.__class__ is int and 0 < size <= MAX_ACCESS and 0 <= addr <= MASK64 and addr + size <= END):
+            self._check(addr, size, "exchange_mem")
+        m = self._m
+        at = addr & MASK64
+        if at < m._sim_end and m.sim_base < at + size:
+            raise ProbeError(f"exchange_mem: {size} bytes at {at:#x} would overwrite the simulator's own pages")
+        try:
+            return m.exchange(at, data)
+        except UcError:
+            raise GuestFault(f"exchange_mem of {size} bytes at {at:#x}: not guest memory", self.pc) from None
 
     @staticmethod
     def _check(addr: int, size: int, what: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import la_isa as A
 import pytest
 from unicorn import UcError
@@ -188,6 +190,64 @@ class TestIntrHook:
         run_to_done(e)
         assert seen == [(K.EXC_BRK, BASE + 4, (K.EXC_BRK, 0, None))]
         assert e.reg_read(r(4)) == 1
+
+    def test_break_and_syscall_hooks_run_outside_exception_handling(self) -> None:
+        """A break or syscall leaves its block by returning the trap, not raising it (an
+        exception per probe hit cost several times the rest of the engine's trap path): its
+        hook runs with no exception being handled, and time counts as on the raising path."""
+        e = make([A.NOP, A.brk(0xA), A.NOP, A.syscall(0), A.NOP])
+        seen = []
+
+        def hook(uc: PcodeEngine, intno: int, ud: object) -> None:
+            seen.append((intno, uc.reg_read(K.LA_REG_PC), sys.exc_info()[0], uc.icount(), uc.vtime))
+            uc.reg_write(K.LA_REG_PC, uc.reg_read(K.LA_REG_PC) + 4)
+
+        e.hook_add(UC_HOOK_INTR, hook)
+        e.emu_start(BASE, BASE + 20)
+        assert seen == [(K.EXC_BRK, BASE + 4, None, 2, 1), (K.EXC_SYS, BASE + 12, None, 4, 2)]
+        assert (e.icount(), e.vtime) == (5, 3)
+
+    def test_hook_break_fast_stands_in_for_its_hook_while_it_is_the_only_one(self) -> None:
+        """``hook_break_fast``: a break calls ``fn(pc)`` in place of the registered INTR hook
+        while that hook is the only one; another hook, or another exception, goes the Unicorn
+        way (every hook called)."""
+        e = make([A.brk(0xA), A.syscall(0), A.brk(0xA), A.NOP])
+        calls: list[tuple[str, int, int]] = []
+
+        def step(uc: PcodeEngine) -> None:
+            uc.reg_write(K.LA_REG_PC, uc.reg_read(K.LA_REG_PC) + 4)
+
+        def hook(uc: PcodeEngine, intno: int, ud: object) -> None:
+            calls.append(("hook", intno, uc.reg_read(K.LA_REG_PC)))
+            step(uc)
+
+        def fast(pc: int) -> None:
+            calls.append(("fast", e.last_exception[0], pc))
+            step(e)
+
+        handle = e.hook_add(UC_HOOK_INTR, hook)
+        e.hook_break_fast(K.EXC_BRK, handle, fast)
+        e.emu_start(BASE, BASE + 8)
+        assert calls == [("fast", K.EXC_BRK, BASE), ("hook", K.EXC_SYS, BASE + 4)]
+        calls.clear()
+        e.hook_add(UC_HOOK_INTR, lambda uc, n, ud: calls.append(("other", n, uc.reg_read(K.LA_REG_PC))))
+        e.emu_start(BASE + 8, BASE + 16)
+        assert calls == [("hook", K.EXC_BRK, BASE + 8), ("other", K.EXC_BRK, BASE + 12)]
+        assert e.icount() == 2
+
+    def test_advance_vtime_is_vtime_plus(self) -> None:
+        """``advance_vtime(n)`` (a probe hit's simulated instruction) is ``vtime += n``."""
+        e = make([A.NOP, A.brk(0), A.NOP, A.NOP])
+
+        def hook(uc: PcodeEngine, intno: int, ud: object) -> None:
+            uc.advance_vtime(5)
+            uc.reg_write(K.LA_REG_PC, BASE + 8)
+
+        e.hook_add(UC_HOOK_INTR, hook)
+        e.emu_start(BASE, BASE + 16)
+        assert (e.icount(), e.vtime) == (4, 8)
+        e.advance_vtime(10)
+        assert e.vtime == 18
 
     def test_hook_delivers_into_guest(self) -> None:
         e = make([A.syscall(3)], SAVE_HANDLER)

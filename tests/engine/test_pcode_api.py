@@ -250,6 +250,27 @@ class TestMemory:
         assert e.reg_read(r(7)) == 0x60
 
 
+class TestHostReads:
+    def test_mem_read_sees_a_region_replaced_or_split_after_a_read(self) -> None:
+        """mem_read keeps the RAM region it last found: every map change must make it look again."""
+        e = PcodeEngine("loongarch64")
+        e.mem_map(0x100000, 0x3000)
+        e.mem_write(0x101000, b"old!")
+        assert e.mem_read(0x101000, 4) == b"old!"
+        e.mem_unmap(0x100000, 0x3000)
+        with pytest.raises(UcError):
+            e.mem_read(0x101000, 4)
+        e.mem_map(0x100000, 0x3000)  # a new region at the same place: zeros
+        assert e.mem_read(0x101000, 4) == bytes(4)
+        e.mem_write(0x102ffc, b"tail")
+        assert e.mem_read(0x102ffc, 4) == b"tail"
+        e.mem_protect(0x101000, 0x1000, UC_PROT_READ)  # splits the region in three
+        e.mem_write(0x102ffc, b"TAIL")
+        assert e.mem_read(0x102ffc, 4) == b"TAIL"
+        assert e.mem_read(0x100ffe, 4) == bytes(4)  # across two regions
+        assert isinstance(e.mem_read(0x102ffc, 4), bytearray)  # as Unicorn's
+
+
 class TestCodeInvalidation:
     def test_mem_write_replaces_code(self) -> None:
         e = make([A.i12("addi.d", 4, 4, 1), A.NOP])

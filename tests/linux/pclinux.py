@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from kprobesim.arch import get_arch
-from kprobesim.board.pc import DEFAULT_APPEND, PcBoard
+from kprobesim.board.pc import DEFAULT_APPEND
+from kprobesim.linuxguest import LinuxGuest, boot_to_init
 from kprobesim.machine import Machine, Snapshot
 from kprobesim.probes.regs import Regs
 
@@ -55,13 +55,18 @@ def init_entry() -> int:
 
 @cache
 def booted() -> PcLinux:
-    """Boot once in this process (see the module's docstring)."""
-    board = PcBoard(initrd=obtain(initramfs, "x86_64"))
-    m = Machine(get_arch("x86_64"), board.load(obtain(debian.bookworm_amd64_kernel).image), board=board)
-    entry = init_entry()
-    m.run_to(entry, max_insns=BOOT_BUDGET, timeout=1200)
-    assert Regs(m)["cs"] & 3 == 3, "stopped at init's entry address in kernel mode"
-    return PcLinux(m, m.snapshot(), entry, m.instructions)
+    """Boot once in this process (see the module's docstring), through the library's per-process
+    boots (``kprobesim.linuxguest``): ``kprobesim compare --board pc`` in this process with the
+    same kernel and initrd starts from this snapshot too."""
+    b = boot_to_init(guest(), max_insns=BOOT_BUDGET, timeout=1200)
+    assert b.init_entry == init_entry()
+    assert Regs(b.machine)["cs"] & 3 == 3, "stopped at init's entry address in kernel mode"
+    return PcLinux(b.machine, b.snapshot, b.init_entry, b.boot_instructions)
+
+
+def guest() -> LinuxGuest:
+    """The boot: Debian's kernel, the test initramfs, the board's default command line."""
+    return LinuxGuest("pc", str(obtain(debian.bookworm_amd64_kernel).image), str(obtain(initramfs, "x86_64")))
 
 
 @cache

@@ -13,11 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from kprobesim.arch import get_arch
-from kprobesim.board.virt import Virt, VirtOptions
 from kprobesim.elfread import read_header
-from kprobesim.guest.linux import with_kallsyms
-from kprobesim.image import load_image
+from kprobesim.linuxguest import LinuxGuest, boot_to_init
 from kprobesim.machine import Machine, Snapshot
 
 from . import debian, obtain
@@ -27,6 +24,7 @@ from .qemu import APPEND
 XDIST_GROUP = "linux"  # pytest.mark.xdist_group of every module using a Linux boot (both guests: one worker)
 BOOT_BUDGET = 2_500_000_000
 RUN_BUDGET = 400_000_000  # from the snapshot to power off, with room for probes
+MEMORY = 128 << 20
 
 
 @dataclass
@@ -56,14 +54,16 @@ def init_entry() -> int:
 
 @cache
 def booted() -> RiscvLinux:
-    """Boot once in this process (see the module's docstring)."""
-    kernel = obtain(debian.trixie_riscv64_kernel)
-    image, boot_map = with_kallsyms(load_image(kernel.image, arch="riscv64", base=0x80200000))
-    initrd = str(obtain(initramfs, "riscv64"))
-    bios = str(obtain(debian.trixie_opensbi))  # the builtin SBI's Linux boot: test_virt_sbi.py
-    board = Virt(VirtOptions(memory=128 << 20, bios=bios, initrd=initrd, append=APPEND))
-    m = Machine(get_arch("riscv64"), image, board=board)
-    m.boot_maps.append(boot_map)
-    entry = init_entry()
-    m.run_to(entry, max_insns=BOOT_BUDGET, timeout=1200)
-    return RiscvLinux(m, m.snapshot(), entry, m.instructions)
+    """Boot once in this process (see the module's docstring), through the library's per-process
+    boots (``kprobesim.linuxguest``): ``kprobesim compare --board virt`` in this process with the
+    same kernel, initrd, firmware, RAM and command line starts from this snapshot too."""
+    b = boot_to_init(guest(), max_insns=BOOT_BUDGET, timeout=1200)
+    assert b.init_entry == init_entry()
+    return RiscvLinux(b.machine, b.snapshot, b.init_entry, b.boot_instructions)
+
+
+def guest() -> LinuxGuest:
+    """The boot: Debian's kernel and OpenSBI (the builtin SBI's Linux boot: test_virt_sbi.py),
+    the test initramfs, 128 MiB, QEMU's command line of the oracle runs."""
+    return LinuxGuest("virt", str(obtain(debian.trixie_riscv64_kernel).image), str(obtain(initramfs, "riscv64")),
+                      append=APPEND, bios=str(obtain(debian.trixie_opensbi)), memory=MEMORY)

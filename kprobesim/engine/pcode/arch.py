@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .codegen import T_IDLE, T_INVALID, T_UNIMPL, BlockEmitter, Insn, POp, Trap
+from .codegen import T_EXC, T_IDLE, T_INVALID, T_UNIMPL, BlockEmitter, Insn, POp, Trap
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import PcodeEngine
@@ -104,6 +104,10 @@ class ArchModel:
     def on_exception(self, t: Trap, ipc: int) -> int | None:
         """A T_EXC trap at ``ipc``: report it / enter it; return the PC to continue or None."""
         raise NotImplementedError
+
+    def on_exception_args(self, a: Any, b: Any, c: Any, idx: int, ipc: int) -> int | None:
+        """:meth:`on_exception` for a trap a block returned (no Trap object made)."""
+        return self.on_exception(Trap(T_EXC, idx, a, b, c, True), ipc)
 
     def on_invalid(self, t: Trap, ipc: int) -> int | None:
         raise NotImplementedError

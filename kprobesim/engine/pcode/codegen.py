@@ -45,8 +45,10 @@ class Trap(Exception):
     """Leave a block at instruction ``idx`` (which started). ``wb``: the raising code wrote the
     block's registers back to ``R`` itself; otherwise they are in the block's locals."""
 
+    __slots__ = ("kind", "idx", "a", "b", "c", "wb")
+
     def __init__(self, kind: int, idx: int, a: Any = 0, b: Any = 0, c: Any = None, wb: bool = False) -> None:
-        super().__init__(kind, idx, a, b, c)
+        # ``args`` is already set by BaseException.__new__ (no super().__init__: raised often)
         self.kind = kind
         self.idx = idx
         self.a = a
@@ -556,6 +558,14 @@ class BlockEmitter:
         # registers written back here (the engine then need not read them from the frame)
         self.line(("WB",))
         self.line(f"raise Trap({kind}, {self.idx}, {a}, {b}, {c}, True)")
+
+    def trap_return(self, kind: int, a: int = 0, b: int = 0) -> None:
+        """Leave with a trap by returning it, ``(kind, idx, pc, a, b, None)`` (a constant),
+        instead of raising a Trap: for an instruction that always traps and always ends its
+        block (the arch's terminators, e.g. breaks), so the engine counts the whole block.
+        Raising and catching an exception costs several times a return."""
+        self.line(("WB",))
+        self.line(f"return ({kind}, {self.idx}, {self.insn.addr:#x}, {a}, {b}, None)")
 
     # -- ops
     def op(self, p: POp) -> None:

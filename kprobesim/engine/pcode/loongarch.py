@@ -501,10 +501,18 @@ class LoongArch64(ArchModel):
             return Trap(T_EXC, -1, EXC_ADE, ADEF, pc)
         return None
 
-    def _deliver(self, ecode: int, esub: int, badv: int | None) -> int | None:
+    def _deliver(self, ecode: int, esub: int, badv: int | None, idx: int = -1, ipc: int = 0) -> int | None:
+        """Report exception ``ecode`` to the UC_HOOK_INTR hooks, or enter it in the guest."""
         eng = self.eng
         eng.last_exception = (ecode, esub, badv)
-        if eng.call_intr_hooks(ecode):
+        hooks = eng._intr_hooks
+        if hooks:  # eng.call_intr_hooks, one call less on every break
+            if len(hooks) == 1:  # the usual one (the machine's): no copy to iterate over
+                h = hooks[0]
+                h.cb(eng, ecode, h.ud)
+            else:
+                for h in hooks.copy():
+                    h.cb(eng, ecode, h.ud)
             return eng._R[0]
         if self.C[EENTRY] == 0:
             raise UcError(UC_ERR_INSN_INVALID if ecode == EXC_INE else UC_ERR_EXCEPTION)
@@ -513,6 +521,8 @@ class LoongArch64(ArchModel):
 
     def on_exception(self, t: Trap, ipc: int) -> int | None:
         return self._deliver(t.a, t.b, t.c)
+
+    on_exception_args = _deliver  # a returned trap (break, syscall): straight to delivery
 
     def on_invalid(self, t: Trap, ipc: int) -> int | None:
         """INE: UC_HOOK_INTR hooks first, then UC_HOOK_INSN_INVALID hooks, then the guest."""
@@ -711,12 +721,12 @@ def _ov_csr(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
 
 
 def _ov_break(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
-    em.trap(T_EXC, str(EXC_BRK), "0", "None")
+    em.trap_return(T_EXC, EXC_BRK)  # a terminator (is_terminator): it ends its block
     em.dead = True
 
 
 def _ov_syscall(arch: LoongArch64, em: BlockEmitter, w: int) -> None:
-    em.trap(T_EXC, str(EXC_SYS), "0", "None")
+    em.trap_return(T_EXC, EXC_SYS)  # a terminator (is_terminator): it ends its block
     em.dead = True
 
 
