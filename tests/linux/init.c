@@ -7,7 +7,10 @@
  * read(2) call and the total), tries one file that does not exist, forks, execs /bin/child
  * and waits for it, and powers off with reboot(2). Along the way it prints what digits() (a
  * small function the uprobe tests probe) returned for a few numbers, in init and once in the
- * forked child before it execs. With "kallsyms" among its arguments (kernel
+ * forked child before it execs. After the child: it reads its own file /init and compares it
+ * with a copy of it that no process maps (/data/init.copy: a probe's break must not show in
+ * the file), and spawns a few short-lived children, forked inside spawn(), each exiting with
+ * work()'s result. With "kallsyms" among its arguments (kernel
  * command line "... -- kallsyms") it also mounts /proc and prints a digest of /proc/kallsyms
  * before powering off: the oracle for the kallsyms reader. */
 #include <errno.h>
@@ -76,6 +79,51 @@ __attribute__((noinline)) int digits(unsigned long n)
         d++;
     }
     return d;
+}
+
+/* What a spawned child computes, its exit status: one call per child (the uprobe tests count them). */
+__attribute__((noinline)) int work(unsigned long n)
+{
+    return (int)(n * 7 % 11);
+}
+
+/* Forks: returns the child's pid in the parent and 0 in the child, so the child returns from
+ * here too, through the return address it inherited (a uretprobe on spawn() sees both). */
+__attribute__((noinline)) int spawn(void)
+{
+    int pid = fork();
+    __asm__ volatile("" ::: "memory"); /* not a tail call: spawn() returns itself */
+    return pid;
+}
+
+/* Read /init (this program's file, whose text init runs) and its unmapped copy side by side. */
+static void compare_self(void)
+{
+    static char a[4096], b[4096];
+    int fa = open("/init", O_RDONLY), fb = open("/data/init.copy", O_RDONLY);
+    long differ = 0;
+    if (fa < 0 || fb < 0) {
+        say("open /init or /data/init.copy: %s", errname(errno));
+        return;
+    }
+    for (;;) {
+        ssize_t got = read(fa, a, sizeof a), want = read(fb, b, sizeof b);
+        if (got != want) {
+            say("read /init: %ld bytes where /data/init.copy has %ld", (long)got, (long)want);
+            differ++;
+            break;
+        }
+        if (got <= 0)
+            break;
+        for (ssize_t i = 0; i < got; i++)
+            differ += a[i] != b[i];
+    }
+    close(fa);
+    close(fb);
+    if (differ)
+        say("read /init: %ld of its bytes differ from /data/init.copy", differ);
+    else
+        say("read /init: the same bytes as /data/init.copy");
 }
 
 /* Digest /proc/kallsyms: its line count, byte count and FNV-1a 64-bit hash over every byte,
@@ -153,6 +201,23 @@ int main(int argc, char **argv)
         else
             say("child ended by signal %d", WTERMSIG(status));
     }
+    compare_self();
+
+    enum { SPAWNED = 6 };
+    int sum = 0;
+    for (unsigned long i = 1; i <= SPAWNED; i++) {
+        int pid = spawn();
+        if (pid == 0)
+            _exit(work(i));
+        int status = 0;
+        if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+            say("spawn %lu: %s", i, errname(errno));
+            continue;
+        }
+        sum += WEXITSTATUS(status);
+    }
+    say("spawned %d children: exit statuses sum to %d", SPAWNED, sum);
+
     if (kallsyms)
         digest_kallsyms();
     say("power off");

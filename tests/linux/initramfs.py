@@ -57,7 +57,7 @@ def program(name: str, arch: str) -> Path:
 
 
 def entries(arch: str) -> list[cpio.Entry]:
-    """The initramfs members: /init, /bin/child, /data/*, /dev/console, an empty /proc."""
+    """The initramfs members: /init, /bin/child, /data/* (with a copy of /init), /dev/console, an empty /proc."""
     return [
         cpio.directory("dev"),
         cpio.char_device("dev/console", 5, 1),
@@ -67,6 +67,7 @@ def entries(arch: str) -> list[cpio.Entry]:
         cpio.regular("bin/child", program("child", arch).read_bytes(), 0o755),
         cpio.directory("data"),
         *(cpio.regular(name, data) for name, data in DATA_FILES.items()),
+        cpio.regular("data/init.copy", program("init", arch).read_bytes()),  # never mapped: init reads both
     ]
 
 
