@@ -21,7 +21,6 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -98,45 +97,39 @@ __attribute__((noinline)) int spawn(void)
     return pid;
 }
 
-/* FNV-1a 64 of this program's executable segment as the file holds it, written here after
- * the link by the initramfs build (linux/initramfs.py): the bytes read(2) must return. */
+/* FNV-1a 64 of the part of this program's executable segment in the first SELF_READ bytes of
+ * the file, as the file holds it: written here after the link by the initramfs build
+ * (linux/initramfs.py). */
 __attribute__((used)) volatile unsigned long long kpsim_text_fnv = 0x6b7073696d2d7478ULL;
+enum { SELF_READ = 32768 }; /* one read(2) of the same size on every arch (the files are larger) */
 
-/* Read /init (this program's file, whose text init runs) with readv(2) (vfs_read's counts stay
- * those of the data files) and hash its executable segment: equal to kpsim_text_fnv unless a
- * probe's break shows through the page cache. */
-static void check_self(void)
+/* Read the start of /init (this program's file, whose text init runs) with one read(2) and
+ * hash the text in it: equal to kpsim_text_fnv unless a probe's break shows in the file. */
+__attribute__((noinline)) static void check_self(void)
 {
-    static unsigned char file[1 << 18];
-    long size = 0;
+    static unsigned char file[SELF_READ];
     int fd = open("/init", O_RDONLY);
     if (fd < 0) {
         say("open /init: %s", errname(errno));
         return;
     }
-    for (;;) {
-        struct iovec iov = {file + size, sizeof file - size};
-        ssize_t got = size < (long)sizeof file ? readv(fd, &iov, 1) : 0;
-        if (got <= 0)
-            break;
-        size += got;
-    }
+    ssize_t size = read(fd, file, sizeof file);
     close(fd);
     const Elf64_Ehdr *eh = (const void *)file;
     unsigned long long hash = 0xcbf29ce484222325ULL;
     int segments = 0;
-    for (int i = 0; size >= (long)sizeof *eh && i < eh->e_phnum; i++) {
+    for (int i = 0; size == SELF_READ && i < eh->e_phnum; i++) {
         const Elf64_Phdr *ph = (const void *)(file + eh->e_phoff + (unsigned long)i * eh->e_phentsize);
-        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || (long)(ph->p_offset + ph->p_filesz) > size)
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
             continue;
-        for (unsigned long at = 0; at < ph->p_filesz; at++)
-            hash = (hash ^ file[ph->p_offset + at]) * 0x100000001b3ULL;
+        for (unsigned long at = ph->p_offset; at < ph->p_offset + ph->p_filesz && at < SELF_READ; at++)
+            hash = (hash ^ file[at]) * 0x100000001b3ULL;
         segments++;
     }
     if (segments == 1 && hash == kpsim_text_fnv)
         say("read /init: its text is the file's");
     else
-        say("read /init: its text differs from the file's (%d segments)", segments);
+        say("read /init: its text differs from the file's (%d segments, %ld bytes)", segments, (long)size);
 }
 
 /* Digest /proc/kallsyms: its line count, byte count and FNV-1a 64-bit hash over every byte,

@@ -34,6 +34,7 @@ def _key(*parts: bytes) -> str:
 
 
 TEXT_HASH = "kpsim_text_fnv"  # init's variable the build sets to the FNV-1a 64 of its text segment
+SELF_READ = 32768  # ... the part of it in the first SELF_READ bytes of the file (init.c's one read)
 TEXT_HASH_MARK = 0x6B7073696D2D7478  # its value before (init.c's initializer)
 
 
@@ -46,7 +47,7 @@ def fnv1a64(data: bytes) -> int:
 
 def with_text_hash(data: bytes) -> bytes:
     """init's file with ``kpsim_text_fnv`` set to the hash of its executable segment's file
-    bytes (init checks what read(2) returns of its own file against it)."""
+    bytes within the first SELF_READ (init checks what read(2) returns of its own file)."""
     from kprobesim.elfread import read_header, read_segments, read_symbols
 
     hdr = read_header(data[:64])
@@ -57,7 +58,9 @@ def with_text_hash(data: bytes) -> bytes:
     at = home.offset + sym.value - home.vaddr
     if len(text) != 1 or int.from_bytes(data[at : at + 8], "little") != TEXT_HASH_MARK:
         raise FetchError(f"init: {len(text)} executable segments, or {TEXT_HASH} not found where expected")
-    digest = fnv1a64(data[text[0].offset : text[0].offset + text[0].filesz])
+    if len(data) < SELF_READ:
+        raise FetchError(f"init: {len(data)} bytes, fewer than the {SELF_READ} it reads of itself")
+    digest = fnv1a64(data[text[0].offset : min(text[0].offset + text[0].filesz, SELF_READ)])
     return data[:at] + digest.to_bytes(8, "little") + data[at + 8 :]
 
 
@@ -67,7 +70,7 @@ def program(name: str, arch: str) -> Path:
         raise ValueError(f"no initramfs programs for arch {arch!r}")
     source = HERE / f"{name}.c"
     cmd = [sys.executable, "-m", "ziglang", "cc", "-target", f"{arch}-linux-musl", *CFLAGS]
-    recipe = " ".join((*cmd, *STRIP, TEXT_HASH if name == "init" else "")).encode()
+    recipe = " ".join((*cmd, *STRIP, f"{TEXT_HASH}/{SELF_READ}" if name == "init" else "")).encode()
     target = cache_dir() / "initramfs" / f"{name}-{arch}-{_key(source.read_bytes(), recipe)}"
 
     def build(out: Path) -> None:
