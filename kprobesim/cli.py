@@ -457,6 +457,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         status = machine.run(max_insns=args.max_insns, timeout=args.timeout)
     finally:
         console.close()
+        for line in machine.uprobe_refusals:
+            print(f"kprobesim: {line}", file=sys.stderr)
         for obj in objects:
             sys.stdout.write(obj.format_maps(args.format))
         if args.stats:

@@ -51,6 +51,7 @@ from .image import Image, load_image
 from .probes.kprobe import Kprobe, Kretprobe, PostHandler, PreHandler, ReturnHandler
 from .probes.registry import Registry
 from .probes.uprobes import Uprobe, UprobeHandler, Uprobes, UretHandler, Uretprobe
+from .probes.userpages import USER_POOL_GAP, USER_POOL_PAGES, UserPages
 
 _FLAT = -1  # key of a trap's page cache: the guest does not translate addresses now
 _PAGED = -2  # ... it does (asked at the trap's first access)
@@ -95,6 +96,7 @@ class Snapshot:
     devices: list[dict[str, Any]]
     trace_lines: int = 0  # how many trace lines had been kept
     interrupt_trace: tuple[int, int] = (0, 0)
+    user_pages: Any = None  # the user page pool's allocation state
 
 
 @dataclass
@@ -172,6 +174,9 @@ class Machine:
         self._port_hooks = False
         self.break_handlers: list[Callable[[Machine, int], bool]] = []
         self.exception_fixups: list[Callable[[int], int]] = []  # pc of a fault -> pc to report
+        #: A user-mode fetch fault at an address one of these claims is a break there instead
+        #: of the guest's fault (a uretprobe trampoline a process has no XOL page for).
+        self.fetch_fault_claims: list[Callable[[int], bool]] = []
         self.ram = board.ram if board is not None else arch.ram
         #: The RAM's bytes in a host buffer the engine runs from (Unicorn), read and written
         #: directly by the host for addresses inside it; None where the engine has no such
@@ -305,6 +310,16 @@ class Machine:
             if protected:
                 self.engine.mem_map(addr, size, UC_PROT_EXEC)
             addr += size
+        #: Pages processes' page tables point at for uprobes, on boards that map XOL pages into
+        #: processes (``user_xol``): a region of its own, read+execute (see probes/userpages.py).
+        self.user_pages: UserPages | None = None
+        if getattr(self.board, "user_xol", None):
+            base = self.sim_phys + USER_POOL_GAP
+            if hasattr(self.engine, "map_host_backed"):
+                self.engine.map_host_backed(base, USER_POOL_PAGES * PAGE, UC_PROT_READ | UC_PROT_EXEC)
+            else:
+                self.engine.mem_map(base, USER_POOL_PAGES * PAGE, UC_PROT_READ | UC_PROT_EXEC)
+            self.user_pages = UserPages(self, base, USER_POOL_PAGES)
 
     def _sim_write(self, uc: object, access: int, addr: int, size: int, value: int, ud: object) -> None:
         """The guest stored into a simulator page: a store fault; the bytes are put back afterwards."""
@@ -808,6 +823,10 @@ class Machine:
             self.event = Deferred(action)
         self.engine.emu_stop()
 
+    def claims_fetch_fault(self, addr: int) -> bool:
+        """Is a fetch fault at ``addr`` the simulator's (see :attr:`fetch_fault_claims`)?"""
+        return any(claim(addr) for claim in self.fetch_fault_claims)
+
     def exception_pc(self, pc: int) -> int:
         """The PC a synchronous exception reports (a fault in a probe's slot is the probe's)."""
         for fixup in self.exception_fixups:
@@ -1121,9 +1140,11 @@ class Machine:
         if self.board is not None:  # every device of the board, not only its timers
             devices = [_device_state(d) for d in self.devices]
         pools = {p: list(v) for p, v in self._sim_pools.items()}
+        users = self.user_pages.state() if self.user_pages is not None else None
         return Snapshot(
             self.engine.context_save(), self._time, bytes(self.console_bytes), pools, devices, len(self.trace_lines),
             self.interrupt_trace,
+            users,
         )
 
     def restore(self, snap: Snapshot) -> None:
@@ -1146,6 +1167,8 @@ class Machine:
         del self.trace_lines[snap.trace_lines :]
         self.interrupt_trace = snap.interrupt_trace
         self._sim_pools = {p: list(v) for p, v in snap.sim_pools.items()}
+        if self.user_pages is not None and snap.user_pages is not None:
+            self.user_pages.restore(snap.user_pages)
         self.exit_status = None
         self._held = self._held_by_step = self._guest_held = self._look = False
         self._boost, self._carry = None, 0
@@ -1188,6 +1211,11 @@ class Machine:
         if self._uprobes is None:
             self._uprobes = Uprobes(self, self.step_variant)
         return self._uprobes
+
+    @property
+    def uprobe_refusals(self) -> list[str]:
+        """Why uprobe hits were refused (the user page pool ran out), one line each."""
+        return list(self._uprobes.refusals) if self._uprobes is not None else []
 
     def uprobe(self, target: str, handler: UprobeHandler | None = None, name: str = "") -> Uprobe:
         """Place a uprobe at ``PATH:OFFSET`` or ``PATH:SYMBOL[+OFF]`` (the bundled firmware's

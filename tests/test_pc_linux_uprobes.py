@@ -24,7 +24,7 @@ from functools import cache
 import capstone
 import pytest
 from linux import corebuild, obtain, pclinux
-from linux.initramfs import program
+from linux.initramfs import entries, fnv1a64, program
 from linux.qemu import init_lines
 from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as xc
@@ -32,7 +32,7 @@ from unicorn import x86_const as xc
 from kprobesim.board.pc import USER_XOL
 from kprobesim.board.pc.pic import Pic8259Pair
 from kprobesim.ebpf.loader import load
-from kprobesim.elfread import read_header, read_symbols
+from kprobesim.elfread import read_header, read_segments, read_symbols
 from kprobesim.errors import GuestFault, ProbeError
 from kprobesim.trace.tracer import Tracer
 
@@ -101,9 +101,9 @@ def test_uprobes_count_calls_and_uretprobes_read_returns(pc_linux: pclinux.PcLin
     tracer.add("r:clone kernel_clone pid=$retval:s64")
     inner = {name: m.uprobe(f"/init:digits+{off:#x}") for name, off in at.items()}
     # RIP-relative: musl's store of environ (a first write to its page: the copy faults in the
-    # XOL page and the kernel resumes it there) and main's load of its numbers table (every
-    # digits() argument printed comes from it); from the top of the address space their
-    # targets are out of rel32 reach, so the copy addresses through a scratch register
+    # XOL page and the kernel resumes it there) and main's first RIP-relative load (a 16-byte
+    # constant, run once); from the top of the address space their targets are out of rel32
+    # reach, so the copy addresses through a scratch register
     rip = {name: m.uprobe(f"/init:{riprel(name)}") for name in ("__init_libc", "main")}
     assert all(m.uprobes.sites[p.addr].scratch for p in rip.values())
     in_xol: list[tuple[int, int, int]] = []  # (rip, CPL, CR3) of every instruction run in the XOL page
@@ -233,3 +233,114 @@ def test_process_interrupted_inside_its_xol_slot(pc_linux: pclinux.PcLinux, vari
     assert init_lines(m.console) == init_lines(pclinux.qemu_transcript())
     assert in_slot == [0x30]  # IRQ 0 at Linux's ISA_IRQ_VECTOR(0)
     assert entry.hits == ret.hits == 6 and not m.uprobes.steps
+
+
+def _spawned_run(pc: pclinux.PcLinux, limit: int | None = None, uretprobe: bool = True):
+    """init's run with uprobes on work() (once in each spawned child), digits() and, with
+    ``uretprobe``, a uretprobe on spawn() (it forks: the parent and the child both return),
+    the user page pool capped at ``limit`` pages. Returns the machine, the tracer, the probes
+    by event and the pids kernel_clone gave init's children, in order."""
+    m = pc.restore()
+    if limit is not None:
+        m.user_pages.limit = limit
+    tracer = Tracer(m)
+    probes = {"work": tracer.add("p:work /init:work n=$arg1:u64"), "dig": tracer.add("p:dig /init:digits")}
+    if uretprobe:
+        probes["spawnr"] = tracer.add("r:spawnr /init:spawn pid=$retval:s32")
+    tracer.add("r:clone kernel_clone pid=$retval:s64")
+    copies_at_open: list[int] = []
+
+    def opened(probe, regs):  # init opening /init: does its address space hold a copy with a break?
+        if current_task_pid(m) == 1:
+            copies_at_open.append(sum(c.root == m.traps.user_root() for c in m.uprobes.spaces.copies.values()))
+
+    m.kprobe("do_sys_openat2", pre=opened)
+    assert pc.run_to_power_off() == 0
+    children = [int(e.args["pid"]) for e in tracer.events if e.event == "clone" and e.comm == "init"]
+    return m, tracer, probes, children, copies_at_open
+
+
+def current_task_pid(m) -> int:
+    from kprobesim.task import current_task
+
+    return current_task(m).pid
+
+
+def test_probed_children_forked_inside_a_uretprobed_function_and_the_file_read_back(
+    pc_linux: pclinux.PcLinux,
+) -> None:
+    """Linux's copy-on-write of the probed page, fork and exit: init's six spawned children
+    (forked inside spawn(), each calling work() once before exiting) and its forked child all
+    get the break in a private copy of the page, so init's read(2) of its own /init returns
+    the file's bytes (init hashes its text segment as read and compares with the hash the
+    build wrote into it, and prints the verdict QEMU's run prints); each child returns from spawn() through
+    the trampoline like its parent, with its own uretprobe event and pid (the return chain
+    copied at fork, Linux's uprobe_copy_process); every child's pages go back to the pool when
+    it exits. CPU: one run from the shared snapshot, ~1 s."""
+    m, tracer, probes, children, copies_at_open = _spawned_run(pc_linux)
+    assert init_lines(m.console) == init_lines(pclinux.qemu_transcript())
+    assert "kpsim-init: read /init: its text is the file's" in init_lines(m.console)
+    data = program("init", "x86_64").read_bytes()
+    files = {e.name: e.data for e in entries("x86_64") if e.data}
+    hdr = read_header(data[:64])
+    (text,) = [s for s in read_segments(hdr, data[hdr.phoff :], len(data)) if s.executable]
+    assert files["init"] == data  # the file init reads, holding the hash of its text it checks against
+    assert fnv1a64(data[text.offset : min(text.offset + text.filesz, 32768)]).to_bytes(8, "little") in data
+    assert text.offset <= m.uprobes.sites[probes["work"].addr].addr - text.vaddr + text.offset < 32768  # read back
+    assert copies_at_open and all(n >= 1 for n in copies_at_open)  # init had its copy while reading
+
+    forked, spawned = children[0], children[1:]
+    work = [(e.pid, e.args["n"]) for e in tracer.events if e.event == "work"]
+    assert work == [(pid, i) for i, pid in enumerate(spawned, 1)]  # once in each child, its own pid
+    returns = [(e.pid, e.args["pid"]) for e in tracer.events if e.event == "spawnr"]
+    assert sorted(returns) == sorted([(1, pid) for pid in spawned] + [(pid, 0) for pid in spawned])
+    assert probes["spawnr"].hits == 12 and probes["spawnr"].active == 0 and not probes["spawnr"].missed
+    digits = [e.pid for e in tracer.events if e.event == "dig"]
+    assert digits == [1] * 5 + [forked]  # init's, then its first child's before it execs
+    assert all(not p.missed for p in probes.values()) and not m.uprobes.refusals
+
+    # every child's pages went back: only init's address space holds simulator pages now
+    spaces = m.uprobes.spaces
+    assert len(spaces.spaces) == 1 and m.user_pages.in_use
+    assert m.user_pages.handed_out > len(m.user_pages.in_use) + 8 * 2
+
+
+def test_more_processes_than_the_user_page_pool_holds(pc_linux: pclinux.PcLinux) -> None:
+    """The pool capped at the most pages the run ever needs at once: far fewer than its eight
+    probed processes take in all, so every page a child used must come back when it exits;
+    every call is counted, none missed. Capped one page lower, the pool runs out: what needed
+    the page is refused with one line and counted missed, and the guest's run is unchanged.
+    Capped at init's own pages, every child is refused (its copy: one miss per probe of its
+    page) and still returns from spawn() (no XOL page: the fetch fault at the trampoline
+    address is taken as the return); init is still counted exactly. CPU: four runs from the
+    shared snapshot, ~3 s."""
+    m, _, probes, _, _ = _spawned_run(pc_linux)
+    peak, total, kept = m.user_pages.peak, m.user_pages.handed_out, len(m.user_pages.in_use)
+    assert total > 2 * peak
+
+    m, tracer, probes, children, _ = _spawned_run(pc_linux, limit=peak)
+    assert m.user_pages.handed_out == total and m.user_pages.peak == peak
+    assert (probes["work"].hits, probes["dig"].hits, probes["spawnr"].hits) == (6, 6, 12)
+    assert not any(p.missed for p in probes.values()) and not m.uprobes.refusals
+
+    m, tracer, probes, children, _ = _spawned_run(pc_linux, limit=peak - 1)
+    assert init_lines(m.console) == init_lines(pclinux.qemu_transcript()), (m.uprobes.refusals, m.console[-1500:])
+    assert m.uprobes.refusals and all("\n" not in line for line in m.uprobes.refusals)
+    assert all(line.endswith("the simulator's user page pool is exhausted") for line in m.uprobes.refusals)
+    assert any("no XOL page for this process" in line for line in m.uprobes.refusals)  # a refused hit
+    assert sum(p.missed for p in probes.values()) >= 1
+
+    # capped at init's own pages: no child gets a copy of the page (one miss per probe of it)
+    # or an XOL page; a spawned child's return to the trampoline address, which it has no page
+    # for, is a fetch fault the simulator takes as the return: all twelve returns seen
+    m, tracer, probes, children, _ = _spawned_run(pc_linux, limit=kept)
+    assert init_lines(m.console) == init_lines(pclinux.qemu_transcript()), (m.uprobes.refusals, m.console[-1500:])
+    counts = {name: (p.hits, p.missed) for name, p in probes.items()}
+    assert counts == {"work": (0, 7), "dig": (5, 7), "spawnr": (12, 7)}, (counts, m.uprobes.refusals)
+    spawned = children[1:]
+    returns = [(e.pid, e.args["pid"]) for e in tracer.events if e.event == "spawnr"]
+    assert sorted(returns) == sorted([(1, pid) for pid in spawned] + [(pid, 0) for pid in spawned])
+    refused = [line for line in m.uprobes.refusals if "no private copy" in line]
+    assert [line.split(": refused in ")[1].split(":")[0] for line in refused] == [
+        f"init-{pid}" for pid in children
+    ], m.uprobes.refusals

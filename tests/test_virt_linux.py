@@ -43,7 +43,7 @@ SCALED = re.compile(
     r"^(NUMA: |NODE_DATA|\s+DMA32 |\s+node +0: |Initmem setup |Dentry cache |Inode-cache |Built 1 zonelists"
     r"|Memory: |IP idents |TCP|workingset: |audit: |cpu0: Ratio of byte access)"
 )
-ASYNC = ("Trying to unpack rootfs image as initramfs...", "Freeing initrd memory: 108K")  # an async initcall
+ASYNC = ("Trying to unpack rootfs image as initramfs...", "Freeing initrd memory: ")  # an async initcall (any size)
 
 
 def kernel_log(transcript: str) -> list[str]:
@@ -121,7 +121,7 @@ def test_openat_probe_names_the_files_init_opened(traced: tuple[Machine, Tracer]
     said = re.findall(r"kpsim-init: (?:read|open) (/data/\S+):", m.console)
     assert said == ["/data/hello.txt", "/data/lines.txt", "/data/blob.bin", "/data/missing.txt"]
     # from init's first instruction on, the opens are init's and its child's
-    assert opened == [*said, "/data/hello.txt"], opened
+    assert opened == [*said, "/data/hello.txt", "/init"], opened  # init reads itself last
 
 
 def test_vfs_read_returns_the_counts_init_printed(traced: tuple[Machine, Tracer]) -> None:
@@ -137,8 +137,8 @@ def test_events_name_the_task_from_linux_current(traced: tuple[Machine, Tracer])
     kernel's BTF): init is pid 1; its child has the pid fork returned (kernel_clone's return
     value in init, the kernel's own word) and, after execve, the comm ``child``."""
     m, tracer = traced
-    forks = [e for e in tracer.events if e.event == "clone" and e.comm == "init"]
-    assert len(forks) == 1 and forks[0].pid == 1, [(e.comm, e.pid, e.args) for e in tracer.events if e.event == "clone"]
+    forks = [e for e in tracer.events if e.event == "clone" and e.comm == "init"]  # the child, then six spawned
+    assert len(forks) == 7 and all(e.pid == 1 for e in forks), [(e.comm, e.pid, e.args) for e in forks]
     child = int(forks[0].args["ret"])
     assert child > 1
     opens = [(e.comm, e.pid, e.args["comm"], e.args["name"]) for e in tracer.events if e.event == "op"]
@@ -146,6 +146,7 @@ def test_events_name_the_task_from_linux_current(traced: tuple[Machine, Tracer])
         *(("init", 1, "init", name) for name in ("/data/hello.txt", "/data/lines.txt", "/data/blob.bin",
                                                   "/data/missing.txt")),
         ("child", child, "child", "/data/hello.txt"),
+        ("init", 1, "init", "/init"),
     ]
     assert sum(line.lstrip().startswith(f"child-{child} [000]") and " op: " in line for line in m.trace_lines) == 1
     assert sum(line.lstrip().startswith("init-1 [000]") for line in m.trace_lines) >= 5
@@ -159,4 +160,5 @@ def test_kernel_log_is_qemus_but_for_hardware_and_timestamps(traced: tuple[Machi
     ours, theirs = kernel_log(m.console), kernel_log(oracle.boot("riscv64").transcript)
     assert len(ours) > 150 and "Run /init as init process" in ours
     assert Counter(ours) == Counter(theirs), set(ours) ^ set(theirs)
-    assert [line for line in ours if line not in ASYNC] == [line for line in theirs if line not in ASYNC]
+    in_order = [line for line in ours if not line.startswith(ASYNC)]
+    assert in_order == [line for line in theirs if not line.startswith(ASYNC)]

@@ -22,6 +22,7 @@ from unicorn import UC_HOOK_CODE
 from unicorn.riscv_const import UC_RISCV_REG_PRIV, UC_RISCV_REG_SATP
 
 from kprobesim.errors import ProbeError
+from kprobesim.task import current_task
 from kprobesim.trace.tracer import Tracer
 
 pytestmark = pytest.mark.xdist_group(rvguest.XDIST_GROUP)
@@ -105,4 +106,55 @@ def test_process_mapping_the_xol_address_steps_in_place(riscv_linux: rvguest.Ris
     assert [e.args["n"] for e in tracer.events if e.event == "dig"] == [int(n) for _, n, _ in printed]
     assert [e.args["d"] for e in tracer.events if e.event == "digr"] == [int(d) for _, _, d in printed]
     kinds = {tgid: type(area).__name__ for tgid, area in m.uprobes._xol.items()}
-    assert kinds[1] == "SlotPages" and sorted(kinds.values()) == ["SlotPages", "UserXol"], kinds
+    assert kinds == {1: "SlotPages"}, kinds  # init's: pool pages
+    # the child's XOL page (a user pool page) went back when it exited; init's space has none
+    spaces = m.uprobes.spaces.spaces
+    assert len(spaces) == 1 and next(iter(spaces.values())).xol is None
+    assert m.user_pages.handed_out > len(m.user_pages.in_use)
+
+
+def test_copies_of_the_probed_page_fork_and_exit(riscv_linux: rvguest.RiscvLinux) -> None:
+    """Linux's copy-on-write of the probed page, on riscv64: init's read(2) of its own /init
+    returns the file's bytes while init runs a private copy of the page with the breaks (init
+    hashes its text segment as read against the hash the build wrote into it, and prints
+    QEMU's verdict);
+    the six children init spawns, forked inside spawn() (uretprobed), each call work() once and
+    return from spawn() through the trampoline with their own pid (the return chain copied at
+    fork); each child's pages go back to the user page pool when it exits, so the same run
+    with the pool capped at the most pages it ever holds at once (fewer than its eight probed
+    processes take in all) counts the same. CPU: two runs from the shared snapshot, ~8 s."""
+    runs = []
+    for limit in (None, "peak"):
+        m = riscv_linux.restore()
+        if limit == "peak":
+            m.user_pages.limit = runs[0][0]
+        tracer = Tracer(m)
+        work = tracer.add("p:work /init:work n=$arg1:u64")
+        dig = tracer.add("p:dig /init:digits")
+        spawn = tracer.add("r:spawnr /init:spawn pid=$retval:s32")
+        tracer.add("r:clone kernel_clone pid=$retval:s64")
+        copies: list[int] = []
+
+        def opened(probe, regs, m=m, copies=copies):
+            if current_task(m).pid == 1:  # init's opens: does its address space hold a copy?
+                copies.append(sum(c.root == m.traps.user_root() for c in m.uprobes.spaces.copies.values()))
+
+        m.kprobe("do_sys_openat2", pre=opened)
+        riscv_linux.run_to_power_off()
+        assert m.exit_status == 0, m.console[-2000:]
+        expected = [line for line in oracle.boot("riscv64").init_lines if not line.startswith("kpsim-init: kallsyms")]
+        assert init_lines(m.console) == expected
+        assert "kpsim-init: read /init: its text is the file's" in expected
+        assert copies and all(n >= 1 for n in copies)
+        children = [int(e.args["pid"]) for e in tracer.events if e.event == "clone" and e.comm == "init"]
+        forked, spawned = children[0], children[1:]
+        work_calls = [(e.pid, e.args["n"]) for e in tracer.events if e.event == "work"]
+        assert work_calls == list(zip(spawned, range(1, 7), strict=True))
+        returns = [(e.pid, e.args["pid"]) for e in tracer.events if e.event == "spawnr"]
+        assert sorted(returns) == sorted([(1, pid) for pid in spawned] + [(pid, 0) for pid in spawned])
+        assert [e.pid for e in tracer.events if e.event == "dig"] == [1] * 5 + [forked]
+        assert (work.hits, dig.hits, spawn.hits, spawn.active) == (6, 6, 12, 0)
+        assert not (work.missed or dig.missed or spawn.missed or m.uprobes.refusals)
+        assert len(m.uprobes.spaces.spaces) == 1  # init's: every child's pages went back
+        runs.append((m.user_pages.peak, m.user_pages.handed_out))
+    assert runs[1] == runs[0] and runs[0][1] > 2 * runs[0][0]

@@ -88,3 +88,36 @@ def map_user_page(
         return f"the guest maps {vaddr:#x} itself (entry {pte:#x})"
     write_phys(where, want.to_bytes(8, "little"))
     return None
+
+
+def leaf_entry(satp: int, vaddr: int, read_phys: Callable[[int, int], bytes]) -> tuple[int, int] | None:
+    """Where the 4 KiB leaf entry mapping ``vaddr`` is under ``satp`` and its value (None when
+    no valid entry leads there, or a large page maps it)."""
+    levels = SATP_MODES.get(satp >> 60)
+    if levels is None:
+        return None
+    table = (satp & PPN_MASK) << PAGE_SHIFT
+    for level in range(levels - 1, -1, -1):
+        where = table + 8 * ((vaddr >> (PAGE_SHIFT + 9 * level)) & 0x1FF)
+        pte = int.from_bytes(read_phys(where, 8), "little")
+        if not pte & PTE_V:
+            return None
+        if pte & (PTE_R | PTE_X):
+            return (where, pte) if level == 0 else None
+        table = ((pte >> 10) & PPN_MASK) << PAGE_SHIFT
+    return None
+
+
+def entry_page(pte: int) -> int:
+    """The physical page a leaf entry maps."""
+    return ((pte >> 10) & PPN_MASK) << PAGE_SHIFT
+
+
+def with_page(pte: int, phys: int) -> int:
+    """The entry mapping ``phys`` instead, its permission and attribute bits kept."""
+    return (pte & ~(PPN_MASK << 10)) | ((phys >> PAGE_SHIFT) << 10)
+
+
+def user_text(pte: int) -> bool:
+    """A valid user, executable, not writable leaf (a program's text, as uprobes want it)."""
+    return pte & (PTE_V | PTE_U | PTE_X | PTE_W) == PTE_V | PTE_U | PTE_X

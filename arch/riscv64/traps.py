@@ -41,7 +41,7 @@ from unicorn.riscv_const import (
 
 from kprobesim.engine import access_kind
 
-from .mmu import PageFault, map_user_page, translate, user_top
+from .mmu import PPN_MASK, PageFault, entry_page, leaf_entry, map_user_page, translate, user_text, user_top, with_page
 
 if TYPE_CHECKING:
     from kprobesim.machine import Machine
@@ -132,7 +132,9 @@ class Traps:
             epc = pc - 4  # even for a 2-byte instruction
             insn = self.fetch(epc, 4)
             self.exception(CAUSE_ILLEGAL, epc, int.from_bytes(insn if insn[0] & 3 == 3 else insn[:2], "little"))
-        elif intno in (CAUSE_FETCH_FAULT, 12) and self.hart is not None and self.m.in_sim_pages(self.hart.badaddr):
+        elif intno in (CAUSE_FETCH_FAULT, 12) and self.hart is not None and (
+            self.m.in_sim_pages(self.hart.badaddr) or self.m.claims_fetch_fault(self.hart.badaddr)
+        ):
             # e.g. a kretprobe trampoline the guest's tables do not map: handled after the slice
             self.m.on_break(self.hart.badaddr, inline=False, fetched=False)
         elif intno in ADDRESS_CAUSES and self.hart is not None:
@@ -174,22 +176,47 @@ class Traps:
             top = user_top(self.m.engine.reg_read(UC_RISCV_REG_SATP))
         return None if top is None else top - 0x1000
 
-    def map_user_page(self, vaddr: int, phys: int, new_table: Callable[[], int]) -> str | None:
+    def map_user_page(
+        self, vaddr: int, phys: int, new_table: Callable[[], int], root: int | None = None,
+        written: list[int] | None = None,
+    ) -> str | None:
         """Map a simulator page execute-only for user mode at ``vaddr`` in the current address
-        space (a uprobe XOL page, see :func:`mmu.map_user_page`); None when done, else why not."""
+        space, or the one whose top table is at ``root`` (a uprobe XOL page, see
+        :func:`mmu.map_user_page`); the entries written are added to ``written``. None when
+        done, else why not."""
         uc = self.m.engine
         with self.machine_mode():
             satp = uc.reg_read(UC_RISCV_REG_SATP)
-        wrote: list[int] = []
+        if root is not None and satp >> 60:
+            satp = (satp >> 60) << 60 | root >> 12
+        wrote: list[int] = written if written is not None else []
+        before = len(wrote)
 
         def write(addr: int, data: bytes) -> None:
             self.m.write_phys(addr, data)
             wrote.append(addr)
 
         why = map_user_page(satp, vaddr, phys, self.m.read_phys, write, new_table)
-        if wrote:
+        if len(wrote) > before:
             self.m.flush_tlb()
         return why
+
+    # -- user page tables (uprobes' private text pages) -----------------------------------------
+    def user_root(self) -> int | None:
+        """The physical address of the current address space's top page table (None: no paging)."""
+        with self.machine_mode():
+            satp = self.m.engine.reg_read(UC_RISCV_REG_SATP)
+        return (satp & PPN_MASK) << 12 if satp >> 60 else None
+
+    def user_leaf(self, root: int, vaddr: int) -> tuple[int, int] | None:
+        """The 4 KiB leaf entry of ``vaddr`` in the tables at ``root``: its address and value."""
+        with self.machine_mode():
+            mode = self.m.engine.reg_read(UC_RISCV_REG_SATP) >> 60
+        return leaf_entry(mode << 60 | root >> 12, vaddr, self.m.read_phys) if mode else None
+
+    entry_page = staticmethod(entry_page)
+    entry_with_page = staticmethod(with_page)
+    user_text_entry = staticmethod(user_text)
 
     def physical(self, vaddr: int) -> int:
         """The physical address the hart would use for ``vaddr`` now (its page tables below M)."""

@@ -96,15 +96,21 @@ USER_EXEC_PAGE = PRESENT | USER | ACCESSED  # read+execute, not writable (Linux'
 
 
 def map_user_page(
-    engine: object, vaddr: int, phys: int, new_table: Callable[[], int], write_phys: Callable[[int, bytes], None]
+    engine: object,
+    vaddr: int,
+    phys: int,
+    new_table: Callable[[], int],
+    write_phys: Callable[[int, bytes], None],
+    root: int | None = None,
 ) -> str | None:
     """Map the 4 KiB page at user address ``vaddr`` to ``phys`` (user, read+execute) in the page
     tables at CR3; a missing level gets a zeroed table from ``new_table()`` (its physical
     address). Entries the guest made on the way are used as they are and only the missing ones
     are written (the kernel walks its user tables only over its own mappings, so it never meets
     these). None when the page is mapped (now or already); else why it cannot be: the guest
-    maps that address itself, with a page of its own or a large page."""
-    table = engine.reg_read(xc.UC_X86_REG_CR3) & ADDR_MASK  # type: ignore[attr-defined]
+    maps that address itself, with a page of its own or a large page. ``root``: the tables of
+    another address space (its top table's physical address) instead of CR3's."""
+    table = engine.reg_read(xc.UC_X86_REG_CR3) & ADDR_MASK if root is None else root  # type: ignore[attr-defined]
     for shift in (39, 30, 21):
         where = table + ((vaddr >> shift) & 0x1FF) * 8
         (entry,) = _U64(bytes(engine.mem_read(where, 8)))  # type: ignore[attr-defined]
@@ -125,3 +131,35 @@ def map_user_page(
         return f"the guest maps {vaddr:#x} itself (entry {entry:#x})"
     write_phys(where, struct.pack("<Q", want))
     return None
+
+
+def leaf_entry(engine: object, root: int, vaddr: int) -> tuple[int, int] | None:
+    """Where the 4 KiB page-table entry mapping ``vaddr`` in the tables at ``root`` is, and its
+    value (None when a level is not present, or a large page maps it)."""
+    table = root
+    for shift in (39, 30, 21, 12):
+        where = table + ((vaddr >> shift) & 0x1FF) * 8
+        (entry,) = _U64(bytes(engine.mem_read(where, 8)))  # type: ignore[attr-defined]
+        if not entry & PRESENT:
+            return None
+        if shift == 12:
+            return where, entry
+        if shift != 39 and entry & LARGE:
+            return None
+        table = entry & ADDR_MASK
+    return None
+
+
+def entry_page(entry: int) -> int:
+    """The physical page a leaf entry maps."""
+    return entry & ADDR_MASK
+
+
+def with_page(entry: int, phys: int) -> int:
+    """The entry mapping ``phys`` instead, its permission and attribute bits kept."""
+    return (entry & ~ADDR_MASK) | (phys & ADDR_MASK)
+
+
+def user_text(entry: int) -> bool:
+    """A present user, executable, not writable leaf (a program's text, as uprobes want it)."""
+    return entry & (PRESENT | USER | WRITABLE) == PRESENT | USER and not entry & NX

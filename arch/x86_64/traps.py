@@ -125,21 +125,41 @@ class Traps:
         maps one into processes)."""
         return getattr(self.m.board, "user_xol", None)
 
-    def map_user_page(self, vaddr: int, phys: int, new_table: Callable[[], int]) -> str | None:
-        """Map a simulator page at user address ``vaddr`` in the current address space (a
-        uprobe XOL area, see :func:`paging.map_user_page`); None when done, else why not."""
+    def map_user_page(
+        self, vaddr: int, phys: int, new_table: Callable[[], int], root: int | None = None,
+        written: list[int] | None = None,
+    ) -> str | None:
+        """Map a simulator page at user address ``vaddr`` in the current address space, or the
+        one whose top table is at ``root`` (a uprobe XOL area, see :func:`paging.map_user_page`);
+        the entries written are added to ``written``. None when done, else why not."""
         if not paging.paging_on(self.m.engine):
             return "paging is off: there is no user address space"
-        wrote: list[int] = []
+        wrote: list[int] = written if written is not None else []
+        before = len(wrote)
 
         def write(addr: int, data: bytes) -> None:
             self.m.write_phys(addr, data)
             wrote.append(addr)
 
-        why = paging.map_user_page(self.m.engine, vaddr, phys, new_table, write)
-        if wrote:
+        why = paging.map_user_page(self.m.engine, vaddr, phys, new_table, write, root)
+        if len(wrote) > before:
             self.m.flush_tlb()
         return why
+
+    # -- user page tables (uprobes' private text pages) -----------------------------------------
+    def user_root(self) -> int | None:
+        """The physical address of the current address space's top page table (None: no paging)."""
+        if not paging.paging_on(self.m.engine):
+            return None
+        return self._reg(xc.UC_X86_REG_CR3) & paging.ADDR_MASK
+
+    def user_leaf(self, root: int, vaddr: int) -> tuple[int, int] | None:
+        """The 4 KiB leaf entry of ``vaddr`` in the tables at ``root``: its address and value."""
+        return paging.leaf_entry(self.m.engine, root, vaddr)
+
+    entry_page = staticmethod(paging.entry_page)
+    entry_with_page = staticmethod(paging.with_page)
+    user_text_entry = staticmethod(paging.user_text)
 
     def _page_fault_error(self, cr2: int, rip: int) -> int:
         """The #PF error code, from the page-table state (Unicorn does not report the one it
@@ -192,7 +212,11 @@ class Traps:
         elif intno >= 32 or intno in TRAP_VECTORS:
             self.deliver(intno, rip)
         elif intno == VEC_PF:
-            self.deliver(VEC_PF, rip, self._page_fault_error(self._reg(xc.UC_X86_REG_CR2), rip))
+            cr2 = self._reg(xc.UC_X86_REG_CR2)
+            if cr2 == rip and self._reg(xc.UC_X86_REG_CS) & 3 == 3 and self.m.claims_fetch_fault(rip):
+                self.m.on_break(rip, inline=False, fetched=False)  # e.g. a uretprobe trampoline
+                return
+            self.deliver(VEC_PF, rip, self._page_fault_error(cr2, rip))
         else:
             self.deliver(intno, rip, 0 if intno in ERROR_CODE_VECTORS else None)
 

@@ -21,6 +21,7 @@ class SlotPages:
         self._free: list[int] = []
         self.in_use: set[int] = set()
         self._code: dict[int, bytes] = {}
+        self.trampoline: int | None = None  # a uprobe XOL area's uretprobe trampoline (its first slot)
 
     def alloc(self) -> int:
         if not self._free:

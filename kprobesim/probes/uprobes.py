@@ -16,26 +16,25 @@ deeper ones are counted missed, as Linux omits them). The return trampoline is t
 first slot, as in Linux. A handler that moves the PC skips the step (Linux's rule); uprobes
 have no post-handler.
 
-Linux guests (a ``PATH`` of the initramfs, see ``userprog.py``): the break goes into the
-physical page behind the probed address in every address space that maps the file there. A
-process maps it when its page there holds the file's bytes; the pages are looked at when the
-probe is armed and whenever the kernel's ``handle_mm_fault`` returns (a simulator-owned
-kretprobe), so a process that execs the file or faults its text in later gets the break before
-it runs it. Text pages of a file mapping are the file's page-cache page, shared by every
-process mapping it (after fork too), so one write serves them all, as Linux's breaks serve a
-process and its forked children. Unlike Linux, which copies the page for the one process
-(``uprobe_write_opcode``), the simulator cannot allocate guest pages: while the probe is
-armed, ``read(2)`` of the file shows the break.
+Linux guests (a ``PATH`` of the initramfs, see ``userprog.py``): every address space whose
+page at the probed address holds the file's bytes gets a private copy of that page with the
+break (Linux's copy-on-write in ``uprobe_write_opcode``), a page of the simulator's user page
+pool its page-table entry points at instead of the file's page-cache page, so ``read(2)`` of
+the file and other programs see the original bytes (``uspaces.py``: when the copies are made,
+given back and carried over fork). The pages are looked at when the probe is armed and
+whenever the kernel's ``handle_mm_fault`` returns, so a process that execs the file or faults
+its text in later (a forked child) gets the break before it runs it.
 
-On boards with a ``user_xol`` (``pc``, ``virt``) the XOL area is a process's own page
+On boards with a ``user_xol`` (``pc``, ``virt``) the XOL area is an address space's own page
 (``xol.py``): a simulator page mapped into the process's page tables at the top of its user
-half, as Linux's; a fault in a slot there is the process's (the kernel resumes the step in
-the slot). On x86 relative branches are emulated (the decoder's ``for_far_slot``) and a
-RIP-relative copy that cannot reach its target from there addresses it through a scratch
-register (``scratch_form``, Linux's ``riprel_analyze``). On ``virt``, in a process that maps
-that page itself, the instruction is stepped in place (a step that faults is re-run after the
-guest handles the fault without running the handlers again) and the uretprobe trampoline is a
-simulator address: returning to it is a fetch fault the simulator takes as the return.
+half, as Linux's, given back when the mm is freed (exit, exec); a fault in a slot there is
+the process's (the kernel resumes the step in the slot). On x86 relative branches are
+emulated (the decoder's ``for_far_slot``) and a RIP-relative copy that cannot reach its
+target from there addresses it through a scratch register (``scratch_form``, Linux's
+``riprel_analyze``). On ``virt``, in a process that maps that page itself, the instruction is
+stepped in place (a step that faults is re-run after the guest handles the fault without
+running the handlers again) and the uretprobe trampoline is a simulator address: returning to
+it is a fetch fault the simulator takes as the return.
 """
 
 from __future__ import annotations
@@ -56,6 +55,7 @@ from .kprobe import Instance, Kprobe, Kretprobe
 from .regs import Regs
 from .slots import PAGE, SlotPages
 from .userprog import UserProgram, resolve_in
+from .uspaces import EXHAUSTED, Spaces
 from .xol import UserXol
 
 if TYPE_CHECKING:
@@ -63,7 +63,6 @@ if TYPE_CHECKING:
 
 MAX_URETPROBE_DEPTH = 64  # Linux's limit on a task's nested uretprobe activations
 MAX_INSN = 16
-FOLLOW_MAXACTIVE = 256  # tasks inside handle_mm_fault at once that a guest-file uprobe can follow
 
 UprobeHandler = Callable[["Uprobe", Regs], Any]
 UretHandler = Callable[[Instance, Regs], Any]
@@ -93,7 +92,6 @@ class USite:
     probes: list[Uprobe] = field(default_factory=list)
     armed: bool = False
     program: UserProgram | None = None  # a guest file's program: armed per physical page
-    pages: set[int] = field(default_factory=set)  # physical addresses holding its break
     scratch: str | None = None  # the copy addresses through this register (x86 RIP-relative)
 
 
@@ -118,21 +116,23 @@ class Uprobes(ArchBound):
         super().__init__(machine, variant)
         self.sites: dict[int, USite] = {}
         self.uretprobes: list[Uretprobe] = []
-        self._xol: dict[int, SlotPages] = {}  # per process (tgid)
+        self._xol: dict[int, SlotPages] = {}  # per process (tgid): pool pages (not user XOL pages)
         self._programs: dict[str, UserProgram] = {}  # guest files probed, by path
         #: Where a board's guest OS leaves a user page free for the XOL area (Linux: the top of
         #: the user half), when the arch can map it into a process; else XOL areas are pool pages.
         self._user_xol_at: Callable[[], int | None] | None = getattr(machine.traps, "user_xol", None)
         self._user_xol: int | None = None
         self._trampolines: dict[int, int] = {}  # trampoline address -> tgid
-        self._trampoline_of: dict[int, int] = {}  # tgid -> trampoline address
         self.steps: dict[int, UStep] = {}  # per task (pid)
         self._ends: dict[int, list[UStep]] = {}  # step break / backstop address -> steps
         self.returns: dict[int, list[Instance]] = {}  # per task (pid), innermost last
-        self._follow: Kretprobe | None = None  # handle_mm_fault's return: new mappings of files
+        #: The simulator's pages in a Linux guest's address spaces (boards with a user page pool).
+        self.spaces: Spaces | None = Spaces(self) if machine.user_pages is not None else None
+        self.refusals: list[str] = []  # why hits were refused (one line each, counted missed)
         self._replay: set[tuple[int, int]] = set()  # (pid, addr) of in-place steps that faulted
         machine.break_handlers.append(self._on_break)
         machine.exception_fixups.append(self._on_exception)
+        machine.fetch_fault_claims.append(self._claims_fetch)
         if hasattr(machine.traps, "debug_handlers"):
             machine.traps.debug_handlers.append(self._on_debug)
 
@@ -140,6 +140,7 @@ class Uprobes(ArchBound):
         """Stop handling the machine's traps (the machine was restored to a snapshot)."""
         self.m.break_handlers.remove(self._on_break)
         self.m.exception_fixups.remove(self._on_exception)
+        self.m.fetch_fault_claims.remove(self._claims_fetch)
         if hasattr(self.m.traps, "debug_handlers"):
             self.m.traps.debug_handlers.remove(self._on_debug)
 
@@ -157,31 +158,67 @@ class Uprobes(ArchBound):
         return self._user_xol
 
     def xol(self, tgid: int) -> SlotPages | None:
-        """The process's XOL area: a user page mapped into its address space where the board
-        has one (a pool page instead where it cannot be mapped and the board steps probed
-        instructions in place; None, and the run ends with a fault saying why, where it does
-        not), else a page of the simulator's pool. Its first slot is the uretprobe trampoline."""
+        """The process's XOL area: on boards with a user page pool the current address space's
+        own page, mapped at :attr:`user_xol` (where it cannot be mapped and the board steps
+        probed instructions in place, a pool page of the process instead; where it does not,
+        None, and the run ends with a fault saying why), else a page of the simulator's pool.
+        Its first slot is the uretprobe trampoline. None also when the user page pool is
+        exhausted (the caller refuses the hit)."""
         area = self._xol.get(tgid)
-        if area is None:
-            xol_at = self.user_xol
-            area = self._new_area(tgid, UserXol(self.m, xol_at, self.step.SLOT_SIZE) if xol_at is not None else None)
-        if isinstance(area, UserXol):
-            why = area.map()
-            if why is not None:
-                if not self.m.steps_in_place:
-                    self.m.fault(f"cannot map the XOL page of process {tgid}: {why}", self.m.pc)
-                    return None
-                area = self._new_area(tgid, None)
+        if area is not None:
+            return area
+        root = self.m.traps.user_root() if self.spaces is not None and self.user_xol is not None else None
+        if root is None:
+            return self.new_area(SlotPages(self.m, self.step.SLOT_SIZE), tgid)
+        assert self.spaces is not None
+        user, why = self.spaces.xol_area(root)
+        if user is not None:
+            return user
+        if why == EXHAUSTED:
+            return None
+        if not self.m.steps_in_place:
+            self.m.fault(f"cannot map the XOL page of process {tgid}: {why}", self.m.pc)
+            return None
+        return self.new_area(SlotPages(self.m, self.step.SLOT_SIZE), tgid)
+
+    def new_area(self, area: SlotPages, tgid: int | None = None) -> SlotPages:
+        """A new XOL area (a process's pool pages when ``tgid`` is given): its trampoline."""
+        if tgid is not None:
+            self._xol[tgid] = area
+        area.trampoline = area.alloc()
+        area.write(area.trampoline, self.step.PROBE_BREAK)
+        self._trampolines[area.trampoline] = tgid or 0
         return area
 
-    def _new_area(self, tgid: int, area: SlotPages | None) -> SlotPages:
-        area = area or SlotPages(self.m, self.step.SLOT_SIZE)
-        self._xol[tgid] = area
-        trampoline = area.alloc()
-        area.write(trampoline, self.step.PROBE_BREAK)
-        self._trampolines[trampoline] = tgid
-        self._trampoline_of[tgid] = trampoline
-        return area
+    def drop_area(self, area: SlotPages) -> None:
+        """An address space's XOL page is given back: steps in it end (their task is gone)."""
+        for step in [st for st in self.steps.values() if st.xol is area]:
+            self.steps.pop(step.pid, None)
+            for addr in (step.end, step.backstop):
+                waiting = self._ends.get(addr) if addr is not None else None
+                if waiting and step in waiting:
+                    waiting.remove(step)
+                    if not waiting:
+                        del self._ends[addr]
+
+    def forget_task(self, pid: int) -> None:
+        """A task exits or execs (Linux's ``uprobe_free_utask``): its return instances go."""
+        for inst in self.returns.pop(pid, []):
+            inst.kretprobe.active -= 1
+
+    def refuse(self, probes: list[Any], why: str, count: bool = True) -> None:
+        """A hit (or a process's arming) refused: counted missed, the reason kept as one line."""
+        task = current_task(self.m)
+        names = ", ".join(sorted({p.name for p in probes})) or "uprobes"
+        line = f"{names}: refused in {task.comm}-{task.pid}: {why}"
+        if count:
+            for p in probes:
+                p.missed += 1
+                rp = next((r for r in self.uretprobes if r.kprobe is p), None)
+                if rp is not None:
+                    rp.missed += 1
+        if line not in self.refusals:
+            self.refusals.append(line)
 
     # -- placing -------------------------------------------------------------------------------
     def original(self, addr: int, size: int) -> bytes:
@@ -323,53 +360,24 @@ class Uprobes(ArchBound):
             return None
 
     def _arm_file_site(self, site: USite, want: bool) -> None:
+        if self.spaces is None:
+            raise ProbeError(f"{site.program.name if site.program else 'a guest file'}: uprobes on a guest's files "
+                             "need a board that maps pages into its processes (--board virt or pc)")
         if want and not site.armed:
+            self.spaces.place_hooks()
             site.armed = True
-            if self._follow is None:
-                try:
-                    self._follow = self.m.probes.register_kretprobe(  # one instance per faulting task
-                        "handle_mm_fault", lambda inst, regs: self._arm_mapped_all(), maxactive=FOLLOW_MAXACTIVE,
-                        name="uprobes-follow",
-                    )
-                except SimError as e:
-                    site.armed = False
-                    raise ProbeError(f"uprobes on guest files follow the kernel's page faults: {e}") from None
-            self._arm_mapped(site)
+            self.spaces.install(site)
         elif site.armed and not want:
             site.armed = False
-            for phys in site.pages:
-                self.m.patch_physical(phys, site.addr, site.orig)
-            site.pages.clear()
+            self.spaces.disarm(site)
 
     def _arm_mapped_all(self) -> None:
-        for site in self.sites.values():
+        """Give the current address space copies of the pages of every armed site there."""
+        if self.spaces is None:
+            return
+        for site in list(self.sites.values()):
             if site.armed and site.program is not None:
-                self._arm_mapped(site)
-
-    def _arm_mapped(self, site: USite) -> None:
-        """Write the break into the page behind the site in the current address space when
-        that page holds the program's file (its bytes there, our breaks aside)."""
-        prog = site.program
-        assert prog is not None
-        phys = self._physical(site.addr)
-        if phys is None or phys in site.pages:
-            return
-        lo = max(site.addr & ~0xFFF, prog.lo)
-        expected = prog.file_bytes(lo, min((site.addr | 0xFFF) + 1, prog.hi) - lo)
-        if expected is None:
-            return
-        try:
-            found = bytearray(self.m.read_phys(phys - (site.addr - lo), len(expected)))
-        except UcError:
-            return
-        for other in self.sites.values():  # breaks already there are ours
-            at = other.addr - lo
-            if other.program is prog and 0 <= at <= len(found) - len(other.orig):
-                found[at : at + len(other.orig)] = other.orig
-        if bytes(found) != expected:
-            return  # another program at this address
-        self.m.patch_physical(phys, site.addr, self.step.probe_break(site.decision))
-        site.pages.add(phys)
+                self.spaces.install(site)
 
     # -- uretprobes ----------------------------------------------------------------------------
     def _uret_entry(self, rp: Uretprobe, regs: Regs) -> None:
@@ -378,9 +386,11 @@ class Uprobes(ArchBound):
         if len(chain) >= MAX_URETPROBE_DEPTH:
             rp.missed += 1
             return
-        if self.xol(task.tgid) is None:
+        area = self.xol(task.tgid)
+        if area is None:
             return
-        trampoline = self._trampoline_of[task.tgid]
+        trampoline = area.trampoline
+        assert trampoline is not None
         ra_reg, sp = self.spec.RA_REG, regs.sp
         if ra_reg is not None:
             inst = Instance(rp, regs[ra_reg], sp)
@@ -425,6 +435,11 @@ class Uprobes(ArchBound):
             regs.write_mem(sp - 8, real.to_bytes(8, "little"))
 
     # -- traps ---------------------------------------------------------------------------------
+    def _claims_fetch(self, addr: int) -> bool:
+        """A return to the trampoline address where the process has no XOL page (a child
+        forked inside a uretprobed function when the user page pool had none for it)."""
+        return addr in self._trampolines and bool(self.returns.get(current_task(self.m).pid))
+
     def _on_break(self, machine: Machine, pc: int) -> bool:
         steps = self._ends.get(pc)
         if steps:
@@ -442,8 +457,12 @@ class Uprobes(ArchBound):
         site = self.sites.get(pc)
         if site is None or not site.armed:
             return False
-        if site.program is not None and self._physical(pc) not in site.pages:
-            return False  # not our break: another program's at the same address
+        if site.program is not None:
+            assert self.spaces is not None
+            phys = self._physical(pc)
+            cow = self.spaces.copy_at(phys) if phys is not None else None
+            if cow is None or pc not in cow.sites:
+                return False  # not our break: another program's at the same address
         self._hit(site)
         return True
 
@@ -504,6 +523,12 @@ class Uprobes(ArchBound):
                 self._replay.discard(replay)
                 self._execute(site, regs)
                 return
+        if site.program is not None and self._needs_xol(site) and self.xol(current_task(self.m).tgid) is None:
+            assert self.spaces is not None
+            self.spaces.release_current(site.addr)  # the original instruction runs, unprobed
+            self.refuse([p for p in site.probes if p.enabled], f"no XOL page for this process: {EXHAUSTED}")
+            regs.pc = site.addr  # (x86: the int3 advanced it)
+            return
         for p in list(site.probes):
             if p.enabled:
                 p.hits += 1
@@ -512,6 +537,12 @@ class Uprobes(ArchBound):
         if regs.pc != at:
             return  # a handler moved the PC: no step (Linux's handle_swbp)
         self._execute(site, regs)
+
+    def _needs_xol(self, site: USite) -> bool:
+        """Does a hit need the process's XOL area (a step out of line, a uretprobe's trampoline)?"""
+        return site.decision.kind is not Kind.SIMULATE or any(
+            rp.kprobe in site.probes and rp.enabled for rp in self.uretprobes
+        )
 
     def _execute(self, site: USite, regs: Regs) -> None:
         d = site.decision

@@ -1,11 +1,12 @@
 """A process's XOL area in its own user address space, as Linux's ``xol_area``: one page of
-simulator memory (outside the guest's RAM, so the guest kernel never allocates or frees it)
-mapped read+execute for user mode at a user address the guest OS never maps, in the page
-tables of each process that steps a uprobe there. Slots are carved from that one page; the
-first is the process's uretprobe trampoline."""
+the simulator's user page pool (outside the guest's RAM, so the guest kernel never allocates
+or frees it) mapped read+execute for user mode at a user address the guest OS never maps, in
+the page tables of the process (one address space) that steps a uprobe there. Slots are
+carved from that one page; the first is the process's uretprobe trampoline."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kprobesim.errors import SimError
@@ -19,10 +20,10 @@ if TYPE_CHECKING:
 class UserXol(SlotPages):
     """One process's XOL page: its slots are user addresses from ``vaddr``."""
 
-    def __init__(self, machine: Machine, vaddr: int, slot_size: int) -> None:
+    def __init__(self, machine: Machine, vaddr: int, slot_size: int, phys: int) -> None:
         super().__init__(machine, slot_size)
         self.vaddr = vaddr
-        self.phys = machine.sim_phys_alloc()
+        self.phys = phys
         self._free = list(range(vaddr + PAGE - self.size, vaddr - 1, -self.size))
 
     def alloc(self) -> int:
@@ -51,7 +52,8 @@ class UserXol(SlotPages):
         self.m.patch_physical(self.phys + slot - self.vaddr, slot, bytes(self.size))
         self._free.append(slot)
 
-    def map(self) -> str | None:
-        """Map the page into the current address space (page tables the walk lacks come from
-        the simulator's pages too); None when it is mapped, else why it cannot be."""
-        return self.m.traps.map_user_page(self.vaddr, self.phys, self.m.sim_phys_alloc)
+    def map(self, root: int, new_table: Callable[[], int], written: list[int]) -> str | None:
+        """Map the page into the address space whose top table is at ``root`` (page tables the
+        walk lacks come from ``new_table``; the entries written are added to ``written``);
+        None when it is mapped, else why it cannot be."""
+        return self.m.traps.map_user_page(self.vaddr, self.phys, new_table, root, written)

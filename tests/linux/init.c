@@ -7,9 +7,13 @@
  * read(2) call and the total), tries one file that does not exist, forks, execs /bin/child
  * and waits for it, and powers off with reboot(2). Along the way it prints what digits() (a
  * small function the uprobe tests probe) returned for a few numbers, in init and once in the
- * forked child before it execs. With "kallsyms" among its arguments (kernel
+ * forked child before it execs. After the child: it reads its own file /init and checks its
+ * text against a hash the build wrote into it (a probe's break must not show in the file),
+ * and spawns a few short-lived children, forked inside spawn(), each exiting with
+ * work()'s result. With "kallsyms" among its arguments (kernel
  * command line "... -- kallsyms") it also mounts /proc and prints a digest of /proc/kallsyms
  * before powering off: the oracle for the kallsyms reader. */
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -76,6 +80,57 @@ __attribute__((noinline)) int digits(unsigned long n)
         d++;
     }
     return d;
+}
+
+/* What a spawned child computes, its exit status: one call per child (the uprobe tests count them). */
+__attribute__((noinline)) int work(unsigned long n)
+{
+    return (int)(n * 7 % 11);
+}
+
+/* Forks: returns the child's pid in the parent and 0 in the child, so the child returns from
+ * here too, through the return address it inherited (a uretprobe on spawn() sees both). */
+__attribute__((noinline)) int spawn(void)
+{
+    int pid = fork();
+    __asm__ volatile("" ::: "memory"); /* not a tail call: spawn() returns itself */
+    return pid;
+}
+
+/* FNV-1a 64 of the part of this program's executable segment in the first SELF_READ bytes of
+ * the file, as the file holds it: written here after the link by the initramfs build
+ * (linux/initramfs.py). */
+__attribute__((used)) volatile unsigned long long kpsim_text_fnv = 0x6b7073696d2d7478ULL;
+enum { SELF_READ = 32768 }; /* one read(2) of the same size on every arch (the files are larger) */
+
+/* Read the start of /init (this program's file, whose text init runs) with one read(2) and
+ * hash the text in it: equal to kpsim_text_fnv unless a probe's break shows in the file. */
+__attribute__((noinline)) static void check_self(void)
+{
+    static unsigned char file[SELF_READ];
+    int fd = open("/init", O_RDONLY);
+    if (fd < 0) {
+        say("open /init: %s", errname(errno));
+        return;
+    }
+    memset(file, 0xff, sizeof file); /* its pages faulted in by init, not inside the kernel's copy */
+    ssize_t size = read(fd, file, sizeof file);
+    close(fd);
+    const Elf64_Ehdr *eh = (const void *)file;
+    unsigned long long hash = 0xcbf29ce484222325ULL;
+    int segments = 0;
+    for (int i = 0; size == SELF_READ && i < eh->e_phnum; i++) {
+        const Elf64_Phdr *ph = (const void *)(file + eh->e_phoff + (unsigned long)i * eh->e_phentsize);
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+            continue;
+        for (unsigned long at = ph->p_offset; at < ph->p_offset + ph->p_filesz && at < SELF_READ; at++)
+            hash = (hash ^ file[at]) * 0x100000001b3ULL;
+        segments++;
+    }
+    if (segments == 1 && hash == kpsim_text_fnv)
+        say("read /init: its text is the file's");
+    else
+        say("read /init: its text differs from the file's (%d segments, %ld bytes)", segments, (long)size);
 }
 
 /* Digest /proc/kallsyms: its line count, byte count and FNV-1a 64-bit hash over every byte,
@@ -153,6 +208,23 @@ int main(int argc, char **argv)
         else
             say("child ended by signal %d", WTERMSIG(status));
     }
+    check_self();
+
+    enum { SPAWNED = 6 };
+    int sum = 0;
+    for (unsigned long i = 1; i <= SPAWNED; i++) {
+        int pid = spawn();
+        if (pid == 0)
+            _exit(work(i));
+        int status = 0;
+        if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+            say("spawn %lu: %s", i, errname(errno));
+            continue;
+        }
+        sum += WEXITSTATUS(status);
+    }
+    say("spawned %d children: exit statuses sum to %d", SPAWNED, sum);
+
     if (kallsyms)
         digest_kallsyms();
     say("power off");

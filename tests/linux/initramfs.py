@@ -33,13 +33,45 @@ def _key(*parts: bytes) -> str:
     return h.hexdigest()[:16]
 
 
+TEXT_HASH = "kpsim_text_fnv"  # init's variable the build sets to the FNV-1a 64 of its text segment
+SELF_READ = 32768  # ... the part of it in the first SELF_READ bytes of the file (init.c's one read)
+TEXT_HASH_MARK = 0x6B7073696D2D7478  # its value before (init.c's initializer)
+
+
+def fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & (1 << 64) - 1
+    return h
+
+
+def with_text_hash(data: bytes) -> bytes:
+    """init's file with ``kpsim_text_fnv`` set to the hash of its executable segment's file
+    bytes within the first SELF_READ (init checks what read(2) returns of its own file)."""
+    from kprobesim.elfread import read_header, read_segments, read_symbols
+
+    hdr = read_header(data[:64])
+    segments = read_segments(hdr, data[hdr.phoff :], len(data))
+    text = [s for s in segments if s.executable]
+    sym = next(s for s in read_symbols(hdr, data) if s.name == TEXT_HASH)
+    home = next(s for s in segments if s.vaddr <= sym.value < s.vaddr + s.filesz and not s.executable)
+    at = home.offset + sym.value - home.vaddr
+    if len(text) != 1 or int.from_bytes(data[at : at + 8], "little") != TEXT_HASH_MARK:
+        raise FetchError(f"init: {len(text)} executable segments, or {TEXT_HASH} not found where expected")
+    if len(data) < SELF_READ:
+        raise FetchError(f"init: {len(data)} bytes, fewer than the {SELF_READ} it reads of itself")
+    digest = fnv1a64(data[text[0].offset : min(text[0].offset + text[0].filesz, SELF_READ)])
+    return data[:at] + digest.to_bytes(8, "little") + data[at + 8 :]
+
+
 def program(name: str, arch: str) -> Path:
     """``name``.c of this folder compiled for ``arch`` (``riscv64`` or ``x86_64``), cached."""
     if arch not in ARCHES:
         raise ValueError(f"no initramfs programs for arch {arch!r}")
     source = HERE / f"{name}.c"
     cmd = [sys.executable, "-m", "ziglang", "cc", "-target", f"{arch}-linux-musl", *CFLAGS]
-    target = cache_dir() / "initramfs" / f"{name}-{arch}-{_key(source.read_bytes(), ' '.join((*cmd, *STRIP)).encode())}"
+    recipe = " ".join((*cmd, *STRIP, f"{TEXT_HASH}/{SELF_READ}" if name == "init" else "")).encode()
+    target = cache_dir() / "initramfs" / f"{name}-{arch}-{_key(source.read_bytes(), recipe)}"
 
     def build(out: Path) -> None:
         proc = subprocess.run([*cmd, "-o", str(out), str(source)], capture_output=True, text=True, timeout=900)
@@ -51,6 +83,8 @@ def program(name: str, arch: str) -> Path:
         proc = subprocess.run([*STRIP, str(out)], capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise FetchError(f"{' '.join(STRIP)} {source.name} failed: {proc.stderr.strip()[-200:]}")
+        if name == "init":
+            out.write_bytes(with_text_hash(out.read_bytes()))
 
     with locked("initramfs"):
         return publish(target, build)

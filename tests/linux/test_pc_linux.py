@@ -115,10 +115,13 @@ def test_openat_probe_reports_exactly_the_files_init_opened(booted: Booted, vari
     run = booted.probed[variant]
     said = re.findall(r"kpsim-(?:init|child): (?:read|open) (/data/\S+):", run.console)
     assert said == [*INIT_FILES, "/data/hello.txt"]  # init's four, then the child's
+    assert "kpsim-init: read /init: its text is the file's" in run.console  # then init's own file
     opened = [(e.args["name"], e.args["dfd"], e.comm) for e in run.events if e.event == "op"]
     # AT_FDCWD (raw s32); the task from Linux's current (%gs:current_task), its comm by the BTF
     at_fdcwd = -100 & 0xFFFFFFFF
-    assert opened == [(name, at_fdcwd, "init") for name in INIT_FILES] + [("/data/hello.txt", at_fdcwd, "child")]
+    assert opened == [(name, at_fdcwd, "init") for name in INIT_FILES] + [("/data/hello.txt", at_fdcwd, "child")] + [
+        ("/init", at_fdcwd, "init")
+    ]
 
 
 @pytest.mark.parametrize("variant", ["tf", "int3"])
@@ -128,7 +131,7 @@ def test_vfs_read_kretprobe_returns_inits_byte_counts(booted: Booted, variant: s
     assert printed == [35, 0, 256, 256, 124, 0, 256, 256, 256, 256, 0]
     counts = [e.args["ret"] for e in run.events if e.event == "vr"]
     assert counts[: len(printed)] == printed, counts
-    assert counts[len(printed) :] == [35, 0]  # the child reads hello.txt to its end
+    assert counts[len(printed) :] == [35, 0, 32768]  # the child reads hello.txt to its end, init 32 KiB of /init
 
 
 @pytest.mark.parametrize("variant", ["tf", "int3"])
@@ -136,7 +139,7 @@ def test_probed_run_is_transparent(booted: Booted, variant: str) -> None:
     """Probes with empty handlers (and tracer probes that only read) change nothing: the same
     console, kernel lines and timestamps included, and the same power-off."""
     run = booted.probed[variant]
-    assert run.hits["kernel_clone"] == 1  # init's fork
+    assert run.hits["kernel_clone"] == 7  # init's fork, then the six children it spawns
     assert run.hits["__x64_sys_write"] >= len(init_lines(run.console)) - 1
     assert run.status == booted.unprobed.status == 0
     assert run.console == booted.unprobed.console

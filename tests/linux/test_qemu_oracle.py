@@ -25,6 +25,8 @@ EXPECTED_INIT = [
     "kpsim-child: argv /bin/child from-init /data/hello.txt env KPSIM=1",
     "kpsim-child: read /data/hello.txt: 35 bytes",
     "kpsim-init: child exited with status 7",
+    "kpsim-init: read /init: its text is the file's",
+    "kpsim-init: spawned 6 children: exit statuses sum to 37",
     "kpsim-init: power off",
 ]
 
