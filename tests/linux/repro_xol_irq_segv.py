@@ -15,6 +15,9 @@ CR2 reads 0xffffffffffffffef, so ``do_user_addr_fault`` gets that address and ra
 through ``bad_area_nosemaphore``. No host call of the simulator (``ctl_remove_cache``,
 ``mem_read``/``mem_write``, ``reg_write``, the uprobes' handle_mm_fault kretprobe handler)
 changes CR2 in that window: Unicorn itself does, while running the guest's entry code. A
+code hook per kernel instruction pins it: CR2 is right before ``error_entry+0x17`` (``push
+%rbp`` onto the entry stack, RSP 0xfffffe0000002f80 -> ...f78; 0x7ffe53689110 pushed) and
+0xffffffffffffffef after it; the twelve pushes before it onto the same page left CR2 alone. A
 ``mem_read`` from a code hook in that window instead ends in a double-fault storm, another
 sign of stale fault state inside the engine. The original report (the pc fuzz test's reference
 run 83 instructions longer than every probed run) does not reproduce on this branch: with the
