@@ -194,12 +194,7 @@ class Uprobes(ArchBound):
         """An address space's XOL page is given back: steps in it end (their task is gone)."""
         for step in [st for st in self.steps.values() if st.xol is area]:
             self.steps.pop(step.pid, None)
-            for addr in (step.end, step.backstop):
-                waiting = self._ends.get(addr) if addr is not None else None
-                if waiting and step in waiting:
-                    waiting.remove(step)
-                    if not waiting:
-                        del self._ends[addr]
+            self._unwait(step)
 
     def forget_task(self, pid: int) -> None:
         """A task exits or execs (Linux's ``uprobe_free_utask``): its return instances go."""
@@ -605,10 +600,14 @@ class Uprobes(ArchBound):
     def _drop(self, step: UStep) -> None:
         if self.steps.get(step.pid) is step:
             del self.steps[step.pid]
+        self._unwait(step)
+        step.xol.free(step.slot)
+
+    def _unwait(self, step: UStep) -> None:
+        """``step`` no longer waits at its end or backstop address."""
         for addr in (step.end, step.backstop):
             waiting = self._ends.get(addr) if addr is not None else None
             if waiting and step in waiting:
                 waiting.remove(step)
                 if not waiting:
                     del self._ends[addr]
-        step.xol.free(step.slot)
