@@ -3,6 +3,18 @@
  * exit status carries what the trap handler saw. */
 #define TEST 0x100000
 #define PTE_RAM ((0x80000000 >> 12) << 10 | 0xcf)  /* gigapage at RAM: V R W X A D */
+
+/* With the root table's address in t0: map the devices (the test device) identity at VPN[2] = 0
+   and turn Sv39 on with that root. Clobbers t0, t1. */
+.macro sv39_on
+        li      t1, 0xc7
+        sd      t1, 0(t0)               /* VPN[2] = 0: devices (the test device), identity */
+        srli    t0, t0, 12
+        li      t1, 8 << 60
+        or      t0, t0, t1
+        csrw    satp, t0
+        sfence.vma
+.endm
         .section .text
         .globl _start
 _start:
@@ -125,13 +137,7 @@ smain:
         la      t0, root
         li      t1, PTE_RAM
         sd      t1, 16(t0)              /* VPN[2] = 2: RAM, identity */
-        li      t1, 0xc7
-        sd      t1, 0(t0)               /* VPN[2] = 0: devices (the test device), identity */
-        srli    t0, t0, 12
-        li      t1, 8 << 60
-        or      t0, t0, t1
-        csrw    satp, t0
-        sfence.vma
+        sv39_on
         li      s1, 0                   /* bit 0: 4-byte store, 1: 2-byte store, 2: fetch */
         li      s2, 0                   /* page faults taken (strap counts them) */
         li      t1, 0x1234
@@ -174,13 +180,7 @@ far:    li      t3, 1
         sd      t1, 16(t0)              /* VPN[2] = 2: RAM, identity, executable */
         li      t1, PTE_RAM & ~8
         sd      t1, 24(t0)              /* VPN[2] = 3: RAM again, read/write only */
-        li      t1, 0xc7
-        sd      t1, 0(t0)               /* VPN[2] = 0: devices (the test device), identity */
-        srli    t0, t0, 12
-        li      t1, 8 << 60
-        or      t0, t0, t1
-        csrw    satp, t0
-        sfence.vma
+        sv39_on
         call    patched                 /* translated now: a0 = 1 */
         mv      s1, a0
 #if SCENARIO == 10
