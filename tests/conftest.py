@@ -8,6 +8,17 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Bytecode of the project's modules written and compiled once for all workers and
+    subprocesses (``bytecode.py``). The pytest-xdist controller collects nothing: only the
+    processes that run tests compile."""
+    if config.getoption("dist", "no") != "no" and not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import bytecode
+
+    bytecode.share(config)
+
+
 def translation_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This test run's P-code cache folder. Under pytest-xdist every worker is a session of its own
     with its own temporary folder below the run's: the workers share one cache in the run's folder

@@ -32,3 +32,34 @@ def test_ci_runs_the_readme_test_command():
     ci_cmd = next(line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("apt-get"))
     assert _command(ci_cmd) == _command(readme_cmd)
     assert "ruff check" in readme_cmd and "-n auto" in readme_cmd  # lint and both cores, both places
+
+
+def test_bytecode_is_compiled_once_for_the_workers_and_subprocesses():
+    """Under PYTHONDONTWRITEBYTECODE too (CI's environment) the suite writes the project's
+    bytecode (``bytecode.py``): the modules and this test module's assert-rewritten code are
+    compiled and fresh, so later workers and CLI subprocesses read them instead of compiling."""
+    import importlib.util
+    import sys
+
+    import bytecode
+    from _pytest.assertion.rewrite import PYC_TAIL, get_cache_dir
+    from fwpaths import ROOT
+
+    assert not sys.dont_write_bytecode
+    for source in (ROOT / "kprobesim" / "machine.py", ROOT / "arch" / "riscv64" / "__init__.py"):
+        assert bytecode._fresh(Path(importlib.util.cache_from_source(str(source))), source), source
+    here = Path(__file__)
+    assert bytecode._fresh(get_cache_dir(here) / (here.name[:-3] + PYC_TAIL), here)
+    other = ROOT / "tests" / "fwpaths.py"  # another source's mtime and size: not its bytecode
+    assert not bytecode._fresh(Path(importlib.util.cache_from_source(str(ROOT / "kprobesim" / "machine.py"))), other)
+
+
+def test_workers_start_compiling_at_their_own_share(monkeypatch):
+    import bytecode
+
+    files = [Path(f"m{i}.py") for i in range(5)]
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    assert bytecode._rotated(files) == files
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    assert bytecode._rotated(files) == files[2:] + files[:2]
