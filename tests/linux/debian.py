@@ -9,9 +9,11 @@ meant is remembered in ``debian/<metapackage>.resolved``, so later sessions use 
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shutil
 import subprocess
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,16 +114,37 @@ def _deb_field(deb: Path, field: str) -> str:
 
 
 def _unpack(deb: Path, dest: Path, members: tuple[str, ...]) -> None:
-    """``dpkg-deb`` the members (tar patterns such as ``./boot/*``) of ``deb`` into ``dest``."""
+    """Unpack the members (tar patterns such as ``./boot/*``) of ``deb``'s file tree into ``dest``.
+
+    dpkg-deb writes the tree in path order, so a pattern's members come in one run (they share
+    its text before the first wildcard): reading stops after that run instead of decompressing
+    the rest (a kernel package's ~400 MB of modules after ``./boot/``: ~6 s of CPU each)."""
     dest.mkdir(parents=True)
-    feed = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-    tar = subprocess.run(["tar", "-x", "-C", str(dest), "--wildcards", *members], stdin=feed.stdout,
-                         capture_output=True, text=True)
-    feed.stdout.close()
-    feed.wait()
-    if feed.returncode != 0 or tar.returncode != 0:
-        reason = tar.stderr.strip().splitlines()[-1:] or [f"dpkg-deb status {feed.returncode}"]
-        raise FetchError(f"unpacking {deb.name} failed: {reason[0]}")
+    prefixes = tuple(re.split(r"[*?\[]", m, maxsplit=1)[0] for m in members)
+    pending = set(range(len(members)))  # patterns whose run has not ended yet
+    feed = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert feed.stdout is not None
+    try:
+        with tarfile.open(fileobj=feed.stdout, mode="r|") as tree:
+            for entry in tree:
+                for i in list(pending):
+                    if fnmatch.fnmatchcase(entry.name, members[i]):
+                        tree.extract(entry, dest, filter="data")
+                    elif entry.name > prefixes[i] and not entry.name.startswith(prefixes[i]):
+                        pending.discard(i)  # past the run of this pattern's members
+                if not pending:
+                    break
+    except (tarfile.TarError, OSError) as e:
+        raise FetchError(f"unpacking {deb.name} failed: {e}") from None
+    finally:
+        stopped_early = feed.poll() is None
+        feed.kill()
+        _, err = feed.communicate()
+    if feed.returncode != 0 and not stopped_early:
+        raise FetchError(f"unpacking {deb.name} failed: {err.decode(errors='replace').strip() or feed.returncode}")
+    if not any(dest.iterdir()):
+        raise FetchError(f"{deb.name} has none of {', '.join(members)}")
 
 
 def fetch(source: AptSource, meta: str, pattern: str, members: tuple[str, ...]) -> Path:
