@@ -89,8 +89,6 @@ HEAVY_FIRST = (
     "tests/test_fuzz.py::test_planted_simulator_bug_is_found_and_shrunk",
     "tests/test_boost.py::test_transparent_with_slices_ending_everywhere",
     "tests/ebpf/test_properties.py::",
-    "tests/linux/test_guest_kallsyms.py::",  # QEMU boots when the test cache has no run yet
-    "tests/linux/test_qemu_oracle.py::",
     "tests/test_fuzz.py::test_user_program_campaign_is_clean",
     "tests/test_fuzz.py::test_internal_error_in_a_placement_is_a_finding",
     "tests/test_hostile_properties.py::",

@@ -16,6 +16,7 @@ from kprobesim.guest.kimage import kernel_bytes
 from . import debian, obtain, qemu
 
 ORACLE_APPEND = qemu.APPEND + " -- kallsyms"
+XDIST_GROUP = "qemu-oracle"  # test_qemu_oracle.py and test_guest_kallsyms.py: one worker
 _DIGEST = re.compile(r"kpsim-init: kallsyms (\d+) lines (\d+) bytes fnv1a64 ([0-9a-f]{16})")
 _SAMPLE = re.compile(r"kpsim-init: kallsyms line (\d+): (.*)")
 

@@ -9,6 +9,10 @@ import pytest
 from kprobesim.guest.kallsyms import KallsymsError, find_kallsyms
 from linux import oracle
 
+#: Both modules read the QEMU oracle's boots (``oracle.boot``): one worker runs them all, so no
+#: worker idles on the file lock while the other's QEMU makes the run they share.
+pytestmark = pytest.mark.xdist_group(oracle.XDIST_GROUP)
+
 ARCHES = ["riscv64", "x86_64"]
 
 

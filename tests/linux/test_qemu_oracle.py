@@ -9,6 +9,10 @@ import pytest
 
 from linux import cpio, oracle, qemu
 
+#: Both modules read the QEMU oracle's boots (``oracle.boot``): one worker runs them all, so no
+#: worker idles on the file lock while the other's QEMU makes the run they share.
+pytestmark = pytest.mark.xdist_group(oracle.XDIST_GROUP)
+
 EXPECTED_INIT = [
     "kpsim-init: hello from init",
     "kpsim-init: read /data/hello.txt: 35 0 = 35 bytes",
