@@ -51,8 +51,11 @@ def _rewriter(config: pytest.Config):
         pyc = get_cache_dir(source) / (source.name[:-3] + PYC_TAIL)
         if _fresh(pyc, source):
             return
-        pyc.parent.mkdir(parents=True, exist_ok=True)
-        stat, code = _rewrite_test(source, config)
+        try:
+            pyc.parent.mkdir(parents=True, exist_ok=True)
+            stat, code = _rewrite_test(source, config)
+        except (OSError, SyntaxError, ValueError):  # a read-only tree, a broken module: pytest
+            return  # meets them at import and reports them as it would without this module
         _write_pyc(config.stash[assertstate_key], code, stat, pyc)
 
     return rewrite
