@@ -63,6 +63,9 @@ class Traps:
         self._rip: tuple[object, int] | None = None
         if direct is not None and xc.UC_X86_REG_RIP in direct[1]:
             self._rip = (direct[0], direct[1][xc.UC_X86_REG_RIP])
+        without_stop = getattr(uc, "run_without_stop_address", None)
+        if without_stop is not None:  # CR2 must hold the guest's own faults across run slices
+            without_stop()
         uc.hook_direct(UC_HOOK_INTR, self._intr, raw=True)
         self._hook_failed = uc.hook_failed
         uc.hook_direct(UC_HOOK_INSN_INVALID, self._invalid)
@@ -178,8 +181,8 @@ class Traps:
         return 1 | 2 | user
 
     def before_slice(self) -> None:
-        """Under paging, forget the page fault ``emu_start`` records at its unmapped ``until``
-        address (see :mod:`.exception_state`)."""
+        """Under paging, forget any page fault recorded outside the guest's run (an engine with a
+        stop address records one as each run returns; see :mod:`.exception_state`)."""
         if self._reg(xc.UC_X86_REG_CR0) & paging.PG:
             exception_state.clear(self.m.engine, self.m._memory_snapshots)
 
