@@ -16,9 +16,12 @@ import struct
 from pathlib import Path
 
 import pcguest as g
+import pytest
+from unicorn import x86_const as xc
 
 from kprobesim.arch import get_arch
 from kprobesim.board.pc import PcBoard
+from kprobesim.errors import SimError
 from kprobesim.machine import SLICE, Machine
 
 UNMAPPED = 0x5555_0000_1000  # beyond the loader's 4 GiB identity map
@@ -77,3 +80,19 @@ right:
     assert len(slices) >= FAULTS * DELAY // SLICE  # slices did end inside handlers
     assert (wrong, hex(last)) == (0, "0x0"), f"{wrong} handlers read a wrong CR2, the last {last:#x}"
     assert status == 0
+
+
+def test_run_to_an_unmapped_address_leaves_cr2_alone(tmp_path: Path) -> None:
+    """``run_to`` drops the engine's translation at its goal, which Unicorn finds by translating
+    the address: one the guest's page tables do not map recorded a page fault there (CR2). The
+    guest reads CR2 as the host left it. A few instructions."""
+    src = f"""
+    mov rax, cr2
+    mov qword ptr [{RESULTS}], rax
+    """ + g.exit_with(0)
+    board = PcBoard(decompress="guest")
+    m = Machine(get_arch("x86_64"), board.load(g.write(tmp_path, "k", src)), board=board)
+    m.engine.reg_write(xc.UC_X86_REG_CR2, 0x1234_5000)
+    with pytest.raises(SimError, match="before reaching"):
+        m.run_to(UNMAPPED, max_insns=10_000)
+    assert hex(struct.unpack("<Q", m.read(RESULTS, 8))[0]) == "0x12345000"
