@@ -149,7 +149,7 @@ def test_probed_run_is_transparent(booted: Booted, variant: str) -> None:
 
 
 PT_REGS_IP = 16 * 8  # struct pt_regs: r15 .. orig_ax, then ip
-PF_WRITE, PF_USER, PF_INSTR = 2, 4, 0x10
+PF_PRESENT, PF_WRITE, PF_USER, PF_INSTR = 1, 2, 4, 0x10
 
 
 def test_user_page_fault_error_codes_say_which_accesses_write(pc_linux: pclinux.PcLinux) -> None:
@@ -158,7 +158,9 @@ def test_user_page_fault_error_codes_say_which_accesses_write(pc_linux: pclinux.
     capstone says is stored (not loaded) has W set, and one it says is loaded has W clear.
     A store to a page not present once came with W clear: Linux mapped the zero page for a read
     and took a second, copy-on-write fault on the retried store, which QEMU does not. One run of
-    init from the snapshot, ~0.6 M instructions plus a capstone decode per fault (< 1 s)."""
+    init from the snapshot, ~0.6 M instructions plus a capstone decode per fault (< 1 s). Init's
+    run from the snapshot now takes 54 page faults (55 ``handle_mm_fault`` calls), 78 (79) with
+    the store-as-load codes."""
     m = pc_linux.restore()
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     md.detail = True
@@ -181,7 +183,8 @@ def test_user_page_fault_error_codes_say_which_accesses_write(pc_linux: pclinux.
     stores = [s for s in seen if s[3] == capstone.CS_AC_WRITE]
     loads = [s for s in seen if s[3] == capstone.CS_AC_READ]
     assert all(text != "(not decoded)" for _, _, text, _ in seen), seen
-    assert len(stores) >= 10 and len(loads) >= 10, seen
+    not_present_stores = [s for s in stores if not s[1] & PF_PRESENT]  # the ones once reported as loads
+    assert len(stores) >= 5 and len(not_present_stores) >= 2 and loads, seen
     wrong = [(hex(ip), hex(e), text) for ip, e, text, _ in stores if not e & PF_WRITE]
     wrong += [(hex(ip), hex(e), text) for ip, e, text, _ in loads if e & PF_WRITE]
     assert wrong == []
