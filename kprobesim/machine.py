@@ -382,6 +382,13 @@ class Machine:
                 addr -= self._ram_lo
                 return self._ram_view[addr : addr + size]  # type: ignore[index]
             cache = self._pages
+            ram = self._ram_view
+            if (
+                cache is None and ram is not None and 0 < size and self._ram_lo <= addr
+                and addr + size <= self._ram_hi and self._flat is not None and self._flat()
+            ):  # fmt: skip
+                addr -= self._ram_lo  # outside a trap with paging off (placing probes): physical
+                return ram[addr : addr + size]
             within = (addr & (PAGE - 1)) + size <= PAGE
             if cache is not None and within and not self.sim_base <= addr < self._sim_end:
                 if _FLAT in cache:  # paging off, noted this trap
@@ -483,15 +490,19 @@ class Machine:
                     done += chunk
             return
         size = len(data)
-        if self._flat_ram(addr, size):
-            at = addr - self._ram_lo
-            self._ram_view[at : at + size] = data  # type: ignore[index]
-            if self._flat_forget:  # what forget_code does with paging off
-                self.engine.ctl_remove_cache(addr, addr + size)
-            else:
-                self.forget_code(addr, size)
-            return
         cache = self._pages
+        if cache is not None and self._flat is not None and (ram := self._ram_view) is not None:
+            # Inside a trap (a kretprobe restoring a return address): _flat_ram, inlined.
+            if not cache:
+                cache[_FLAT if self._flat() else _PAGED] = 1
+            if _FLAT in cache and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
+                at = addr - self._ram_lo
+                ram[at : at + size] = data
+                if self._flat_forget:  # what forget_code does with paging off
+                    self.engine.ctl_remove_cache(addr, addr + size)
+                else:
+                    self.forget_code(addr, size)
+                return
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
         if cache is not None and within and not self.sim_base <= addr < self._sim_end:
             if _FLAT in cache:  # paging off, noted this trap
@@ -526,16 +537,19 @@ class Machine:
         then :meth:`write` would (a kretprobe swapping a return address on the stack): inside
         a trap while the guest does not translate, one RAM access and one check for code."""
         size = len(data)
-        if self._flat_ram(addr, size):
-            at = addr - self._ram_lo
-            ram = self._ram_view
-            old = ram[at : at + size]  # type: ignore[index]
-            ram[at : at + size] = data  # type: ignore[index]
-            if self._flat_forget:  # what forget_code does with paging off
-                self.engine.ctl_remove_cache(addr, addr + size)
-            else:
-                self.forget_code(addr, size)
-            return old
+        cache = self._pages
+        if cache is not None and self._flat is not None and (ram := self._ram_view) is not None:
+            if not cache:  # _flat_ram, inlined: this is every x86 kretprobe hit's store
+                cache[_FLAT if self._flat() else _PAGED] = 1
+            if _FLAT in cache and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
+                at = addr - self._ram_lo
+                old = ram[at : at + size]
+                ram[at : at + size] = data
+                if self._flat_forget:  # what forget_code does with paging off
+                    self.engine.ctl_remove_cache(addr, addr + size)
+                else:
+                    self.forget_code(addr, size)
+                return old
         old = self.read(addr, size)
         self.write(addr, data)
         return old
@@ -585,6 +599,20 @@ class Machine:
 
         A virtual address the engine does not back physically is written in the physical page
         behind it (Linux's ``text_poke``: even a read-only kernel mapping gets the break)."""
+        flat = self._flat
+        if flat is not None and self._flat_forget and not self._memory_snapshots and flat():
+            # Paging off (x86 before its kernel pages, the bundled firmware): every address is
+            # its physical one, so one store and one drop of translations do (what the
+            # general path below does twice over, through the page tables).
+            if self.sim_base == self.sim_phys or not self.sim_base <= addr < self._sim_end:
+                size, ram = len(data), self._ram_view
+                if ram is not None and self._ram_lo <= addr and addr + size <= self._ram_hi:
+                    at = addr - self._ram_lo
+                    ram[at : at + size] = data
+                else:
+                    self.engine.mem_write(addr, data)
+                self.engine.ctl_remove_cache(addr, addr + size)
+                return
         if self._translate is not None and self.sim_base != self.sim_phys and self.in_sim_pages(addr):
             self.patch_physical(addr - self.sim_base + self.sim_phys, addr, data)
             return

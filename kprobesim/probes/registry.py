@@ -12,12 +12,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from unicorn import UcError
 
-from kprobesim.errors import HandlerError, ProbeError, SimError
+from kprobesim.errors import GuestFault, HandlerError, ProbeError, SimError
 from kprobesim.numbers import MASK64
 
 from .archbound import ArchBound
@@ -73,6 +72,7 @@ class Registry(ArchBound):
         self.slots = SlotPages(machine, self.step.SLOT_SIZE)
         self.sites: dict[int, Site] = {}
         self._boundaries: dict[tuple[int, int], frozenset[int]] = {}  # per function (addr, size)
+        self._patched: dict[int, Site] = {}  # each byte under an armed site's break -> the site
         self.steps: list[Step] = []  # out-of-line steps in progress, innermost last
         self.blacklist = machine.image.blacklist()
         self.user = user_program(machine.image)  # its text takes uprobes, not kprobes
@@ -131,22 +131,37 @@ class Registry(ArchBound):
     # -- placing probes ------------------------------------------------------------------------
     def original(self, addr: int, size: int) -> bytes:
         """Guest bytes as the image has them, with our patched breaks taken out."""
-        data = bytearray(self.m.read(addr, size))
-        sites = self.sites
-        if not sites:
+        data = self.m.read(addr, size)
+        patched = self._patched
+        if not patched:
             return bytes(data)
-        # Look up the few addresses a patch covering [addr, addr+size) can start at, or walk the
-        # sites when there are fewer of them: linear in the range either way, whatever is armed.
-        if len(sites) <= size + MAX_INSN:
-            near = [s for s in sites.values() if addr - len(s.orig) < s.addr < addr + size]
+        # Look up each byte of the range, or walk the patched bytes when there are fewer of
+        # them: linear in the range either way, however many probes are armed.
+        if len(patched) <= size:
+            near = [(a, site) for a, site in patched.items() if addr <= a < addr + size]
         else:
-            near = [s for a in range(addr - MAX_INSN + 1, addr + size) if (s := sites.get(a)) is not None]
-        for site in near:
-            if site.armed and addr - len(site.orig) < site.addr:
-                for i, b in enumerate(site.orig):
-                    if 0 <= site.addr + i - addr < size:
-                        data[site.addr + i - addr] = b
-        return bytes(data)
+            near = [(a, site) for a in range(addr, addr + size) if (site := patched.get(a)) is not None]
+        if not near:
+            return bytes(data)
+        out = bytearray(data)
+        for a, site in near:
+            out[a - addr] = site.orig[a - site.addr]
+        return bytes(out)
+
+    def _patch(self, site: Site, arm: bool) -> None:
+        """Put the break over a site's instruction, or its original bytes back, and note which
+        bytes hold the original instruction's elsewhere (for :meth:`original`)."""
+        if arm:
+            self.m.patch_code(site.addr, self.step.probe_break(site.decision))
+            for a in range(site.addr, site.addr + len(site.orig)):
+                self._patched[a] = site
+        else:
+            self.m.patch_code(site.addr, site.orig)
+            patched = self._patched
+            for a in range(site.addr, site.addr + len(site.orig)):
+                if patched.get(a) is site:
+                    del patched[a]
+        site.armed = arm
 
     def _starts(self, sym: Any) -> frozenset[int]:
         """Instruction boundaries of a function's original code (decoded once per function)."""
@@ -246,11 +261,8 @@ class Registry(ArchBound):
         if site is None:
             return
         want = any(p.enabled for p in site.probes)
-        if want and not site.armed:
-            self.m.patch_code(addr, self.step.probe_break(site.decision))
-        elif site.armed and not want:
-            self.m.patch_code(addr, site.orig)
-        site.armed = want
+        if want != site.armed:
+            self._patch(site, want)
 
     def unregister(self, probe: Kprobe) -> None:
         """Remove a probe; safe while the CPU is stepping in its slot (freed after the step)."""
@@ -263,8 +275,7 @@ class Registry(ArchBound):
             self.update_arming(site.addr)
             return
         if site.armed:
-            self.m.patch_code(site.addr, site.orig)
-            site.armed = False
+            self._patch(site, False)
         del self.sites[site.addr]
         if site.boost:
             del self._boost_sites[site.boost]
@@ -296,7 +307,7 @@ class Registry(ArchBound):
             self.slots.write(self.trampoline, self.step.PROBE_BREAK)
             self._trampoline_bytes = self.trampoline.to_bytes(8, "little")
         rp = Kretprobe("", 0, "", handler, entry, maxactive if maxactive is not None else 10, registry=self)
-        kp = self.register(spec, pre=partial(self._kret_entry, rp), name=name)
+        kp = self.register(spec, pre=self._kret_entry_for(rp), name=name)
         rp.name, rp.addr, rp.symbol, rp.kprobe = kp.name, kp.addr, kp.symbol, kp
         self.kretprobes.append(rp)
         return rp
@@ -309,39 +320,71 @@ class Registry(ArchBound):
         if rp in self.kretprobes:
             self.kretprobes.remove(rp)
 
-    def _kret_entry(self, rp: Kretprobe, kp: Kprobe, regs: Regs) -> int:
-        if rp.active >= rp.maxactive:
-            rp.missed += 1
+    def _stack_fault(self, what: str, addr: int, regs: Regs) -> GuestFault:
+        """The error for a return address the hijack cannot reach (as ``Regs``' own accesses)."""
+        return GuestFault(f"{what} of 8 bytes at {addr:#x}: not guest memory", regs.pc)
+
+    def _kret_entry_for(self, rp: Kretprobe) -> PreHandler:
+        """The pre-handler of ``rp``'s entry kprobe: hijack the return address. A closure over
+        what every hit needs (a hit calls it with no layer between; the stack is reached
+        straight through the machine, not through the handler view's argument checks)."""
+        ra_reg, sp_name, m = self.spec.RA_REG, self._sp_name, self.m
+        instances, free = self.instances, rp.free
+        exchange, read = m.exchange, m.read
+
+        def kret_entry(kp: Kprobe, regs: Regs) -> int:
+            if rp.active >= rp.maxactive:
+                rp.missed += 1
+                return 0
+            sp = regs[sp_name]
+            entry = rp.entry
+            if ra_reg is not None:
+                ret_addr, return_sp = regs[ra_reg], sp
+            else:  # on the stack
+                try:
+                    if entry is None:  # no handler runs before the hijack: swap it now
+                        if sp < m._sim_end and m.sim_base < sp + 8:
+                            raise ProbeError(
+                                f"exchange_mem: 8 bytes at {sp:#x} would overwrite the simulator's own pages"
+                            )
+                        old = exchange(sp, self._trampoline_bytes)
+                    else:
+                        old = read(sp, 8)
+                except UcError:
+                    raise self._stack_fault("exchange_mem" if entry is None else "read_mem", sp, regs) from None
+                ret_addr, return_sp = int.from_bytes(old, "little"), sp + 8
+            if free:  # instances are recycled, as Linux's kretprobe_instance pool
+                inst = free.pop()
+                inst.ret_addr, inst.return_sp = ret_addr, return_sp
+                if inst.data:
+                    inst.data.clear()
+            else:
+                inst = Instance(rp, ret_addr, return_sp)
+            if entry is not None:
+                if self._call("entry", rp, entry, inst, regs):
+                    return 0
+                if ra_reg is None:
+                    regs.write_mem(sp, self._trampoline_bytes)
+            if ra_reg is not None:
+                regs[ra_reg] = self.trampoline
+            rp.active += 1
+            instances.append(inst)
             return 0
+
+        return kret_entry
+
+    def _back_to_caller(self, sp: int, real: int, regs: Regs) -> None:
+        """Resume at the real caller with the return address as if never hijacked (the PC
+        straight to the engine: nothing read it through the view in this trap)."""
+        self._set_pc(real)
         ra_reg = self.spec.RA_REG
-        sp = regs[self._sp_name]
-        assert self.trampoline is not None
-        entry = rp.entry
-        swapped = False
         if ra_reg is not None:
-            ret_addr, return_sp = regs[ra_reg], sp
-        elif entry is None:  # on the stack, and no handler runs before the hijack: swap it now
-            ret_addr = int.from_bytes(regs.exchange_mem(sp, self._trampoline_bytes), "little")
-            return_sp, swapped = sp + 8, True
-        else:  # on the stack
-            ret_addr, return_sp = int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8
-        free = rp.free
-        if free:  # instances are recycled, as Linux's kretprobe_instance pool
-            inst = free.pop()
-            inst.ret_addr, inst.return_sp = ret_addr, return_sp
-            if inst.data:
-                inst.data.clear()
-        else:
-            inst = Instance(rp, ret_addr, return_sp)
-        if entry is not None and self._call("entry", rp, entry, inst, regs):
-            return 0
-        if ra_reg is not None:
-            regs[ra_reg] = self.trampoline
-        elif not swapped:
-            regs.write_mem(sp, self._trampoline_bytes)
-        rp.active += 1
-        self.instances.append(inst)
-        return 0
+            regs[ra_reg] = real
+            return
+        try:
+            self.m.write(sp - 8, real.to_bytes(8, "little"))
+        except UcError:
+            raise self._stack_fault("write_mem", sp - 8, regs) from None
 
     def _kret_return(self, regs: Regs) -> None:
         """The probed function returned to the trampoline: run the return handlers of every
@@ -355,15 +398,21 @@ class Registry(ArchBound):
             and (len(instances) < 2 or instances[-2].return_sp != sp)
         ):  # fmt: skip
             instances.pop()  # the common case: one instance, the newest
-            real = last.ret_addr
-            self._set_pc(real)  # as below
-            if self.spec.RA_REG is not None:
-                regs[self.spec.RA_REG] = real
-            else:
-                regs.write_mem(sp - 8, real.to_bytes(8, "little"))
+            self._back_to_caller(sp, last.ret_addr, regs)
             rp = last.kretprobe
             rp.active -= 1
-            self._returned(last, rp, regs)
+            if rp.registry is not None and rp.enabled:  # _returned, inlined
+                rp.hits += 1
+                handler = rp.handler
+                if handler is not None:
+                    try:
+                        handler(last, regs)
+                    except (SimError, KeyboardInterrupt):
+                        raise
+                    except Exception as e:
+                        raise self._handler_error("return", rp, handler, e) from e
+            if len(rp.free) < rp.maxactive:
+                rp.free.append(last)
             return
         frame = [inst for inst in reversed(instances) if inst.return_sp == sp]
         if not frame:
@@ -378,12 +427,7 @@ class Registry(ArchBound):
             inst.ret_addr = real
         # Back to the real caller first (Linux sets the return address before the handlers run),
         # so a handler that raises leaves no instance behind and the guest resumes correctly.
-        self._set_pc(real)  # nothing read the PC through the view in this trap
-        ra_reg = self.spec.RA_REG
-        if ra_reg is not None:
-            regs[ra_reg] = real  # as if never hijacked
-        else:
-            regs.write_mem(sp - 8, real.to_bytes(8, "little"))
+        self._back_to_caller(sp, real, regs)
         for inst in frame:
             inst.kretprobe.active -= 1
         for inst in frame:  # the most recent first, as Linux
