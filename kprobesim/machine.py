@@ -471,6 +471,19 @@ class Machine:
     def write(self, addr: int, data: bytes) -> None:
         """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
         for read-only kernel text)."""
+        cache = self._pages
+        if cache is not None and (ram := self._ram_view) is not None and self._flat_forget:
+            # Inside a trap with paging off (an x86 kretprobe putting a return address back):
+            # one RAM store and one drop of translations. _flat_ram, inlined.
+            flat = cache.get(_FLAT)
+            if flat is None and not cache and self._flat is not None:
+                cache[_FLAT if self._flat() else _PAGED] = 1
+                flat = _FLAT in cache
+            at = addr - self._ram_lo
+            if flat and 0 <= at and addr + len(data) <= self._ram_hi and data:
+                ram[at : at + len(data)] = data
+                self.engine.ctl_remove_cache(addr, addr + len(data))
+                return
         if self._translate is None:
             try:
                 self._store_phys(addr, data)  # physical = the guest's address
@@ -489,20 +502,11 @@ class Machine:
                     self.write_phys(phys, data[done : done + chunk])
                     done += chunk
             return
-        size = len(data)
-        cache = self._pages
-        if cache is not None and self._flat is not None and (ram := self._ram_view) is not None:
-            # Inside a trap (a kretprobe restoring a return address): _flat_ram, inlined.
-            if not cache:
-                cache[_FLAT if self._flat() else _PAGED] = 1
-            if _FLAT in cache and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
-                at = addr - self._ram_lo
-                ram[at : at + size] = data
-                if self._flat_forget:  # what forget_code does with paging off
-                    self.engine.ctl_remove_cache(addr, addr + size)
-                else:
-                    self.forget_code(addr, size)
-                return
+        if self._flat_ram(addr, len(data)):  # (the P-code engine's case of the path above)
+            at = addr - self._ram_lo
+            self._ram_view[at : at + len(data)] = data  # type: ignore[index]
+            self.forget_code(addr, len(data))
+            return
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
         if cache is not None and within and not self.sim_base <= addr < self._sim_end:
             if _FLAT in cache:  # paging off, noted this trap
@@ -536,21 +540,20 @@ class Machine:
         """Store ``data`` at virtual ``addr`` and return the bytes it replaced, as :meth:`read`
         then :meth:`write` would (a kretprobe swapping a return address on the stack): inside
         a trap while the guest does not translate, one RAM access and one check for code."""
-        size = len(data)
         cache = self._pages
-        if cache is not None and self._flat is not None and (ram := self._ram_view) is not None:
-            if not cache:  # _flat_ram, inlined: this is every x86 kretprobe hit's store
+        if cache is not None and (ram := self._ram_view) is not None and self._flat_forget:
+            flat = cache.get(_FLAT)  # as in write(): every x86 kretprobe hit's swap
+            if flat is None and not cache and self._flat is not None:
                 cache[_FLAT if self._flat() else _PAGED] = 1
-            if _FLAT in cache and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
-                at = addr - self._ram_lo
-                old = ram[at : at + size]
-                ram[at : at + size] = data
-                if self._flat_forget:  # what forget_code does with paging off
-                    self.engine.ctl_remove_cache(addr, addr + size)
-                else:
-                    self.forget_code(addr, size)
+                flat = _FLAT in cache
+            at = addr - self._ram_lo
+            if flat and 0 <= at and addr + len(data) <= self._ram_hi and data:
+                end = at + len(data)
+                old = ram[at:end]
+                ram[at:end] = data
+                self.engine.ctl_remove_cache(addr, addr + len(data))
                 return old
-        old = self.read(addr, size)
+        old = self.read(addr, len(data))
         self.write(addr, data)
         return old
 

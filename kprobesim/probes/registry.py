@@ -113,6 +113,11 @@ class Registry(ArchBound):
         )
         self._pc_name: str = self.spec.PC_REG
         self._hitting: Site | None = None  # the site whose pre-handlers are running
+        # The stack pointer and return address register in the engine's register file, where
+        # the view reads them there (kretprobe hits use them without the view's layers).
+        self._sp_word = self.regs.word(self._sp_name)
+        self._ra_word = self.regs.word(self.spec.RA_REG) if self.spec.RA_REG is not None else None
+        self._boost_allowed: Callable[[Any], bool] | None = getattr(self.step, "boost_allowed", None)
         # Fixed for the machine's life, so asked once, not on every hit.
         self._in_place = machine.steps_in_place
         self._map_sim = getattr(machine.board, "map_sim_window", None)
@@ -326,20 +331,22 @@ class Registry(ArchBound):
 
     def _kret_entry_for(self, rp: Kretprobe) -> PreHandler:
         """The pre-handler of ``rp``'s entry kprobe: hijack the return address. A closure over
-        what every hit needs (a hit calls it with no layer between; the stack is reached
-        straight through the machine, not through the handler view's argument checks)."""
+        what every hit needs (a hit calls it with no layer between; registers in the engine's
+        file and the stack are reached directly, not through the handler view's checks)."""
         ra_reg, sp_name, m = self.spec.RA_REG, self._sp_name, self.m
         instances, free = self.instances, rp.free
         exchange, read = m.exchange, m.read
+        sp_word, ra_word = self._sp_word, self._ra_word
 
         def kret_entry(kp: Kprobe, regs: Regs) -> int:
             if rp.active >= rp.maxactive:
                 rp.missed += 1
                 return 0
-            sp = regs[sp_name]
+            sp = sp_word[0][sp_word[1]] & MASK64 if sp_word is not None else regs[sp_name]
             entry = rp.entry
             if ra_reg is not None:
-                ret_addr, return_sp = regs[ra_reg], sp
+                ret_addr = ra_word[0][ra_word[1]] & MASK64 if ra_word is not None else regs[ra_reg]
+                return_sp = sp
             else:  # on the stack
                 try:
                     if entry is None:  # no handler runs before the hijack: swap it now
@@ -366,7 +373,10 @@ class Registry(ArchBound):
                 if ra_reg is None:
                     regs.write_mem(sp, self._trampoline_bytes)
             if ra_reg is not None:
-                regs[ra_reg] = self.trampoline
+                if ra_word is not None:
+                    ra_word[0][ra_word[1]] = self.trampoline
+                else:
+                    regs[ra_reg] = self.trampoline
             rp.active += 1
             instances.append(inst)
             return 0
@@ -379,7 +389,11 @@ class Registry(ArchBound):
         self._set_pc(real)
         ra_reg = self.spec.RA_REG
         if ra_reg is not None:
-            regs[ra_reg] = real
+            ra_word = self._ra_word
+            if ra_word is not None:
+                ra_word[0][ra_word[1]] = real
+            else:
+                regs[ra_reg] = real
             return
         try:
             self.m.write(sp - 8, real.to_bytes(8, "little"))
@@ -390,30 +404,32 @@ class Registry(ArchBound):
         """The probed function returned to the trampoline: run the return handlers of every
         instance of this frame (several kretprobes on one function hijack it in turn, the
         later ones saving the trampoline's address), then go back to the real caller."""
-        sp = regs[self._sp_name]
+        sp_word = self._sp_word
+        sp = sp_word[0][sp_word[1]] & MASK64 if sp_word is not None else regs[self._sp_name]
         instances = self.instances
-        last = instances[-1] if instances else None
-        if (
-            last is not None and last.return_sp == sp and last.ret_addr != self.trampoline
-            and (len(instances) < 2 or instances[-2].return_sp != sp)
-        ):  # fmt: skip
-            instances.pop()  # the common case: one instance, the newest
-            self._back_to_caller(sp, last.ret_addr, regs)
-            rp = last.kretprobe
-            rp.active -= 1
-            if rp.registry is not None and rp.enabled:  # _returned, inlined
-                rp.hits += 1
-                handler = rp.handler
-                if handler is not None:
-                    try:
-                        handler(last, regs)
-                    except (SimError, KeyboardInterrupt):
-                        raise
-                    except Exception as e:
-                        raise self._handler_error("return", rp, handler, e) from e
-            if len(rp.free) < rp.maxactive:
-                rp.free.append(last)
-            return
+        if instances:
+            last = instances[-1]
+            if (
+                last.return_sp == sp and last.ret_addr != self.trampoline
+                and (len(instances) < 2 or instances[-2].return_sp != sp)
+            ):  # fmt: skip
+                instances.pop()  # the common case: one instance, the newest
+                self._back_to_caller(sp, last.ret_addr, regs)
+                rp = last.kretprobe
+                rp.active -= 1
+                if rp.registry is not None and rp.enabled:  # _returned, inlined
+                    rp.hits += 1
+                    handler = rp.handler
+                    if handler is not None:
+                        try:
+                            handler(last, regs)
+                        except (SimError, KeyboardInterrupt):
+                            raise
+                        except Exception as e:
+                            raise self._handler_error("return", rp, handler, e) from e
+                if len(rp.free) < rp.maxactive:
+                    rp.free.append(last)
+                return
         frame = [inst for inst in reversed(instances) if inst.return_sp == sp]
         if not frame:
             self.m.fault("kretprobe trampoline reached with no matching instance", regs.pc)
@@ -595,6 +611,18 @@ class Registry(ArchBound):
     def _execute(self, site: Site, regs: Regs, quiet: bool = False) -> None:
         """Simulate the probed instruction, or start its out-of-line step."""
         d = site.decision
+        boost = site.boost
+        if boost:  # its boosted slot exists (x86, made at an earlier hit): the checks of _boosted
+            for p in site.probes:
+                if p.post is not None and p.enabled:
+                    break
+            else:
+                if self._boost_allowed(regs):  # type: ignore[misc]
+                    self.m.boost_entered(boost, boost + d.length, d.addr + d.length)
+                    self._set_pc(boost)
+                    return
+            self._start_step(site, regs, quiet)
+            return
         if d.kind is Kind.SIMULATE:
             self.simulate.simulate(d, regs)
             self.m.account(1)
@@ -618,6 +646,12 @@ class Registry(ArchBound):
             self.m.boost_entered(site.boost, site.boost + d.length, d.addr + d.length)  # type: ignore[operator]
             self._set_pc(site.boost)  # type: ignore[arg-type]
             return
+        self._start_step(site, regs, quiet)
+
+    def _start_step(self, site: Site, regs: Regs, quiet: bool) -> None:
+        """Send the CPU into the site's slot for an out-of-line step."""
+        assert site.slot is not None
+        d = site.decision
         plan = site.plan
         if plan is None:
             end = self.step.step_break_addr(d, site.slot)
