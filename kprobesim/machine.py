@@ -183,6 +183,7 @@ class Machine:
         #: buffer or once memory snapshots are on (copy-on-write moves stored pages out of it).
         self._ram_view: mmap.mmap | None = None
         self._ram_lo, self._ram_hi = self.ram[0], self.ram[0] + self.ram[1]
+        self._ram_size = self.ram[1]
         #: Where the simulator-owned pages are in physical memory: the board's choice (outside
         #: its RAM, which may be sized by the user), else the arch's.
         self.sim_phys: int = getattr(board, "sim_base", None) or arch.sim_base
@@ -240,6 +241,7 @@ class Machine:
         self._flat: Callable[[], bool] | None = getattr(self.traps, "untranslated", None)  # paging off now?
         #: forget_code with paging off is one ``ctl_remove_cache`` (a Unicorn engine, fetches unguarded)
         self._flat_forget = isinstance(self.engine, Uc) and not hasattr(self.traps, "physical_fetch")
+        self._trap_flat = self._flat_forget and self._flat is not None  # write()/exchange() in a trap
         self._before_slice: Callable[[], None] | None = getattr(self.traps, "before_slice", None)
         if board is not None:
             board.boot(self)
@@ -471,18 +473,15 @@ class Machine:
     def write(self, addr: int, data: bytes) -> None:
         """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
         for read-only kernel text)."""
-        cache = self._pages
-        if cache is not None and (ram := self._ram_view) is not None and self._flat_forget:
+        ram = self._ram_view
+        if self._pages is not None and ram is not None and self._trap_flat and self._flat():  # type: ignore[misc]
             # Inside a trap with paging off (an x86 kretprobe putting a return address back):
-            # one RAM store and one drop of translations. _flat_ram, inlined.
-            flat = cache.get(_FLAT)
-            if flat is None and not cache and self._flat is not None:
-                cache[_FLAT if self._flat() else _PAGED] = 1
-                flat = _FLAT in cache
+            # one RAM store and one drop of translations.
             at = addr - self._ram_lo
-            if flat and 0 <= at and addr + len(data) <= self._ram_hi and data:
-                ram[at : at + len(data)] = data
-                self.engine.ctl_remove_cache(addr, addr + len(data))
+            end = at + len(data)
+            if 0 <= at < end <= self._ram_size:
+                ram[at:end] = data
+                self.engine.ctl_remove_cache(addr, addr + end - at)
                 return
         if self._translate is None:
             try:
@@ -507,6 +506,7 @@ class Machine:
             self._ram_view[at : at + len(data)] = data  # type: ignore[index]
             self.forget_code(addr, len(data))
             return
+        cache = self._pages
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
         if cache is not None and within and not self.sim_base <= addr < self._sim_end:
             if _FLAT in cache:  # paging off, noted this trap
@@ -540,18 +540,14 @@ class Machine:
         """Store ``data`` at virtual ``addr`` and return the bytes it replaced, as :meth:`read`
         then :meth:`write` would (a kretprobe swapping a return address on the stack): inside
         a trap while the guest does not translate, one RAM access and one check for code."""
-        cache = self._pages
-        if cache is not None and (ram := self._ram_view) is not None and self._flat_forget:
-            flat = cache.get(_FLAT)  # as in write(): every x86 kretprobe hit's swap
-            if flat is None and not cache and self._flat is not None:
-                cache[_FLAT if self._flat() else _PAGED] = 1
-                flat = _FLAT in cache
-            at = addr - self._ram_lo
-            if flat and 0 <= at and addr + len(data) <= self._ram_hi and data:
-                end = at + len(data)
+        ram = self._ram_view
+        if self._pages is not None and ram is not None and self._trap_flat and self._flat():  # type: ignore[misc]
+            at = addr - self._ram_lo  # as in write(): every x86 kretprobe hit's swap
+            end = at + len(data)
+            if 0 <= at < end <= self._ram_size:
                 old = ram[at:end]
                 ram[at:end] = data
-                self.engine.ctl_remove_cache(addr, addr + len(data))
+                self.engine.ctl_remove_cache(addr, addr + end - at)
                 return old
         old = self.read(addr, len(data))
         self.write(addr, data)
