@@ -19,14 +19,21 @@ Per arch (x86_64: per step variant):
   arm and to disarm them all (best of 3), and ``whole image armed``: the run with all of them.
 
 How the hit costs are measured, on a machine shared with other work: every run is a whole run
-of the kernel on a freshly loaded machine, timed in CPU time of this process
-(``time.process_time``) after a ``gc.collect()``. The runs are done in rounds: each round runs
-the bare kernel and every probed variant once, one after another (the order reversed every
-other round), so a busy moment hits neighbouring runs alike. A cost is the median over the
-rounds of (probed run - bare run of the same round) / hits, with the lowest and highest of
-those per-round figures beside it; each hit cost is also given as a multiple of the restart
-and of the ranged hook measured in the same run. The load average is printed at the start
-and the end (on an idle machine it stays under 1).
+of the kernel on a new machine (the image is parsed once), timed in CPU time of this process
+(``time.process_time``) after a ``gc.collect()``. The runs are done in rounds (21 by default):
+each round runs the bare kernel and every probed variant once, one after another (the order
+reversed every other round). On a shared virtual machine a run's CPU time is not one figure:
+the same bare x86_64 run takes ~21 ms or ~33 ms on this project's 2-core machine, in
+stretches, as other work comes and goes on the same physical core, so a difference of two
+runs swings by more than the hits cost. Each round therefore gives the probed run's cost as a
+fraction of its own bare run (probed / bare - 1: the same in a slow stretch as in a fast one,
+as long as a stretch slows both alike); a hit's cost is the median of those fractions over the
+rounds, times the fastest bare run, over the hits: what the hit costs at the speed of the
+machine's quiet stretches. Beside it, as measured: the median over the rounds of (probed run
+- bare run of the same round) / hits, and the middle half of those per-round figures (the
+interquartile range), which say how settled the machine was. Each hit cost is also given as a
+multiple of the restart and of the ranged hook measured in the same run. The load average is
+printed at the start and the end.
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from unicorn import UC_HOOK_CODE  # noqa: E402
 
-from kprobesim.arch import ARCH_NAMES  # noqa: E402
+from kprobesim.arch import ARCH_NAMES, get_arch  # noqa: E402
+from kprobesim.image import Image, load_image  # noqa: E402
 from kprobesim.machine import Machine  # noqa: E402
 from kprobesim.probes.insn import Kind  # noqa: E402
 
@@ -97,9 +105,10 @@ def _restart_cost(path: Path, repeat: int) -> float:
     return best
 
 
-def _timed(path: Path, step: str | None, setup: Setup) -> tuple[float, int, Machine]:
-    """One run of the kernel on a fresh machine: (CPU seconds, events counted, the machine)."""
-    m = Machine.load(path, step_variant=step)
+def _timed(image: Image, step: str | None, setup: Setup) -> tuple[float, int, Machine]:
+    """One run of the kernel on a fresh machine (of the image parsed once): (CPU seconds,
+    events counted, the machine)."""
+    m = Machine(get_arch(image.arch or ""), image, step_variant=step)
     events = setup(m) if setup is not None else (lambda: 0)
     gc.collect()
     t = CLOCK()
@@ -152,14 +161,14 @@ def _setups(arch: str, path: Path, bpf: Path | None) -> dict[str, Setup]:
 class Rounds:
     """Paired runs: per round, the bare kernel and each probed variant, one after another."""
 
-    def __init__(self, path: Path, step: str | None, setups: dict[str, Setup], rounds: int) -> None:
+    def __init__(self, image: Image, step: str | None, setups: dict[str, Setup], rounds: int) -> None:
         self.bare: list[float] = []
         self.runs: dict[str, list[tuple[float, int]]] = {k: [] for k in setups}
         self.instructions: dict[str, int] = {}
         kinds: list[str | None] = [None, *setups]
         for r in range(rounds):
             for kind in kinds if r % 2 == 0 else kinds[::-1]:
-                t, events, m = _timed(path, step, setups[kind] if kind is not None else None)
+                t, events, m = _timed(image, step, setups[kind] if kind is not None else None)
                 if kind is None:
                     self.bare.append(t)
                     self.instructions["bare"] = m.instructions
@@ -167,11 +176,17 @@ class Rounds:
                     self.runs[kind].append((t, events))
                     self.instructions[kind] = m.instructions
 
-    def per_event(self, kind: str) -> tuple[float, float, float, int]:
-        """(median, lowest, highest) over the rounds of the cost per event over that round's
-        bare run, and the events of a run."""
-        costs = [(t - bare) / max(n, 1) for (t, n), bare in zip(self.runs[kind], self.bare, strict=True)]
-        return statistics.median(costs), min(costs), max(costs), self.runs[kind][-1][1]
+    def per_event(self, kind: str) -> tuple[float, float, float, float, int]:
+        """The cost per event at the fastest bare run's speed (see the module's docstring), the
+        median over the rounds of the cost over that round's bare run and its interquartile
+        range (the middle half of the rounds), and the events of a run."""
+        runs = self.runs[kind]
+        events = max(runs[-1][1], 1)
+        pairs = list(zip(runs, self.bare, strict=True))
+        costs = [(t - bare) / events for (t, _), bare in pairs]
+        q1, _, q3 = statistics.quantiles(costs, n=4)
+        extra = statistics.median(t / bare - 1 for (t, _), bare in pairs)  # of a bare run, per round
+        return extra * min(self.bare) / events, statistics.median(costs), q1, q3, events
 
     def slowdown(self, kind: str) -> float:
         """Median over the rounds of (probed run / bare run of the same round)."""
@@ -207,10 +222,11 @@ def bench(arch: str, rounds: int, step: str | None, bpf: Path | None) -> None:
         return
     label = f"{arch}/{step}" if step else arch
     setups = _setups(arch, path, bpf)
+    image = load_image(path)
     for setup in (None, *setups.values()):  # warm-up: engine caches (the P-code engine's on disk)
-        _timed(path, step, setup)
-    restart = _restart_cost(path, max(3, rounds))
-    got = Rounds(path, step, setups, rounds)
+        _timed(image, step, setup)
+    restart = _restart_cost(path, 5)
+    got = Rounds(image, step, setups, rounds)
     bare = statistics.median(got.bare)
     insns = got.instructions["bare"]
     spread = f"{min(got.bare) * 1e3:.1f}-{max(got.bare) * 1e3:.1f}"
@@ -219,19 +235,19 @@ def bench(arch: str, rounds: int, step: str | None, bpf: Path | None) -> None:
     cold = got.slowdown("cold")
     _row(label, "100 cold probes", f"{insns / (bare * cold) / 1e6:.2f} M insn/s", f"({1 / cold:.1%} of bare)")
     _row(label, "emu_start restart", f"{restart * 1e6:.1f} us", "(floor: one emu_start of one instruction)")
-    hook, lo, hi, calls = got.per_event("hook")
+    hook, med, lo, hi, calls = got.per_event("hook")
     _row(label, "ranged code hook", f"{hook * 1e6:.1f} us",
-         f"(floor: 2 register reads, {calls} calls; rounds {lo * 1e6:.1f}-{hi * 1e6:.1f}; "
-         f"{hook / restart:.1f}x restart)")  # fmt: skip
+         f"(floor: 2 register reads, {calls} calls; paired {med * 1e6:.1f}, middle half "
+         f"{lo * 1e6:.1f}-{hi * 1e6:.1f}; {hook / restart:.1f}x restart)")  # fmt: skip
     names = {"kprobe": "kprobe hit", "kretprobe": "kretprobe hit", "ebpf": "eBPF hit (translated)"}
     for kind, name in names.items():
         if kind not in got.runs:
             continue
-        per, lo, hi, hits = got.per_event(kind)
+        per, med, lo, hi, hits = got.per_event(kind)
         same = "" if got.instructions[kind] == insns else ", DIFFERENT guest instructions"
         _row(label, name, f"{per * 1e6:.1f} us",
-             f"({hits} hits; rounds {lo * 1e6:.1f}-{hi * 1e6:.1f}; {per / restart:.1f}x restart, "
-             f"{per / hook:.1f}x hook{same})")  # fmt: skip
+             f"({hits} hits; paired {med * 1e6:.1f}, middle half {lo * 1e6:.1f}-{hi * 1e6:.1f}; "
+             f"{per / restart:.1f}x restart, {per / hook:.1f}x hook{same})")  # fmt: skip
     every, arm, disarm = _arming(path, step)
     each = arm / len(every)
     _row(label, f"arm {len(every)} probes", f"{arm * 1e3:.0f} ms",
@@ -243,7 +259,7 @@ def bench(arch: str, rounds: int, step: str | None, bpf: Path | None) -> None:
         everywhere[:] = [m.kprobe(a) for a in every]
         return lambda: sum(p.hits for p in everywhere)
 
-    t_all, total, m_all = _timed(path, step, arm_all)
+    t_all, total, m_all = _timed(image, step, arm_all)
     same = "same" if m_all.instructions == insns else "DIFFERENT"
     _row(label, "whole image armed", f"{(t_all - bare) / total * 1e6:.1f} us/hit",
          f"({total} hits, {t_all * 1e3:.0f} ms, {same} instructions)")  # fmt: skip
@@ -263,7 +279,7 @@ def _ebpf_object(arch: str, tmp: Path) -> Path | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("arch", nargs="*", default=list(ARCH_NAMES))
-    ap.add_argument("--rounds", type=int, default=9, help="paired rounds (default 9)")
+    ap.add_argument("--rounds", type=int, default=21, help="paired rounds (default 21)")
     ap.add_argument("--step", choices=("tf", "int3"), help="x86_64 step variant (default: both)")
     ap.add_argument("--no-ebpf", action="store_true", help="leave out the eBPF program's hit")
     args = ap.parse_args()
