@@ -180,7 +180,7 @@ class Registry(ArchBound):
     def locate(self, spec: str | int) -> tuple[int, str]:
         """Resolve ``SYM``, ``SYM+OFF`` or an address; like Linux's ``check_kprobe_address_safe``
         only kernel text outside the blacklist, on an instruction boundary, may be probed."""
-        if isinstance(spec, bool) or not isinstance(spec, str | int):
+        if isinstance(spec, bool) or not isinstance(spec, (str, int)):
             raise ProbeError(f"a probe location is 'SYM[+OFF]' or an address, not {type(spec).__name__} {spec!r}")
         if isinstance(spec, int) and not 0 <= spec <= MASK64:
             raise ProbeError(f"address {spec:#x} is not a 64-bit address")
@@ -219,22 +219,28 @@ class Registry(ArchBound):
     def classify(self, addr: int, code: bytes = b"", base: int = 0) -> Decision:
         """The arch decoder's verdict on the (original) instruction at ``addr``; from ``code``
         (the original bytes at ``base``, holding the whole instruction) when given."""
-        ram, size = self.m.ram
-        end = ram + size if ram <= addr < ram + size else addr + MAX_INSN
+        if not code:
+            code, base = self._insn_bytes(addr), addr
         try:
-            if code:
-                return self.decide(code[addr - base : addr - base + MAX_INSN], addr)
-            return self.decide(self.original(addr, min(MAX_INSN, end - addr)), addr)
-        except UcError:
-            raise ProbeError(f"{self.m.image.describe(addr)}: address {addr:#x} cannot be read (EINVAL)") from None
+            return self.decide(code[addr - base : addr - base + MAX_INSN], addr)
         except (DecodeError, IndexError, struct.error) as e:
             raise ProbeError(f"{self.m.image.describe(addr)}: {e}") from None
 
+    def _insn_bytes(self, addr: int) -> bytes:
+        """The original bytes at ``addr`` the longest instruction could take (not past RAM)."""
+        ram, size = self.m.ram
+        end = ram + size if ram <= addr < ram + size else addr + MAX_INSN
+        try:
+            return self.original(addr, min(MAX_INSN, end - addr))
+        except UcError:
+            raise ProbeError(f"{self.m.image.describe(addr)}: address {addr:#x} cannot be read (EINVAL)") from None
+
     def _new_site(self, addr: int, text: str) -> Site:
-        d = self.classify(addr)
+        code = self._insn_bytes(addr)
+        d = self.classify(addr, code, addr)
         if d.kind is Kind.REJECT:
             raise ProbeError(f"{text}: cannot probe '{d.text}': {d.reason} (EINVAL)")
-        site = Site(addr, d, self.original(addr, d.length))
+        site = Site(addr, d, code[: d.length])
         if d.kind is Kind.OOL:
             slot = self.slots.alloc()
             try:
