@@ -80,7 +80,6 @@ class Registry(ArchBound):
         self._trampoline_bytes = b""  # its address as a little-endian u64 (a stack return address)
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
-        self._busy = False
         self.regs = Regs(machine, in_trap=True)  # the view handlers get, reset at every trap
         # Interrupts wait while a step is in flight without touching the guest's enable bits
         # (no instruction in a slot can read them; the arch's fix-ups see to pushf): where the
@@ -572,7 +571,7 @@ class Registry(ArchBound):
         if self._map_sim is not None and not self._map_sim(self.m):
             regs.pc = site.addr  # the run ends here, at the probed instruction
             return
-        if self._busy or self.steps:
+        if self._hitting is not None or self.steps:
             # Re-entered (e.g. the stepped instruction trapped into probed code): like Linux,
             # count it missed and execute the instruction without handlers.
             for p in site.probes:
@@ -580,8 +579,7 @@ class Registry(ArchBound):
             self._execute(site, regs, quiet=True)
             return
         skip = False
-        self._busy = True
-        self._hitting = site
+        self._hitting = site  # also: pre-handlers are running (a hit meanwhile is missed)
         try:
             for p in site.probes.copy():  # a handler may (un)register probes here
                 if p.enabled:
@@ -601,9 +599,8 @@ class Registry(ArchBound):
             regs.pc = site.addr  # as before the hit (x86: not one byte past the int3)
             raise
         finally:
-            self._busy = False
             self._hitting = None
-        if self.sites.get(site.addr) is not site:
+        if not site.probes:  # (unregister drops a site with its last probe)
             # A pre-handler unregistered the site's last probe: its original instruction is
             # back in place, so resume there; the slot it would have stepped is freed now.
             if site.slot is not None:
