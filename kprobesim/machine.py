@@ -242,6 +242,7 @@ class Machine:
         #: forget_code with paging off is one ``ctl_remove_cache`` (a Unicorn engine, fetches unguarded)
         self._flat_forget = isinstance(self.engine, Uc) and not hasattr(self.traps, "physical_fetch")
         self._trap_flat = self._flat_forget and self._flat is not None  # write()/exchange() in a trap
+        self._host_guard = getattr(self.traps, "host_translation", None)  # see _host_translation
         self._before_slice: Callable[[], None] | None = getattr(self.traps, "before_slice", None)
         if board is not None:
             board.boot(self)
@@ -618,16 +619,23 @@ class Machine:
         if self._translate is not None:
             self.write(addr, data)
         else:
-            try:
-                self.engine.mem_write(addr, data)
-            except UcError:
-                physical = getattr(self.traps, "physical", None)
-                if physical is None:
-                    raise
-                self.patch_physical(physical(addr), addr, data)
-                return
-        with self._host_translation():
+            ram, at = self._ram_view, addr - self._ram_lo
+            if ram is not None and 0 <= at and at + len(data) <= self._ram_size:
+                ram[at : at + len(data)] = data  # RAM's host buffer: what mem_write stores into
+            else:
+                try:
+                    self.engine.mem_write(addr, data)
+                except UcError:
+                    physical = getattr(self.traps, "physical", None)
+                    if physical is None:
+                        raise
+                    self.patch_physical(physical(addr), addr, data)
+                    return
+        if self._host_guard is None:
             self.engine.ctl_remove_cache(addr, addr + len(data))
+        else:
+            with self._host_guard():
+                self.engine.ctl_remove_cache(addr, addr + len(data))
 
     def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
         """Write instructions at a physical address seen by the guest at ``vaddr``."""
