@@ -937,7 +937,8 @@ class Machine:
         """
         self._goal, self._stopped_at_goal = addr, False
         hook = self.engine.hook_add(UC_HOOK_CODE, self._at_goal, None, addr, addr)
-        self.engine.ctl_remove_cache(addr, addr + 1)
+        with self._host_translation():  # (an address the guest does not map faults, x86: CR2)
+            self.engine.ctl_remove_cache(addr, addr + 1)
         try:
             self.run(max_insns, timeout)
         finally:

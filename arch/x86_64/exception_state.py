@@ -7,9 +7,11 @@ the handler is entered. Unicorn reports exceptions to ``UC_HOOK_INTR`` instead o
 them, so the memory is never cleared: after one page fault the guest's next page fault comes
 back as #DF, and the one after that is a silent "triple fault" (``emu_start`` simply returns,
 no hook runs). Measured on Unicorn 2.1.4 booting Linux, whose early boot maps its direct map on
-demand from #PF. Worse, ``emu_start`` itself records a page fault (and sets CR2) when its
-``until`` address is not mapped by the guest's page tables, which is the rule under paging; so
-the field is cleared before every slice of a paging guest, and after every reported fault.
+demand from #PF. Worse, as it returns, ``emu_start`` translates its ``until`` address minus
+one, which under paging records a page fault (and sets CR2) there; the machine's engines run
+without a stop address for that reason (``run_without_stop_address``, kprobesim.engine.unicorn),
+and the field is still cleared before every slice of a paging guest (a guard for any other
+host translation), and after every reported fault.
 
 The field is not reachable through Unicorn's API but is part of the saved CPU context; its
 offset is found once per process by calibration (a context before and after a page fault).

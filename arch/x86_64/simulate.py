@@ -38,6 +38,24 @@ def _pop(regs: RegView, size: int = 8) -> int:
     return value
 
 
+def memory_accesses(d: Decision, regs: RegView) -> list[tuple[int, int, bool]]:
+    """The stack accesses :func:`simulate` makes for ``d`` at these registers: (address, size,
+    is a write) each, so a uprobe can let the process take a fault they raise first."""
+    i = d.info
+    if d.kind is not Kind.SIMULATE or not isinstance(i, X86Insn):
+        return []
+    sp = regs["rsp"]
+    if i.sim in ("call", "call_reg"):
+        return [(u64(sp - 8), 8, True)]
+    if i.sim == "pushf":
+        return [(u64(sp - i.opsize), i.opsize, True)]
+    if i.sim == "ret":
+        return [(sp, 8, False)]
+    if i.sim == "popf":
+        return [(sp, i.opsize, False)]
+    return []
+
+
 def simulate(d: Decision, regs: RegView) -> None:
     """Apply a SIMULATE decision (int3 variant) to ``regs``, including the new ``rip``."""
     if d.kind is not Kind.SIMULATE or not isinstance(d.info, X86Insn) or not d.info.sim:

@@ -63,6 +63,9 @@ class Traps:
         self._rip: tuple[object, int] | None = None
         if direct is not None and xc.UC_X86_REG_RIP in direct[1]:
             self._rip = (direct[0], direct[1][xc.UC_X86_REG_RIP])
+        without_stop = getattr(uc, "run_without_stop_address", None)
+        if without_stop is not None:  # CR2 must hold the guest's own faults across run slices
+            without_stop()
         uc.hook_direct(UC_HOOK_INTR, self._intr, raw=True)
         self._hook_failed = uc.hook_failed
         uc.hook_direct(UC_HOOK_INSN_INVALID, self._invalid)
@@ -177,9 +180,37 @@ class Traps:
             return 1 | user | 0x10
         return 1 | 2 | user
 
+    def user_access_error(self, addr: int, size: int, write: bool) -> tuple[int, int] | None:
+        """Would the current process's page tables refuse a user-mode access to ``[addr, addr +
+        size)``: a page not present, kernel-only, or read-only for a write (a page fork shares
+        copy-on-write until one side writes it)? Then (the address the #PF reports, its error
+        code); None when the access may go ahead. For accesses the simulator makes on a user
+        instruction's behalf, which would otherwise store into a page the process may not write
+        (and the other side of a fork shares)."""
+        page = addr & ~0xFFF
+        while page < addr + size:
+            w = paging.walk(self.m.engine, page)
+            at = max(addr, page)
+            rw = 2 if write else 0
+            if w.phys is None:
+                return at, 4 | rw
+            if not w.user or (write and not w.writable):
+                return at, 1 | 4 | rw
+            page += 0x1000
+        return None
+
+    def user_page_fault(self, addr: int, error: int, rip: int) -> None:
+        """Deliver the #PF the user instruction at ``rip`` takes at ``addr`` (CR2 set, as the
+        CPU does): the kernel handles it and the process comes back to ``rip``. The error code
+        is the one a fault the engine reports gets (:meth:`_page_fault_error`, which cannot
+        tell a write to a page not present from a read), not ``error``: the kernel must handle
+        it exactly as it does the unprobed instruction's own fault."""
+        self.m.engine.reg_write(xc.UC_X86_REG_CR2, addr)
+        self.deliver(VEC_PF, rip, self._page_fault_error(addr, rip))
+
     def before_slice(self) -> None:
-        """Under paging, forget the page fault ``emu_start`` records at its unmapped ``until``
-        address (see :mod:`.exception_state`)."""
+        """Under paging, forget any page fault recorded outside the guest's run (an engine with a
+        stop address records one as each run returns; see :mod:`.exception_state`)."""
         if self._reg(xc.UC_X86_REG_CR0) & paging.PG:
             exception_state.clear(self.m.engine, self.m._memory_snapshots)
 

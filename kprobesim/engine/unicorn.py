@@ -202,8 +202,22 @@ def new_unicorn(arch: int, mode: int) -> Uc:
         error.value = 0
         return True
 
+    def run_without_stop_address() -> None:
+        """From now on ``emu_start`` ignores ``until``: a run ends by its count, ``emu_stop``
+        or a hook (as the machine's runs do; their ``until`` is never reached).
+
+        As each ``emu_start`` returns, Unicorn drops the translation at ``until - 1`` (its
+        ``resume_all_vcpus``), finding it by translating that address as a fetch would. Under a
+        guest's paging the address is unmapped, and the translation records a page fault: on
+        x86 CR2 becomes 0xffffffffffffffef at every run's end, which a guest page-fault
+        handler between its entry and its CR2 read takes for its own fault's address. With
+        Unicorn's exit list on and empty there is no stop address, and nothing is translated."""
+        uc.ctl_exits_enabled(True)
+        uc.ctl_set_exits([])
+
     uc.continue_after_trap = continue_after_trap  # type: ignore[attr-defined]
     uc.stop_after_insn = stop_after_insn  # type: ignore[attr-defined]
+    uc.run_without_stop_address = run_without_stop_address  # type: ignore[attr-defined]
     _host_backed(uc)
     return uc
 

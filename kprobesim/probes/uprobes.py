@@ -31,7 +31,10 @@ half, as Linux's, given back when the mm is freed (exit, exec); a fault in a slo
 the process's (the kernel resumes the step in the slot). On x86 relative branches are
 emulated (the decoder's ``for_far_slot``) and a RIP-relative copy that cannot reach its
 target from there addresses it through a scratch register (``scratch_form``, Linux's
-``riprel_analyze``). On ``virt``, in a process that maps that page itself, the instruction is
+``riprel_analyze``). The simulator never stores into a page the process may not write: an
+emulated call's push or a uretprobe's hijack there makes the process take the page fault at
+the probed address first (``_faults_first``; Linux's ``copy_to_user`` faults the page in).
+On ``virt``, in a process that maps that page itself, the instruction is
 stepped in place (a step that faults is re-run after the guest handles the fault without
 running the handlers again) and the uretprobe trampoline is a simulator address: returning to
 it is a fetch fault the simulator takes as the return.
@@ -200,6 +203,7 @@ class Uprobes(ArchBound):
         """A task exits or execs (Linux's ``uprobe_free_utask``): its return instances go."""
         for inst in self.returns.pop(pid, []):
             inst.kretprobe.active -= 1
+        self._replay = {(p, a) for p, a in self._replay if p != pid}
 
     def refuse(self, probes: list[Any], why: str, count: bool = True) -> None:
         """A hit (or a process's arming) refused: counted missed, the reason kept as one line."""
@@ -427,7 +431,9 @@ class Uprobes(ArchBound):
         if ra_reg is not None:
             regs[ra_reg] = real  # as if never hijacked
         else:
-            regs.write_mem(sp - 8, real.to_bytes(8, "little"))
+            refused = getattr(self.m.traps, "user_access_error", None)
+            if refused is None or refused(sp - 8, 8, True) is None:  # not into a page shared copy-on-write
+                regs.write_mem(sp - 8, real.to_bytes(8, "little"))
 
     # -- traps ---------------------------------------------------------------------------------
     def _claims_fetch(self, addr: int) -> bool:
@@ -513,7 +519,7 @@ class Uprobes(ArchBound):
         regs = Regs(self.m)
         at = regs.pc
         if self._replay:
-            replay = (current_task(self.m).pid, at)
+            replay = (current_task(self.m).pid, site.addr)
             if replay in self._replay:  # a step that faulted, now re-run: the handlers ran already
                 self._replay.discard(replay)
                 self._execute(site, regs)
@@ -524,6 +530,8 @@ class Uprobes(ArchBound):
             self.refuse([p for p in site.probes if p.enabled], f"no XOL page for this process: {EXHAUSTED}")
             regs.pc = site.addr  # (x86: the int3 advanced it)
             return
+        if self._faults_first(site, regs, replay=False):
+            return  # the hit comes when the process is back at the break
         for p in list(site.probes):
             if p.enabled:
                 p.hits += 1
@@ -542,6 +550,8 @@ class Uprobes(ArchBound):
     def _execute(self, site: USite, regs: Regs) -> None:
         d = site.decision
         if d.kind is Kind.SIMULATE:
+            if self._faults_first(site, regs, replay=True):  # (a handler moved the stack)
+                return
             self.simulate.simulate(d, regs)
             self.m.account(1)
             return
@@ -580,6 +590,36 @@ class Uprobes(ArchBound):
             if addr is not None:
                 self._ends.setdefault(addr, []).append(step)
         regs.pc = slot
+
+    def _faults_first(self, site: USite, regs: Regs, replay: bool) -> bool:
+        """Would this hit's stores or loads fault in the process: a uretprobe's hijack of the
+        return address or a simulated instruction's stack access, in a page fork shares
+        copy-on-write or one not present yet? Then the process takes that fault at the probed
+        address, as the instruction itself does unprobed (Linux stores with ``copy_to_user``,
+        which faults the page in); the kernel handles it and the process comes back to the
+        break. Before the handlers (``replay`` False) the hit is then simply taken again; after
+        them (a handler moved the stack) the instruction runs then without running them again.
+        The simulator never stores into a page the process may not write."""
+        refused = getattr(self.m.traps, "user_access_error", None)
+        if refused is None:
+            return False
+        accesses: list[tuple[int, int, bool]] = []
+        if not replay and self.spec.RA_REG is None and any(
+            rp.kprobe in site.probes and rp.enabled for rp in self.uretprobes
+        ):
+            accesses.append((regs.sp, 8, True))  # the return address the hijack rewrites
+        simulated = getattr(self.simulate, "memory_accesses", None)
+        if simulated is not None:
+            accesses += simulated(site.decision, regs)
+        for addr, size, write in accesses:
+            fault = refused(addr, size, write)
+            if fault is not None:
+                if replay:
+                    self._replay.add((current_task(self.m).pid, site.addr))
+                self.m.account(1)  # the faulting attempt counts, as the unprobed run's does
+                self.m.traps.user_page_fault(fault[0], fault[1], site.addr)
+                return True
+        return False
 
     def _arch_hook(self, name: str, *args: Any) -> Any:
         fn = getattr(self.step, name, None)

@@ -113,7 +113,6 @@ __attribute__((noinline)) static void check_self(void)
         say("open /init: %s", errname(errno));
         return;
     }
-    memset(file, 0xff, sizeof file); /* its pages faulted in by init, not inside the kernel's copy */
     ssize_t size = read(fd, file, sizeof file);
     close(fd);
     const Elf64_Ehdr *eh = (const void *)file;
