@@ -183,6 +183,7 @@ class Machine:
         #: buffer or once memory snapshots are on (copy-on-write moves stored pages out of it).
         self._ram_view: mmap.mmap | None = None
         self._ram_lo, self._ram_hi = self.ram[0], self.ram[0] + self.ram[1]
+        self._ram_size = self.ram[1]
         #: Where the simulator-owned pages are in physical memory: the board's choice (outside
         #: its RAM, which may be sized by the user), else the arch's.
         self.sim_phys: int = getattr(board, "sim_base", None) or arch.sim_base
@@ -240,6 +241,8 @@ class Machine:
         self._flat: Callable[[], bool] | None = getattr(self.traps, "untranslated", None)  # paging off now?
         #: forget_code with paging off is one ``ctl_remove_cache`` (a Unicorn engine, fetches unguarded)
         self._flat_forget = isinstance(self.engine, Uc) and not hasattr(self.traps, "physical_fetch")
+        self._trap_flat = self._flat_forget and self._flat is not None  # write()/exchange() in a trap
+        self._host_guard = getattr(self.traps, "host_translation", None)  # see _host_translation
         self._before_slice: Callable[[], None] | None = getattr(self.traps, "before_slice", None)
         if board is not None:
             board.boot(self)
@@ -382,6 +385,13 @@ class Machine:
                 addr -= self._ram_lo
                 return self._ram_view[addr : addr + size]  # type: ignore[index]
             cache = self._pages
+            ram = self._ram_view
+            if (
+                cache is None and ram is not None and 0 < size and self._ram_lo <= addr
+                and addr + size <= self._ram_hi and self._flat is not None and self._flat()
+            ):  # fmt: skip
+                addr -= self._ram_lo  # outside a trap with paging off (placing probes): physical
+                return ram[addr : addr + size]
             within = (addr & (PAGE - 1)) + size <= PAGE
             if cache is not None and within and not self.sim_base <= addr < self._sim_end:
                 if _FLAT in cache:  # paging off, noted this trap
@@ -464,6 +474,16 @@ class Machine:
     def write(self, addr: int, data: bytes) -> None:
         """Store at virtual address ``addr``: into the physical pages behind it (as text_poke does
         for read-only kernel text)."""
+        ram = self._ram_view
+        if self._pages is not None and ram is not None and self._trap_flat and self._flat():  # type: ignore[misc]
+            # Inside a trap with paging off (an x86 kretprobe putting a return address back):
+            # one RAM store and one drop of translations.
+            at = addr - self._ram_lo
+            end = at + len(data)
+            if 0 <= at < end <= self._ram_size:
+                ram[at:end] = data
+                self.engine.ctl_remove_cache(addr, addr + end - at)
+                return
         if self._translate is None:
             try:
                 self._store_phys(addr, data)  # physical = the guest's address
@@ -482,14 +502,10 @@ class Machine:
                     self.write_phys(phys, data[done : done + chunk])
                     done += chunk
             return
-        size = len(data)
-        if self._flat_ram(addr, size):
+        if self._flat_ram(addr, len(data)):  # (the P-code engine's case of the path above)
             at = addr - self._ram_lo
-            self._ram_view[at : at + size] = data  # type: ignore[index]
-            if self._flat_forget:  # what forget_code does with paging off
-                self.engine.ctl_remove_cache(addr, addr + size)
-            else:
-                self.forget_code(addr, size)
+            self._ram_view[at : at + len(data)] = data  # type: ignore[index]
+            self.forget_code(addr, len(data))
             return
         cache = self._pages
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
@@ -525,18 +541,16 @@ class Machine:
         """Store ``data`` at virtual ``addr`` and return the bytes it replaced, as :meth:`read`
         then :meth:`write` would (a kretprobe swapping a return address on the stack): inside
         a trap while the guest does not translate, one RAM access and one check for code."""
-        size = len(data)
-        if self._flat_ram(addr, size):
-            at = addr - self._ram_lo
-            ram = self._ram_view
-            old = ram[at : at + size]  # type: ignore[index]
-            ram[at : at + size] = data  # type: ignore[index]
-            if self._flat_forget:  # what forget_code does with paging off
-                self.engine.ctl_remove_cache(addr, addr + size)
-            else:
-                self.forget_code(addr, size)
-            return old
-        old = self.read(addr, size)
+        ram = self._ram_view
+        if self._pages is not None and ram is not None and self._trap_flat and self._flat():  # type: ignore[misc]
+            at = addr - self._ram_lo  # as in write(): every x86 kretprobe hit's swap
+            end = at + len(data)
+            if 0 <= at < end <= self._ram_size:
+                old = ram[at:end]
+                ram[at:end] = data
+                self.engine.ctl_remove_cache(addr, addr + end - at)
+                return old
+        old = self.read(addr, len(data))
         self.write(addr, data)
         return old
 
@@ -585,22 +599,43 @@ class Machine:
 
         A virtual address the engine does not back physically is written in the physical page
         behind it (Linux's ``text_poke``: even a read-only kernel mapping gets the break)."""
+        flat = self._flat
+        if flat is not None and self._flat_forget and not self._memory_snapshots and flat():
+            # Paging off (x86 before its kernel pages, the bundled firmware): every address is
+            # its physical one, so one store and one drop of translations do (what the
+            # general path below does twice over, through the page tables).
+            if self.sim_base == self.sim_phys or not self.sim_base <= addr < self._sim_end:
+                size, ram = len(data), self._ram_view
+                if ram is not None and self._ram_lo <= addr and addr + size <= self._ram_hi:
+                    at = addr - self._ram_lo
+                    ram[at : at + size] = data
+                else:
+                    self.engine.mem_write(addr, data)
+                self.engine.ctl_remove_cache(addr, addr + size)
+                return
         if self._translate is not None and self.sim_base != self.sim_phys and self.in_sim_pages(addr):
             self.patch_physical(addr - self.sim_base + self.sim_phys, addr, data)
             return
         if self._translate is not None:
             self.write(addr, data)
         else:
-            try:
-                self.engine.mem_write(addr, data)
-            except UcError:
-                physical = getattr(self.traps, "physical", None)
-                if physical is None:
-                    raise
-                self.patch_physical(physical(addr), addr, data)
-                return
-        with self._host_translation():
+            ram, at = self._ram_view, addr - self._ram_lo
+            if ram is not None and 0 <= at and at + len(data) <= self._ram_size:
+                ram[at : at + len(data)] = data  # RAM's host buffer: what mem_write stores into
+            else:
+                try:
+                    self.engine.mem_write(addr, data)
+                except UcError:
+                    physical = getattr(self.traps, "physical", None)
+                    if physical is None:
+                        raise
+                    self.patch_physical(physical(addr), addr, data)
+                    return
+        if self._host_guard is None:
             self.engine.ctl_remove_cache(addr, addr + len(data))
+        else:
+            with self._host_guard():
+                self.engine.ctl_remove_cache(addr, addr + len(data))
 
     def patch_physical(self, phys: int, vaddr: int, data: bytes) -> None:
         """Write instructions at a physical address seen by the guest at ``vaddr``."""

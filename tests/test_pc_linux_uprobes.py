@@ -352,14 +352,14 @@ def test_more_processes_than_the_user_page_pool_holds(pc_linux: pclinux.PcLinux)
 @cache
 def calls_into_unwritable_stack() -> dict[str, int]:
     """Two calls of init's libc whose push lands in a stack page the process may not write yet:
-    in fork(), the first call after _Fork() returns (a page the parent and the child share
-    copy-on-write), and printf_core()'s first call (below its ~7.7 KiB frame: a page not
-    present yet in some calls). By address."""
-    fork, fork_entry = _function("fork"), _function("_Fork")[0].address
-    at = next(k for k, i in enumerate(fork) if i.mnemonic == "call" and i.op_str == hex(fork_entry))
-    after_fork = next(i for i in fork[at + 1 :] if i.mnemonic == "call")
+    in _Fork(), the first call after the fork syscall (the first store of parent and child to
+    the stack page they share copy-on-write), and printf_core()'s first call (below its ~7.7
+    KiB frame: a page not present yet in some calls). By address."""
+    insns = _function("_Fork")
+    at = next(k for k, i in enumerate(insns) if i.mnemonic == "syscall")
+    after_fork = next(i for i in insns[at + 1 :] if i.mnemonic == "call")
     first = next(i for i in _function("printf_core") if i.mnemonic == "call")
-    return {"fork": after_fork.address, "printf_core": first.address}
+    return {"_Fork": after_fork.address, "printf_core": first.address}
 
 
 def _executions(pc: pclinux.PcLinux, addrs: list[int]) -> tuple[dict[int, int], dict[int, int], int, str]:

@@ -164,27 +164,12 @@ class Traps:
     entry_with_page = staticmethod(paging.with_page)
     user_text_entry = staticmethod(paging.user_text)
 
-    def _page_fault_error(self, cr2: int, rip: int) -> int:
-        """The #PF error code, from the page-table state (Unicorn does not report the one it
-        computed): not present -> P=0; present but the access was refused -> whichever right
-        is missing (user, execute, else write, the only access a present readable page refuses)."""
-        cpl = self._reg(xc.UC_X86_REG_CS) & 3
-        user = 4 if cpl == 3 else 0
-        w = paging.walk(self.m.engine, cr2)
-        fetch = rip <= cr2 < rip + 16
-        if w.phys is None:
-            return user | (0x10 if fetch else 0)
-        if user and not w.user:
-            return 1 | user | (0x10 if fetch else 0)
-        if fetch and not w.executable:
-            return 1 | user | 0x10
-        return 1 | 2 | user
-
     def user_access_error(self, addr: int, size: int, write: bool) -> tuple[int, int] | None:
         """Would the current process's page tables refuse a user-mode access to ``[addr, addr +
         size)``: a page not present, kernel-only, or read-only for a write (a page fork shares
         copy-on-write until one side writes it)? Then (the address the #PF reports, its error
-        code); None when the access may go ahead. For accesses the simulator makes on a user
+        code: P, W and U as the CPU sets them for that load or store); None when the access may
+        go ahead. For accesses the simulator makes on a user
         instruction's behalf, which would otherwise store into a page the process may not write
         (and the other side of a fork shares)."""
         page = addr & ~0xFFF
@@ -201,12 +186,11 @@ class Traps:
 
     def user_page_fault(self, addr: int, error: int, rip: int) -> None:
         """Deliver the #PF the user instruction at ``rip`` takes at ``addr`` (CR2 set, as the
-        CPU does): the kernel handles it and the process comes back to ``rip``. The error code
-        is the one a fault the engine reports gets (:meth:`_page_fault_error`, which cannot
-        tell a write to a page not present from a read), not ``error``: the kernel must handle
-        it exactly as it does the unprobed instruction's own fault."""
+        CPU does) with ``error`` (:meth:`user_access_error`'s, the code the CPU gives the
+        unprobed instruction's own load or store): the kernel handles it exactly as it does that
+        fault and the process comes back to ``rip``."""
         self.m.engine.reg_write(xc.UC_X86_REG_CR2, addr)
-        self.deliver(VEC_PF, rip, self._page_fault_error(addr, rip))
+        self.deliver(VEC_PF, rip, error)
 
     def before_slice(self) -> None:
         """Under paging, forget any page fault recorded outside the guest's run (an engine with a
@@ -233,7 +217,10 @@ class Traps:
     def _exception(self, intno: int, rip: int) -> None:
         """Any other interrupt or exception Unicorn reports: into the guest's vector (or to a
         single-step consumer)."""
-        if intno in CONTRIBUTORY or intno in (VEC_PF, VEC_DF):
+        pf_error = 0
+        if intno == VEC_PF:  # the code the engine's page walk computed, then forgotten as delivered
+            pf_error = exception_state.take_page_fault(self.m.engine, self.m._memory_snapshots)
+        elif intno in CONTRIBUTORY or intno == VEC_DF:
             exception_state.clear(self.m.engine, self.m._memory_snapshots)
         if intno == VEC_DB:
             for handler in self.debug_handlers:
@@ -247,7 +234,7 @@ class Traps:
             if cr2 == rip and self._reg(xc.UC_X86_REG_CS) & 3 == 3 and self.m.claims_fetch_fault(rip):
                 self.m.on_break(rip, inline=False, fetched=False)  # e.g. a uretprobe trampoline
                 return
-            self.deliver(VEC_PF, rip, self._page_fault_error(cr2, rip))
+            self.deliver(VEC_PF, rip, pf_error)
         else:
             self.deliver(intno, rip, 0 if intno in ERROR_CODE_VECTORS else None)
 

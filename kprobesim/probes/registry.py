@@ -12,12 +12,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from unicorn import UcError
 
-from kprobesim.errors import HandlerError, ProbeError, SimError
+from kprobesim.errors import GuestFault, HandlerError, ProbeError, SimError
 from kprobesim.numbers import MASK64
 
 from .archbound import ArchBound
@@ -73,6 +72,7 @@ class Registry(ArchBound):
         self.slots = SlotPages(machine, self.step.SLOT_SIZE)
         self.sites: dict[int, Site] = {}
         self._boundaries: dict[tuple[int, int], frozenset[int]] = {}  # per function (addr, size)
+        self._patched: dict[int, Site] = {}  # each byte under an armed site's break -> the site
         self.steps: list[Step] = []  # out-of-line steps in progress, innermost last
         self.blacklist = machine.image.blacklist()
         self.user = user_program(machine.image)  # its text takes uprobes, not kprobes
@@ -80,7 +80,6 @@ class Registry(ArchBound):
         self._trampoline_bytes = b""  # its address as a little-endian u64 (a stack return address)
         self.instances: list[Instance] = []
         self.kretprobes: list[Kretprobe] = []
-        self._busy = False
         self.regs = Regs(machine, in_trap=True)  # the view handlers get, reset at every trap
         # Interrupts wait while a step is in flight without touching the guest's enable bits
         # (no instruction in a slot can read them; the arch's fix-ups see to pushf): where the
@@ -113,6 +112,11 @@ class Registry(ArchBound):
         )
         self._pc_name: str = self.spec.PC_REG
         self._hitting: Site | None = None  # the site whose pre-handlers are running
+        # The stack pointer and return address register in the engine's register file, where
+        # the view reads them there (kretprobe hits use them without the view's layers).
+        self._sp_word = self.regs.word(self._sp_name)
+        self._ra_word = self.regs.word(self.spec.RA_REG) if self.spec.RA_REG is not None else None
+        self._boost_allowed: Callable[[Any], bool] | None = getattr(self.step, "boost_allowed", None)
         # Fixed for the machine's life, so asked once, not on every hit.
         self._in_place = machine.steps_in_place
         self._map_sim = getattr(machine.board, "map_sim_window", None)
@@ -131,22 +135,37 @@ class Registry(ArchBound):
     # -- placing probes ------------------------------------------------------------------------
     def original(self, addr: int, size: int) -> bytes:
         """Guest bytes as the image has them, with our patched breaks taken out."""
-        data = bytearray(self.m.read(addr, size))
-        sites = self.sites
-        if not sites:
+        data = self.m.read(addr, size)
+        patched = self._patched
+        if not patched:
             return bytes(data)
-        # Look up the few addresses a patch covering [addr, addr+size) can start at, or walk the
-        # sites when there are fewer of them: linear in the range either way, whatever is armed.
-        if len(sites) <= size + MAX_INSN:
-            near = [s for s in sites.values() if addr - len(s.orig) < s.addr < addr + size]
+        # Look up each byte of the range, or walk the patched bytes when there are fewer of
+        # them: linear in the range either way, however many probes are armed.
+        if len(patched) <= size:
+            near = [(a, site) for a, site in patched.items() if addr <= a < addr + size]
         else:
-            near = [s for a in range(addr - MAX_INSN + 1, addr + size) if (s := sites.get(a)) is not None]
-        for site in near:
-            if site.armed and addr - len(site.orig) < site.addr:
-                for i, b in enumerate(site.orig):
-                    if 0 <= site.addr + i - addr < size:
-                        data[site.addr + i - addr] = b
-        return bytes(data)
+            near = [(a, site) for a in range(addr, addr + size) if (site := patched.get(a)) is not None]
+        if not near:
+            return bytes(data)
+        out = bytearray(data)
+        for a, site in near:
+            out[a - addr] = site.orig[a - site.addr]
+        return bytes(out)
+
+    def _patch(self, site: Site, arm: bool) -> None:
+        """Put the break over a site's instruction, or its original bytes back, and note which
+        bytes hold the original instruction's elsewhere (for :meth:`original`)."""
+        if arm:
+            self.m.patch_code(site.addr, self.step.probe_break(site.decision))
+            for a in range(site.addr, site.addr + len(site.orig)):
+                self._patched[a] = site
+        else:
+            self.m.patch_code(site.addr, site.orig)
+            patched = self._patched
+            for a in range(site.addr, site.addr + len(site.orig)):
+                if patched.get(a) is site:
+                    del patched[a]
+        site.armed = arm
 
     def _starts(self, sym: Any) -> frozenset[int]:
         """Instruction boundaries of a function's original code (decoded once per function)."""
@@ -160,7 +179,7 @@ class Registry(ArchBound):
     def locate(self, spec: str | int) -> tuple[int, str]:
         """Resolve ``SYM``, ``SYM+OFF`` or an address; like Linux's ``check_kprobe_address_safe``
         only kernel text outside the blacklist, on an instruction boundary, may be probed."""
-        if isinstance(spec, bool) or not isinstance(spec, str | int):
+        if isinstance(spec, bool) or not isinstance(spec, (str, int)):
             raise ProbeError(f"a probe location is 'SYM[+OFF]' or an address, not {type(spec).__name__} {spec!r}")
         if isinstance(spec, int) and not 0 <= spec <= MASK64:
             raise ProbeError(f"address {spec:#x} is not a 64-bit address")
@@ -199,22 +218,28 @@ class Registry(ArchBound):
     def classify(self, addr: int, code: bytes = b"", base: int = 0) -> Decision:
         """The arch decoder's verdict on the (original) instruction at ``addr``; from ``code``
         (the original bytes at ``base``, holding the whole instruction) when given."""
-        ram, size = self.m.ram
-        end = ram + size if ram <= addr < ram + size else addr + MAX_INSN
+        if not code:
+            code, base = self._insn_bytes(addr), addr
         try:
-            if code:
-                return self.decide(code[addr - base : addr - base + MAX_INSN], addr)
-            return self.decide(self.original(addr, min(MAX_INSN, end - addr)), addr)
-        except UcError:
-            raise ProbeError(f"{self.m.image.describe(addr)}: address {addr:#x} cannot be read (EINVAL)") from None
+            return self.decide(code[addr - base : addr - base + MAX_INSN], addr)
         except (DecodeError, IndexError, struct.error) as e:
             raise ProbeError(f"{self.m.image.describe(addr)}: {e}") from None
 
+    def _insn_bytes(self, addr: int) -> bytes:
+        """The original bytes at ``addr`` the longest instruction could take (not past RAM)."""
+        ram, size = self.m.ram
+        end = ram + size if ram <= addr < ram + size else addr + MAX_INSN
+        try:
+            return self.original(addr, min(MAX_INSN, end - addr))
+        except UcError:
+            raise ProbeError(f"{self.m.image.describe(addr)}: address {addr:#x} cannot be read (EINVAL)") from None
+
     def _new_site(self, addr: int, text: str) -> Site:
-        d = self.classify(addr)
+        code = self._insn_bytes(addr)
+        d = self.classify(addr, code, addr)
         if d.kind is Kind.REJECT:
             raise ProbeError(f"{text}: cannot probe '{d.text}': {d.reason} (EINVAL)")
-        site = Site(addr, d, self.original(addr, d.length))
+        site = Site(addr, d, code[: d.length])
         if d.kind is Kind.OOL:
             slot = self.slots.alloc()
             try:
@@ -246,11 +271,8 @@ class Registry(ArchBound):
         if site is None:
             return
         want = any(p.enabled for p in site.probes)
-        if want and not site.armed:
-            self.m.patch_code(addr, self.step.probe_break(site.decision))
-        elif site.armed and not want:
-            self.m.patch_code(addr, site.orig)
-        site.armed = want
+        if want != site.armed:
+            self._patch(site, want)
 
     def unregister(self, probe: Kprobe) -> None:
         """Remove a probe; safe while the CPU is stepping in its slot (freed after the step)."""
@@ -263,8 +285,7 @@ class Registry(ArchBound):
             self.update_arming(site.addr)
             return
         if site.armed:
-            self.m.patch_code(site.addr, site.orig)
-            site.armed = False
+            self._patch(site, False)
         del self.sites[site.addr]
         if site.boost:
             del self._boost_sites[site.boost]
@@ -296,7 +317,7 @@ class Registry(ArchBound):
             self.slots.write(self.trampoline, self.step.PROBE_BREAK)
             self._trampoline_bytes = self.trampoline.to_bytes(8, "little")
         rp = Kretprobe("", 0, "", handler, entry, maxactive if maxactive is not None else 10, registry=self)
-        kp = self.register(spec, pre=partial(self._kret_entry, rp), name=name)
+        kp = self.register(spec, pre=self._kret_entry_for(rp), name=name)
         rp.name, rp.addr, rp.symbol, rp.kprobe = kp.name, kp.addr, kp.symbol, kp
         self.kretprobes.append(rp)
         return rp
@@ -309,62 +330,111 @@ class Registry(ArchBound):
         if rp in self.kretprobes:
             self.kretprobes.remove(rp)
 
-    def _kret_entry(self, rp: Kretprobe, kp: Kprobe, regs: Regs) -> int:
-        if rp.active >= rp.maxactive:
-            rp.missed += 1
+    def _stack_fault(self, what: str, addr: int, regs: Regs) -> GuestFault:
+        """The error for a return address the hijack cannot reach (as ``Regs``' own accesses)."""
+        return GuestFault(f"{what} of 8 bytes at {addr:#x}: not guest memory", regs.pc)
+
+    def _kret_entry_for(self, rp: Kretprobe) -> PreHandler:
+        """The pre-handler of ``rp``'s entry kprobe: hijack the return address. A closure over
+        what every hit needs (a hit calls it with no layer between; registers in the engine's
+        file and the stack are reached directly, not through the handler view's checks)."""
+        ra_reg, sp_name, m = self.spec.RA_REG, self._sp_name, self.m
+        instances, free = self.instances, rp.free
+        exchange, read = m.exchange, m.read
+        sp_word, ra_word = self._sp_word, self._ra_word
+
+        def kret_entry(kp: Kprobe, regs: Regs) -> int:
+            if rp.active >= rp.maxactive:
+                rp.missed += 1
+                return 0
+            sp = sp_word[0][sp_word[1]] & MASK64 if sp_word is not None else regs[sp_name]
+            entry = rp.entry
+            if ra_reg is not None:
+                ret_addr = ra_word[0][ra_word[1]] & MASK64 if ra_word is not None else regs[ra_reg]
+                return_sp = sp
+            else:  # on the stack
+                try:
+                    if entry is None:  # no handler runs before the hijack: swap it now
+                        if sp < m._sim_end and m.sim_base < sp + 8:
+                            raise ProbeError(
+                                f"exchange_mem: 8 bytes at {sp:#x} would overwrite the simulator's own pages"
+                            )
+                        old = exchange(sp, self._trampoline_bytes)
+                    else:
+                        old = read(sp, 8)
+                except UcError:
+                    raise self._stack_fault("exchange_mem" if entry is None else "read_mem", sp, regs) from None
+                ret_addr, return_sp = int.from_bytes(old, "little"), sp + 8
+            if free:  # instances are recycled, as Linux's kretprobe_instance pool
+                inst = free.pop()
+                inst.ret_addr, inst.return_sp = ret_addr, return_sp
+                if inst.data:
+                    inst.data.clear()
+            else:
+                inst = Instance(rp, ret_addr, return_sp)
+            if entry is not None:
+                if self._call("entry", rp, entry, inst, regs):
+                    return 0
+                if ra_reg is None:
+                    regs.write_mem(sp, self._trampoline_bytes)
+            if ra_reg is not None:
+                if ra_word is not None:
+                    ra_word[0][ra_word[1]] = self.trampoline
+                else:
+                    regs[ra_reg] = self.trampoline
+            rp.active += 1
+            instances.append(inst)
             return 0
+
+        return kret_entry
+
+    def _back_to_caller(self, sp: int, real: int, regs: Regs) -> None:
+        """Resume at the real caller with the return address as if never hijacked (the PC
+        straight to the engine: nothing read it through the view in this trap)."""
+        self._set_pc(real)
         ra_reg = self.spec.RA_REG
-        sp = regs[self._sp_name]
-        assert self.trampoline is not None
-        entry = rp.entry
-        swapped = False
         if ra_reg is not None:
-            ret_addr, return_sp = regs[ra_reg], sp
-        elif entry is None:  # on the stack, and no handler runs before the hijack: swap it now
-            ret_addr = int.from_bytes(regs.exchange_mem(sp, self._trampoline_bytes), "little")
-            return_sp, swapped = sp + 8, True
-        else:  # on the stack
-            ret_addr, return_sp = int.from_bytes(regs.read_mem(sp, 8), "little"), sp + 8
-        free = rp.free
-        if free:  # instances are recycled, as Linux's kretprobe_instance pool
-            inst = free.pop()
-            inst.ret_addr, inst.return_sp = ret_addr, return_sp
-            if inst.data:
-                inst.data.clear()
-        else:
-            inst = Instance(rp, ret_addr, return_sp)
-        if entry is not None and self._call("entry", rp, entry, inst, regs):
-            return 0
-        if ra_reg is not None:
-            regs[ra_reg] = self.trampoline
-        elif not swapped:
-            regs.write_mem(sp, self._trampoline_bytes)
-        rp.active += 1
-        self.instances.append(inst)
-        return 0
+            ra_word = self._ra_word
+            if ra_word is not None:
+                ra_word[0][ra_word[1]] = real
+            else:
+                regs[ra_reg] = real
+            return
+        try:
+            self.m.write(sp - 8, real.to_bytes(8, "little"))
+        except UcError:
+            raise self._stack_fault("write_mem", sp - 8, regs) from None
 
     def _kret_return(self, regs: Regs) -> None:
         """The probed function returned to the trampoline: run the return handlers of every
         instance of this frame (several kretprobes on one function hijack it in turn, the
         later ones saving the trampoline's address), then go back to the real caller."""
-        sp = regs[self._sp_name]
+        sp_word = self._sp_word
+        sp = sp_word[0][sp_word[1]] & MASK64 if sp_word is not None else regs[self._sp_name]
         instances = self.instances
-        last = instances[-1] if instances else None
-        if (
-            last is not None and last.return_sp == sp and last.ret_addr != self.trampoline
-            and (len(instances) < 2 or instances[-2].return_sp != sp)
-        ):  # fmt: skip
-            instances.pop()  # the common case: one instance, the newest
-            real = last.ret_addr
-            self._set_pc(real)  # as below
-            if self.spec.RA_REG is not None:
-                regs[self.spec.RA_REG] = real
-            else:
-                regs.write_mem(sp - 8, real.to_bytes(8, "little"))
-            rp = last.kretprobe
-            rp.active -= 1
-            self._returned(last, rp, regs)
-            return
+        if instances:
+            last = instances[-1]
+            if (
+                last.return_sp == sp and last.ret_addr != self.trampoline
+                and (len(instances) < 2 or instances[-2].return_sp != sp)
+            ):  # fmt: skip
+                instances.pop()  # the common case: one instance, the newest
+                self._back_to_caller(sp, last.ret_addr, regs)
+                rp = last.kretprobe
+                rp.active -= 1
+                if rp.registry is not None and rp.enabled:  # _returned, inlined
+                    rp.hits += 1
+                    handler = rp.handler
+                    if handler is not None:
+                        try:
+                            handler(last, regs)
+                        except (SimError, KeyboardInterrupt):
+                            raise
+                        except Exception as e:
+                            raise self._handler_error("return", rp, handler, e) from e
+                if len(rp.free) < rp.maxactive:
+                    rp.free.append(last)
+                return
         frame = [inst for inst in reversed(instances) if inst.return_sp == sp]
         if not frame:
             self.m.fault("kretprobe trampoline reached with no matching instance", regs.pc)
@@ -378,12 +448,7 @@ class Registry(ArchBound):
             inst.ret_addr = real
         # Back to the real caller first (Linux sets the return address before the handlers run),
         # so a handler that raises leaves no instance behind and the guest resumes correctly.
-        self._set_pc(real)  # nothing read the PC through the view in this trap
-        ra_reg = self.spec.RA_REG
-        if ra_reg is not None:
-            regs[ra_reg] = real  # as if never hijacked
-        else:
-            regs.write_mem(sp - 8, real.to_bytes(8, "little"))
+        self._back_to_caller(sp, real, regs)
         for inst in frame:
             inst.kretprobe.active -= 1
         for inst in frame:  # the most recent first, as Linux
@@ -506,7 +571,7 @@ class Registry(ArchBound):
         if self._map_sim is not None and not self._map_sim(self.m):
             regs.pc = site.addr  # the run ends here, at the probed instruction
             return
-        if self._busy or self.steps:
+        if self._hitting is not None or self.steps:
             # Re-entered (e.g. the stepped instruction trapped into probed code): like Linux,
             # count it missed and execute the instruction without handlers.
             for p in site.probes:
@@ -514,8 +579,7 @@ class Registry(ArchBound):
             self._execute(site, regs, quiet=True)
             return
         skip = False
-        self._busy = True
-        self._hitting = site
+        self._hitting = site  # also: pre-handlers are running (a hit meanwhile is missed)
         try:
             for p in site.probes.copy():  # a handler may (un)register probes here
                 if p.enabled:
@@ -535,9 +599,8 @@ class Registry(ArchBound):
             regs.pc = site.addr  # as before the hit (x86: not one byte past the int3)
             raise
         finally:
-            self._busy = False
             self._hitting = None
-        if self.sites.get(site.addr) is not site:
+        if not site.probes:  # (unregister drops a site with its last probe)
             # A pre-handler unregistered the site's last probe: its original instruction is
             # back in place, so resume there; the slot it would have stepped is freed now.
             if site.slot is not None:
@@ -551,6 +614,18 @@ class Registry(ArchBound):
     def _execute(self, site: Site, regs: Regs, quiet: bool = False) -> None:
         """Simulate the probed instruction, or start its out-of-line step."""
         d = site.decision
+        boost = site.boost
+        if boost:  # its boosted slot exists (x86, made at an earlier hit): the checks of _boosted
+            for p in site.probes:
+                if p.post is not None and p.enabled:
+                    break
+            else:
+                if self._boost_allowed(regs):  # type: ignore[misc]
+                    self.m.boost_entered(boost, boost + d.length, d.addr + d.length)
+                    self._set_pc(boost)
+                    return
+            self._start_step(site, regs, quiet)
+            return
         if d.kind is Kind.SIMULATE:
             self.simulate.simulate(d, regs)
             self.m.account(1)
@@ -574,6 +649,12 @@ class Registry(ArchBound):
             self.m.boost_entered(site.boost, site.boost + d.length, d.addr + d.length)  # type: ignore[operator]
             self._set_pc(site.boost)  # type: ignore[arg-type]
             return
+        self._start_step(site, regs, quiet)
+
+    def _start_step(self, site: Site, regs: Regs, quiet: bool) -> None:
+        """Send the CPU into the site's slot for an out-of-line step."""
+        assert site.slot is not None
+        d = site.decision
         plan = site.plan
         if plan is None:
             end = self.step.step_break_addr(d, site.slot)

@@ -60,6 +60,13 @@ class Regs:
         self._lift: bool | None = None
         self._cache: dict[int, int] = {}
 
+    def word(self, name: str) -> tuple[Any, int] | None:
+        """(the engine's register file, the index of ``name`` in it) when this view reads and
+        writes that register straight there (values are ``& MASK64``); None otherwise. For
+        the probe layer's hot paths, which then skip the view (it caches no such register)."""
+        at = self._direct.get(name)
+        return None if at is None else (self._file, at)
+
     def reset(self) -> None:
         """Forget what was read (the engine ran, or someone else wrote registers)."""
         self._cache.clear()
