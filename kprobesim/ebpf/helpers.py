@@ -481,13 +481,11 @@ class Runtime(ExtraHelpers):
                 cur = self._current_addr = sym.addr if sym is not None else 0
             if not cur:
                 return 0
-            read = m.read
+            read = m.read_u64
             try:
-                ptr = int.from_bytes(read(cur, 8), "little")
-                if not ptr:
-                    return 0
+                ptr = read(cur)
                 # u32 pid at 0, u32 tgid at 4: read as one little-endian u64, tgid << 32 | pid
-                return int.from_bytes(read(ptr, 8), "little")
+                return read(ptr) if ptr else 0
             except UcError:
                 return 0
         _, pid, tgid = current_ids(m)
