@@ -472,7 +472,7 @@ class Runtime(ExtraHelpers):
     def get_prandom_u32(self, vm: VM, *_: int) -> int:
         return self.rng.getrandbits(32)
 
-    def get_current_pid_tgid(self, vm: VM, *_: int) -> int:
+    def get_current_pid_tgid(self, vm: VM, r1: int = 0, r2: int = 0, r3: int = 0, r4: int = 0, r5: int = 0) -> int:
         m = self.m
         if getattr(m, "task_source", None) is None:  # the firmware's layout: the two reads of current_ids, inline
             cur = self._current_addr
