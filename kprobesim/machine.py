@@ -13,6 +13,7 @@ import copy
 import ctypes
 import math
 import mmap
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ POLL = 20_000  # a held interrupt is looked at again at multiples of this virtua
 DEFAULT_BUDGET = 50_000_000
 DEFAULT_TIMEOUT = 120.0
 STORM = 1000  # trap and interrupt entries in a row with no instruction retired: a trap storm
+_U64_AT = struct.Struct("<Q").unpack_from  # (buffer, offset) -> (value,)
 PAGE = 0x1000
 # Simulator-owned pages by permissions: read+execute kprobe slot pages (4096 16-byte slots), and a
 # little read/write/execute room for trap trampolines (x86's shadow GDT is written by the CPU).
@@ -376,6 +378,15 @@ class Machine:
             pieces.append((phys, n))
             addr, size = addr + n, size - n
         return pieces
+
+    def read_u64(self, addr: int) -> int:
+        """The little-endian u64 at ``addr``, as ``read(addr, 8)`` gives it: straight from the
+        host's RAM buffer when the address is RAM and not translated (the eBPF pid helpers)."""
+        if self._translate is None:
+            ram = self._ram_view
+            if ram is not None and self._ram_lo <= addr and addr + 8 <= self._ram_hi:
+                return _U64_AT(ram, addr - self._ram_lo)[0]
+        return int.from_bytes(self.read(addr, 8), "little")
 
     def read(self, addr: int, size: int) -> bytes:
         """Guest memory at ``addr``: through the page tables when the arch translates them itself

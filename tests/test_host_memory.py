@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 from fwpaths import firmware
+from unicorn import UcError
 
 from kprobesim.errors import BudgetExhausted, GuestFault
 from kprobesim.machine import Machine
@@ -91,6 +92,23 @@ def test_direct_reads_equal_the_engine(arch: str) -> None:
     with pytest.raises(BudgetExhausted):
         m.run(max_insns=2000)
     assert faults and "not guest memory" in faults[0]
+
+
+@pytest.mark.parametrize("arch", UNICORN_ARCHES)
+def test_read_u64_equals_the_engine(arch: str) -> None:
+    """``read_u64`` (the eBPF pid helper's direct RAM read) gives the little-endian u64 the
+    engine's ``mem_read`` returns, at RAM's ends and the guest's stack, and refuses a read
+    running off RAM's end as ``read`` does."""
+    m, fib = _into_fib(arch)
+    assert m._ram_view is not None
+    lo, size = m.ram
+    sp = m.engine.reg_read(m.arch.sp_reg)
+    for addr in (lo, fib, fib + 3, sp, lo + size - 8):
+        assert m.read_u64(addr) == int.from_bytes(bytes(m.engine.mem_read(addr, 8)), "little")
+    with pytest.raises(UcError):
+        m.read(lo + size - 4, 8)
+    with pytest.raises(UcError):
+        m.read_u64(lo + size - 4)
 
 
 @pytest.mark.parametrize("arch", UNICORN_ARCHES)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from unicorn import UcError
 
-from kprobesim.task import current_ids, current_task
+from kprobesim.task import CURRENT_SYMBOL, current_ids, current_task
 
 from . import isa
 from .errors import EbpfError, HelperError
@@ -207,6 +207,7 @@ class Runtime(ExtraHelpers):
         # return address on the stack (x86_64): return address at rbp+8, previous rbp at rbp.
         self._has_ra = self.spec.RA_REG is not None
         self._frame = (-8, -16) if self._has_ra else (8, 0)
+        self._current_addr: int | None = None  # of the firmware's current_task (0: none)
 
     # -- load time ----------------------------------------------------------------------------
     def helpers(self) -> dict[int, Callable[..., int]]:
@@ -404,9 +405,17 @@ class Runtime(ExtraHelpers):
         buf = m.lookup(key)
         if buf is None:
             return 0
-        return self.memory.map_region(
-            buf, not m.rdonly_prog, f"{m.name} value", key=("elem", id(m), key), temporary=True
-        )
+        mem = self.memory
+        ukey = ("elem", id(m), key)
+        old = mem._by_user_key.get(ukey)
+        if old is not None and old.buf is buf and old.temporary and mem.readable.get(old.key) is None \
+                and old.writable == (not m.rdonly_prog):  # parked by the last run: map it again, in short
+            mem.readable[old.key] = old
+            if old.writable:
+                mem.writable[old.key] = old
+            mem._temporary.append(old)
+            return old.base
+        return mem.map_region(buf, not m.rdonly_prog, f"{m.name} value", key=ukey, temporary=True)
 
     def map_update_elem(self, vm: VM, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
         m = self._map(r1, MAP_UPDATE_ELEM)
@@ -463,8 +472,23 @@ class Runtime(ExtraHelpers):
     def get_prandom_u32(self, vm: VM, *_: int) -> int:
         return self.rng.getrandbits(32)
 
-    def get_current_pid_tgid(self, vm: VM, *_: int) -> int:
-        _, pid, tgid = current_ids(self.m)
+    def get_current_pid_tgid(self, vm: VM, r1: int = 0, r2: int = 0, r3: int = 0, r4: int = 0, r5: int = 0) -> int:
+        m = self.m
+        if getattr(m, "task_source", None) is None:  # the firmware's layout: the two reads of current_ids, inline
+            cur = self._current_addr
+            if cur is None:
+                sym = m.image.find_symbol(CURRENT_SYMBOL)
+                cur = self._current_addr = sym.addr if sym is not None else 0
+            if not cur:
+                return 0
+            read = m.read_u64
+            try:
+                ptr = read(cur)
+                # u32 pid at 0, u32 tgid at 4: read as one little-endian u64, tgid << 32 | pid
+                return read(ptr) if ptr else 0
+            except UcError:
+                return 0
+        _, pid, tgid = current_ids(m)
         return (tgid << 32) | pid
 
     def get_current_task(self, vm: VM, *_: int) -> int:

@@ -489,6 +489,14 @@ def _context_builder(m: Machine, program: Verified | None) -> tuple[Callable[[Re
     plan = [(f.offset, None if f is ip_field else f.reg) for f in fields]
     pack = struct.Struct("<Q").pack_into
 
+    if len(plan) == 1 and plan[0][1] is not None:  # one register (an argument, say)
+        (offset, reg), = plan
+
+        def one(regs: Regs, ip: int) -> None:
+            pack(buf, offset, regs[reg])
+
+        return one, buf
+
     def partial(regs: Regs, ip: int) -> None:
         for offset, reg in plan:
             pack(buf, offset, ip if reg is None else regs[reg])

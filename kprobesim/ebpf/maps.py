@@ -396,6 +396,9 @@ class ArrayMap(BpfMap):
 # ----------------------------------------------------------------------------------------------
 
 
+_LRU_TYPES = (BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH)
+
+
 @dataclass(eq=False)
 class HashMap(BpfMap):
     """Hash maps: ``HASH``, ``PERCPU_HASH``, ``LRU_HASH`` and ``LRU_PERCPU_HASH``.
@@ -432,18 +435,20 @@ class HashMap(BpfMap):
 
     @property
     def lru(self) -> bool:
-        return self.map_type in (BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH)
+        return self.map_type in _LRU_TYPES
 
     def _touch(self, key: bytes) -> None:
         if self.lru:
             self._elems.move_to_end(key)
 
     def lookup(self, key: bytes, cpu: int = 0) -> bytearray | None:
-        key = _key_bytes(key)
+        if key.__class__ is not bytes:  # (a helper's lookup: already bytes, on every hit)
+            key = _key_bytes(key)
         slots = self._elems.get(key)
         if slots is None:
             return None
-        self._touch(key)
+        if self.map_type in _LRU_TYPES:
+            self._elems.move_to_end(key)
         if self.percpu:
             return slots[cpu] if 0 <= cpu < self.ncpus else None
         return slots[0]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from typing import TYPE_CHECKING
 
 from . import isa
@@ -43,6 +44,9 @@ M32 = "0xffffffff"
 S64 = 0x8000000000000000
 S32 = 0x80000000
 SS = isa.STACK_SIZE
+#: Namespace names a function takes as defaults when its body uses them.
+_LOCAL_NAMES = ("RG", "WG", "U2", "U4", "U8", "P2", "P4", "P8", "STK", "Z", "FLT", "BX", "CB", "RUN",
+                "VM", "LD", "ST")
 
 
 # Signed division helpers, written independently of alu.py so the engines cross-check each other.
@@ -133,9 +137,8 @@ class _Gen:
                 targets.add(t)
                 jumps = True
         entries = sorted(targets)
-        self.out(0, f"def f{entry}(r1, r2, r3, r4, r5, d, n, RG=RG, WG=WG, U2=U2, U4=U4, "
-                    f"U8=U8, P2=P2, P4=P4, P8=P8, STK=STK, Z=Z, FLT=FLT, BX=BX, CB=CB, RUN=RUN, "
-                    f"VM=VM, LD=LD, ST=ST):")
+        head = len(self.lines)
+        self.out(0, "")  # the def line, once the body says which names it uses
         self.out(1, "stk, r10 = STK[d]")
         self.out(1, "stk[:] = Z")
         self.out(1, "r0 = r6 = r7 = r8 = r9 = 0")
@@ -145,6 +148,11 @@ class _Gen:
             self.out(1, f"b = {entry}")
             self.out(1, "while True:")
             self.tree(entries, 0, len(entries), 2, set(entries))
+        # The namespace's names the body uses become defaults (locals, the fastest to load);
+        # only those, as a call copies every default into its frame.
+        body = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", "\n".join(self.lines[head + 1:])))
+        local = "".join(f", {name}={name}" for name in _LOCAL_NAMES if name in body)
+        self.lines[head] = f"def f{entry}(r1, r2, r3, r4, r5, d, n{local}):"
         self.out(0, "")
 
     def tree(self, entries: list[int], lo: int, hi: int, depth: int, dispatch: set[int]) -> None:

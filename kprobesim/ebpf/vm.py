@@ -181,7 +181,9 @@ class VM:
         def run() -> int:
             if self._running:
                 raise EbpfError(f"program {self.name!r} is already running (re-entered)")
-            runner = self._engine(self.engine)
+            runner = self._translated
+            if runner is None or self.engine != "translate":
+                runner = self._engine(self.engine)
             region.buf, region.size = ctx, size
             if region.writable:  # a run() with a writable context was last
                 region.writable = False
@@ -191,14 +193,24 @@ class VM:
             self._running = True
             self.last_count = None
             try:
-                r0, left = runner.run(addr, 0, 0, 0, 0, budget)
+                if runner is self._translated:  # its entry function, without Translated.run's frame
+                    r0, left = runner.entry(addr, 0, 0, 0, 0, 0, budget)
+                else:
+                    r0, left = runner.run(addr, 0, 0, 0, 0, budget)
                 self.last_count = budget - left
                 return r0
             except StopProgram as stop:
                 return stop.value & isa.MASK64
-            except (EbpfError, TailCall):
+            except TailCall:
                 raise
-            except Exception as e:  # never let an engine bug escape as a random exception
+            except Exception as e:
+                if runner is self._translated:  # what Translated.run makes of it
+                    blamed = runner._blame(e)
+                    if isinstance(blamed, EbpfError):
+                        raise blamed from (None if isinstance(e, EbpfError) else e)
+                elif isinstance(e, EbpfError):
+                    raise
+                # never let an engine bug escape as a random exception
                 raise EbpfError(f"internal error: {type(e).__name__}: {e}") from e
             finally:
                 self._running = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from functools import cache
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -352,3 +353,21 @@ def test_random_bytes_never_crash(data):
 @given(st.lists(FIELD_SLOT, min_size=1, max_size=20).map(lambda s: s + [Insn(isa.EXIT_OP)]))
 def test_random_fields_never_crash(slots):
     _robust(slots)
+
+
+@pytest.mark.parametrize("kind", ["load", "store"])
+@pytest.mark.parametrize("size", [1, 8])
+@pytest.mark.parametrize("move", [0, -1, MEMLEN - 1, MEMLEN, (1 << 32) - 4, -(1 << 32), 1 << 40])
+@pytest.mark.parametrize("off", [0, -8, 4, MEMLEN - 1, 0x7FFF, -0x8000])
+def test_engines_agree_on_accesses_off_a_region(kind, size, move, off):
+    """One load or store at ``mem + move + off`` (a pointer moved by a scalar, then one access
+    with a constant offset: the translator's check for a pointer it does not hold), in and out
+    of the region and across its 4 GiB slot's ends, faults alike (same message and pc) or gives
+    the same result in the interpreter and the translated code."""
+    mode = {1: isa.B, 8: isa.DW}[size]
+    access = (Insn(isa.LDX | isa.MEM | mode, 0, 1, off) if kind == "load"
+              else Insn(isa.STX | isa.MEM | mode, 1, 2, off))
+    insns = [*isa.lddw(2, move & isa.MASK64), Insn(isa.ALU64 | isa.ADD | isa.X, 1, 2), access,
+             Insn(isa.EXIT_OP)]
+    mem = bytes(range(MEMLEN))
+    assert outcome(insns, mem, "interp") == outcome(insns, mem, "translate")
