@@ -422,18 +422,7 @@ class Registry(ArchBound):
                 self._back_to_caller(sp, last.ret_addr, regs)
                 rp = last.kretprobe
                 rp.active -= 1
-                if rp.registry is not None and rp.enabled:  # _returned, inlined
-                    rp.hits += 1
-                    handler = rp.handler
-                    if handler is not None:
-                        try:
-                            handler(last, regs)
-                        except (SimError, KeyboardInterrupt):
-                            raise
-                        except Exception as e:
-                            raise self._handler_error("return", rp, handler, e) from e
-                if len(rp.free) < rp.maxactive:
-                    rp.free.append(last)
+                self._returned(last, rp, regs)
                 return
         frame = [inst for inst in reversed(instances) if inst.return_sp == sp]
         if not frame:
