@@ -405,19 +405,7 @@ class Machine:
                 return ram[addr : addr + size]
             within = (addr & (PAGE - 1)) + size <= PAGE
             if cache is not None and within and not self.sim_base <= addr < self._sim_end:
-                if _FLAT in cache:  # paging off, noted this trap
-                    phys = addr
-                else:
-                    page = addr & ~(PAGE - 1)
-                    phys = cache.get(page)
-                    if phys is None:
-                        phys = self._page_in_trap(cache, page, UC_ERR_READ_UNMAPPED)
-                    phys |= addr & (PAGE - 1)
-                ram = self._ram_view
-                if ram is not None and 0 < size and self._ram_lo <= phys and phys + size <= self._ram_hi:
-                    phys -= self._ram_lo
-                    return ram[phys : phys + size]
-                return self.read_phys(phys, size)
+                return self.read_phys(self._trap_phys(cache, addr, UC_ERR_READ_UNMAPPED), size)
             return b"".join(self.read_phys(p, n) for p, n in self._pieces(addr, size, UC_ERR_READ_UNMAPPED))
         ram = self._ram_view
         if ram is not None and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi:
@@ -448,6 +436,17 @@ class Machine:
         if not cache:
             cache[_FLAT if self._flat() else _PAGED] = 1
         return _FLAT in cache and 0 < size and self._ram_lo <= addr and addr + size <= self._ram_hi
+
+    def _trap_phys(self, cache: dict[int, int], addr: int, error: int) -> int:
+        """The physical address behind virtual ``addr`` inside a trap: itself while paging is
+        off (noted this trap), else through the trap's page notes (:meth:`_page_in_trap`)."""
+        if _FLAT in cache:
+            return addr
+        page = addr & ~(PAGE - 1)
+        phys = cache.get(page)
+        if phys is None:
+            phys = self._page_in_trap(cache, page, error)
+        return phys | (addr & (PAGE - 1))
 
     def _page_in_trap(self, cache: dict[int, int], page: int, error: int) -> int:
         """The physical page behind virtual ``page``, noted for the rest of the trap (see
@@ -521,14 +520,7 @@ class Machine:
         cache = self._pages
         within = (addr & (PAGE - 1)) + len(data) <= PAGE
         if cache is not None and within and not self.sim_base <= addr < self._sim_end:
-            if _FLAT in cache:  # paging off, noted this trap
-                phys = addr
-            else:
-                page = addr & ~(PAGE - 1)
-                phys = cache.get(page)
-                if phys is None:
-                    phys = self._page_in_trap(cache, page, UC_ERR_WRITE_UNMAPPED)
-                phys |= addr & (PAGE - 1)
+            phys = self._trap_phys(cache, addr, UC_ERR_WRITE_UNMAPPED)
             self._store_phys(phys, data)
             if _FLAT in cache and self._flat_forget:  # paging off, noted this trap: what forget_code does
                 if self._memory_snapshots:
