@@ -4,8 +4,8 @@ project's initramfs, built for each arch), with the same probes: the files init 
 open, the byte counts ``vfs_read`` returns to them, and what user space prints must agree
 across the arches; the kernels' own log lines (different on every arch) are left out.
 
-CPU: each run from its snapshot to the power-off (riscv64 ~40 M instructions, ~5 s; x86_64
-~0.6 M, under a second). The test needs both boots in one worker: both guests' modules share
+CPU: each run from its snapshot to the power-off (riscv64 ~4 M instructions, x86_64
+~1.5 M: under a second each). The test needs both boots in one worker: both guests' modules share
 one xdist group, so the worker that runs them boots each guest once.
 """
 
@@ -50,8 +50,8 @@ def test_compare_command_line_on_both_linux_guests(
     the firmware, RAM and command line) as the shared boots have them: the command boots each
     guest to its ``/init`` through ``kprobesim.linuxguest``, whose per-process boots the fixtures
     made, so it starts from their snapshots (checked: no new boot). CPU: two comparisons, each
-    running both guests from their snapshots to the power-off (~5 s riscv64, under 1 s x86_64):
-    ~12 s; booting both kernels from the command line would add ~90 s, which the fixtures' boots
+    running both guests from their snapshots to the power-off (under a second each): ~2 s;
+    booting both kernels from the command line would add ~80 s, which the fixtures' boots
     (through the same ``boot_all``) and ``test_virt_sbi``'s command-line boot cover."""
     rv, pc = rvguest.guest(), pclinux.guest()
     boots = linuxguest.booted_guests()

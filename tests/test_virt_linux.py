@@ -2,9 +2,9 @@
 fw_jump.bin``, the real M-mode firmware, as QEMU runs it), to the test initramfs' ``init``, with
 probes by symbol from the kernel's own kallsyms.
 
-One boot per worker (``riscv_linux``: ~1.05 G guest instructions, ~35 s of CPU, the suite's
-longest single run) snapshotted at init's first instruction; the tests here restore it (~2 s of
-CPU each run to power off). The same kernel under the builtin SBI boots to the power-off once
+One boot per worker (``riscv_linux``: ~0.52 G guest instructions, ~20 s of CPU) snapshotted
+at init's first instruction; the tests here restore it (~4 M instructions, well under a second
+of CPU, each run to power off). The same kernel under the builtin SBI boots to the power-off once
 in ``test_virt_sbi.py``, outside this group, so the other worker pays for it. The kernel
 brings up its console, unpacks the initramfs and runs init, which prints what it read, forks
 and execs ``/bin/child``, waits for it and powers off. Every line init and its child print
@@ -62,8 +62,8 @@ def kernel_log(transcript: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def traced(riscv_linux: rvguest.RiscvLinux) -> tuple[Machine, Tracer]:
-    """From the snapshot at init's first instruction, with two probes, to power off (~40 M
-    instructions, ~2 s of CPU)."""
+    """From the snapshot at init's first instruction, with two probes, to power off (~4 M
+    instructions, under a second of CPU)."""
     m = riscv_linux.restore()
     tracer = Tracer(m)
     tracer.add("p:op do_sys_openat2 dfd=$arg1:s32 name=+0($arg2):ustring comm=$comm")

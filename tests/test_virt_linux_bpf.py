@@ -4,8 +4,8 @@
 generates from the BTF blob found in the kernel image (``linux/corebuild.py``); kprobesim
 relocates its CO-RE reads against the same BTF (:attr:`Machine.btf` of a Linux image);
 ``linux/digits.c`` pairs uprobe and uretprobe programs on init's ``digits()``. From the
-boot snapshot at init's first instruction (``riscv_linux``) to power off: ~40 M instructions,
-~5 s of CPU (the boot itself is shared; the first compile of vmlinux.h takes a few seconds).
+boot snapshot at init's first instruction (``riscv_linux``) to power off: ~4 M instructions,
+~1 s of CPU (the boot itself is shared; the first compile of vmlinux.h takes a few seconds).
 
 Oracles (``linux/snoopcheck.py``): init's and its child's console lines (which files they
 opened), the kernel's own return value of ``kernel_clone`` in init (the child's pid), and a

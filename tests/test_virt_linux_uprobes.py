@@ -4,8 +4,8 @@ initramfs the machine boots with). The probe follows every process that maps the
 and its forked child until that execs ``/bin/child`` (a different program at the same
 addresses, which must not be hit).
 
-From the boot snapshot at init's first instruction (``riscv_linux``) to power off: ~40 M
-instructions, ~3 s of CPU. Oracles: init's transcript (every digits() call's argument and
+From the boot snapshot at init's first instruction (``riscv_linux``) to power off: ~4 M
+instructions, ~1 s of CPU. Oracles: init's transcript (every digits() call's argument and
 return value is printed), QEMU's transcript of the same kernel and initramfs (the probed run's
 lines equal it), and the kernel's own kernel_clone return value (the forked child's pid).
 """

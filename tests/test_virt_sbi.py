@@ -140,7 +140,7 @@ def test_debian_linux_runs_init_under_the_builtin_sbi(run_cli) -> None:
     """The same kernel and initramfs as the shared OpenSBI boot (``linux/rvguest.py``), under the
     simulator's SBI from reset to the power-off, from the command line: init's and its child's
     lines equal QEMU's (which runs Debian's OpenSBI), and SRST's shutdown ends the run with 0.
-    One whole boot (~1.1 G guest instructions, ~35 s of CPU): issue 10 asks for both firmwares."""
+    One whole boot (~0.37 G guest instructions, ~14 s of CPU): issue 10 asks for both firmwares."""
     from linux import oracle
     from linux.initramfs import initramfs
     from linux.qemu import APPEND, init_lines
