@@ -1197,7 +1197,8 @@ class Machine:
             self._uprobes.detach()
             self._uprobes = None
         self.engine.context_restore(snap.context)
-        self.engine.ctl_flush_tb()  # translations of code the snapshot no longer has
+        if not getattr(self.engine, "restore_invalidates", False):  # (the P-code engine's own is exact)
+            self.engine.ctl_flush_tb()  # translations of code the snapshot no longer has
         self.engine.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)  # and the address space it had then
         self._time = snap.time
         self._sync_engine_clock()

@@ -394,6 +394,72 @@ class TestSnapshots:
         e.context_restore(snap)  # a snapshot restores any number of times
         assert int.from_bytes(e.mem_read(0x80000, 8), "little") == 10
 
+    def test_restore_drops_exactly_the_translations_it_invalidates(self) -> None:
+        """Code changed after the snapshot and run runs as it was once restored; a page that
+        is back to its snapshot's bytes keeps its translations (Machine.restore flushes
+        nothing more for this engine)."""
+        import ctypes
+
+        from unicorn.unicorn_const import (
+            UC_CTL_CONTEXT_CPU,
+            UC_CTL_CONTEXT_MEMORY,
+            UC_CTL_CONTEXT_MODE,
+            UC_CTL_IO_WRITE,
+        )
+
+        prog = [*A.li(5, 0x80000), A.i12("addi.d", 6, 0, 1), A.i12("st.d", 6, 5, 0), A.NOP]
+        end = BASE + 4 * len(prog)
+        e = make(prog)
+        e.ctl(UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY))
+        snap = e.context_save()
+        e.mem_write(BASE + 16, A.code([A.i12("addi.d", 6, 0, 2)]))
+        e.emu_start(BASE, end)
+        assert e.mem_read(0x80000, 1) == b"\x02"
+        e.context_restore(snap)
+        e.emu_start(BASE, end)
+        assert e.mem_read(0x80000, 1) == b"\x01"  # the snapshot's code, not the changed block
+        e.mem_write(0x80000, b"\x07")  # a data page changes; the code page stays as it was
+        e.context_restore(snap)
+        assert BASE in e._blocks
+        e.emu_start(BASE, end)
+        assert e.mem_read(0x80000, 1) == b"\x01"
+
+    def test_restore_to_another_fetch_mapping_drops_translations(self) -> None:
+        """A block run through a direct-mapped address (DA mode) must not run after a restore
+        to a mode where that address is not mapped (PG, no window): the fetch faults."""
+        import ctypes
+
+        from unicorn.unicorn_const import UC_CTL_CONTEXT_CPU, UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE
+
+        high = 0x9000_0000_0000_0000
+        prog = [*A.li(5, 0x80000), A.i12("addi.d", 6, 0, 1), A.i12("st.d", 6, 5, 0), A.NOP]
+        e = make(prog)
+        e.ctl(UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, ctypes.c_int(UC_CTL_CONTEXT_CPU))
+        crmd = K.LA_REG_CSR_BASE + K.CSR_CRMD
+        e.reg_write(crmd, 0x10)  # PG with no direct-map window
+        paged = e.context_save()
+        e.reg_write(crmd, 0x8)  # DA: every address maps
+        e.emu_start(high + BASE, high + BASE + 4 * len(prog))
+        assert e.mem_read(0x80000, 1) == b"\x01"
+        e.context_restore(paged)
+        with pytest.raises(UcError) as err:
+            e.emu_start(high + BASE, high + BASE + 4 * len(prog))
+        assert err.value.errno == UC_ERR_FETCH_UNMAPPED
+
+    def test_guest_mode_change_drops_translations(self) -> None:
+        """The guest leaving DA mode (csrwr CRMD) drops blocks translated by virtual address:
+        a jump to a direct-mapped address it ran before now faults."""
+        high = 0x9000_0000_0000_0000
+        body = 0x20000
+        e = make([A.i12("addi.d", 6, 0, 0x10), A.csrwr(6, K.CSR_CRMD), *A.li(7, high + body), A.jirl(0, 7, 0)])
+        e.mem_write(body, A.code([A.i12("addi.d", 4, 4, 1), A.NOP]))
+        e.emu_start(high + body, high + body + 8)  # translated in DA mode
+        assert e.reg_read(r(4)) == 1
+        with pytest.raises(UcError) as err:
+            e.emu_start(BASE, high + body + 8)
+        assert err.value.errno == UC_ERR_FETCH_UNMAPPED
+        assert e.reg_read(r(4)) == 1
+
     def test_cpu_only_context_leaves_memory(self) -> None:
         e = make([A.NOP])
         ctx = e.context_save()

@@ -100,6 +100,12 @@ class ArchModel:
         """Translate a CPU address that is not mapped as-is (None: no translation)."""
         return None
 
+    def fetch_map(self) -> Any:
+        """What decides where an instruction fetch goes and whether it is allowed (compared
+        before and after a context restore: blocks are kept by address only). None: not
+        known, so a restore drops every translated block."""
+        return None
+
     # -- traps, interrupts, time
     def on_exception(self, t: Trap, ipc: int) -> int | None:
         """A T_EXC trap at ``ipc``: report it / enter it; return the PC to continue or None."""

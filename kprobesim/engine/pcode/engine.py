@@ -198,6 +198,9 @@ def _arch_class(name: str) -> type[ArchModel]:
 class PcodeEngine:
     """A Unicorn-compatible CPU engine on SLEIGH P-code (see the module docstring)."""
 
+    #: context_restore drops exactly the translations the restored memory and mode invalidate
+    #: (Machine.restore then needs no whole-cache flush; Unicorn's engines do)
+    restore_invalidates = True
     host_writes_ignore_protection = True  # mem_write fills read-only pages, also under snapshots
 
     def __init__(self, arch: str = "loongarch64", hot_after: int | None = None) -> None:
@@ -741,8 +744,15 @@ class PcodeEngine:
         ctx.arch = self.arch.save()
 
     def context_restore(self, ctx: _Context) -> None:
+        """Registers, the arch's state and (with a memory snapshot) every page changed since.
+        Translated blocks always match memory (every store into code drops the blocks it
+        overlaps), so only pages whose bytes differ now drop theirs; a change of where fetches
+        go (the arch's ``fetch_map``) drops them all."""
         self._R[:len(ctx.regs)] = ctx.regs
+        mapped = self.arch.fetch_map()
         self.arch.restore(ctx.arch)
+        if mapped is None or mapped != self.arch.fetch_map():
+            self._flush_blocks()
         if ctx.mem is not None:
             for p, data in ctx.mem.saved.items():
                 r = self._mem.find(p << 12)
@@ -750,6 +760,8 @@ class PcodeEngine:
                     continue
                 self._cow_touch(p << 12, PAGE)
                 o = (p << 12) - r.begin
+                if r.buf[o:o + PAGE] == data:  # e.g. a code page whose probes are gone again
+                    continue
                 r.buf[o:o + PAGE] = data
                 self._invalidate(p << 12, (p + 1) << 12)
         self._resched()

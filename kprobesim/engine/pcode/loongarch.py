@@ -381,6 +381,8 @@ class LoongArch64(ArchModel):
         if n == CRMD:
             if (old ^ new) & 0x1F8:  # DA, PG, DATF, DATM
                 self.eng._flush_tlb()
+            if (old ^ new) & 0x18:  # DA, PG: blocks are kept by virtual address
+                self.eng._flush_blocks()
             self.eng._resched()
         elif n in (ECFG, ESTAT, PRMD):
             self.eng._resched()
@@ -396,6 +398,7 @@ class LoongArch64(ArchModel):
             self.eng._resched()
         elif DMW0 <= n <= DMW0 + 3:
             self.eng._flush_tlb()
+            self.eng._flush_blocks()
 
     # ------------------------------------------------------------------ timer / interrupts
     def next_event(self) -> int | None:
@@ -494,6 +497,11 @@ class LoongArch64(ArchModel):
                 if d & (1 << plv) and (d >> 60) == (va >> 60):
                     return va & PAMASK
         return None
+
+    def fetch_map(self) -> tuple[int, ...]:
+        """Translation mode and privilege level (CRMD) and the direct-map windows."""
+        C = self.C
+        return (C[CRMD] & 0x1B, C[DMW0], C[DMW0 + 1], C[DMW0 + 2], C[DMW0 + 3])
 
     # ------------------------------------------------------------------ traps
     def fetch_check(self, pc: int) -> Trap | None:
