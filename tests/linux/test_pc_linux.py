@@ -32,9 +32,9 @@ from linux.qemu import init_lines
 
 pytestmark = pytest.mark.xdist_group(pclinux.XDIST_GROUP)
 
-# The "Memory:" totals count pages the kernel's early small allocations touch, and QEMU's PC
-# makes a few the board does not (SMBIOS strings in brk, its MP table's IOAPIC resource, a 7th
-# e820 entry): with ``DEFAULT_APPEND`` (54 characters) the totals agree, but a command line of 64
+# The "Memory:" totals count pages the kernel's early small allocations touch, and under QEMU's
+# PC it makes a few the board gives it no cause for (SMBIOS strings in brk, the MP table's IOAPIC
+# resource, a 7th e820 entry): with ``DEFAULT_APPEND`` (54 characters) the totals agree, but a command line of 64
 # characters or more (two 64-byte slots for each of Linux's two copies of it), such as one with
 # ``cryptomgr.notests`` appended, has the board report 8 KiB more available than QEMU (73568K
 # against 73560K, for every length measured from 64 to 137).
