@@ -67,7 +67,7 @@ def riscv_linux():
 @pytest.fixture(scope="session")
 def pc_linux():
     """Debian's Linux x86_64 on ``pc``, booted once per worker and snapshotted at ``/init``'s
-    first instruction (``linux/pclinux.py``; ~60 s of CPU the first time). Modules using it carry
+    first instruction (``linux/pclinux.py``; ~25-30 s of CPU the first time). Modules using it carry
     ``pytest.mark.xdist_group(pclinux.XDIST_GROUP)`` so one worker runs them all from one boot."""
     from linux import pclinux
 

@@ -8,7 +8,7 @@ come from ``pt_regs``' ``di``/``si``/``dx``, relocated like every struct read) a
 the riscv64 test (``linux/snoopcheck.py``), in both x86 step variants.
 
 CPU: from the shared boot snapshot at init's first instruction (``pc_linux``) to the power-off
-~0.6 M instructions, under a second per variant (the first compile of vmlinux.h: ~2 s).
+~1.4 M instructions, under a second per variant (the first compile of vmlinux.h: ~2 s).
 """
 
 from __future__ import annotations

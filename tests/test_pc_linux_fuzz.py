@@ -6,7 +6,7 @@ status, virtual time to the instruction, every interrupt taken at the same instr
 hit count, nothing left armed), as ``kprobesim fuzz --arch x86_64 --board pc`` does.
 
 CPU: the candidate scan and the reference run ~1.5 s, then ~0.5 s per placement (init's whole
-life is ~0.6 M instructions): ~10 s for each step variant's 16 placements of the fixed seed.
+life is ~1.4 M instructions): ~10 s for each step variant's 16 placements of the fixed seed.
 """
 
 from __future__ import annotations

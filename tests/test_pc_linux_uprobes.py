@@ -9,7 +9,7 @@ test's, not the simulator's) sees every instruction executed there.
 
 From the shared boot snapshot at init's first instruction (``pc_linux``, ``linux/pclinux.py``;
 the boot is ~60 s of CPU once per worker, shared with the other pc Linux tests) to the
-power-off: ~0.5 M instructions a run, well under a second of CPU each; the QEMU oracle run
+power-off: ~1.4 M instructions a run, well under a second of CPU each; the QEMU oracle run
 (~11 s of CPU) is shared with test_pc_linux.py. Oracles: init's own transcript (every digits() argument and
 result is printed), QEMU's transcript of the same kernel and initramfs, the unprobed run's
 console byte for byte, and the kernel's own kernel_clone return value (the child's pid).

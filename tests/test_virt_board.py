@@ -15,7 +15,7 @@ from unicorn import UC_HOOK_MEM_INVALID, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 
 from kprobesim.arch import get_arch
 from kprobesim.board import fdt
-from kprobesim.board.virt import Virt, VirtOptions
+from kprobesim.board.virt import RNG_SEED, Virt, VirtOptions
 from kprobesim.image import Image
 from kprobesim.machine import Machine
 
@@ -147,6 +147,9 @@ def test_device_tree_read_back_by_dtc(tmp_path: Path) -> None:
     assert dts.count('compatible = "virtio,mmio";') == 8 and "interrupts = <0x0a>;" in dts
     root = fdt.parse(blob)  # our reader agrees with our writer
     assert root.children[0].name == "chosen" and root.children[0].props["bootargs"] == b"console=ttyS0 earlycon\0"
+    # 32 bytes of seed for Linux's RNG in /chosen, as QEMU's virt gives, the same in every run
+    assert root.children[0].props["rng-seed"] == RNG_SEED and len(RNG_SEED) == 32
+    assert "rng-seed = <0x" in dts and Virt(VirtOptions()).device_tree().count(RNG_SEED) == 1
 
 
 def test_boot_registers_and_dtb_in_memory() -> None:

@@ -43,7 +43,9 @@ SCALED = re.compile(
     r"^(NUMA: |NODE_DATA|\s+DMA32 |\s+node +0: |Initmem setup |Dentry cache |Inode-cache |Built 1 zonelists"
     r"|Memory: |IP idents |TCP|workingset: |audit: |cpu0: Ratio of byte access)"
 )
-ASYNC = ("Trying to unpack rootfs image as initramfs...", "Freeing initrd memory: ")  # an async initcall (any size)
+# Lines printed from outside init's initcall sequence: the async initramfs unpack (any size),
+# and the audit subsystem's first record, which its kauditd thread prints when first scheduled.
+ASYNC = ("Trying to unpack rootfs image as initramfs...", "Freeing initrd memory: ", "audit: type=N audit(")
 
 
 def kernel_log(transcript: str) -> list[str]:

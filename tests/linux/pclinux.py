@@ -1,11 +1,12 @@
 """One boot of Debian bookworm's Linux 6.1 x86_64 on the ``pc`` board per test process,
 snapshotted at ``/init``'s first instruction.
 
-The boot (the board's loader, the test initramfs, ``DEFAULT_APPEND``) costs ~1.42 G guest
-instructions, ~55-60 s of CPU: it runs once per pytest worker (the ``linux`` xdist group
+The boot (the board's loader, the test initramfs, ``DEFAULT_APPEND``) costs ~0.54 G guest
+instructions, ~25-30 s of CPU (1.42 G and ~60 s before ``cryptomgr.notests`` joined the board's
+command line): it runs once per pytest worker (the ``linux`` xdist group
 keeps every pc Linux test in one worker) up to init's ELF entry in user mode (one code hook on
 that address), and is snapshotted there. Init's whole life from the snapshot to the power-off
-("reboot: System halted") is ~0.5 M instructions: every test restores the snapshot, places its
+("reboot: System halted") is ~1.4 M instructions: every test restores the snapshot, places its
 probes and runs to the end in well under a second.
 """
 

@@ -7,7 +7,7 @@ on the running kernel, from the snapshot at init's first instruction, with both 
 
 The boot is the worker's shared one (``pc_linux``, ``linux/pclinux.py``: ~1.42 G guest
 instructions, ~60 s of CPU, paid by whichever pc Linux module runs first); init's whole life
-after the snapshot is ~0.6 M instructions, so the unprobed run and the two probed ones (tf,
+after the snapshot is ~1.4 M instructions, so the unprobed run and the two probed ones (tf,
 int3) from the snapshot cost well under a second each. The QEMU oracle run is ~45 s of wall
 time, ~11 s of CPU.
 
@@ -32,12 +32,24 @@ from linux.qemu import init_lines
 
 pytestmark = pytest.mark.xdist_group(pclinux.XDIST_GROUP)
 
-# The "Memory:" totals count pages the kernel's early small allocations touch, and under QEMU's
-# PC it makes a few the board gives it no cause for (SMBIOS strings in brk, the MP table's IOAPIC
-# resource, a 7th e820 entry): with ``DEFAULT_APPEND`` (54 characters) the totals agree, but a command line of 64
-# characters or more (two 64-byte slots for each of Linux's two copies of it), such as one with
-# ``cryptomgr.notests`` appended, has the board report 8 KiB more available than QEMU (73568K
-# against 73560K, for every length measured from 64 to 137).
+#: Under QEMU's PC the kernel reserves 8 KiB more early on than on the board, whose machine has
+#: no SMBIOS or MP tables and one e820 entry fewer (SMBIOS strings in brk, the MP table's IOAPIC
+#: resource). The totals agreed only while the command line was under 64 characters (two 64-byte
+#: slots for each of Linux's two copies of it); ``DEFAULT_APPEND`` is longer now, so the board's
+#: "Memory:" line has exactly this many KiB more available and fewer reserved.
+QEMU_EARLY_RESERVED_K = 8
+_MEMORY = re.compile(r"Memory: (\d+)K/(\d+K available \(.*, )(\d+)(K reserved, .*)$")
+
+
+def _as_under_qemu(line: str) -> str:
+    """Our "Memory:" line with QEMU's early reservations (:data:`QEMU_EARLY_RESERVED_K`)."""
+    m = _MEMORY.fullmatch(line)
+    if m is None:
+        return line
+    k = QEMU_EARLY_RESERVED_K
+    return f"Memory: {int(m[1]) - k}K/{m[2]}{int(m[3]) + k}{m[4]}"
+
+
 SAME_AS_QEMU = re.compile(
     r"^(Linux version |Command line: |Kernel command line: |BIOS-e820: \[mem 0x00000000|Memory: |"
     r"  (DMA|DMA32|Normal) |  node   0: |Initmem setup |On node 0, zone |Built 1 zonelists|Dentry cache |"
@@ -102,7 +114,7 @@ def test_reports_qemus_machine(booted: Booted) -> None:
     assert any(re.fullmatch(r"tsc: Detected 99\d\.\d+ MHz processor", line) for line in lines)
     assert "tsc: Fast TSC calibration using PIT" in lines
     assert "No local APIC present" in lines  # the board has none; the kernel runs on the 8259A
-    mine = [line for line in lines if SAME_AS_QEMU.match(line)]
+    mine = [_as_under_qemu(line) for line in lines if SAME_AS_QEMU.match(line)]
     theirs = [line for line in _lines(_qemu_transcript()) if SAME_AS_QEMU.match(line)]
     assert len(mine) >= 20
     assert mine == theirs
@@ -164,9 +176,10 @@ def test_user_page_fault_error_codes_say_which_accesses_write(pc_linux: pclinux.
     capstone says is stored (not loaded) has W set, and one it says is loaded has W clear.
     A store to a page not present once came with W clear: Linux mapped the zero page for a read
     and took a second, copy-on-write fault on the retried store, which QEMU does not. One run of
-    init from the snapshot, ~0.6 M instructions plus a capstone decode per fault (< 1 s). Init's
-    run from the snapshot now takes 54 page faults (55 ``handle_mm_fault`` calls), 78 (79) with
-    the store-as-load codes."""
+    init from the snapshot, ~1.4 M instructions plus a capstone decode per fault (< 1 s). Init's
+    run from the snapshot takes 50 page faults (51 ``handle_mm_fault`` calls); it took 78 (79)
+    with the store-as-load codes (54 with the right ones, before ``cryptomgr.notests``: which
+    stores meet a page not present depends on where the boot's randomness put init's stack)."""
     m = pc_linux.restore()
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     md.detail = True
@@ -190,7 +203,7 @@ def test_user_page_fault_error_codes_say_which_accesses_write(pc_linux: pclinux.
     loads = [s for s in seen if s[3] == capstone.CS_AC_READ]
     assert all(text != "(not decoded)" for _, _, text, _ in seen), seen
     not_present_stores = [s for s in stores if not s[1] & PF_PRESENT]  # the ones once reported as loads
-    assert len(stores) >= 5 and len(not_present_stores) >= 2 and loads, seen
+    assert len(stores) >= 5 and not_present_stores and loads, seen
     wrong = [(hex(ip), hex(e), text) for ip, e, text, _ in stores if not e & PF_WRITE]
     wrong += [(hex(ip), hex(e), text) for ip, e, text, _ in loads if e & PF_WRITE]
     assert wrong == []

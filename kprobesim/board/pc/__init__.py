@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 
 RAM_SIZE = 128 << 20
 USER_XOL = 0x7FFF_FFFF_F000
-DEFAULT_APPEND = "console=ttyS0 acpi=off nolapic noapic nokaslr panic=-1"
+#: ``cryptomgr.notests`` skips the crypto manager's boot self-tests (RSA in software: 60% of
+#: Debian's 6.1 boot, 1.415 G -> 0.541 G guest instructions); nothing else changes.
+DEFAULT_APPEND = "console=ttyS0 acpi=off nolapic noapic nokaslr panic=-1 cryptomgr.notests"
 EFER_LME, EFER_LMA = 1 << 8, 1 << 10
 CR0_PE, CR0_ET, CR0_PG = 1, 0x10, 1 << 31
 CR4_PAE = 0x20

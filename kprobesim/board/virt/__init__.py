@@ -6,6 +6,7 @@ test device for poweroff/reboot, and a generated device tree (a1; hart id in a0)
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +54,12 @@ KERNEL_OFFSET = 0x200000  # where a kernel goes behind an M-mode firmware
 # and the supervisor software/timer/external interrupts.
 MEDELEG = 0x1FF | (1 << 12) | (1 << 13) | (1 << 15)
 MIDELEG = (1 << 1) | (1 << 5) | (1 << 9)
+# 32 bytes for /chosen/rng-seed, as QEMU's virt machine gives (QEMU: from the host's RNG; here one
+# fixed value, so a run is the same every time). Linux mixes it into its pool and credits it
+# (random.trust_bootloader, on by default), so its CRNG is ready from early boot on instead of
+# hashing the whole input pool (BLAKE2s) for every random number until interrupts have credited
+# 256 bits.
+RNG_SEED = hashlib.sha256(b"kprobesim virt /chosen/rng-seed").digest()
 MAX_FILE = 1 << 30  # firmware, initrd and device tree files are read whole, up to this
 
 
@@ -171,6 +178,7 @@ class Virt:
         chosen = root.add("chosen", {"stdout-path": f"/soc/serial@{UART:x}"})
         if self.options.append:
             chosen.props["bootargs"] = self.options.append
+        chosen.props["rng-seed"] = RNG_SEED
         if initrd:
             chosen.props["linux,initrd-start"] = fdt.cells64(initrd[0])
             chosen.props["linux,initrd-end"] = fdt.cells64(initrd[1])
