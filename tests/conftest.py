@@ -57,7 +57,7 @@ def run_cli(capsysbinary):
 @pytest.fixture(scope="session")
 def riscv_linux():
     """Debian's Linux riscv64 on ``virt``, booted once per worker and snapshotted at ``/init``'s
-    first instruction (``linux/rvguest.py``; ~20 s of CPU the first time). Modules using it carry
+    first instruction (``linux/rvguest.py``; ~15 s of CPU the first time). Modules using it carry
     ``pytest.mark.xdist_group(rvguest.XDIST_GROUP)`` so one worker runs them all from one boot."""
     from linux import rvguest
 

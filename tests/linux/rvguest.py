@@ -1,8 +1,9 @@
 """One boot of Debian's Linux 6.12 riscv64 per test process, snapshotted where ``/init`` starts.
 
 The boot (Debian trixie's OpenSBI ``fw_jump.bin`` as the M-mode firmware, as under QEMU; the
-test initramfs; Sv57) costs ~0.52 G guest instructions, ~20 s of CPU (1.04 G and ~31 s without
-the command line's ``cryptomgr.notests initcall_blacklist=jent_mod_init``, see ``qemu.APPEND``):
+test initramfs; Sv57) costs ~0.37 G guest instructions, ~15 s of CPU (1.04 G and ~31 s without
+the command line's ``cryptomgr.notests initcall_blacklist=jent_mod_init``, see ``qemu.APPEND``,
+and the board's ``/chosen/rng-seed``):
 it runs once per pytest
 worker (the ``linux`` xdist group keeps every riscv Linux test in one worker) up to the
 first user-mode instruction of ``/init`` (its ELF entry, reached through one code hook on that
