@@ -41,6 +41,7 @@ from . import isa
 from .errors import EbpfError, HelperError
 from .helper_ids import NAMES
 from .helpers_extra import ExtraHelpers
+from .lookup import fast_lookup
 from .maps import (
     BPF_F_SKIP_FIELD_MASK,
     BPF_F_USER_STACK,
@@ -197,6 +198,7 @@ class Runtime(ExtraHelpers):
         self.hit: Hit | None = None
         self._handles: dict[int, BpfMap] = {}
         self._map_addr: dict[int, int] = {}
+        self._lookups: dict[int, Callable[..., int]] = {}  # map address -> its bound lookup
         self._reserved: dict[int, tuple[RingBufMap, int]] = {}
         self.unsubmitted = 0  # ring buffer records a run left reserved (discarded at its end)
         self.tail_calls = 0  # tail calls made by the current run
@@ -289,7 +291,15 @@ class Runtime(ExtraHelpers):
             addr = self.memory.map_region(b"", False, f"map {m.name}", key=("map", index))
             self._map_addr[index] = addr
             self._handles[addr] = m
+            fast = fast_lookup(self.memory, m)
+            if fast is not None:
+                self._lookups[addr] = fast
         return addr
+
+    def binders(self) -> dict[int, Callable[[int], Callable[..., int] | None]]:
+        """Helper id -> ``bind(r1)``: the helper specialised for calls whose r1 is known at
+        load (a map's address), or None (the translator then calls the generic one)."""
+        return {MAP_LOOKUP_ELEM: self._lookups.get}
 
     def map_value(self, index: int, offset: int) -> int:
         """The address of byte ``offset`` of a global-data map's value (``.rodata``/``.data``)."""
@@ -392,6 +402,13 @@ class Runtime(ExtraHelpers):
 
     # -- maps -----------------------------------------------------------------------------------
     def map_lookup_elem(self, vm: VM, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+        fast = self._lookups.get(r1)
+        if fast is not None:  # an array or hash map: its own lookup (the same regions)
+            return fast(vm, r1, r2, r3, r4, r5)
+        return self.lookup_generic(r1, r2)
+
+    def lookup_generic(self, r1: int, r2: int) -> int:
+        """``map_lookup_elem`` for any map (what :mod:`.lookup`'s bound lookups must equal)."""
         m = self._handles.get(r1)
         if m is None or m.__class__ not in _KEYED_MAP_CLASSES:  # the checks, and their errors
             m = self._map(r1, MAP_LOOKUP_ELEM)

@@ -292,6 +292,7 @@ def load(
                 budget=budget,
                 memory=memory,
                 name=spec.name,
+                binders=runtime.binders(),
             )
             probe_mem: frozenset[int] = frozenset()
             if verify:

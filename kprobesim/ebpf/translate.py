@@ -13,7 +13,10 @@ access outside those bounds takes the generic path (which finds another region o
 exactly as the interpreter does).  The budget is charged per basic block, like the
 interpreter does, so both engines stop at the same pc.
 
-Helpers are called directly (``r0 = H<id>(VM, r1, ..., r5)``); what ``VM.call_helper`` checks on
+Helpers are called directly (``r0 = H<id>(VM, r1, ..., r5)``); a call whose r1 is a constant
+of the same straight-line run (an ``lddw`` of a map's address) calls ``S<pc>`` instead, which
+the VM's ``binders`` may specialise for that r1 (a lookup bound to its map; by default
+``S<pc>`` is the helper itself). What ``VM.call_helper`` checks on
 every call (the pc of a helper's error, a non-integer result) is worked out from the traceback
 only when an exception comes out of the program, from a table of the source lines that call
 helpers.
@@ -105,6 +108,9 @@ class _Gen:
         #: lines reduce its result to 64 bits (a TypeError there: the result was no integer)
         self.helper_lines: dict[int, tuple[int, int, str]] = {}
         self.cached: set[int] = set()  # base registers whose region is held in locals
+        self.known: dict[int, int] = {}  # registers holding a constant in this straight-line run
+        #: pc -> (helper imm, r1): helper calls whose r1 is a known constant (called as S<pc>)
+        self.bound: dict[int, tuple[int, int]] = {}
 
     def out(self, depth: int, text: str) -> None:
         self.lines.append("    " * depth + text)
@@ -206,6 +212,7 @@ class _Gen:
         first = True
         self.dispatch = dispatch
         self.cached = set()  # a run is entered from elsewhere: nothing is known
+        self.known = {}
         while True:
             if not first and pc in dispatch:
                 self.goto(depth, pc)
@@ -233,7 +240,25 @@ class _Gen:
                         self.helper_lines[len(self.lines) + 1] = (pc, hid, what)
                     self.out(depth, line)
                 self.cached -= _written(insn)
+                self._track_constants(pc, insn)
             pc += 2 if op == isa.LDDW else 1
+
+    def _track_constants(self, pc: int, insn: Insn) -> None:
+        """Note which registers hold a constant after ``insn`` (lddw, mov of an immediate, copies)."""
+        op, dst, src, off, imm = insn
+        known = self.known
+        if op == isa.LDDW:
+            known[dst] = self.prog.imm64[pc]
+        elif op == isa.ALU64 | isa.MOV and not off:  # mov64 dst, imm
+            known[dst] = imm & isa.MASK64
+        elif op == isa.ALU64 | isa.MOV | isa.X and not off:  # mov64 dst, src
+            if src in known:
+                known[dst] = known[src]
+            else:
+                known.pop(dst, None)
+        else:
+            for reg in _written(insn):
+                known.pop(reg, None)
 
     # --- instructions ----------------------------------------------------------------------------
     def insn(self, pc: int, insn: Insn) -> list[str]:
@@ -251,7 +276,11 @@ class _Gen:
             if imm in TAKES_CALLBACK:
                 return [f"r0, n = CB(RUN, {pc}, H{imm & isa.MASK32}, {imm}, r1, r2, r3, r4, r5, d, n)"]
             hid = imm & isa.MASK32
-            return [(f"r0 = H{hid}(VM, r1, r2, r3, r4, r5)", imm, "call"), (f"r0 &= {M}", imm, "mask")]
+            fn = f"H{hid}"
+            if 1 in self.known:
+                self.bound[pc] = (imm, self.known[1])
+                fn = f"S{pc}"
+            return [(f"r0 = {fn}(VM, r1, r2, r3, r4, r5)", imm, "call"), (f"r0 &= {M}", imm, "mask")]
         if op == isa.CALLX_OP:
             return [f"r0 = CX({pc}, r{dst}, r1, r2, r3, r4, r5)"]
         size = isa.SIZE_BYTES[op & 0x18]
@@ -559,20 +588,23 @@ def _filename(key: bytes) -> str:
     return f"<ebpf {key.hex()[:12]}>"
 
 
-_source_cache: dict[bytes, tuple[str, dict[int, tuple[int, int, str]]]] = {}
+_Lines = dict[int, tuple[int, int, str]]
+_Bound = dict[int, tuple[int, int]]
+_source_cache: dict[bytes, tuple[str, _Lines, _Bound]] = {}
 
 
-def compile_program(prog: Program) -> tuple[str, object, dict[int, tuple[int, int, str]]]:
-    """Source, code object and helper-call lines of ``prog``, cached by program content."""
+def compile_program(prog: Program) -> tuple[str, object, _Lines, _Bound]:
+    """Source, code object, helper-call lines and bound helper calls (pc -> (helper imm,
+    constant r1)) of ``prog``, cached by program content."""
     key = _program_key(prog)
     cached = _source_cache.get(key)
     if cached is None:
         gen = _Gen(prog)
-        cached = gen.program(), gen.helper_lines
+        cached = gen.program(), gen.helper_lines, gen.bound
         if len(_source_cache) > 512:
             _source_cache.clear()
         _source_cache[key] = cached
-    return cached[0], _compile(key, cached[0]), cached[1]
+    return cached[0], _compile(key, cached[0]), cached[1], cached[2]
 
 
 class Translated:
@@ -580,7 +612,7 @@ class Translated:
 
     def __init__(self, vm: VM) -> None:
         prog = vm.program
-        self.source, code, self._helper_lines = compile_program(prog)
+        self.source, code, self._helper_lines, bound = compile_program(prog)
         self._filename = code.co_filename  # type: ignore[attr-defined]
         mem = vm.memory
 
@@ -610,6 +642,9 @@ class Translated:
         }
         for hid in prog.helper_ids:
             ns[f"H{hid & isa.MASK32}"] = vm.helpers[hid]
+        for pc, (hid, r1) in bound.items():
+            bind = vm.binders.get(hid)
+            ns[f"S{pc}"] = (bind(r1) if bind is not None else None) or vm.helpers[hid]
         exec(code, ns)
         self.entry = ns["f0"]
         self.functions = {entry: ns[f"f{entry}"] for entry in prog.subprogs}

@@ -48,13 +48,16 @@ class VM:
     ``vm.memory`` (e.g. a global-data value) and return their address.
     ``engine``: default engine of :meth:`run`; the translator compiles at construction.
     ``budget``: default maximum number of instructions per run.
+    ``binders``: helper id -> ``bind(r1)``, a faster equivalent of that helper for the calls
+    whose r1 is a known constant (the translator asks once per call site; None: no faster one).
     """
 
     def __init__(self, program: Sequence[Insn] | bytes | bytearray | str,
                  helpers: Mapping[int, Helper] | None = None, *,
                  resolver: VMResolver | None = None, engine: Engine = "translate",
                  budget: int = DEFAULT_BUDGET, max_insns: int = isa.MAX_INSNS,
-                 memory: Memory | None = None, name: str = "prog") -> None:
+                 memory: Memory | None = None, name: str = "prog",
+                 binders: Mapping[int, Callable[[int], Helper | None]] | None = None) -> None:
         if isinstance(program, str):
             insns: Sequence[Insn] = assemble(program)
         elif isinstance(program, (bytes, bytearray, memoryview)):
@@ -67,6 +70,9 @@ class VM:
             raise ValueError(f"unknown engine {engine!r}")
         self.name = name
         self.helpers: dict[int, Helper] = dict(helpers or {})
+        #: helper id -> ``bind(r1)``: that helper specialised for a call site whose r1 the
+        #: translator knows (a map's address), or None for the generic one
+        self.binders: dict[int, Callable[[int], Helper | None]] = dict(binders or {})
         self.memory = memory if memory is not None else Memory()
         self.data: dict[str, Any] = {}  # free for the embedding simulator and its helpers
         bound: Resolver | None = None
