@@ -13,6 +13,13 @@ access outside those bounds takes the generic path (which finds another region o
 exactly as the interpreter does).  The budget is charged per basic block, like the
 interpreter does, so both engines stop at the same pc.
 
+64-bit results are reduced lazily: add, sub, mul, lsh, and, or, xor, neg and mov leave a Python
+integer that is only *congruent* to the register modulo 2**64 (these operations commute with
+the reduction), and ``& 0xffffffffffffffff`` is applied once, before anything else reads the
+register (a compare, a shift right, a division, an address, a store, a helper's argument) and
+before control leaves the straight-line run. A bound on each such value's bits forces the
+reduction early, so a chain of multiplications never builds a huge integer.
+
 Helpers are called directly (``r0 = H<id>(VM, r1, ..., r5)``); a call whose r1 is a constant
 of the same straight-line run (an ``lddw`` of a map's address) calls ``S<pc>`` instead, which
 the VM's ``binders`` may specialise for that r1 (a lookup bound to its map; by default
@@ -47,6 +54,10 @@ M32 = "0xffffffff"
 S64 = 0x8000000000000000
 S32 = 0x80000000
 SS = isa.STACK_SIZE
+#: 64-bit operations whose result may stay unreduced (mov: a copy of a register)
+_LAZY_OPS = frozenset((isa.ADD, isa.SUB, isa.MUL, isa.LSH, isa.OR, isa.AND, isa.XOR, isa.NEG, isa.MOV))
+#: Bits an unreduced 64-bit result may reach before it is reduced anyway (see the module docstring)
+LAZY_BITS = 160
 #: Namespace names a function takes as defaults when its body uses them.
 _LOCAL_NAMES = ("RG", "WG", "U2", "U4", "U8", "P2", "P4", "P8", "STK", "Z", "FLT", "BX", "CB", "RUN",
                 "VM", "LD", "ST")
@@ -109,6 +120,11 @@ class _Gen:
         self.helper_lines: dict[int, tuple[int, int, str]] = {}
         self.cached: set[int] = set()  # base registers whose region is held in locals
         self.known: dict[int, int] = {}  # registers holding a constant in this straight-line run
+        #: registers holding a value only congruent modulo 2**64 (not yet reduced) -> a bound
+        #: on its bits
+        self.dirty: dict[int, int] = {}
+        #: (number of lines after it, register, depth, value) of the last lazily reduced line
+        self.last_lazy: tuple[int, int, int, str] = (-1, -1, 0, "")
         #: pc -> (helper imm, r1): helper calls whose r1 is a known constant (called as S<pc>)
         self.bound: dict[int, tuple[int, int]] = {}
 
@@ -213,8 +229,10 @@ class _Gen:
         self.dispatch = dispatch
         self.cached = set()  # a run is entered from elsewhere: nothing is known
         self.known = {}
+        self.dirty = {}
         while True:
             if not first and pc in dispatch:
+                self._reduce(depth)
                 self.goto(depth, pc)
                 return
             first = False
@@ -224,6 +242,8 @@ class _Gen:
                 self.out(depth, f"if n < 0: BX({pc})")
             insn = self.insns[pc]
             op, cls, code = insn.opcode, insn.opcode & 7, insn.opcode & 0xF0
+            if cls in (isa.JMP, isa.JMP32):  # leaves the run, or calls: every register exact
+                self._reduce(depth)
             if op == isa.EXIT_OP:
                 self.out(depth, "return r0, n")
                 return
@@ -233,7 +253,20 @@ class _Gen:
             if cls in (isa.JMP, isa.JMP32) and code in isa.JMP_NAMES:
                 self.out(depth, f"if {self.cond(insn)}:")
                 self.goto(depth + 1, pc + 1 + insn.off)
+            elif cls == isa.ALU64 and code in _LAZY_OPS and not (code == isa.MOV and (insn.off or not op & isa.X)):
+                lazy = self._lazy(insn)
+                if lazy is None:  # the result could grow too large: reduce the operands first
+                    self._reduce(depth, _reads(insn))
+                    lazy = self._lazy(insn)
+                    assert lazy is not None
+                self.out(depth, f"r{insn.dst} = {lazy}")
+                self.last_lazy = (len(self.lines), insn.dst, depth, lazy)
+                self.cached -= _written(insn)
+                self._track_constants(pc, insn)
             else:
+                self._reduce(depth, _reads(insn))
+                for reg in _written(insn):  # (a call's conservative set: all were reduced above)
+                    self.dirty.pop(reg, None)
                 for line in self.insn(pc, insn):
                     if isinstance(line, tuple):  # (source, helper id, what): a helper call line
                         line, hid, what = line
@@ -242,6 +275,59 @@ class _Gen:
                 self.cached -= _written(insn)
                 self._track_constants(pc, insn)
             pc += 2 if op == isa.LDDW else 1
+
+    def _reduce(self, depth: int, regs: frozenset[int] | set[int] | None = None) -> None:
+        """Reduce the unreduced registers among ``regs`` (all if None) modulo 2**64."""
+        for reg in sorted(self.dirty if regs is None else set(self.dirty) & set(regs)):
+            at, last, was, rhs = self.last_lazy
+            if at == len(self.lines) and last == reg:  # the line just emitted made it: reduce there
+                self.lines[-1] = "    " * was + f"r{reg} = ({rhs}) & {M}"
+            else:
+                self.out(depth, f"r{reg} &= {M}")
+            del self.dirty[reg]
+
+    def _lazy(self, insn: Insn) -> str | None:
+        """The value of a 64-bit ALU instruction's result, left unreduced (None: the
+        instruction needs exact operands, or its result would grow past :data:`LAZY_BITS`)."""
+        op, dst, src, off, imm = insn
+        if op & 7 != isa.ALU64:
+            return None
+        code, x = op & 0xF0, bool(op & isa.X)
+        dirty = self.dirty
+        d = f"r{dst}"
+        a = dirty.get(dst, 64)
+        if code == isa.MOV and not off:
+            if not x:
+                return None  # a constant: exact already (the usual line)
+            if src in dirty:
+                dirty[dst] = dirty[src]
+            else:
+                dirty.pop(dst, None)
+            return f"r{src}"
+        v = imm & isa.MASK64
+        b, s = (dirty.get(src, 64), f"r{src}") if x else (max(v.bit_length(), 1), str(v))
+        if code == isa.NEG:
+            bits, line = a + 1, f"-{d}"
+        elif code in (isa.ADD, isa.SUB):
+            bits, line = max(a, b) + 1, f"{d} {'+' if code == isa.ADD else '-'} {s}"
+        elif code == isa.MUL:
+            bits, line = a + b, f"{d} * {s}"
+        elif code == isa.LSH:
+            bits, line = (a + 63, f"{d} << ({s} & 63)") if x else (a + (v & 63), f"{d} << {v & 63}")
+        elif code in (isa.OR, isa.XOR, isa.AND):
+            sym = {isa.OR: "|", isa.XOR: "^", isa.AND: "&"}[code]
+            line = f"{d} {sym} {s}"
+            # & with an exact operand (0 <= it < 2**64) gives an exact result
+            bits = 64 if code == isa.AND and (dst not in dirty or not x or src not in dirty) else max(a, b) + 1
+        else:
+            return None
+        if bits > LAZY_BITS:
+            return None
+        if bits <= 64 and code == isa.AND:
+            dirty.pop(dst, None)
+        else:
+            dirty[dst] = bits
+        return line
 
     def _track_constants(self, pc: int, insn: Insn) -> None:
         """Note which registers hold a constant after ``insn`` (lddw, mov of an immediate, copies)."""
@@ -537,6 +623,25 @@ class _Gen:
         if imm & isa.FETCH:
             lines.append(f"r{src} = v")
         return lines
+
+
+def _reads(insn: Insn) -> set[int] | frozenset[int]:
+    """Registers ``insn`` (not a jump) reads."""
+    op, dst, src, _off, imm = insn
+    cls, code = op & 7, op & 0xF0
+    if cls in (isa.ALU, isa.ALU64):
+        if code == isa.MOV:
+            return {src} if op & isa.X else set()
+        if code in (isa.NEG, isa.END):
+            return {dst}
+        return {dst, src} if op & isa.X else {dst}
+    if cls == isa.LDX:
+        return {src}
+    if cls == isa.ST:
+        return {dst}
+    if cls == isa.STX:
+        return {dst, src, 0} if op & 0xE0 == isa.ATOMIC and imm == isa.CMPXCHG else {dst, src}
+    return set() if op == isa.LDDW else _ALL_REGS
 
 
 def _written(insn: Insn) -> frozenset[int] | set[int]:
