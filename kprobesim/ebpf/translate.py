@@ -54,6 +54,9 @@ M32 = "0xffffffff"
 S64 = 0x8000000000000000
 S32 = 0x80000000
 SS = isa.STACK_SIZE
+#: A jump to a run of at most INLINE_RUN instructions emits the run in place (at most
+#: INLINE_BUDGET instructions so per function, and nested at most INLINE_DEPTH blocks deep)
+INLINE_RUN, INLINE_BUDGET, INLINE_DEPTH = 48, 512, 24
 #: 64-bit operations whose result may stay unreduced (mov: a copy of a register)
 _LAZY_OPS = frozenset((isa.ADD, isa.SUB, isa.MUL, isa.LSH, isa.OR, isa.AND, isa.XOR, isa.NEG, isa.MOV))
 #: Bits an unreduced 64-bit result may reach before it is reduced anyway (see the module docstring)
@@ -120,6 +123,8 @@ class _Gen:
         self.helper_lines: dict[int, tuple[int, int, str]] = {}
         self.cached: set[int] = set()  # base registers whose region is held in locals
         self.known: dict[int, int] = {}  # registers holding a constant in this straight-line run
+        self.chain: list[int] = []  # entries of the runs being emitted, the inlined ones last
+        self.inlined = 0
         #: registers holding a value only congruent modulo 2**64 (not yet reduced) -> a bound
         #: on its bits
         self.dirty: dict[int, int] = {}
@@ -150,6 +155,7 @@ class _Gen:
 
     def function(self, entry: int, end: int) -> None:
         self.end = end
+        self.inlined = 0  # instructions of runs inlined in this function (see _leave)
         starts = self._starts(entry, end)
         targets = {entry}
         jumps = False
@@ -225,15 +231,49 @@ class _Gen:
             self._straight(pc, dispatch, depth)
 
     def _straight(self, pc: int, dispatch: set[int], depth: int) -> None:
-        first = True
         self.dispatch = dispatch
         self.cached = set()  # a run is entered from elsewhere: nothing is known
         self.known = {}
         self.dirty = {}
+        self.chain = [pc]
+        self._run(pc, depth)
+
+    def _run_length(self, pc: int) -> int:
+        """Instructions of the straight-line run starting at dispatch entry ``pc``."""
+        count = 0
+        while pc < self.end:
+            if count and pc in self.dispatch:
+                break
+            count += 1
+            op = self.insns[pc].opcode
+            if op in (isa.EXIT_OP, isa.JA_OP, isa.JA32_OP):
+                break
+            pc += 2 if op == isa.LDDW else 1
+        return count
+
+    def _leave(self, depth: int, target: int) -> None:
+        """Go on at ``target``: its run inlined here when it is short (what is known of the
+        registers and held regions then carries over, and the dispatch is skipped), else
+        through the dispatch loop."""
+        size = self._run_length(target) if self.inner is None and target not in self.chain else 0
+        if 0 < size <= INLINE_RUN and self.inlined + size <= INLINE_BUDGET and depth <= INLINE_DEPTH:
+            self.inlined += size
+            saved = set(self.cached), dict(self.known), dict(self.dirty)
+            self.chain.append(target)
+            self._run(target, depth)
+            self.chain.pop()
+            self.cached, self.known, self.dirty = saved
+            return
+        self.goto(depth, target)
+
+    def _run(self, pc: int, depth: int) -> None:
+        """Emit the straight-line run from ``pc`` with the current knowledge of the registers."""
+        dispatch = self.dispatch
+        first = True
         while True:
             if not first and pc in dispatch:
                 self._reduce(depth)
-                self.goto(depth, pc)
+                self._leave(depth, pc)
                 return
             first = False
             cost = self.prog.block_cost.get(pc)
@@ -248,11 +288,11 @@ class _Gen:
                 self.out(depth, "return r0, n")
                 return
             if op == isa.JA_OP or op == isa.JA32_OP:
-                self.goto(depth, _jump_target(insn, pc))
+                self._leave(depth, _jump_target(insn, pc))
                 return
             if cls in (isa.JMP, isa.JMP32) and code in isa.JMP_NAMES:
                 self.out(depth, f"if {self.cond(insn)}:")
-                self.goto(depth + 1, pc + 1 + insn.off)
+                self._leave(depth + 1, pc + 1 + insn.off)
             elif cls == isa.ALU64 and code in _LAZY_OPS and not (code == isa.MOV and (insn.off or not op & isa.X)):
                 lazy = self._lazy(insn)
                 if lazy is None:  # the result could grow too large: reduce the operands first
