@@ -199,7 +199,7 @@ class Runtime(ExtraHelpers):
         self._handles: dict[int, BpfMap] = {}
         self._map_addr: dict[int, int] = {}
         self._lookups: dict[int, Callable[..., int]] = {}  # map address -> its bound lookup
-        self._reserved: dict[int, tuple[RingBufMap, int]] = {}
+        self.reserved: dict[int, tuple[RingBufMap, int]] = {}  # ring buffer records this run holds
         self.unsubmitted = 0  # ring buffer records a run left reserved (discarded at its end)
         self.tail_calls = 0  # tail calls made by the current run
         self.rng = prandom(machine)
@@ -324,15 +324,15 @@ class Runtime(ExtraHelpers):
     # -- run bracket ----------------------------------------------------------------------------
     def end_run(self) -> int:
         """After a run: discard records it left reserved; returns how many there were."""
-        if not self._reserved:  # the usual case
+        if not self.reserved:  # the usual case
             self.hit = None
             self.tail_calls = 0
             return 0
-        left = len(self._reserved)
-        for m, pos in self._reserved.values():
+        left = len(self.reserved)
+        for m, pos in self.reserved.values():
             m.discard(pos)
             self.out_ringbuf(m)
-        self._reserved.clear()
+        self.reserved.clear()
         self.unsubmitted += left
         self.hit = None
         self.tail_calls = 0
@@ -580,11 +580,11 @@ class Runtime(ExtraHelpers):
             return 0
         pos, buf = got
         addr = self.memory.map_region(buf, True, f"{m.name} record", temporary=True)
-        self._reserved[addr] = (m, pos)  # type: ignore[assignment]
+        self.reserved[addr] = (m, pos)  # type: ignore[assignment]
         return addr
 
     def _commit(self, hid: int, addr: int, discard: bool) -> int:
-        got = self._reserved.pop(addr & _M64, None)
+        got = self.reserved.pop(addr & _M64, None)
         if got is None:
             raise HelperError(f"{HELPER_NAMES[hid]}: {addr:#x} is not a reserved ring buffer record")
         m, pos = got

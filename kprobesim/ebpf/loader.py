@@ -373,10 +373,13 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
         make_ctx, ctx_buf = _context_builder(m, prog.vm.program if lazy_ctx and not tails else None)
     run_with_ctx = prog.vm.context_runner(ctx_buf)
     rt = loaded.runtime
-    hit = Hit(loaded.machine.probes.regs, "", 0, prog.addr, entry)  # runs never overlap: one Hit
+    # runs never overlap: one Hit; its kind is the program's (a return probe's context is the
+    # function's return)
+    returns = prog.kind in ("kretprobe", "uretprobe") or (prog.tracing is not None and prog.tracing.kind == "fexit")
+    hit = Hit(loaded.machine.probes.regs, "kretprobe" if returns else "kprobe", 0, prog.addr, entry)
 
-    def run(regs: Regs, kind: str, ip: int) -> int:
-        hit.regs, hit.kind, hit.ip, hit.overridden = regs, kind, ip, False
+    def run(regs: Regs, ip: int) -> int:
+        hit.regs, hit.ip, hit.overridden = regs, ip, False
         if make_ctx is not None:
             make_ctx(regs, ip)
         rt.hit = hit
@@ -400,8 +403,12 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
             text = f"insn {e.pc}: <invalid CO-RE relocation>: {poison}" if poison else str(e)
             _fault(loaded, prog, text if vm is prog.vm else f"tail call to '{vm.name}': {text}")
         finally:
-            if rt.end_run():
-                _fault(loaded, prog, "ring buffer record reserved but neither submitted nor discarded")
+            if rt.reserved:  # (else what end_run does, without its call)
+                if rt.end_run():
+                    _fault(loaded, prog, "ring buffer record reserved but neither submitted nor discarded")
+            else:
+                rt.hit = None
+                rt.tail_calls = 0
         return 1 if hit.overridden else 0
 
     if prog.tracing is not None:
@@ -413,21 +420,21 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
         if prog.kind == "kprobe":
 
             def pre(probe: Kprobe, regs: Regs) -> int:
-                return run(regs, "kprobe", probe.addr)
+                return run(regs, probe.addr)
 
             prog.probe = m.kprobe(prog.addr, pre=pre, name=prog.name)
         elif prog.kind == "uprobe":
-            prog.probe = m.uprobe(prog.target, lambda probe, regs: run(regs, "kprobe", probe.addr), name=prog.name)
+            prog.probe = m.uprobe(prog.target, lambda probe, regs: run(regs, probe.addr), name=prog.name)
         elif prog.kind == "uretprobe":
 
             def uret(inst: Instance, regs: Regs) -> None:
-                run(regs, "kretprobe", inst.ret_addr)
+                run(regs, inst.ret_addr)
 
             prog.probe = m.uretprobe(prog.target, uret, name=prog.name)
         else:
 
             def ret(inst: Instance, regs: Regs) -> None:
-                run(regs, "kretprobe", rt.return_address(inst))
+                run(regs, rt.return_address(inst))
 
             prog.probe = m.kretprobe(prog.addr, handler=ret, maxactive=maxactive, name=prog.name)
     except ProbeError as e:
@@ -453,7 +460,7 @@ def _attach_trampoline(
             def pre(probe: Kprobe, regs: Regs) -> int:
                 for i, reg in enumerate(arg_regs):
                     pack(buf, 8 * i, regs[reg])
-                return run(regs, "kprobe", probe.addr)
+                return run(regs, probe.addr)
 
             prog.probe = m.kprobe(prog.addr, pre=pre, name=prog.name)
         else:
@@ -466,7 +473,7 @@ def _attach_trampoline(
                 for i, value in enumerate(inst.data.get("args", ())):
                     pack(buf, 8 * i, value)
                 pack(buf, 8 * tr.nargs, regs[ret_reg])
-                run(regs, "kretprobe", rt.return_address(inst))
+                run(regs, rt.return_address(inst))
 
             prog.probe = m.kretprobe(prog.addr, handler=ret, entry=save, maxactive=maxactive, name=prog.name)
     except ProbeError as e:
@@ -492,6 +499,15 @@ def _context_builder(m: Machine, program: Verified | None) -> tuple[Callable[[Re
 
     if len(plan) == 1 and plan[0][1] is not None:  # one register (an argument, say)
         (offset, reg), = plan
+        view = m.probes.regs  # the view probe handlers get: its register may be in the engine's file
+        word = view.word(reg)
+        if word is not None:
+            file, at = word
+
+            def one_direct(regs: Regs, ip: int) -> None:
+                pack(buf, offset, file[at] if regs is view else regs[reg])
+
+            return one_direct, buf
 
         def one(regs: Regs, ip: int) -> None:
             pack(buf, offset, regs[reg])

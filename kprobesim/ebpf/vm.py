@@ -182,7 +182,7 @@ class VM:
         that fills one buffer in place before every run (a probe's ``pt_regs``): the same as
         ``run(ctx)`` without its per-call set-up."""
         region, mem, addr, size = self._ctx_region, self.memory, self.ctx_addr, len(ctx)
-        writable = mem.writable
+        writable, temporary = mem.writable, mem._temporary
 
         def run() -> int:
             if self._running:
@@ -221,7 +221,7 @@ class VM:
             finally:
                 self._running = False
                 region.buf, region.size = b"", 0
-                if mem._temporary:
+                if temporary:
                     mem.release_temporary()
 
         return run
