@@ -400,6 +400,34 @@ class Machine:
                 return value
         return int.from_bytes(self.read(addr, 8), "little")
 
+    def read_u64_at(self, addr: int) -> int:
+        """``read_u64(read_u64(addr))``, 0 when the pointer read is 0 (a firmware task's ids
+        through ``current_task``: the eBPF pid helper on every hit), with both reads in one call
+        when they are plain RAM reads (the cases of :meth:`read_u64`)."""
+        ram = self._ram_view
+        if ram is not None:
+            lo, hi = self._ram_lo, self._ram_hi
+            if lo <= addr and addr + 8 <= hi:
+                cache = self._pages
+                if self._translate is None or (
+                    cache is not None and (_FLAT in cache or (not cache and self._flat_ram(addr, 8)))
+                ):  # fmt: skip
+                    ptr = _U64_AT(ram, addr - lo)[0]
+                    if not ptr:
+                        return 0
+                    if lo <= ptr and ptr + 8 <= hi:
+                        return _U64_AT(ram, ptr - lo)[0]
+                    return self.read_u64(ptr)
+        elif self._translate is None and self._ram_u64 is not None:
+            ptr = self._ram_u64(addr)
+            if ptr is not None:
+                if not ptr:
+                    return 0
+                value = self._ram_u64(ptr)
+                return value if value is not None else self.read_u64(ptr)
+        ptr = self.read_u64(addr)
+        return self.read_u64(ptr) if ptr else 0
+
     def read(self, addr: int, size: int) -> bytes:
         """Guest memory at ``addr``: through the page tables when the arch translates them itself
         (x86_64 paging), else physical, or virtual through the hart's tables (riscv64 virt)."""

@@ -491,18 +491,16 @@ class Runtime(ExtraHelpers):
 
     def get_current_pid_tgid(self, vm: VM, r1: int = 0, r2: int = 0, r3: int = 0, r4: int = 0, r5: int = 0) -> int:
         m = self.m
-        if getattr(m, "task_source", None) is None:  # the firmware's layout: the two reads of current_ids, inline
+        if m.task_source is None:  # the firmware's layout: the two reads of current_ids, in one call
             cur = self._current_addr
             if cur is None:
                 sym = m.image.find_symbol(CURRENT_SYMBOL)
                 cur = self._current_addr = sym.addr if sym is not None else 0
             if not cur:
                 return 0
-            read = m.read_u64
             try:
-                ptr = read(cur)
                 # u32 pid at 0, u32 tgid at 4: read as one little-endian u64, tgid << 32 | pid
-                return read(ptr) if ptr else 0
+                return m.read_u64_at(cur)
             except UcError:
                 return 0
         _, pid, tgid = current_ids(m)
