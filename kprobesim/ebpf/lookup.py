@@ -20,6 +20,7 @@ from .maps import ArrayMap, BpfMap, HashMap
 from .memory import Memory
 
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 Helper = Callable[..., int]
 
 
@@ -35,11 +36,12 @@ def fast_lookup(memory: Memory, m: BpfMap) -> Helper | None:
 
 def _hash_lookup(mem: Memory, m: HashMap) -> Helper:
     readable, writable, temporary = mem.readable, mem.writable, mem._temporary
-    cache = mem.element_cache()
+    cache = mem.element_cache()  # the key (as an integer when it is 4 or 8 bytes) -> its region
     elems = m._elems
     get, touch = elems.get, elems.move_to_end
     lru = m.lru
     ks = m.key_size
+    as_int = {4: _U32.unpack_from, 8: _U64.unpack_from}.get(ks)
     rw = not m.rdonly_prog
     tag = id(m)
     name = f"{m.name} value"
@@ -48,6 +50,30 @@ def _hash_lookup(mem: Memory, m: HashMap) -> Helper:
         region = readable.get(r2 >> 32)  # the key, usually on the program's stack
         off = r2 & 0xFFFF_FFFF
         if region is not None and off + ks <= region.size:
+            if as_int is not None:  # a parked region under this key: its user key holds the bytes
+                (ik,) = as_int(region.buf, off)
+                held = cache.get(ik)
+                if held is not None:
+                    key = held.user_key[2]  # type: ignore[index]
+                    slots = get(key)
+                    if slots is None:
+                        return 0
+                    if lru:
+                        touch(key)
+                    if held.buf is slots[0]:
+                        k = held.key
+                        now = readable.get(k)
+                        if now is None:  # parked by the last run's release: map it again
+                            readable[k] = held
+                            if rw:
+                                writable[k] = held
+                            temporary.append(held)
+                            return held.base
+                        if now is held:  # looked up before in this run
+                            return held.base
+                    base = mem.map_region(slots[0], rw, name, key=("elem", tag, key), temporary=True)
+                    cache[ik] = readable[base >> 32]
+                    return base
             key = bytes(region.buf[off : off + ks])
         else:
             key = mem.read_bytes(r2, ks)
@@ -57,20 +83,21 @@ def _hash_lookup(mem: Memory, m: HashMap) -> Helper:
         if lru:
             touch(key)
         buf = slots[0]
-        held = cache.get(key)
+        ck = key if as_int is None else as_int(key)[0]
+        held = cache.get(ck)
         if held is not None and held.buf is buf:
             k = held.key
             now = readable.get(k)
-            if now is None:  # parked by the last run's release: map it again at its address
+            if now is None:
                 readable[k] = held
                 if rw:
                     writable[k] = held
                 temporary.append(held)
                 return held.base
-            if now is held:  # looked up before in this run
+            if now is held:
                 return held.base
         base = mem.map_region(buf, rw, name, key=("elem", tag, key), temporary=True)
-        cache[key] = readable[base >> 32]
+        cache[ck] = readable[base >> 32]
         return base
 
     return lookup

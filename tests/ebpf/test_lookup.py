@@ -31,6 +31,7 @@ MAPS = (  # (type, key size, value size, entries, flags)
     (M.BPF_MAP_TYPE_LRU_HASH, 4, 8, 2, 0),
     (M.BPF_MAP_TYPE_PERCPU_HASH, 4, 8, 3, 0),
     (M.BPF_MAP_TYPE_HASH, 12, 4, 3, 0),  # a key wider than a register
+    (M.BPF_MAP_TYPE_LRU_HASH, 8, 8, 2, M.BPF_F_RDONLY_PROG),  # 8-byte keys, read-only values
     (M.BPF_MAP_TYPE_ARRAY, 4, 8, 3, 0),
     (M.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 3, 0),
     (M.BPF_MAP_TYPE_ARRAY, 4, 8, 2, M.BPF_F_RDONLY_PROG),
@@ -99,15 +100,18 @@ OPS = st.tuples(
 
 @settings(max_examples=400, deadline=None)
 @given(which=st.integers(0, len(MAPS) - 1), ops=st.lists(OPS, max_size=40))
-@example(which=6, ops=[("lookup", 1, 0), ("end", 0, 0), ("lookup", 1, 0), ("store", 5, 0)])  # rdonly
+@example(which=7, ops=[("lookup", 1, 0), ("end", 0, 0), ("lookup", 1, 0), ("store", 5, 0)])  # rdonly
 @example(which=1, ops=[("update", 1, 0), ("update", 2, 0), ("lookup", 1, 0), ("update", 3, 0)])  # LRU
+@example(which=1, ops=[("update", 1, 0), ("update", 2, 0), ("lookup", 1, 0), ("lookup", 2, 0), ("lookup", 1, 0),
+                       ("update", 3, 0)])  # LRU, the second lookup of a key
+@example(which=4, ops=[("update", 1, 0), ("lookup", 1, 0), ("end", 0, 0), ("lookup", 1, 0), ("store", 5, 0)])
 @example(which=0, ops=[("update", 1, 0), ("lookup", 1, 0), ("end", 0, 0), ("delete", 1, 0), ("update", 1, 0),
                        ("lookup", 1, 0), ("store", 9, 0)])  # a new element under an old key
 @example(which=0, ops=[("update", 1, 0), ("lookup", 1, 0), ("end", 0, 0), ("delete", 1, 0), ("update", 1, 0),
                        ("lookup", 1, 0), ("end", 0, 0), ("update", 2, 0), ("lookup", 2, 0), ("end", 0, 0),
                        ("update", 3, 0), ("lookup", 3, 0), ("end", 0, 0), ("delete", 3, 0), ("update", 3, 0),
                        ("lookup", 3, 0), ("lookup", 1, 0), ("store", 7, 1)])  # a parked region's slot reused
-@example(which=4, ops=[("lookup", 1, 0), ("end", 0, 0), ("update", 1, 0, True), ("lookup", 1, 0, True),
+@example(which=5, ops=[("lookup", 1, 0), ("end", 0, 0), ("update", 1, 0, True), ("lookup", 1, 0, True),
                        ("end", 0, 0), ("delete", 1, 0, True), ("update", 1, 0, True), ("lookup", 1, 0, True),
                        ("end", 0, 0), ("delete", 1, 0, True), ("update", 1, 0, True), ("lookup", 1, 0, True),
                        ("lookup", 1, 0), ("store", 7, 1)])  # an array value's parked slot reused
