@@ -295,11 +295,13 @@ def load(
                 binders=runtime.binders(),
             )
             probe_mem: frozenset[int] = frozenset()
+            in_bounds: frozenset[int] = frozenset()
             if verify:
-                probe_mem = absint.verify_program(vm.program.insns, infos, ctx_size, obj.license, frozenset(helpers),
-                                                  strict_alignment=machine.arch.name != "x86_64", tracing=tctx,
-                                                  kernel_btf=machine.btf).probe_mem
-            vm.use(engine, probe_mem)
+                verdict = absint.verify_program(vm.program.insns, infos, ctx_size, obj.license, frozenset(helpers),
+                                                strict_alignment=machine.arch.name != "x86_64", tracing=tctx,
+                                                kernel_btf=machine.btf)
+                probe_mem, in_bounds = verdict.probe_mem, verdict.in_bounds
+            vm.use(engine, probe_mem, in_bounds)
             if tctx is not None:
                 vm.data["tracing"] = tctx  # bpf_get_func_arg and friends read the layout
         except EbpfError as e:
@@ -505,7 +507,7 @@ def _context_builder(m: Machine, program: Verified | None) -> tuple[Callable[[Re
             file, at = word
 
             def one_direct(regs: Regs, ip: int) -> None:
-                pack(buf, offset, file[at] if regs is view else regs[reg])
+                pack(buf, offset, file[at] & 0xFFFF_FFFF_FFFF_FFFF if regs is view else regs[reg])
 
             return one_direct, buf
 

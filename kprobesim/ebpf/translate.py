@@ -603,12 +603,18 @@ class _Gen:
                 val = f"(({val} ^ {sb:#x}) - {sb:#x}) & {M}"
             return [f"r{dst} = {val}"]
         fast = None
+        proven = pc in self.prog.in_bounds  # in a map value: the region's bounds need no check
         if self._on_stack(base, off, size):
             lines, buf, o = [], "stk", str(SS + off)
         elif self._held(pc, base):
             lines = [] if base in self.cached else self._region(pc, base, off, size, "read")
             buf, o = f"b{base}", "o"
-            fast = self._in_bounds(base, off, size, "z")
+            if proven:
+                o = f"d{base} + {off}" if off else f"d{base}"
+            else:
+                fast = self._in_bounds(base, off, size, "z")
+        elif proven:
+            lines, buf, o = [self._addr(base, off), "g = RG(a >> 32)"], "g.buf", "a & 0xffffffff"
         else:
             lines, buf, o = self._check(pc, base, off, size, "RG", "read"), "g.buf", "o"
         val = f"{buf}[{o}]" if size == 1 else f"U{size}({buf}, {o})[0]"
@@ -622,12 +628,18 @@ class _Gen:
 
     def store(self, pc: int, base: int, off: int, size: int, val: str) -> list[str]:
         fast = None
+        proven = pc in self.prog.in_bounds  # in a map value programs may write (the verifier refuses others)
         if self._on_stack(base, off, size):
             lines, buf, o = [], "stk", str(SS + off)
         elif self._held(pc, base):
             lines = [] if base in self.cached else self._region(pc, base, off, size, "write")
             buf, o = f"b{base}", "o"
-            fast = self._in_bounds(base, off, size, "w")
+            if proven:
+                o = f"d{base} + {off}" if off else f"d{base}"
+            else:
+                fast = self._in_bounds(base, off, size, "w")
+        elif proven:
+            lines, buf, o = [self._addr(base, off), "g = WG(a >> 32)"], "g.buf", "a & 0xffffffff"
         else:
             lines, buf, o = self._check(pc, base, off, size, "WG", "write"), "g.buf", "o"
         put = f"{buf}[{o}] = {val}" if size == 1 else f"P{size}({buf}, {o}, {val})"
@@ -721,6 +733,7 @@ def _program_key(prog: Program) -> bytes:
     h = hashlib.sha256(isa.encode(prog.insns))
     h.update(repr(sorted(prog.imm64.items())).encode())
     h.update(repr(sorted(prog.probe_mem)).encode())
+    h.update(repr(sorted(prog.in_bounds)).encode())
     return h.digest()
 
 

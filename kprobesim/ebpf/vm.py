@@ -121,11 +121,14 @@ class VM:
             return self._translated
         raise ValueError(f"unknown engine {engine!r}")
 
-    def use(self, engine: Engine, probe_mem: frozenset[int] = frozenset()) -> None:
+    def use(self, engine: Engine, probe_mem: frozenset[int] = frozenset(),
+            in_bounds: frozenset[int] = frozenset()) -> None:
         """Make ``engine`` the default, with ``probe_mem`` the loads through BTF-typed kernel
-        pointers (known once the program is verified); engines built before are rebuilt."""
-        if probe_mem != self.program.probe_mem:
+        pointers and ``in_bounds`` the loads and stores proved to stay in a map value (both
+        known once the program is verified); engines built before are rebuilt."""
+        if probe_mem != self.program.probe_mem or in_bounds != self.program.in_bounds:
             self.program.probe_mem = probe_mem
+            self.program.in_bounds = in_bounds
             self._interp = self._translated = None
         self.engine = engine
         self._engine(engine)
