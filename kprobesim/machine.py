@@ -242,6 +242,7 @@ class Machine:
         self._translate = getattr(self.traps, "translate", None)  # virtual -> physical, if paging
         #: ``ram_u64(addr)``: the u64 at ``addr`` in RAM the engine holds, or None (read_u64)
         self._ram_u64: Callable[[int], int | None] | None = getattr(self.engine, "ram_u64", None)
+        self._ram_u64_at: Callable[[int], int | None] | None = getattr(self.engine, "ram_u64_at", None)  # read_u64_at
         self._flat: Callable[[], bool] | None = getattr(self.traps, "untranslated", None)  # paging off now?
         #: forget_code with paging off is one ``ctl_remove_cache`` (a Unicorn engine, fetches unguarded)
         self._flat_forget = isinstance(self.engine, Uc) and not hasattr(self.traps, "physical_fetch")
@@ -418,13 +419,10 @@ class Machine:
                     if lo <= ptr and ptr + 8 <= hi:
                         return _U64_AT(ram, ptr - lo)[0]
                     return self.read_u64(ptr)
-        elif self._translate is None and self._ram_u64 is not None:
-            ptr = self._ram_u64(addr)
-            if ptr is not None:
-                if not ptr:
-                    return 0
-                value = self._ram_u64(ptr)
-                return value if value is not None else self.read_u64(ptr)
+        elif self._translate is None and self._ram_u64_at is not None:
+            value = self._ram_u64_at(addr)
+            if value is not None:
+                return value
         ptr = self.read_u64(addr)
         return self.read_u64(ptr) if ptr else 0
 

@@ -407,6 +407,20 @@ class PcodeEngine:
             return _U64_AT(r.buf, address - r.begin)[0]
         return None
 
+    def ram_u64_at(self, address: int) -> int | None:
+        """``ram_u64(ram_u64(address))`` (0 for a null pointer) when both reads lie in that RAM
+        region, else None."""
+        r = self._host_ram
+        if r is not None:
+            begin, end = r.begin, r.end
+            if begin <= address and address + 8 <= end:
+                ptr = _U64_AT(r.buf, address - begin)[0]
+                if not ptr:
+                    return 0
+                if begin <= ptr and ptr + 8 <= end:
+                    return _U64_AT(r.buf, ptr - begin)[0]
+        return None
+
     def _mem_read_pieces(self, address: int, size: int) -> bytearray:
         """mem_read across regions, of MMIO or through the arch's address translation."""
         out = bytearray()
