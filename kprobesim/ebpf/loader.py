@@ -380,7 +380,11 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
     returns = prog.kind in ("kretprobe", "uretprobe") or (prog.tracing is not None and prog.tracing.kind == "fexit")
     hit = Hit(loaded.machine.probes.regs, "kretprobe" if returns else "kprobe", 0, prog.addr, entry)
 
-    def run(regs: Regs, ip: int) -> int:
+    def run(probe: Any, regs: Regs, ip: int | None = None) -> int:
+        """Run the program for a hit of ``probe`` (a kprobe's or uprobe's pre-handler as it is:
+        the context's IP is then the probe's address) or of a return instance (``ip`` given)."""
+        if ip is None:
+            ip = probe.addr
         hit.regs, hit.ip, hit.overridden = regs, ip, False
         if make_ctx is not None:
             make_ctx(regs, ip)
@@ -421,22 +425,19 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
     try:
         if prog.kind == "kprobe":
 
-            def pre(probe: Kprobe, regs: Regs) -> int:
-                return run(regs, probe.addr)
-
-            prog.probe = m.kprobe(prog.addr, pre=pre, name=prog.name)
+            prog.probe = m.kprobe(prog.addr, pre=run, name=prog.name)
         elif prog.kind == "uprobe":
-            prog.probe = m.uprobe(prog.target, lambda probe, regs: run(regs, probe.addr), name=prog.name)
+            prog.probe = m.uprobe(prog.target, run, name=prog.name)
         elif prog.kind == "uretprobe":
 
             def uret(inst: Instance, regs: Regs) -> None:
-                run(regs, inst.ret_addr)
+                run(inst, regs, inst.ret_addr)
 
             prog.probe = m.uretprobe(prog.target, uret, name=prog.name)
         else:
 
             def ret(inst: Instance, regs: Regs) -> None:
-                run(regs, rt.return_address(inst))
+                run(inst, regs, rt.return_address(inst))
 
             prog.probe = m.kretprobe(prog.addr, handler=ret, maxactive=maxactive, name=prog.name)
     except ProbeError as e:
@@ -462,7 +463,7 @@ def _attach_trampoline(
             def pre(probe: Kprobe, regs: Regs) -> int:
                 for i, reg in enumerate(arg_regs):
                     pack(buf, 8 * i, regs[reg])
-                return run(regs, probe.addr)
+                return run(probe, regs)
 
             prog.probe = m.kprobe(prog.addr, pre=pre, name=prog.name)
         else:
@@ -475,7 +476,7 @@ def _attach_trampoline(
                 for i, value in enumerate(inst.data.get("args", ())):
                     pack(buf, 8 * i, value)
                 pack(buf, 8 * tr.nargs, regs[ret_reg])
-                run(regs, rt.return_address(inst))
+                run(inst, regs, rt.return_address(inst))
 
             prog.probe = m.kretprobe(prog.addr, handler=ret, entry=save, maxactive=maxactive, name=prog.name)
     except ProbeError as e:
