@@ -39,7 +39,7 @@ import hashlib
 import re
 from typing import TYPE_CHECKING
 
-from . import isa
+from . import alu, isa
 from .errors import BudgetExhausted, EbpfError, HelperError, MemoryFault, StopProgram, TailCall
 from .helper_ids import TAKES_CALLBACK
 from .isa import Insn
@@ -57,6 +57,8 @@ SS = isa.STACK_SIZE
 #: A jump to a run of at most INLINE_RUN instructions emits the run in place (at most
 #: INLINE_BUDGET instructions so per function, and nested at most INLINE_DEPTH blocks deep)
 INLINE_RUN, INLINE_BUDGET, INLINE_DEPTH = 48, 512, 24
+#: How far from r10 a register the translator tracks as r10 plus a constant may point
+FP_REACH = 1 << 31
 #: 64-bit operations whose result may stay unreduced (mov: a copy of a register)
 _LAZY_OPS = frozenset((isa.ADD, isa.SUB, isa.MUL, isa.LSH, isa.OR, isa.AND, isa.XOR, isa.NEG, isa.MOV))
 #: Bits an unreduced 64-bit result may reach before it is reduced anyway (see the module docstring)
@@ -124,6 +126,7 @@ class _Gen:
         self.cached: set[int] = set()  # base registers whose region is held in locals
         self.known: dict[int, int] = {}  # registers holding a constant in this straight-line run
         self.chain: list[int] = []  # entries of the runs being emitted, the inlined ones last
+        self.fp: dict[int, int] = {}  # registers holding r10 plus a constant (exact) -> the constant
         self.inlined = 0
         #: registers holding a value only congruent modulo 2**64 (not yet reduced) -> a bound
         #: on its bits
@@ -235,6 +238,7 @@ class _Gen:
         self.cached = set()  # a run is entered from elsewhere: nothing is known
         self.known = {}
         self.dirty = {}
+        self.fp = {}
         self.chain = [pc]
         self._run(pc, depth)
 
@@ -258,11 +262,11 @@ class _Gen:
         size = self._run_length(target) if self.inner is None and target not in self.chain else 0
         if 0 < size <= INLINE_RUN and self.inlined + size <= INLINE_BUDGET and depth <= INLINE_DEPTH:
             self.inlined += size
-            saved = set(self.cached), dict(self.known), dict(self.dirty)
+            saved = set(self.cached), dict(self.known), dict(self.dirty), dict(self.fp)
             self.chain.append(target)
             self._run(target, depth)
             self.chain.pop()
-            self.cached, self.known, self.dirty = saved
+            self.cached, self.known, self.dirty, self.fp = saved
             return
         self.goto(depth, target)
 
@@ -346,6 +350,11 @@ class _Gen:
             return f"r{src}"
         v = imm & isa.MASK64
         b, s = (dirty.get(src, 64), f"r{src}") if x else (max(v.bit_length(), 1), str(v))
+        if code in (isa.ADD, isa.SUB) and not x and dst in self.fp and dst not in dirty:
+            moved = _fp_moved(self.fp[dst], code, imm)
+            if moved is not None:  # a frame pointer plus a small offset: exact, nothing to reduce
+                delta = moved - self.fp[dst]
+                return f"{d} + {delta}" if delta >= 0 else f"{d} - {-delta}"
         if code == isa.NEG:
             bits, line = a + 1, f"-{d}"
         elif code in (isa.ADD, isa.SUB):
@@ -385,6 +394,21 @@ class _Gen:
         else:
             for reg in _written(insn):
                 known.pop(reg, None)
+        fp = self.fp
+        if op == isa.ALU64 | isa.MOV | isa.X and not off:
+            if src == isa.FP or src in fp:
+                fp[dst] = fp.get(src, 0)
+            else:
+                fp.pop(dst, None)
+        elif op in (isa.ALU64 | isa.ADD, isa.ALU64 | isa.SUB) and dst in fp:
+            moved = _fp_moved(fp[dst], op & 0xF0, imm)
+            if moved is None:
+                del fp[dst]
+            else:
+                fp[dst] = moved
+        else:
+            for reg in _written(insn):
+                fp.pop(reg, None)
 
     # --- instructions ----------------------------------------------------------------------------
     def insn(self, pc: int, insn: Insn) -> list[str]:
@@ -675,6 +699,15 @@ class _Gen:
         if imm & isa.FETCH:
             lines.append(f"r{src} = v")
         return lines
+
+
+def _fp_moved(off: int, code: int, imm: int) -> int | None:
+    """A frame pointer's offset after adding (or subtracting) ``imm``, or None when it would
+    leave +-2**31: r10 is a frame's end, a slot's base (at least ``KEY_BASE << 32``, at most
+    ``2**64 - 2**32``) plus 512, so r10 plus such an offset needs no reduction modulo 2**64."""
+    delta = alu.signed(imm & isa.MASK32, 32)
+    moved = off + delta if code == isa.ADD else off - delta
+    return moved if -FP_REACH <= moved <= FP_REACH else None
 
 
 def _reads(insn: Insn) -> set[int] | frozenset[int]:

@@ -5,7 +5,9 @@ Runs of add, sub, mul, lsh, and, or, xor, neg and mov (the operations left unred
 operands at the edges of the 64-bit range, broken by instructions that need exact operands
 (shift right, division, a compare and branch, a 32-bit operation, a store, a helper call) at
 random places; every register is stored to the stack at the end, so each one's final value is
-compared, not only r0. Chains of multiplications check the bound on an unreduced value's bits.
+compared, not only r0. Copies of r10 moved by immediates (left unreduced as long as they stay
+within 2**31 of it) are among the operations. Chains of multiplications check the bound on an
+unreduced value's bits.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def helper(vm: VM, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
 def lazy_op(draw: st.DrawFn) -> list[Insn]:
     code = draw(st.sampled_from(LAZY))
     dst = draw(REG)
+    if draw(st.integers(0, 7)) == 0:  # a frame pointer copy: then r10 plus offsets (exact up to 2**31)
+        return [Insn(isa.ALU64 | isa.MOV | isa.X, dst, 10)]
     if code == isa.NEG:
         return [Insn(isa.ALU64 | isa.NEG, dst)]
     if draw(st.booleans()):
