@@ -240,6 +240,9 @@ class Machine:
             self.engine.hook_add(UC_HOOK_CODE, self._unmask_point, count, addr, addr)
         self.pc = image.entry
         self._translate = getattr(self.traps, "translate", None)  # virtual -> physical, if paging
+        #: ``ram_u64(addr)``: the u64 at ``addr`` in RAM the engine holds, or None (read_u64)
+        self._ram_u64: Callable[[int], int | None] | None = getattr(self.engine, "ram_u64", None)
+        self._ram_u64_at: Callable[[int], int | None] | None = getattr(self.engine, "ram_u64_at", None)  # read_u64_at
         self._flat: Callable[[], bool] | None = getattr(self.traps, "untranslated", None)  # paging off now?
         #: forget_code with paging off is one ``ctl_remove_cache`` (a Unicorn engine, fetches unguarded)
         self._flat_forget = isinstance(self.engine, Uc) and not hasattr(self.traps, "physical_fetch")
@@ -381,12 +384,47 @@ class Machine:
 
     def read_u64(self, addr: int) -> int:
         """The little-endian u64 at ``addr``, as ``read(addr, 8)`` gives it: straight from the
-        host's RAM buffer when the address is RAM and not translated (the eBPF pid helpers)."""
-        if self._translate is None:
-            ram = self._ram_view
-            if ram is not None and self._ram_lo <= addr and addr + 8 <= self._ram_hi:
-                return _U64_AT(ram, addr - self._ram_lo)[0]
+        host's RAM buffer when the address is RAM and not translated (the eBPF pid helpers):
+        no paging, or (x86_64) a trap while paging is off; an engine without a RAM view
+        (the P-code engine) reads its own RAM region (``ram_u64``)."""
+        ram = self._ram_view
+        if ram is not None:
+            if self._ram_lo <= addr and addr + 8 <= self._ram_hi:
+                if self._translate is None:
+                    return _U64_AT(ram, addr - self._ram_lo)[0]
+                cache = self._pages  # in a trap: paging off (noted at its first access)?
+                if cache is not None and (_FLAT in cache or (not cache and self._flat_ram(addr, 8))):
+                    return _U64_AT(ram, addr - self._ram_lo)[0]
+        elif self._translate is None and self._ram_u64 is not None:
+            value = self._ram_u64(addr)
+            if value is not None:
+                return value
         return int.from_bytes(self.read(addr, 8), "little")
+
+    def read_u64_at(self, addr: int) -> int:
+        """``read_u64(read_u64(addr))``, 0 when the pointer read is 0 (a firmware task's ids
+        through ``current_task``: the eBPF pid helper on every hit), with both reads in one call
+        when they are plain RAM reads (the cases of :meth:`read_u64`)."""
+        ram = self._ram_view
+        if ram is not None:
+            lo, hi = self._ram_lo, self._ram_hi
+            if lo <= addr and addr + 8 <= hi:
+                cache = self._pages
+                if self._translate is None or (
+                    cache is not None and (_FLAT in cache or (not cache and self._flat_ram(addr, 8)))
+                ):  # fmt: skip
+                    ptr = _U64_AT(ram, addr - lo)[0]
+                    if not ptr:
+                        return 0
+                    if lo <= ptr and ptr + 8 <= hi:
+                        return _U64_AT(ram, ptr - lo)[0]
+                    return self.read_u64(ptr)
+        elif self._translate is None and self._ram_u64_at is not None:
+            value = self._ram_u64_at(addr)
+            if value is not None:
+                return value
+        ptr = self.read_u64(addr)
+        return self.read_u64(ptr) if ptr else 0
 
     def read(self, addr: int, size: int) -> bytes:
         """Guest memory at ``addr``: through the page tables when the arch translates them itself

@@ -13,8 +13,10 @@ from unicorn import UcError
 
 from kprobesim.errors import BudgetExhausted, GuestFault
 from kprobesim.machine import Machine
+from kprobesim.task import CURRENT_SYMBOL
 
 UNICORN_ARCHES = ("riscv64", "x86_64")
+ALL_ARCHES = ("riscv64", "x86_64", "loongarch64")
 #: An instruction that jumps to itself (riscv ``j .``, x86 ``jmp $``).
 SPIN = {"riscv64": bytes.fromhex("6f000000"), "x86_64": bytes.fromhex("ebfe")}
 
@@ -94,13 +96,14 @@ def test_direct_reads_equal_the_engine(arch: str) -> None:
     assert faults and "not guest memory" in faults[0]
 
 
-@pytest.mark.parametrize("arch", UNICORN_ARCHES)
+@pytest.mark.parametrize("arch", ALL_ARCHES)
 def test_read_u64_equals_the_engine(arch: str) -> None:
-    """``read_u64`` (the eBPF pid helper's direct RAM read) gives the little-endian u64 the
-    engine's ``mem_read`` returns, at RAM's ends and the guest's stack, and refuses a read
-    running off RAM's end as ``read`` does."""
+    """``read_u64`` (the eBPF pid helper's direct RAM read; on the P-code engine its own RAM
+    region's) gives the little-endian u64 the engine's ``mem_read`` returns, at RAM's ends and
+    the guest's stack, and refuses a read running off RAM's end as ``read`` does."""
     m, fib = _into_fib(arch)
-    assert m._ram_view is not None
+    assert (m._ram_view is not None) == (arch in UNICORN_ARCHES)
+    assert (m._ram_u64 is not None) == (arch not in UNICORN_ARCHES)
     lo, size = m.ram
     sp = m.engine.reg_read(m.arch.sp_reg)
     for addr in (lo, fib, fib + 3, sp, lo + size - 8):
@@ -109,6 +112,47 @@ def test_read_u64_equals_the_engine(arch: str) -> None:
         m.read(lo + size - 4, 8)
     with pytest.raises(UcError):
         m.read_u64(lo + size - 4)
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHES)
+def test_read_u64_in_a_probe_hit_equals_the_engine(arch: str) -> None:
+    """Inside a probe hit (x86_64: a trap while paging is off, noted at the hit's first access,
+    which here is ``read_u64``'s or ``read_u64_at``'s own), ``read_u64`` gives what the engine's
+    ``mem_read`` does, and ``read_u64_at`` the u64 its pointer leads to (the pid helper's read
+    of the current task's ids; 0 for a null pointer)."""
+    m = Machine.load(firmware(arch))
+    lo, size = m.ram
+    fib = m.image.symbol("fib").addr
+    seen: list[tuple[int, int]] = []
+
+    cur = m.image.symbol(CURRENT_SYMBOL).addr
+    zero = lo + size - 8  # the top of RAM: zero on every board
+
+    def engine_u64(addr: int) -> int:
+        return int.from_bytes(bytes(m.engine.mem_read(addr, 8)), "little")
+
+    hits = [0]
+
+    def pre(probe: object, regs: object) -> int:
+        hits[0] += 1
+        if hits[0] > 4:
+            return 0
+        first = hits[0] % 2 == 1  # the hit's first access: read_u64_at (x86_64: notes paging)
+        if first:
+            ptr = engine_u64(cur)
+            seen.append((m.read_u64_at(cur), engine_u64(ptr) if ptr else 0))
+        sp = m.engine.reg_read(m.arch.sp_reg)
+        for addr in (sp, lo, fib + 1, zero):
+            seen.append((m.read_u64(addr), engine_u64(addr)))
+        seen.append((m.read_u64_at(zero), 0))
+        if not first:
+            seen.append((m.read_u64_at(cur), engine_u64(engine_u64(cur))))
+        return 0
+
+    m.kprobe("fib", pre=pre)
+    m.run()
+    assert len(seen) == 24 and all(got == want for got, want in seen), seen
+    assert any(got for got, _ in seen) and engine_u64(zero) == 0
 
 
 @pytest.mark.parametrize("arch", UNICORN_ARCHES)

@@ -172,6 +172,8 @@ class Result:
     peak_states: int = 0
     log: list[str] = field(default_factory=list)
     probe_mem: frozenset[int] = frozenset()
+    #: loads and stores that read or write a map value on every path, within its bounds
+    in_bounds: frozenset[int] = frozenset()
 
 
 _PRUNE = object()
@@ -313,6 +315,8 @@ class Verifier:
         self.kernel_btf = kernel_btf if kernel_btf is not None else tracing.btf if tracing is not None else None
         #: loads through BTF-typed pointers (become probe reads), and through other pointers
         self.probe_pcs: set[int] = set()
+        #: pc -> whether every access walked there went to a map value (checked in bounds)
+        self.value_pcs: dict[int, bool] = {}
         self._load_class: dict[int, int] = {}
         #: no efficient unaligned access (riscv64, loongarch64): Linux checks every alignment
         self.strict_alignment = strict_alignment
@@ -731,8 +735,13 @@ class Verifier:
             raise _Refuse(pc, f"invalid {access} stack R{r} off={o} size={size}")
         return o
 
+    def _value_access(self, pc: int, kind: int) -> None:
+        """Note the kind of pointer an access at ``pc`` goes through (see ``value_pcs``)."""
+        self.value_pcs[pc] = kind == MAP_VALUE and self.value_pcs.get(pc, True)
+
     def _load(self, st: State, pc: int, r: int, ptr: Reg, off: int, size: int, sx: bool) -> Reg:
         kind = ptr.kind
+        self._value_access(pc, kind)
         if kind in (SCALAR, MAP_PTR, FUNC) or ptr.nullable:
             raise _Refuse(pc, f"R{r} invalid mem access '{ptr.type_name()}'")
         self._align(pc, ptr, off, size)
@@ -853,6 +862,7 @@ class Verifier:
 
     def _store(self, st: State, pc: int, r: int, ptr: Reg, off: int, size: int, val: Reg) -> None:
         kind = ptr.kind
+        self._value_access(pc, kind)
         if kind in (SCALAR, MAP_PTR, FUNC) or ptr.nullable:
             raise _Refuse(pc, f"R{r} invalid mem access '{ptr.type_name()}'")
         self._align(pc, ptr, off, size)
@@ -1367,12 +1377,14 @@ def verify_program(insns: Sequence[Insn], maps: Sequence[MapInfo], ctx_size: int
     ``strict_alignment``: the target arch lacks efficient unaligned access (all but x86_64).
     ``tracing``: an fentry/fexit program's context (else ``ctx_size`` bytes of pt_regs);
     ``kernel_btf``: the kernel's types, for BTF-typed pointers. ``Result.probe_mem``: the loads
-    through BTF-typed pointers (Linux's BPF_PROBE_MEM)."""
+    through BTF-typed pointers (Linux's BPF_PROBE_MEM); ``Result.in_bounds``: the loads and
+    stores that always access a map value within its bounds (so an engine may skip their checks)."""
     v = Verifier(insns, maps, ctx_size, license in GPL_COMPATIBLE, helpers, log, insn_limit, strict_alignment,
                  tracing, kernel_btf)
     try:
         res = v.run()
         res.probe_mem = frozenset(v.probe_pcs)
+        res.in_bounds = frozenset(pc for pc, only in v.value_pcs.items() if only)
         return res
     except VerifierError as e:
         e.log = v.result.log  # type: ignore[attr-defined]  # what was walked before the refusal

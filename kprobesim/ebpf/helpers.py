@@ -41,6 +41,7 @@ from . import isa
 from .errors import EbpfError, HelperError
 from .helper_ids import NAMES
 from .helpers_extra import ExtraHelpers
+from .lookup import fast_lookup
 from .maps import (
     BPF_F_SKIP_FIELD_MASK,
     BPF_F_USER_STACK,
@@ -197,7 +198,8 @@ class Runtime(ExtraHelpers):
         self.hit: Hit | None = None
         self._handles: dict[int, BpfMap] = {}
         self._map_addr: dict[int, int] = {}
-        self._reserved: dict[int, tuple[RingBufMap, int]] = {}
+        self._lookups: dict[int, Callable[..., int]] = {}  # map address -> its bound lookup
+        self.reserved: dict[int, tuple[RingBufMap, int]] = {}  # ring buffer records this run holds
         self.unsubmitted = 0  # ring buffer records a run left reserved (discarded at its end)
         self.tail_calls = 0  # tail calls made by the current run
         self.rng = prandom(machine)
@@ -289,7 +291,15 @@ class Runtime(ExtraHelpers):
             addr = self.memory.map_region(b"", False, f"map {m.name}", key=("map", index))
             self._map_addr[index] = addr
             self._handles[addr] = m
+            fast = fast_lookup(self.memory, m)
+            if fast is not None:
+                self._lookups[addr] = fast
         return addr
+
+    def binders(self) -> dict[int, Callable[[int], Callable[..., int] | None]]:
+        """Helper id -> ``bind(r1)``: the helper specialised for calls whose r1 is known at
+        load (a map's address), or None (the translator then calls the generic one)."""
+        return {MAP_LOOKUP_ELEM: self._lookups.get}
 
     def map_value(self, index: int, offset: int) -> int:
         """The address of byte ``offset`` of a global-data map's value (``.rodata``/``.data``)."""
@@ -314,15 +324,15 @@ class Runtime(ExtraHelpers):
     # -- run bracket ----------------------------------------------------------------------------
     def end_run(self) -> int:
         """After a run: discard records it left reserved; returns how many there were."""
-        if not self._reserved:  # the usual case
+        if not self.reserved:  # the usual case
             self.hit = None
             self.tail_calls = 0
             return 0
-        left = len(self._reserved)
-        for m, pos in self._reserved.values():
+        left = len(self.reserved)
+        for m, pos in self.reserved.values():
             m.discard(pos)
             self.out_ringbuf(m)
-        self._reserved.clear()
+        self.reserved.clear()
         self.unsubmitted += left
         self.hit = None
         self.tail_calls = 0
@@ -392,6 +402,13 @@ class Runtime(ExtraHelpers):
 
     # -- maps -----------------------------------------------------------------------------------
     def map_lookup_elem(self, vm: VM, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+        fast = self._lookups.get(r1)
+        if fast is not None:  # an array or hash map: its own lookup (the same regions)
+            return fast(vm, r1, r2, r3, r4, r5)
+        return self.lookup_generic(r1, r2)
+
+    def lookup_generic(self, r1: int, r2: int) -> int:
+        """``map_lookup_elem`` for any map (what :mod:`.lookup`'s bound lookups must equal)."""
         m = self._handles.get(r1)
         if m is None or m.__class__ not in _KEYED_MAP_CLASSES:  # the checks, and their errors
             m = self._map(r1, MAP_LOOKUP_ELEM)
@@ -474,18 +491,16 @@ class Runtime(ExtraHelpers):
 
     def get_current_pid_tgid(self, vm: VM, r1: int = 0, r2: int = 0, r3: int = 0, r4: int = 0, r5: int = 0) -> int:
         m = self.m
-        if getattr(m, "task_source", None) is None:  # the firmware's layout: the two reads of current_ids, inline
+        if m.task_source is None:  # the firmware's layout: the two reads of current_ids, in one call
             cur = self._current_addr
             if cur is None:
                 sym = m.image.find_symbol(CURRENT_SYMBOL)
                 cur = self._current_addr = sym.addr if sym is not None else 0
             if not cur:
                 return 0
-            read = m.read_u64
             try:
-                ptr = read(cur)
                 # u32 pid at 0, u32 tgid at 4: read as one little-endian u64, tgid << 32 | pid
-                return read(ptr) if ptr else 0
+                return m.read_u64_at(cur)
             except UcError:
                 return 0
         _, pid, tgid = current_ids(m)
@@ -563,11 +578,11 @@ class Runtime(ExtraHelpers):
             return 0
         pos, buf = got
         addr = self.memory.map_region(buf, True, f"{m.name} record", temporary=True)
-        self._reserved[addr] = (m, pos)  # type: ignore[assignment]
+        self.reserved[addr] = (m, pos)  # type: ignore[assignment]
         return addr
 
     def _commit(self, hid: int, addr: int, discard: bool) -> int:
-        got = self._reserved.pop(addr & _M64, None)
+        got = self.reserved.pop(addr & _M64, None)
         if got is None:
             raise HelperError(f"{HELPER_NAMES[hid]}: {addr:#x} is not a reserved ring buffer record")
         m, pos = got

@@ -292,13 +292,16 @@ def load(
                 budget=budget,
                 memory=memory,
                 name=spec.name,
+                binders=runtime.binders(),
             )
             probe_mem: frozenset[int] = frozenset()
+            in_bounds: frozenset[int] = frozenset()
             if verify:
-                probe_mem = absint.verify_program(vm.program.insns, infos, ctx_size, obj.license, frozenset(helpers),
-                                                  strict_alignment=machine.arch.name != "x86_64", tracing=tctx,
-                                                  kernel_btf=machine.btf).probe_mem
-            vm.use(engine, probe_mem)
+                verdict = absint.verify_program(vm.program.insns, infos, ctx_size, obj.license, frozenset(helpers),
+                                                strict_alignment=machine.arch.name != "x86_64", tracing=tctx,
+                                                kernel_btf=machine.btf)
+                probe_mem, in_bounds = verdict.probe_mem, verdict.in_bounds
+            vm.use(engine, probe_mem, in_bounds)
             if tctx is not None:
                 vm.data["tracing"] = tctx  # bpf_get_func_arg and friends read the layout
         except EbpfError as e:
@@ -372,10 +375,17 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
         make_ctx, ctx_buf = _context_builder(m, prog.vm.program if lazy_ctx and not tails else None)
     run_with_ctx = prog.vm.context_runner(ctx_buf)
     rt = loaded.runtime
-    hit = Hit(loaded.machine.probes.regs, "", 0, prog.addr, entry)  # runs never overlap: one Hit
+    # runs never overlap: one Hit; its kind is the program's (a return probe's context is the
+    # function's return)
+    returns = prog.kind in ("kretprobe", "uretprobe") or (prog.tracing is not None and prog.tracing.kind == "fexit")
+    hit = Hit(loaded.machine.probes.regs, "kretprobe" if returns else "kprobe", 0, prog.addr, entry)
 
-    def run(regs: Regs, kind: str, ip: int) -> int:
-        hit.regs, hit.kind, hit.ip, hit.overridden = regs, kind, ip, False
+    def run(probe: Any, regs: Regs, ip: int | None = None) -> int:
+        """Run the program for a hit of ``probe`` (a kprobe's or uprobe's pre-handler as it is:
+        the context's IP is then the probe's address) or of a return instance (``ip`` given)."""
+        if ip is None:
+            ip = probe.addr
+        hit.regs, hit.ip, hit.overridden = regs, ip, False
         if make_ctx is not None:
             make_ctx(regs, ip)
         rt.hit = hit
@@ -399,8 +409,12 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
             text = f"insn {e.pc}: <invalid CO-RE relocation>: {poison}" if poison else str(e)
             _fault(loaded, prog, text if vm is prog.vm else f"tail call to '{vm.name}': {text}")
         finally:
-            if rt.end_run():
-                _fault(loaded, prog, "ring buffer record reserved but neither submitted nor discarded")
+            if rt.reserved:  # (else what end_run does, without its call)
+                if rt.end_run():
+                    _fault(loaded, prog, "ring buffer record reserved but neither submitted nor discarded")
+            else:
+                rt.hit = None
+                rt.tail_calls = 0
         return 1 if hit.overridden else 0
 
     if prog.tracing is not None:
@@ -411,22 +425,19 @@ def _attach(loaded: LoadedObject, prog: Program, maxactive: int, lazy_ctx: bool)
     try:
         if prog.kind == "kprobe":
 
-            def pre(probe: Kprobe, regs: Regs) -> int:
-                return run(regs, "kprobe", probe.addr)
-
-            prog.probe = m.kprobe(prog.addr, pre=pre, name=prog.name)
+            prog.probe = m.kprobe(prog.addr, pre=run, name=prog.name)
         elif prog.kind == "uprobe":
-            prog.probe = m.uprobe(prog.target, lambda probe, regs: run(regs, "kprobe", probe.addr), name=prog.name)
+            prog.probe = m.uprobe(prog.target, run, name=prog.name)
         elif prog.kind == "uretprobe":
 
             def uret(inst: Instance, regs: Regs) -> None:
-                run(regs, "kretprobe", inst.ret_addr)
+                run(inst, regs, inst.ret_addr)
 
             prog.probe = m.uretprobe(prog.target, uret, name=prog.name)
         else:
 
             def ret(inst: Instance, regs: Regs) -> None:
-                run(regs, "kretprobe", rt.return_address(inst))
+                run(inst, regs, rt.return_address(inst))
 
             prog.probe = m.kretprobe(prog.addr, handler=ret, maxactive=maxactive, name=prog.name)
     except ProbeError as e:
@@ -452,7 +463,7 @@ def _attach_trampoline(
             def pre(probe: Kprobe, regs: Regs) -> int:
                 for i, reg in enumerate(arg_regs):
                     pack(buf, 8 * i, regs[reg])
-                return run(regs, "kprobe", probe.addr)
+                return run(probe, regs)
 
             prog.probe = m.kprobe(prog.addr, pre=pre, name=prog.name)
         else:
@@ -465,7 +476,7 @@ def _attach_trampoline(
                 for i, value in enumerate(inst.data.get("args", ())):
                     pack(buf, 8 * i, value)
                 pack(buf, 8 * tr.nargs, regs[ret_reg])
-                run(regs, "kretprobe", rt.return_address(inst))
+                run(inst, regs, rt.return_address(inst))
 
             prog.probe = m.kretprobe(prog.addr, handler=ret, entry=save, maxactive=maxactive, name=prog.name)
     except ProbeError as e:
@@ -491,6 +502,15 @@ def _context_builder(m: Machine, program: Verified | None) -> tuple[Callable[[Re
 
     if len(plan) == 1 and plan[0][1] is not None:  # one register (an argument, say)
         (offset, reg), = plan
+        view = m.probes.regs  # the view probe handlers get: its register may be in the engine's file
+        word = view.word(reg)
+        if word is not None:
+            file, at = word
+
+            def one_direct(regs: Regs, ip: int) -> None:
+                pack(buf, offset, file[at] & 0xFFFF_FFFF_FFFF_FFFF if regs is view else regs[reg])
+
+            return one_direct, buf
 
         def one(regs: Regs, ip: int) -> None:
             pack(buf, offset, regs[reg])

@@ -87,6 +87,7 @@ class Memory:
         self._by_user_key: dict[Hashable, Region] = {}
         self._temporary: list[Region] = []
         self._parked = 0  # temporary regions released since the last purge (bounds those parked)
+        self._caches: list[dict[Hashable, Region]] = []  # see element_cache
         self._next_key = KEY_BASE
         #: ``guest_read(addr, size) -> bytes | None``: the guest kernel's memory, for loads
         #: through BTF-typed pointers (:meth:`probe_load`); None: no guest behind this memory
@@ -195,7 +196,20 @@ class Memory:
             keyed = self._by_user_key
             for k in [k for k, r in keyed.items() if r.temporary and readable.get(r.key) is not r]:
                 del keyed[k]
+            for cache in self._caches:
+                for k in [k for k, r in cache.items() if readable.get(r.key) is not r]:
+                    del cache[k]
             self._parked = 0
+
+    def element_cache(self) -> dict[Hashable, Region]:
+        """A dict for a helper's own index of the temporary regions it mapped under user keys
+        (a map's lookup: element key -> its value's region), so that it can find a parked one
+        without building the user key. Its entries go when :meth:`release_temporary` forgets
+        parked regions, so a region found there may be re-mapped at its slot only when that
+        slot is free (``readable.get(region.key) is None``) or holds it already."""
+        cache: dict[Hashable, Region] = {}
+        self._caches.append(cache)
+        return cache
 
     def region_at(self, addr: int) -> Region | None:
         return self.readable.get(addr >> 32)

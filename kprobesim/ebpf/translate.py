@@ -13,7 +13,17 @@ access outside those bounds takes the generic path (which finds another region o
 exactly as the interpreter does).  The budget is charged per basic block, like the
 interpreter does, so both engines stop at the same pc.
 
-Helpers are called directly (``r0 = H<id>(VM, r1, ..., r5)``); what ``VM.call_helper`` checks on
+64-bit results are reduced lazily: add, sub, mul, lsh, and, or, xor, neg and mov leave a Python
+integer that is only *congruent* to the register modulo 2**64 (these operations commute with
+the reduction), and ``& 0xffffffffffffffff`` is applied once, before anything else reads the
+register (a compare, a shift right, a division, an address, a store, a helper's argument) and
+before control leaves the straight-line run. A bound on each such value's bits forces the
+reduction early, so a chain of multiplications never builds a huge integer.
+
+Helpers are called directly (``r0 = H<id>(VM, r1, ..., r5)``); a call whose r1 is a constant
+of the same straight-line run (an ``lddw`` of a map's address) calls ``S<pc>`` instead, which
+the VM's ``binders`` may specialise for that r1 (a lookup bound to its map; by default
+``S<pc>`` is the helper itself). What ``VM.call_helper`` checks on
 every call (the pc of a helper's error, a non-integer result) is worked out from the traceback
 only when an exception comes out of the program, from a table of the source lines that call
 helpers.
@@ -29,7 +39,7 @@ import hashlib
 import re
 from typing import TYPE_CHECKING
 
-from . import isa
+from . import alu, isa
 from .errors import BudgetExhausted, EbpfError, HelperError, MemoryFault, StopProgram, TailCall
 from .helper_ids import TAKES_CALLBACK
 from .isa import Insn
@@ -44,6 +54,15 @@ M32 = "0xffffffff"
 S64 = 0x8000000000000000
 S32 = 0x80000000
 SS = isa.STACK_SIZE
+#: A jump to a run of at most INLINE_RUN instructions emits the run in place (at most
+#: INLINE_BUDGET instructions so per function, and nested at most INLINE_DEPTH blocks deep)
+INLINE_RUN, INLINE_BUDGET, INLINE_DEPTH = 48, 512, 24
+#: How far from r10 a register the translator tracks as r10 plus a constant may point
+FP_REACH = 1 << 31
+#: 64-bit operations whose result may stay unreduced (mov: a copy of a register)
+_LAZY_OPS = frozenset((isa.ADD, isa.SUB, isa.MUL, isa.LSH, isa.OR, isa.AND, isa.XOR, isa.NEG, isa.MOV))
+#: Bits an unreduced 64-bit result may reach before it is reduced anyway (see the module docstring)
+LAZY_BITS = 160
 #: Namespace names a function takes as defaults when its body uses them.
 _LOCAL_NAMES = ("RG", "WG", "U2", "U4", "U8", "P2", "P4", "P8", "STK", "Z", "FLT", "BX", "CB", "RUN",
                 "VM", "LD", "ST")
@@ -105,6 +124,17 @@ class _Gen:
         #: lines reduce its result to 64 bits (a TypeError there: the result was no integer)
         self.helper_lines: dict[int, tuple[int, int, str]] = {}
         self.cached: set[int] = set()  # base registers whose region is held in locals
+        self.known: dict[int, int] = {}  # registers holding a constant in this straight-line run
+        self.chain: list[int] = []  # entries of the runs being emitted, the inlined ones last
+        self.fp: dict[int, int] = {}  # registers holding r10 plus a constant (exact) -> the constant
+        self.inlined = 0
+        #: registers holding a value only congruent modulo 2**64 (not yet reduced) -> a bound
+        #: on its bits
+        self.dirty: dict[int, int] = {}
+        #: (number of lines after it, register, depth, value) of the last lazily reduced line
+        self.last_lazy: tuple[int, int, int, str] = (-1, -1, 0, "")
+        #: pc -> (helper imm, r1): helper calls whose r1 is a known constant (called as S<pc>)
+        self.bound: dict[int, tuple[int, int]] = {}
 
     def out(self, depth: int, text: str) -> None:
         self.lines.append("    " * depth + text)
@@ -128,6 +158,7 @@ class _Gen:
 
     def function(self, entry: int, end: int) -> None:
         self.end = end
+        self.inlined = 0  # instructions of runs inlined in this function (see _leave)
         starts = self._starts(entry, end)
         targets = {entry}
         jumps = False
@@ -203,12 +234,50 @@ class _Gen:
             self._straight(pc, dispatch, depth)
 
     def _straight(self, pc: int, dispatch: set[int], depth: int) -> None:
-        first = True
         self.dispatch = dispatch
         self.cached = set()  # a run is entered from elsewhere: nothing is known
+        self.known = {}
+        self.dirty = {}
+        self.fp = {}
+        self.chain = [pc]
+        self._run(pc, depth)
+
+    def _run_length(self, pc: int) -> int:
+        """Instructions of the straight-line run starting at dispatch entry ``pc``."""
+        count = 0
+        while pc < self.end:
+            if count and pc in self.dispatch:
+                break
+            count += 1
+            op = self.insns[pc].opcode
+            if op in (isa.EXIT_OP, isa.JA_OP, isa.JA32_OP):
+                break
+            pc += 2 if op == isa.LDDW else 1
+        return count
+
+    def _leave(self, depth: int, target: int) -> None:
+        """Go on at ``target``: its run inlined here when it is short (what is known of the
+        registers and held regions then carries over, and the dispatch is skipped), else
+        through the dispatch loop."""
+        size = self._run_length(target) if self.inner is None and target not in self.chain else 0
+        if 0 < size <= INLINE_RUN and self.inlined + size <= INLINE_BUDGET and depth <= INLINE_DEPTH:
+            self.inlined += size
+            saved = set(self.cached), dict(self.known), dict(self.dirty), dict(self.fp)
+            self.chain.append(target)
+            self._run(target, depth)
+            self.chain.pop()
+            self.cached, self.known, self.dirty, self.fp = saved
+            return
+        self.goto(depth, target)
+
+    def _run(self, pc: int, depth: int) -> None:
+        """Emit the straight-line run from ``pc`` with the current knowledge of the registers."""
+        dispatch = self.dispatch
+        first = True
         while True:
             if not first and pc in dispatch:
-                self.goto(depth, pc)
+                self._reduce(depth)
+                self._leave(depth, pc)
                 return
             first = False
             cost = self.prog.block_cost.get(pc)
@@ -217,23 +286,129 @@ class _Gen:
                 self.out(depth, f"if n < 0: BX({pc})")
             insn = self.insns[pc]
             op, cls, code = insn.opcode, insn.opcode & 7, insn.opcode & 0xF0
+            if cls in (isa.JMP, isa.JMP32):  # leaves the run, or calls: every register exact
+                self._reduce(depth)
             if op == isa.EXIT_OP:
                 self.out(depth, "return r0, n")
                 return
             if op == isa.JA_OP or op == isa.JA32_OP:
-                self.goto(depth, _jump_target(insn, pc))
+                self._leave(depth, _jump_target(insn, pc))
                 return
             if cls in (isa.JMP, isa.JMP32) and code in isa.JMP_NAMES:
                 self.out(depth, f"if {self.cond(insn)}:")
-                self.goto(depth + 1, pc + 1 + insn.off)
+                self._leave(depth + 1, pc + 1 + insn.off)
+            elif cls == isa.ALU64 and code in _LAZY_OPS and not (code == isa.MOV and (insn.off or not op & isa.X)):
+                lazy = self._lazy(insn)
+                if lazy is None:  # the result could grow too large: reduce the operands first
+                    self._reduce(depth, _reads(insn))
+                    lazy = self._lazy(insn)
+                    assert lazy is not None
+                self.out(depth, f"r{insn.dst} = {lazy}")
+                self.last_lazy = (len(self.lines), insn.dst, depth, lazy)
+                self.cached -= _written(insn)
+                self._track_constants(pc, insn)
             else:
+                self._reduce(depth, _reads(insn))
+                for reg in _written(insn):  # (a call's conservative set: all were reduced above)
+                    self.dirty.pop(reg, None)
                 for line in self.insn(pc, insn):
                     if isinstance(line, tuple):  # (source, helper id, what): a helper call line
                         line, hid, what = line
                         self.helper_lines[len(self.lines) + 1] = (pc, hid, what)
                     self.out(depth, line)
                 self.cached -= _written(insn)
+                self._track_constants(pc, insn)
             pc += 2 if op == isa.LDDW else 1
+
+    def _reduce(self, depth: int, regs: frozenset[int] | set[int] | None = None) -> None:
+        """Reduce the unreduced registers among ``regs`` (all if None) modulo 2**64."""
+        for reg in sorted(self.dirty if regs is None else set(self.dirty) & set(regs)):
+            at, last, was, rhs = self.last_lazy
+            if at == len(self.lines) and last == reg:  # the line just emitted made it: reduce there
+                self.lines[-1] = "    " * was + f"r{reg} = ({rhs}) & {M}"
+            else:
+                self.out(depth, f"r{reg} &= {M}")
+            del self.dirty[reg]
+
+    def _lazy(self, insn: Insn) -> str | None:
+        """The value of a 64-bit ALU instruction's result, left unreduced (None: the
+        instruction needs exact operands, or its result would grow past :data:`LAZY_BITS`)."""
+        op, dst, src, off, imm = insn
+        if op & 7 != isa.ALU64:
+            return None
+        code, x = op & 0xF0, bool(op & isa.X)
+        dirty = self.dirty
+        d = f"r{dst}"
+        a = dirty.get(dst, 64)
+        if code == isa.MOV and not off:
+            if not x:
+                return None  # a constant: exact already (the usual line)
+            if src in dirty:
+                dirty[dst] = dirty[src]
+            else:
+                dirty.pop(dst, None)
+            return f"r{src}"
+        v = imm & isa.MASK64
+        b, s = (dirty.get(src, 64), f"r{src}") if x else (max(v.bit_length(), 1), str(v))
+        if code in (isa.ADD, isa.SUB) and not x and dst in self.fp and dst not in dirty:
+            moved = _fp_moved(self.fp[dst], code, imm)
+            if moved is not None:  # a frame pointer plus a small offset: exact, nothing to reduce
+                delta = moved - self.fp[dst]
+                return f"{d} + {delta}" if delta >= 0 else f"{d} - {-delta}"
+        if code == isa.NEG:
+            bits, line = a + 1, f"-{d}"
+        elif code in (isa.ADD, isa.SUB):
+            bits, line = max(a, b) + 1, f"{d} {'+' if code == isa.ADD else '-'} {s}"
+        elif code == isa.MUL:
+            bits, line = a + b, f"{d} * {s}"
+        elif code == isa.LSH:
+            bits, line = (a + 63, f"{d} << ({s} & 63)") if x else (a + (v & 63), f"{d} << {v & 63}")
+        elif code in (isa.OR, isa.XOR, isa.AND):
+            sym = {isa.OR: "|", isa.XOR: "^", isa.AND: "&"}[code]
+            line = f"{d} {sym} {s}"
+            # & with an exact operand (0 <= it < 2**64) gives an exact result
+            bits = 64 if code == isa.AND and (dst not in dirty or not x or src not in dirty) else max(a, b) + 1
+        else:
+            return None
+        if bits > LAZY_BITS:
+            return None
+        if bits <= 64 and code == isa.AND:
+            dirty.pop(dst, None)
+        else:
+            dirty[dst] = bits
+        return line
+
+    def _track_constants(self, pc: int, insn: Insn) -> None:
+        """Note which registers hold a constant after ``insn`` (lddw, mov of an immediate, copies)."""
+        op, dst, src, off, imm = insn
+        known = self.known
+        if op == isa.LDDW:
+            known[dst] = self.prog.imm64[pc]
+        elif op == isa.ALU64 | isa.MOV and not off:  # mov64 dst, imm
+            known[dst] = imm & isa.MASK64
+        elif op == isa.ALU64 | isa.MOV | isa.X and not off:  # mov64 dst, src
+            if src in known:
+                known[dst] = known[src]
+            else:
+                known.pop(dst, None)
+        else:
+            for reg in _written(insn):
+                known.pop(reg, None)
+        fp = self.fp
+        if op == isa.ALU64 | isa.MOV | isa.X and not off:
+            if src == isa.FP or src in fp:
+                fp[dst] = fp.get(src, 0)
+            else:
+                fp.pop(dst, None)
+        elif op in (isa.ALU64 | isa.ADD, isa.ALU64 | isa.SUB) and dst in fp:
+            moved = _fp_moved(fp[dst], op & 0xF0, imm)
+            if moved is None:
+                del fp[dst]
+            else:
+                fp[dst] = moved
+        else:
+            for reg in _written(insn):
+                fp.pop(reg, None)
 
     # --- instructions ----------------------------------------------------------------------------
     def insn(self, pc: int, insn: Insn) -> list[str]:
@@ -251,7 +426,11 @@ class _Gen:
             if imm in TAKES_CALLBACK:
                 return [f"r0, n = CB(RUN, {pc}, H{imm & isa.MASK32}, {imm}, r1, r2, r3, r4, r5, d, n)"]
             hid = imm & isa.MASK32
-            return [(f"r0 = H{hid}(VM, r1, r2, r3, r4, r5)", imm, "call"), (f"r0 &= {M}", imm, "mask")]
+            fn = f"H{hid}"
+            if 1 in self.known:
+                self.bound[pc] = (imm, self.known[1])
+                fn = f"S{pc}"
+            return [(f"r0 = {fn}(VM, r1, r2, r3, r4, r5)", imm, "call"), (f"r0 &= {M}", imm, "mask")]
         if op == isa.CALLX_OP:
             return [f"r0 = CX({pc}, r{dst}, r1, r2, r3, r4, r5)"]
         size = isa.SIZE_BYTES[op & 0x18]
@@ -448,12 +627,18 @@ class _Gen:
                 val = f"(({val} ^ {sb:#x}) - {sb:#x}) & {M}"
             return [f"r{dst} = {val}"]
         fast = None
+        proven = pc in self.prog.in_bounds  # in a map value: the region's bounds need no check
         if self._on_stack(base, off, size):
             lines, buf, o = [], "stk", str(SS + off)
         elif self._held(pc, base):
             lines = [] if base in self.cached else self._region(pc, base, off, size, "read")
             buf, o = f"b{base}", "o"
-            fast = self._in_bounds(base, off, size, "z")
+            if proven:
+                o = f"d{base} + {off}" if off else f"d{base}"
+            else:
+                fast = self._in_bounds(base, off, size, "z")
+        elif proven:
+            lines, buf, o = [self._addr(base, off), "g = RG(a >> 32)"], "g.buf", "a & 0xffffffff"
         else:
             lines, buf, o = self._check(pc, base, off, size, "RG", "read"), "g.buf", "o"
         val = f"{buf}[{o}]" if size == 1 else f"U{size}({buf}, {o})[0]"
@@ -467,12 +652,18 @@ class _Gen:
 
     def store(self, pc: int, base: int, off: int, size: int, val: str) -> list[str]:
         fast = None
+        proven = pc in self.prog.in_bounds  # in a map value programs may write (the verifier refuses others)
         if self._on_stack(base, off, size):
             lines, buf, o = [], "stk", str(SS + off)
         elif self._held(pc, base):
             lines = [] if base in self.cached else self._region(pc, base, off, size, "write")
             buf, o = f"b{base}", "o"
-            fast = self._in_bounds(base, off, size, "w")
+            if proven:
+                o = f"d{base} + {off}" if off else f"d{base}"
+            else:
+                fast = self._in_bounds(base, off, size, "w")
+        elif proven:
+            lines, buf, o = [self._addr(base, off), "g = WG(a >> 32)"], "g.buf", "a & 0xffffffff"
         else:
             lines, buf, o = self._check(pc, base, off, size, "WG", "write"), "g.buf", "o"
         put = f"{buf}[{o}] = {val}" if size == 1 else f"P{size}({buf}, {o}, {val})"
@@ -508,6 +699,34 @@ class _Gen:
         if imm & isa.FETCH:
             lines.append(f"r{src} = v")
         return lines
+
+
+def _fp_moved(off: int, code: int, imm: int) -> int | None:
+    """A frame pointer's offset after adding (or subtracting) ``imm``, or None when it would
+    leave +-2**31: r10 is a frame's end, a slot's base (at least ``KEY_BASE << 32``, at most
+    ``2**64 - 2**32``) plus 512, so r10 plus such an offset needs no reduction modulo 2**64."""
+    delta = alu.signed(imm & isa.MASK32, 32)
+    moved = off + delta if code == isa.ADD else off - delta
+    return moved if -FP_REACH <= moved <= FP_REACH else None
+
+
+def _reads(insn: Insn) -> set[int] | frozenset[int]:
+    """Registers ``insn`` (not a jump) reads."""
+    op, dst, src, _off, imm = insn
+    cls, code = op & 7, op & 0xF0
+    if cls in (isa.ALU, isa.ALU64):
+        if code == isa.MOV:
+            return {src} if op & isa.X else set()
+        if code in (isa.NEG, isa.END):
+            return {dst}
+        return {dst, src} if op & isa.X else {dst}
+    if cls == isa.LDX:
+        return {src}
+    if cls == isa.ST:
+        return {dst}
+    if cls == isa.STX:
+        return {dst, src, 0} if op & 0xE0 == isa.ATOMIC and imm == isa.CMPXCHG else {dst, src}
+    return set() if op == isa.LDDW else _ALL_REGS
 
 
 def _written(insn: Insn) -> frozenset[int] | set[int]:
@@ -547,6 +766,7 @@ def _program_key(prog: Program) -> bytes:
     h = hashlib.sha256(isa.encode(prog.insns))
     h.update(repr(sorted(prog.imm64.items())).encode())
     h.update(repr(sorted(prog.probe_mem)).encode())
+    h.update(repr(sorted(prog.in_bounds)).encode())
     return h.digest()
 
 
@@ -559,20 +779,23 @@ def _filename(key: bytes) -> str:
     return f"<ebpf {key.hex()[:12]}>"
 
 
-_source_cache: dict[bytes, tuple[str, dict[int, tuple[int, int, str]]]] = {}
+_Lines = dict[int, tuple[int, int, str]]
+_Bound = dict[int, tuple[int, int]]
+_source_cache: dict[bytes, tuple[str, _Lines, _Bound]] = {}
 
 
-def compile_program(prog: Program) -> tuple[str, object, dict[int, tuple[int, int, str]]]:
-    """Source, code object and helper-call lines of ``prog``, cached by program content."""
+def compile_program(prog: Program) -> tuple[str, object, _Lines, _Bound]:
+    """Source, code object, helper-call lines and bound helper calls (pc -> (helper imm,
+    constant r1)) of ``prog``, cached by program content."""
     key = _program_key(prog)
     cached = _source_cache.get(key)
     if cached is None:
         gen = _Gen(prog)
-        cached = gen.program(), gen.helper_lines
+        cached = gen.program(), gen.helper_lines, gen.bound
         if len(_source_cache) > 512:
             _source_cache.clear()
         _source_cache[key] = cached
-    return cached[0], _compile(key, cached[0]), cached[1]
+    return cached[0], _compile(key, cached[0]), cached[1], cached[2]
 
 
 class Translated:
@@ -580,7 +803,7 @@ class Translated:
 
     def __init__(self, vm: VM) -> None:
         prog = vm.program
-        self.source, code, self._helper_lines = compile_program(prog)
+        self.source, code, self._helper_lines, bound = compile_program(prog)
         self._filename = code.co_filename  # type: ignore[attr-defined]
         mem = vm.memory
 
@@ -610,6 +833,9 @@ class Translated:
         }
         for hid in prog.helper_ids:
             ns[f"H{hid & isa.MASK32}"] = vm.helpers[hid]
+        for pc, (hid, r1) in bound.items():
+            bind = vm.binders.get(hid)
+            ns[f"S{pc}"] = (bind(r1) if bind is not None else None) or vm.helpers[hid]
         exec(code, ns)
         self.entry = ns["f0"]
         self.functions = {entry: ns[f"f{entry}"] for entry in prog.subprogs}

@@ -51,6 +51,8 @@ class Program:
     #: Loads through BTF-typed kernel pointers (Linux's ``BPF_PROBE_MEM``): they read guest
     #: memory and give 0 on a fault. Set by the loader from :mod:`.absint`'s verdict.
     probe_mem: frozenset[int] = frozenset()
+    #: loads/stores the verifier (absint) proved to access a map value within its bounds
+    in_bounds: frozenset[int] = frozenset()
 
     def subprog_end(self, entry: int) -> int:
         i = self.subprogs.index(entry)

@@ -48,13 +48,16 @@ class VM:
     ``vm.memory`` (e.g. a global-data value) and return their address.
     ``engine``: default engine of :meth:`run`; the translator compiles at construction.
     ``budget``: default maximum number of instructions per run.
+    ``binders``: helper id -> ``bind(r1)``, a faster equivalent of that helper for the calls
+    whose r1 is a known constant (the translator asks once per call site; None: no faster one).
     """
 
     def __init__(self, program: Sequence[Insn] | bytes | bytearray | str,
                  helpers: Mapping[int, Helper] | None = None, *,
                  resolver: VMResolver | None = None, engine: Engine = "translate",
                  budget: int = DEFAULT_BUDGET, max_insns: int = isa.MAX_INSNS,
-                 memory: Memory | None = None, name: str = "prog") -> None:
+                 memory: Memory | None = None, name: str = "prog",
+                 binders: Mapping[int, Callable[[int], Helper | None]] | None = None) -> None:
         if isinstance(program, str):
             insns: Sequence[Insn] = assemble(program)
         elif isinstance(program, (bytes, bytearray, memoryview)):
@@ -67,6 +70,9 @@ class VM:
             raise ValueError(f"unknown engine {engine!r}")
         self.name = name
         self.helpers: dict[int, Helper] = dict(helpers or {})
+        #: helper id -> ``bind(r1)``: that helper specialised for a call site whose r1 the
+        #: translator knows (a map's address), or None for the generic one
+        self.binders: dict[int, Callable[[int], Helper | None]] = dict(binders or {})
         self.memory = memory if memory is not None else Memory()
         self.data: dict[str, Any] = {}  # free for the embedding simulator and its helpers
         bound: Resolver | None = None
@@ -115,11 +121,14 @@ class VM:
             return self._translated
         raise ValueError(f"unknown engine {engine!r}")
 
-    def use(self, engine: Engine, probe_mem: frozenset[int] = frozenset()) -> None:
+    def use(self, engine: Engine, probe_mem: frozenset[int] = frozenset(),
+            in_bounds: frozenset[int] = frozenset()) -> None:
         """Make ``engine`` the default, with ``probe_mem`` the loads through BTF-typed kernel
-        pointers (known once the program is verified); engines built before are rebuilt."""
-        if probe_mem != self.program.probe_mem:
+        pointers and ``in_bounds`` the loads and stores proved to stay in a map value (both
+        known once the program is verified); engines built before are rebuilt."""
+        if probe_mem != self.program.probe_mem or in_bounds != self.program.in_bounds:
             self.program.probe_mem = probe_mem
+            self.program.in_bounds = in_bounds
             self._interp = self._translated = None
         self.engine = engine
         self._engine(engine)
@@ -176,7 +185,7 @@ class VM:
         that fills one buffer in place before every run (a probe's ``pt_regs``): the same as
         ``run(ctx)`` without its per-call set-up."""
         region, mem, addr, size = self._ctx_region, self.memory, self.ctx_addr, len(ctx)
-        writable = mem.writable
+        writable, temporary = mem.writable, mem._temporary
 
         def run() -> int:
             if self._running:
@@ -215,7 +224,7 @@ class VM:
             finally:
                 self._running = False
                 region.buf, region.size = b"", 0
-                if mem._temporary:
+                if temporary:
                     mem.release_temporary()
 
         return run

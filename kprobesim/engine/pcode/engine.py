@@ -95,6 +95,7 @@ from .memory import PAGE, Memory, Region
 
 INF = 1 << 80
 MAX_BLOCK = 128  # instructions per block
+_U64_AT = struct.Struct("<Q").unpack_from
 # Compiled blocks shared by all engines of a process: (language, pc, bytes, hook flags) ->
 # (code object, source, function name). Engines exec the code object in their own namespace.
 _CODE_CACHE: dict[tuple[Any, ...], tuple[Any, str, str, tuple[int, ...]]] = {}
@@ -400,6 +401,28 @@ class PcodeEngine:
             self._host_ram = r
         o = address - r.begin
         return bytearray(r.buf[o:o + size])
+
+    def ram_u64(self, address: int) -> int | None:
+        """The little-endian u64 at ``address`` if it lies in the RAM region the last read found
+        (what ``mem_read(address, 8)`` gives), else None."""
+        r = self._host_ram
+        if r is not None and r.begin <= address and address + 8 <= r.end:
+            return _U64_AT(r.buf, address - r.begin)[0]
+        return None
+
+    def ram_u64_at(self, address: int) -> int | None:
+        """``ram_u64(ram_u64(address))`` (0 for a null pointer) when both reads lie in that RAM
+        region, else None."""
+        r = self._host_ram
+        if r is not None:
+            begin, end = r.begin, r.end
+            if begin <= address and address + 8 <= end:
+                ptr = _U64_AT(r.buf, address - begin)[0]
+                if not ptr:
+                    return 0
+                if begin <= ptr and ptr + 8 <= end:
+                    return _U64_AT(r.buf, ptr - begin)[0]
+        return None
 
     def _mem_read_pieces(self, address: int, size: int) -> bytearray:
         """mem_read across regions, of MMIO or through the arch's address translation."""
