@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,14 +32,17 @@ def translation_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _translation_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+def _translation_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The P-code engine's disk cache lives in this run's temporary folder: the suite neither
     reads nor fills the user's cache, and starts cold like a fresh machine. Subprocesses (CLI
-    tests) inherit the setting."""
+    tests) inherit the setting. At the session's end a worker does not write what it learnt
+    (a merge of ~15 MB at exit, seconds of a run's end that no later process reads)."""
     from kprobesim.engine.pcode import diskcache
 
     os.environ["KPROBESIM_CACHE_DIR"] = str(translation_cache_dir(tmp_path_factory))
     diskcache.reset()
+    yield
+    diskcache.forget()
 
 
 @pytest.fixture

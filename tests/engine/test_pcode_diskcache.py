@@ -112,6 +112,16 @@ def test_cache_off_writes_nothing(cache_dir: Path, monkeypatch: pytest.MonkeyPat
     assert result[0] == 0 and not cache_dir.exists()
 
 
+def test_forgotten_stores_write_nothing(cache_dir: Path) -> None:
+    """What the test suite does at its end: a process's new translations are dropped, and
+    nothing is written at exit (flush_all is what exit runs)."""
+    result, calls = _run_la()
+    assert result[0] == 0 and calls["compile_block"] > 50
+    diskcache.forget()
+    diskcache.flush_all()
+    assert not cache_dir.exists()
+
+
 def test_unwritable_directory_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -285,3 +285,9 @@ def reset() -> None:
     """Forget the loaded stores (tests: a new cache directory takes effect)."""
     flush_all()
     _STORES.clear()
+
+
+def forget() -> None:
+    """Drop the loaded stores without saving what this process added (nothing is written at
+    exit): for a cache folder that is thrown away, such as a test run's."""
+    _STORES.clear()
