@@ -8,7 +8,7 @@ the IP: not portable), EIP-relative (0x67 + RIP-relative) operands. Length, pref
 ModRM and the RIP-relative displacement come from capstone's details.
 
 Two step variants share this decoder:
-- ``"tf"`` (DESIGN §6, old Linux): every accepted instruction runs out of line under TF; the
+- ``"tf"`` (DESIGN.md §7, old Linux): every accepted instruction runs out of line under TF; the
   resume fix-ups in step.after_step() repair IP, pushed return addresses and pushed flags.
 - ``"int3"`` (current Linux): the slot ends with an int3, so instructions that leave the slot
   (jmp/jcc/loop/jrcxz/call/ret/indirect call and jmp through a register) and the interrupt

@@ -1,6 +1,6 @@
 """Simulation of x86_64 instructions for the int3 step variant (Linux's ``emulate_op``).
 
-The TF variant (DESIGN §6) simulates nothing: its decisions are all out-of-line and
+The TF variant (DESIGN.md §7) simulates nothing: its decisions are all out-of-line and
 step.after_step() applies the resume fix-ups. Simulation reads the registers as they are at
 the probe (interrupts not masked: nothing is stepped).
 """

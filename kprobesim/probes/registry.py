@@ -1,6 +1,6 @@
 """The kprobe registry: placing probes, handling their traps, stepping out of line.
 
-Flow of a hit (DESIGN.md §3): the break at the probe traps; pre-handlers run in order (a
+Flow of a hit (DESIGN.md §7): the break at the probe traps; pre-handlers run in order (a
 non-zero return means the handler moved the PC: the step is skipped); the probed instruction
 is simulated, or stepped in its slot with interrupts masked, ending on the slot's step break
 (or, on x86 with the "tf" variant, on the single-step debug trap); the arch's fix-ups set the

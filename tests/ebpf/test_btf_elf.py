@@ -48,7 +48,7 @@ def needs_cc(fn):  # noqa: ANN001, ANN201 - the toolchain is a hard requirement 
 
 ARCHES = list(build.ARCHES)
 COMPILERS = ["zig", "clang"]  # ziglang's clang and Debian's clang (apt: clang, libbpf-dev)
-#: ctx offsets of PT_REGS_PARM1, PT_REGS_PARM2, PT_REGS_RC, PT_REGS_IP (DESIGN.md section 7)
+#: ctx offsets of PT_REGS_PARM1, PT_REGS_PARM2, PT_REGS_RC, PT_REGS_IP (arch/<name>/regs.py)
 REGS = {
     "riscv64": {"parm1": 80, "parm2": 88, "rc": 80, "ip": 0},
     "loongarch64": {"parm1": 32, "parm2": 40, "rc": 32, "ip": 264},
