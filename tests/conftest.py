@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,12 +14,23 @@ import pytest
 def pytest_configure(config: pytest.Config) -> None:
     """Bytecode of the project's modules written and compiled once for all workers and
     subprocesses (``bytecode.py``). The pytest-xdist controller collects nothing: only the
-    processes that run tests compile."""
+    processes that run tests compile. A worker leaves without the interpreter's teardown."""
     if config.getoption("dist", "no") != "no" and not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     import bytecode
 
     bytecode.share(config)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        atexit.register(_leave_without_teardown)  # registered first: the last handler to run
+
+
+def _leave_without_teardown() -> None:
+    """A pytest-xdist worker's end, once its results are sent and the other exit handlers have
+    run: skip the final garbage collection over everything the worker's tests left (booted
+    Linux machines, translation caches), which held a whole run's end up by ~10 s."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def translation_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
