@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable
 
 from .maps import ArrayMap, BpfMap, HashMap
-from .memory import Memory
+from .memory import Memory, Region
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -32,6 +32,21 @@ def fast_lookup(memory: Memory, m: BpfMap) -> Helper | None:
     if cls is ArrayMap:
         return _array_lookup(memory, m)  # type: ignore[arg-type]
     return None
+
+
+def _again(held: Region, readable: dict, writable: dict, temporary: list, rw: bool) -> int:
+    """The base of ``held``, the element's parked value region, if it can serve this lookup:
+    mapped again when the last run's release parked it, as it is when this run looked it up
+    before; 0 when its slot holds another region now."""
+    k = held.key
+    now = readable.get(k)
+    if now is None:
+        readable[k] = held
+        if rw:
+            writable[k] = held
+        temporary.append(held)
+        return held.base
+    return held.base if now is held else 0
 
 
 def _hash_lookup(mem: Memory, m: HashMap) -> Helper:
@@ -60,17 +75,8 @@ def _hash_lookup(mem: Memory, m: HashMap) -> Helper:
                         return 0
                     if lru:
                         touch(key)
-                    if held.buf is slots[0]:
-                        k = held.key
-                        now = readable.get(k)
-                        if now is None:  # parked by the last run's release: map it again
-                            readable[k] = held
-                            if rw:
-                                writable[k] = held
-                            temporary.append(held)
-                            return held.base
-                        if now is held:  # looked up before in this run
-                            return held.base
+                    if held.buf is slots[0] and (again := _again(held, readable, writable, temporary, rw)):
+                        return again
                     base = mem.map_region(slots[0], rw, name, key=("elem", tag, key), temporary=True)
                     cache[ik] = readable[base >> 32]
                     return base
@@ -85,17 +91,8 @@ def _hash_lookup(mem: Memory, m: HashMap) -> Helper:
         buf = slots[0]
         ck = key if as_int is None else as_int(key)[0]
         held = cache.get(ck)
-        if held is not None and held.buf is buf:
-            k = held.key
-            now = readable.get(k)
-            if now is None:
-                readable[k] = held
-                if rw:
-                    writable[k] = held
-                temporary.append(held)
-                return held.base
-            if now is held:
-                return held.base
+        if held is not None and held.buf is buf and (again := _again(held, readable, writable, temporary, rw)):
+            return again
         base = mem.map_region(buf, rw, name, key=("elem", tag, key), temporary=True)
         cache[ck] = readable[base >> 32]
         return base
@@ -127,17 +124,8 @@ def _array_lookup(mem: Memory, m: ArrayMap) -> Helper:
             slots = m._slots(i)
         buf = slots[0]
         held = cache.get(i)
-        if held is not None and held.buf is buf:
-            k = held.key
-            now = readable.get(k)
-            if now is None:
-                readable[k] = held
-                if rw:
-                    writable[k] = held
-                temporary.append(held)
-                return held.base
-            if now is held:
-                return held.base
+        if held is not None and held.buf is buf and (again := _again(held, readable, writable, temporary, rw)):
+            return again
         base = mem.map_region(buf, rw, name, key=("elem", tag, _U32.pack(i)), temporary=True)
         cache[i] = readable[base >> 32]
         return base
