@@ -626,21 +626,7 @@ class _Gen:
                 sb = 1 << (8 * size - 1)
                 val = f"(({val} ^ {sb:#x}) - {sb:#x}) & {M}"
             return [f"r{dst} = {val}"]
-        fast = None
-        proven = pc in self.prog.in_bounds  # in a map value: the region's bounds need no check
-        if self._on_stack(base, off, size):
-            lines, buf, o = [], "stk", str(SS + off)
-        elif self._held(pc, base):
-            lines = [] if base in self.cached else self._region(pc, base, off, size, "read")
-            buf, o = f"b{base}", "o"
-            if proven:
-                o = f"d{base} + {off}" if off else f"d{base}"
-            else:
-                fast = self._in_bounds(base, off, size, "z")
-        elif proven:
-            lines, buf, o = [self._addr(base, off), "g = RG(a >> 32)"], "g.buf", "a & 0xffffffff"
-        else:
-            lines, buf, o = self._check(pc, base, off, size, "RG", "read"), "g.buf", "o"
+        lines, buf, o, fast = self._access(pc, base, off, size, "read")
         val = f"{buf}[{o}]" if size == 1 else f"U{size}({buf}, {o})[0]"
         if fast is not None:
             val = f"({val} if {fast} else LD({pc}, (r{base} + {off}) & {M}, {size}))"
@@ -650,22 +636,26 @@ class _Gen:
         lines.append(f"r{dst} = {val}")
         return lines
 
-    def store(self, pc: int, base: int, off: int, size: int, val: str) -> list[str]:
-        fast = None
-        proven = pc in self.prog.in_bounds  # in a map value programs may write (the verifier refuses others)
+    def _access(self, pc: int, base: int, off: int, size: int, kind: str) -> tuple[list[str], str, str, str | None]:
+        """Where a ``kind`` ("read" or "write") access of a load or store goes: the lines that
+        find it, its buffer and offset expressions, and the condition under which a held
+        region's fast path applies (None: no fallback needed). An access the verifier proved
+        inside a map value (programs may write only those it allows) needs no bounds check."""
+        proven = pc in self.prog.in_bounds
+        table, limit = ("RG", "z") if kind == "read" else ("WG", "w")
         if self._on_stack(base, off, size):
-            lines, buf, o = [], "stk", str(SS + off)
-        elif self._held(pc, base):
-            lines = [] if base in self.cached else self._region(pc, base, off, size, "write")
-            buf, o = f"b{base}", "o"
+            return [], "stk", str(SS + off), None
+        if self._held(pc, base):
+            lines = [] if base in self.cached else self._region(pc, base, off, size, kind)
             if proven:
-                o = f"d{base} + {off}" if off else f"d{base}"
-            else:
-                fast = self._in_bounds(base, off, size, "w")
-        elif proven:
-            lines, buf, o = [self._addr(base, off), "g = WG(a >> 32)"], "g.buf", "a & 0xffffffff"
-        else:
-            lines, buf, o = self._check(pc, base, off, size, "WG", "write"), "g.buf", "o"
+                return lines, f"b{base}", f"d{base} + {off}" if off else f"d{base}", None
+            return lines, f"b{base}", "o", self._in_bounds(base, off, size, limit)
+        if proven:
+            return [self._addr(base, off), f"g = {table}(a >> 32)"], "g.buf", "a & 0xffffffff", None
+        return self._check(pc, base, off, size, table, kind), "g.buf", "o", None
+
+    def store(self, pc: int, base: int, off: int, size: int, val: str) -> list[str]:
+        lines, buf, o, fast = self._access(pc, base, off, size, "write")
         put = f"{buf}[{o}] = {val}" if size == 1 else f"P{size}({buf}, {o}, {val})"
         if fast is not None:
             lines.append(f"if {fast}: {put}")
